@@ -1,0 +1,5 @@
+//! `corebus`: the server binary.
+
+fn main() -> anyhow::Result<()> {
+    anyhow::bail!("the corebus server is not built yet (see the broker issue)")
+}

@@ -1,0 +1,25 @@
+//! The Kafka wire protocol, as corebus speaks it.
+//!
+//! Owns: framing (size prefix, `max_frame_bytes`), request and response headers, decoding every
+//! request and encoding every response through the generated `kafka-protocol` messages, the
+//! version table, Kafka error codes, and the zero-copy record-batch layer (views over
+//! `bytes::Bytes`, CRC32C, the offset rewrite done while copying into storage, record
+//! iteration, compression, and the gather encoder for Fetch responses).
+//!
+//! Never: knows about a server, storage, a runtime or sockets; panics or allocates by a length
+//! read from the input before checking it against the bytes present.
+
+pub mod error;
+pub mod error_code;
+pub mod fetch;
+pub mod frame;
+pub mod header;
+pub mod limits;
+pub mod record;
+pub mod request;
+pub mod response;
+pub mod varint;
+pub mod versions;
+
+/// The generated message types, re-exported so that users of this crate name one dependency.
+pub use kafka_protocol;
