@@ -1,1 +1,23 @@
-//! (to be written)
+//! Kafka record batches (magic 2) as zero-copy views over `bytes::Bytes`.
+//!
+//! Owns: the 61-byte batch header and its field accessors, CRC32C verification, the single
+//! copy of the produce path (base offset, leader epoch and LogAppendTime rewritten while the
+//! batch is copied into a storage buffer), iteration over the batches of a record set, record
+//! iteration, compression codecs and a builder for tests and tools.
+//!
+//! Never: copies or decompresses record data on the plain produce or fetch path, allocates by a
+//! length read from the input before checking it against the bytes present, or panics on
+//! malformed bytes (every malformed case is a [`RecordError`]).
+
+mod batch;
+mod batches;
+mod compression;
+mod error;
+
+pub use batch::{
+    BATCH_HEADER_BYTES, BATCH_OVERHEAD_BYTES, BatchHeader, RecordBatch, TimestampType,
+    verify_batch_crc,
+};
+pub use batches::RecordBatches;
+pub use compression::Compression;
+pub use error::{KAFKA_CORRUPT_MESSAGE, KAFKA_INVALID_RECORD, RecordError};
