@@ -13,8 +13,8 @@
 
 use bytes::Bytes;
 
-use super::RecordError;
-use super::compression::Compression;
+use super::compression::{Compression, decompress};
+use super::{DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES, RecordError, Records};
 
 /// Bytes from the base offset through the record count: the fixed magic-2 header.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -344,6 +344,27 @@ impl RecordBatch {
     /// The record data after the header (compressed when the batch is).
     pub fn records_bytes(&self) -> Bytes {
         self.bytes.slice(BATCH_HEADER_BYTES..)
+    }
+
+    /// The batch's records, decompressed when needed (at most
+    /// [`DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES`]). For compaction, tools and validation; never
+    /// on the plain produce or fetch path.
+    pub fn records(&self) -> Result<Records, RecordError> {
+        self.records_with_limit(DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES)
+    }
+
+    /// As [`RecordBatch::records`], refusing to decompress to more than `max_bytes`.
+    pub fn records_with_limit(&self, max_bytes: usize) -> Result<Records, RecordError> {
+        let data = match self.compression()? {
+            // Uncompressed record data is iterated in place, without a copy.
+            Compression::None => self.records_bytes(),
+            codec => Bytes::from(decompress(
+                codec,
+                &self.bytes[BATCH_HEADER_BYTES..],
+                max_bytes,
+            )?),
+        };
+        Records::new(data, self.record_count())
     }
 
     /// CRC32C over attributes..end, through the crc32c crate (SSE4.2 / ARMv8 CRC when present).

@@ -3,6 +3,8 @@
 
 use thiserror::Error;
 
+use crate::varint::VarintError;
+
 /// Kafka's CORRUPT_MESSAGE (2): what Kafka answers for a batch it cannot parse or whose CRC
 /// does not match (`CorruptRecordException`).
 pub const KAFKA_CORRUPT_MESSAGE: i16 = 2;
@@ -44,8 +46,12 @@ pub enum RecordError {
     #[error("unknown compression codec id {0}")]
     UnknownCompression(u8),
     /// A varint ran past 5 (varint) or 10 (varlong) bytes, or past the end of the data.
-    #[error("malformed varint in {0}")]
-    Varint(&'static str),
+    #[error("malformed varint in {field}: {source}")]
+    Varint {
+        field: &'static str,
+        #[source]
+        source: VarintError,
+    },
     /// The record count cannot fit in the bytes present (each record takes at least
     /// `min_record_bytes`); refused before anything is allocated for it.
     #[error("record count {count} cannot fit in {available} bytes")]
@@ -57,9 +63,12 @@ pub enum RecordError {
     /// A record's fields do not use up exactly its declared length.
     #[error("record length {declared} but its fields take {used} bytes")]
     RecordLengthMismatch { declared: usize, used: usize },
-    /// Fewer or more records than the batch header's count.
-    #[error("batch declares {declared} records but holds {found}")]
-    RecordCountMismatch { declared: i32, found: usize },
+    /// The record data ends before the batch header's record count is reached.
+    #[error("batch declares {declared} records but holds only {found}")]
+    MissingRecords { declared: i32, found: usize },
+    /// Bytes remain after the batch header's record count was read.
+    #[error("{trailing} bytes remain after the batch's {declared} records")]
+    TrailingBytes { declared: i32, trailing: usize },
     /// The codec rejected the compressed payload.
     #[error("{codec} decompression failed: {source}")]
     Decompress {

@@ -11,8 +11,11 @@
 
 mod batch;
 mod batches;
-mod compression;
+pub mod compression;
 mod error;
+// One record's layout is its own concept; the file name follows the layout of the crate.
+#[allow(clippy::module_inception)]
+mod record;
 
 pub use batch::{
     BATCH_HEADER_BYTES, BATCH_OVERHEAD_BYTES, BatchHeader, RecordBatch, TimestampType,
@@ -20,4 +23,11 @@ pub use batch::{
 };
 pub use batches::RecordBatches;
 pub use compression::Compression;
+pub use record::{MIN_HEADER_BYTES, MIN_RECORD_BYTES, Record, RecordHeader, Records};
+
+/// The most bytes [`RecordBatch::records`] decompresses one batch into. Kafka's default
+/// `message.max.bytes` is 1 MiB of compressed data; 64x that leaves room for very
+/// compressible payloads while bounding what a compression bomb can make the broker allocate.
+/// Callers with other needs use [`RecordBatch::records_with_limit`].
+pub const DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
 pub use error::{KAFKA_CORRUPT_MESSAGE, KAFKA_INVALID_RECORD, RecordError};
