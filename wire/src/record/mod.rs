@@ -11,6 +11,7 @@
 
 mod batch;
 mod batches;
+mod builder;
 pub mod compression;
 mod error;
 // One record's layout is its own concept; the file name follows the layout of the crate.
@@ -22,6 +23,7 @@ pub use batch::{
     verify_batch_crc,
 };
 pub use batches::RecordBatches;
+pub use builder::{ControlType, RecordBatchBuilder};
 pub use compression::Compression;
 pub use record::{MIN_HEADER_BYTES, MIN_RECORD_BYTES, Record, RecordHeader, Records};
 

@@ -225,17 +225,8 @@ impl std::iter::FusedIterator for Records {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::builder::put_nullable as put_field;
     use crate::varint::{put_varint, put_varlong};
-
-    fn put_field(out: &mut Vec<u8>, field: Option<&[u8]>) {
-        match field {
-            None => put_varint(out, -1),
-            Some(bytes) => {
-                put_varint(out, bytes.len() as i32);
-                out.extend_from_slice(bytes);
-            }
-        }
-    }
 
     fn record(offset_delta: i32, headers: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
         let mut body = vec![0u8];
