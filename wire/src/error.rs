@@ -1,1 +1,177 @@
-//! (to be written)
+//! `WireError`: everything that can go wrong turning bytes into messages and back.
+//!
+//! Owns: the typed failure of framing, header and body codecs, with the context a server needs
+//! to answer (the correlation id whenever it could be read).
+//! Never: decides what the server does about an error (answer, close the connection); that is
+//! the broker's call, made from the variant.
+
+use kafka_protocol::messages::ApiKey;
+
+/// A failure of the protocol layer. Variants that come from a request carry its correlation id
+/// when the first 8 bytes of the frame were present, so the server can still answer.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The 4-byte size prefix was negative.
+    #[error("frame size prefix is negative ({size})")]
+    NegativeFrameSize {
+        /// The prefix as read.
+        size: i32,
+    },
+
+    /// The size prefix (or a frame handed in directly) exceeds `max_frame_bytes`.
+    #[error("frame of {frame_bytes} bytes exceeds max_frame_bytes = {max_frame_bytes}")]
+    FrameTooLarge {
+        /// The announced or actual frame body size, in bytes.
+        frame_bytes: usize,
+        /// The configured limit, in bytes.
+        max_frame_bytes: usize,
+    },
+
+    /// An encoded frame body would not fit the signed 32-bit size prefix.
+    #[error("encoded frame of {frame_bytes} bytes does not fit a 32-bit size prefix")]
+    FrameSizeOverflow {
+        /// The size that was produced, in bytes.
+        frame_bytes: usize,
+    },
+
+    /// The frame is too short to hold api key, api version and correlation id (8 bytes).
+    #[error("frame of {frame_bytes} bytes is too short for a request header")]
+    TruncatedHeader {
+        /// The frame body size, in bytes.
+        frame_bytes: usize,
+    },
+
+    /// The api key is not one this crate knows.
+    #[error("unknown api key {api_key} (correlation id {correlation_id})")]
+    UnknownApiKey {
+        /// The raw api key.
+        api_key: i16,
+        /// The request's correlation id.
+        correlation_id: i32,
+    },
+
+    /// The api version is outside the supported range of a known api key (ApiVersions excepted:
+    /// see [`WireError::ApiVersionsFallback`]).
+    #[error("{api_key:?} v{api_version} is not supported (correlation id {correlation_id})")]
+    UnsupportedVersion {
+        /// The api key.
+        api_key: ApiKey,
+        /// The requested version.
+        api_version: i16,
+        /// The request's correlation id.
+        correlation_id: i32,
+    },
+
+    /// An ApiVersions request this side cannot read: its version is unsupported, or its header
+    /// or body does not parse at that version. KIP-511: answer it with
+    /// [`crate::response::encode_api_versions_fallback`] (a v0-format response carrying
+    /// UNSUPPORTED_VERSION and the supported ranges), so the client retries with a version
+    /// both sides know.
+    #[error("ApiVersions v{api_version} cannot be read here (correlation id {correlation_id})")]
+    ApiVersionsFallback {
+        /// The version the client sent.
+        api_version: i16,
+        /// The request's correlation id.
+        correlation_id: i32,
+    },
+
+    /// The request header (client id, tagged fields) does not parse.
+    #[error("malformed {api_key:?} v{api_version} request header: {reason}")]
+    MalformedHeader {
+        /// The api key.
+        api_key: ApiKey,
+        /// The api version.
+        api_version: i16,
+        /// The request's correlation id.
+        correlation_id: i32,
+        /// What the decoder reported.
+        reason: String,
+    },
+
+    /// The body does not parse at the version given (truncated, bad length, bad varint...).
+    #[error("malformed {api_key:?} v{api_version} body: {reason}")]
+    MalformedBody {
+        /// The api key.
+        api_key: ApiKey,
+        /// The api version.
+        api_version: i16,
+        /// The correlation id of the request or response.
+        correlation_id: i32,
+        /// What the decoder reported.
+        reason: String,
+    },
+
+    /// The body parsed but bytes were left over in the frame.
+    #[error("{api_key:?} v{api_version} body leaves {trailing_bytes} bytes unread")]
+    TrailingBytes {
+        /// The api key.
+        api_key: ApiKey,
+        /// The api version.
+        api_version: i16,
+        /// The correlation id of the request or response.
+        correlation_id: i32,
+        /// How many bytes were left, in bytes.
+        trailing_bytes: usize,
+    },
+
+    /// A response frame is too short for its header, or its header does not parse.
+    #[error("malformed {api_key:?} v{api_version} response header: {reason}")]
+    MalformedResponseHeader {
+        /// The api key the caller expected.
+        api_key: ApiKey,
+        /// The api version the caller expected.
+        api_version: i16,
+        /// What the decoder reported.
+        reason: String,
+    },
+
+    /// A message could not be encoded at the version asked for (a field that the version cannot
+    /// carry holds a non-default value, an unknown api key, ...).
+    #[error("cannot encode {api_key:?} v{api_version}: {reason}")]
+    Encode {
+        /// The api key.
+        api_key: ApiKey,
+        /// The api version.
+        api_version: i16,
+        /// What the encoder reported.
+        reason: String,
+    },
+
+    /// An advertised version cap lies below the API's lowest supported version.
+    #[error("cannot cap {api_key:?} at v{max_version}: its lowest version is v{min_version}")]
+    VersionCapBelowFloor {
+        /// The api key.
+        api_key: ApiKey,
+        /// The cap asked for.
+        max_version: i16,
+        /// The lowest version the API has.
+        min_version: i16,
+    },
+
+    /// The body's variant is not a message this crate can name an api key for.
+    #[error("message variant has no known api key")]
+    UnknownMessageKind,
+}
+
+impl WireError {
+    /// The correlation id of the request this error belongs to, when it was readable; a server
+    /// uses it to answer instead of dropping the connection.
+    pub fn correlation_id(&self) -> Option<i32> {
+        match self {
+            Self::UnknownApiKey { correlation_id, .. }
+            | Self::UnsupportedVersion { correlation_id, .. }
+            | Self::ApiVersionsFallback { correlation_id, .. }
+            | Self::MalformedHeader { correlation_id, .. }
+            | Self::MalformedBody { correlation_id, .. }
+            | Self::TrailingBytes { correlation_id, .. } => Some(*correlation_id),
+            Self::NegativeFrameSize { .. }
+            | Self::FrameTooLarge { .. }
+            | Self::FrameSizeOverflow { .. }
+            | Self::TruncatedHeader { .. }
+            | Self::MalformedResponseHeader { .. }
+            | Self::Encode { .. }
+            | Self::VersionCapBelowFloor { .. }
+            | Self::UnknownMessageKind => None,
+        }
+    }
+}

@@ -23,3 +23,12 @@ pub mod versions;
 
 /// The generated message types, re-exported so that users of this crate name one dependency.
 pub use kafka_protocol;
+
+// The protocol layer's entry points, named once at the crate root.
+pub use error::WireError;
+pub use error_code::{ErrorCode, ResponseError};
+pub use frame::{FrameDecoder, write_frame};
+pub use limits::WireLimits;
+pub use request::{Request, decode_request, encode_request};
+pub use response::{decode_response, encode_api_versions_fallback, encode_response};
+pub use versions::{ApiSupport, VersionRange, supported_versions};
