@@ -10,7 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 
-use crate::error::WireError;
+use crate::error::{WireError, finish_body};
 use crate::frame::{check_frame_bytes, write_frame};
 use crate::header::{decode_request_header, encode_request_header, peek_request_prefix};
 use crate::limits::WireLimits;
@@ -130,22 +130,9 @@ pub fn decode_request(frame: Bytes, limits: &WireLimits) -> Result<Request, Wire
             reason,
         })
     })?;
-    let body = RequestKind::decode(api_key, &mut rest, api_version).map_err(|e| {
-        fallback_or(WireError::MalformedBody {
-            api_key,
-            api_version,
-            correlation_id,
-            reason: format!("{e:#}"),
-        })
-    })?;
-    if !rest.is_empty() {
-        return Err(fallback_or(WireError::TrailingBytes {
-            api_key,
-            api_version,
-            correlation_id,
-            trailing_bytes: rest.len(),
-        }));
-    }
+    let decoded = RequestKind::decode(api_key, &mut rest, api_version);
+    let body = finish_body(decoded, rest.len(), api_key, api_version, correlation_id)
+        .map_err(fallback_or)?;
     Ok(Request {
         header,
         api_key,

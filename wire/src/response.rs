@@ -11,7 +11,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader, ResponseKind};
 
-use crate::error::WireError;
+use crate::error::{WireError, finish_body};
 use crate::error_code::ErrorCode;
 use crate::frame::write_frame;
 use crate::header::{decode_response_header, encode_response_header, response_header_version};
@@ -117,22 +117,13 @@ fn decode_response_at(
             reason,
         }
     })?;
-    let correlation_id = header.correlation_id;
-    let body = ResponseKind::decode(api_key, &mut rest, api_version).map_err(|e| {
-        WireError::MalformedBody {
-            api_key,
-            api_version,
-            correlation_id,
-            reason: format!("{e:#}"),
-        }
-    })?;
-    if !rest.is_empty() {
-        return Err(WireError::TrailingBytes {
-            api_key,
-            api_version,
-            correlation_id,
-            trailing_bytes: rest.len(),
-        });
-    }
+    let decoded = ResponseKind::decode(api_key, &mut rest, api_version);
+    let body = finish_body(
+        decoded,
+        rest.len(),
+        api_key,
+        api_version,
+        header.correlation_id,
+    )?;
     Ok((header, body))
 }

@@ -4,21 +4,47 @@
 //! which follow Kafka 4.x with the KIP-896 floor: Produce 3+, Fetch 4+, ListOffsets 1+,
 //! OffsetCommit 2+, OffsetFetch 1+, Metadata 0+ kept for old clients), and [`ApiSupport`], the
 //! set of APIs a broker advertises, optionally capped below the generated maximum.
+//!
+//! A range is the intersection of the api key's table and what both generated messages can
+//! encode: kafka-protocol 0.18 lists InitProducerId v6, OffsetCommit v10 and OffsetFetch v10
+//! (Kafka 4.1) for the key but generates those requests only up to v5, v9 and v9 (Kafka 4.0's
+//! maxima), so advertising the higher versions would accept requests that cannot be decoded.
 //! Never: decides which APIs the broker implements; the broker lists them.
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::messages::ApiKey;
 use kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::protocol::Message;
 
 use crate::error::WireError;
 
 pub use kafka_protocol::protocol::VersionRange;
 
-/// Every version of `api_key` this crate can decode and encode.
+/// Every version of `api_key` this crate can decode and encode, request and response.
 pub fn supported_versions(api_key: ApiKey) -> VersionRange {
-    api_key.valid_versions()
+    api_key
+        .valid_versions()
+        .intersect(&generated_versions(api_key))
 }
+
+/// The versions of the message a `RequestKind`/`ResponseKind` variant constructor wraps.
+fn versions_of<T: Message, Kind>(_variant: fn(T) -> Kind) -> VersionRange {
+    T::VERSIONS
+}
+
+macro_rules! define_generated_versions {
+    ([] $($name:ident),* $(,)?) => {
+        /// The versions both generated messages of `api_key` support.
+        fn generated_versions(api_key: ApiKey) -> VersionRange {
+            match api_key {
+                $(ApiKey::$name => versions_of(RequestKind::$name)
+                    .intersect(&versions_of(ResponseKind::$name)),)*
+            }
+        }
+    };
+}
+crate::for_each_api!(define_generated_versions);
 
 /// Whether `api_version` of `api_key` is within [`supported_versions`].
 pub fn is_supported_version(api_key: ApiKey, api_version: i16) -> bool {
@@ -128,6 +154,18 @@ mod tests {
         assert_eq!(floor(ApiKey::Metadata), 0);
         assert_eq!(floor(ApiKey::JoinGroup), 0);
         assert_eq!(floor(ApiKey::ApiVersions), 0);
+    }
+
+    #[test]
+    fn ranges_stop_where_the_generated_requests_stop() {
+        let max = |api_key: ApiKey| supported_versions(api_key).max;
+        assert_eq!(max(ApiKey::InitProducerId), 5);
+        assert_eq!(max(ApiKey::OffsetCommit), 9);
+        assert_eq!(max(ApiKey::OffsetFetch), 9);
+        assert_eq!(max(ApiKey::Produce), 13);
+        assert_eq!(max(ApiKey::Fetch), 18);
+        assert_eq!(max(ApiKey::Metadata), 13);
+        assert!(ApiKey::iter().all(|api_key| !supported_versions(api_key).is_empty()));
     }
 
     #[test]
