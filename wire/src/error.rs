@@ -27,6 +27,23 @@ pub enum WireError {
         max_frame_bytes: usize,
     },
 
+    /// A request is larger than its API may be ([`crate::WireLimits::max_request_bytes`]:
+    /// Produce up to `max_frame_bytes`, the others less).
+    #[error(
+        "{api_key:?} request of {frame_bytes} bytes exceeds its limit of {max_request_bytes} \
+         bytes (correlation id {correlation_id})"
+    )]
+    RequestTooLarge {
+        /// The api key.
+        api_key: ApiKey,
+        /// The frame body size, in bytes.
+        frame_bytes: usize,
+        /// The limit for this api key, in bytes.
+        max_request_bytes: usize,
+        /// The request's correlation id.
+        correlation_id: i32,
+    },
+
     /// An encoded frame body would not fit the signed 32-bit size prefix.
     #[error("encoded frame of {frame_bytes} bytes does not fit a 32-bit size prefix")]
     FrameSizeOverflow {
@@ -160,6 +177,7 @@ impl WireError {
         match self {
             Self::UnknownApiKey { correlation_id, .. }
             | Self::UnsupportedVersion { correlation_id, .. }
+            | Self::RequestTooLarge { correlation_id, .. }
             | Self::ApiVersionsFallback { correlation_id, .. }
             | Self::MalformedHeader { correlation_id, .. }
             | Self::MalformedBody { correlation_id, .. }

@@ -94,7 +94,9 @@ crate::for_each_api!(define_api_key_lookup, request_api_key, RequestKind);
 /// slices sharing the frame's allocation, never copies. Errors carry the correlation id once
 /// the 8-byte prefix was present; an ApiVersions request that cannot be read at its version
 /// gives [`WireError::ApiVersionsFallback`], to be answered with
-/// [`crate::response::encode_api_versions_fallback`].
+/// [`crate::response::encode_api_versions_fallback`]. A request other than Produce larger than
+/// [`crate::limits::MAX_NON_PRODUCE_REQUEST_BYTES`] is refused before its body is decoded
+/// ([`WireError::RequestTooLarge`]).
 pub fn decode_request(frame: Bytes, limits: &WireLimits) -> Result<Request, WireError> {
     check_frame_bytes(frame.len(), limits)?;
     let prefix = peek_request_prefix(&frame).ok_or(WireError::TruncatedHeader {
@@ -114,6 +116,15 @@ pub fn decode_request(frame: Bytes, limits: &WireLimits) -> Result<Request, Wire
         },
         _ => error,
     };
+    let max_request_bytes = limits.max_request_bytes(api_key);
+    if frame.len() > max_request_bytes {
+        return Err(WireError::RequestTooLarge {
+            api_key,
+            frame_bytes: frame.len(),
+            max_request_bytes,
+            correlation_id,
+        });
+    }
     if !is_supported_version(api_key, api_version) {
         return Err(fallback_or(WireError::UnsupportedVersion {
             api_key,
