@@ -1,1 +1,17 @@
-//! The corebus broker: shards, storage, handlers. Filled by the storage and broker issues.
+//! The corebus broker: a thread-per-core Kafka-compatible server.
+//!
+//! Layout: `config` (command line, settings table) and `limits` are read once at start-up;
+//! `shard` runs one pinned glommio executor per core and the messages between them;
+//! `metadata` keeps topics, placement and configs durably; `server` accepts connections and
+//! runs the per-connection request pipeline; `handlers` hold one file per Kafka API.
+//!
+//! Dependency direction: handlers sit on shard, metadata and storage; none of those imports a
+//! handler.
+
+pub mod config;
+pub mod handlers;
+pub mod limits;
+pub mod metadata;
+pub mod server;
+pub mod shard;
+pub mod storage;

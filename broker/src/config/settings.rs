@@ -1,0 +1,794 @@
+//! THE table of every setting corebus knows: broker settings and topic settings, with Kafka's
+//! names, types, defaults, validators and docs. A config reference is generated from it, start-up
+//! validates against it, and DescribeConfigs reports from it.
+//!
+//! Owns: `SETTINGS`, `Setting`, `Scope`, `Synonym`, `Support`. Never: holds values, reads files.
+//!
+//! Topic settings carry no default of their own: as in Kafka, a topic setting that a topic does
+//! not override takes the value of its broker synonym (for example `retention.ms` from
+//! `log.retention.ms`, else `log.retention.minutes`, else `log.retention.hours`), which is what
+//! DescribeConfigs reports as synonyms.
+
+use super::value::{ConfigType, Validator};
+
+/// Where a setting applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A broker setting (server.properties, `--override`).
+    Broker,
+    /// A per-topic setting (CreateTopics configs, AlterConfigs on a topic).
+    Topic,
+}
+
+/// How corebus honours a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    /// The value changes behaviour.
+    Honoured,
+    /// Accepted so that a Kafka `server.properties` starts unchanged, but meaningless in
+    /// corebus; the reason is logged at start-up when the setting is given, so it is never
+    /// silently ignored.
+    Inert(&'static str),
+}
+
+/// A broker setting a topic setting falls back to, and the factor that converts the broker
+/// setting's unit into the topic setting's (hours to milliseconds is 3,600,000).
+#[derive(Debug, Clone, Copy)]
+pub struct Synonym {
+    pub name: &'static str,
+    pub factor: i64,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub scope: Scope,
+    pub ty: ConfigType,
+    /// The default in text form; `None` is Kafka's null (unset: a synonym or the code decides).
+    pub default: Option<&'static str>,
+    pub validator: Validator,
+    pub support: Support,
+    /// For topic settings: the broker settings it falls back to, in priority order.
+    pub synonyms: &'static [Synonym],
+    pub doc: &'static str,
+}
+
+const ANY: Validator = Validator::Any;
+const NON_NEGATIVE: Validator = Validator::Range {
+    min: 0,
+    max: i64::MAX,
+};
+const POSITIVE: Validator = Validator::Range {
+    min: 1,
+    max: i64::MAX,
+};
+const POSITIVE_I32: Validator = Validator::Range {
+    min: 1,
+    max: i32::MAX as i64,
+};
+const NON_NEGATIVE_I32: Validator = Validator::Range {
+    min: 0,
+    max: i32::MAX as i64,
+};
+/// -1 means unlimited for retention settings, as in Kafka.
+const UNLIMITED_OR_NON_NEGATIVE: Validator = Validator::Range {
+    min: -1,
+    max: i64::MAX,
+};
+const CLEANUP_POLICIES: Validator = Validator::ListOf(&["compact", "delete"]);
+const TIMESTAMP_TYPES: Validator = Validator::OneOf(&["CreateTime", "LogAppendTime"]);
+const COMPRESSION_TYPES: Validator =
+    Validator::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]);
+/// Kafka's minimum segment size (`LegacyRecord.RECORD_OVERHEAD_V0`).
+const SEGMENT_BYTES: Validator = Validator::Range {
+    min: 14,
+    max: i32::MAX as i64,
+};
+/// A single node holds exactly one replica of everything.
+const SINGLE_REPLICA: Validator = Validator::Range { min: 1, max: 1 };
+
+const MS: i64 = 1;
+const MINUTES_IN_MS: i64 = 60_000;
+const HOURS_IN_MS: i64 = 3_600_000;
+
+const fn broker(
+    name: &'static str,
+    ty: ConfigType,
+    default: Option<&'static str>,
+    validator: Validator,
+    doc: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        scope: Scope::Broker,
+        ty,
+        default,
+        validator,
+        support: Support::Honoured,
+        synonyms: &[],
+        doc,
+    }
+}
+
+const fn inert(name: &'static str, ty: ConfigType, reason: &'static str) -> Setting {
+    Setting {
+        name,
+        scope: Scope::Broker,
+        ty,
+        default: None,
+        validator: ANY,
+        support: Support::Inert(reason),
+        synonyms: &[],
+        doc: reason,
+    }
+}
+
+const fn topic(
+    name: &'static str,
+    ty: ConfigType,
+    validator: Validator,
+    synonyms: &'static [Synonym],
+    doc: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        scope: Scope::Topic,
+        ty,
+        default: None,
+        validator,
+        support: Support::Honoured,
+        synonyms,
+        doc,
+    }
+}
+
+const fn syn(name: &'static str, factor: i64) -> Synonym {
+    Synonym { name, factor }
+}
+
+use ConfigType::{Boolean, Double, Int, List, Long, String as Str};
+
+/// Every setting corebus accepts. Adding a setting means adding a row here and reading it
+/// where it takes effect; nothing else.
+pub static SETTINGS: &[Setting] = &[
+    // --- Node identity and listeners (the CLI flags override these) ---
+    broker(
+        "node.id",
+        Int,
+        Some("1"),
+        NON_NEGATIVE_I32,
+        "This node's id in Metadata responses. Default 1, as Kafka 4's shipped server.properties.",
+    ),
+    broker(
+        "broker.id",
+        Int,
+        None,
+        NON_NEGATIVE_I32,
+        "Kafka's older name for node.id; when both are set they must be equal.",
+    ),
+    broker(
+        "listeners",
+        Str,
+        Some("PLAINTEXT://127.0.0.1:9092"),
+        ANY,
+        "Where to listen: one PLAINTEXT listener, HOST:PORT or PLAINTEXT://HOST:PORT.",
+    ),
+    broker(
+        "advertised.listeners",
+        Str,
+        None,
+        ANY,
+        "The address clients are told to connect to; defaults to the listener.",
+    ),
+    broker(
+        "log.dirs",
+        Str,
+        None,
+        ANY,
+        "The data directory (one per process in corebus); overrides log.dir.",
+    ),
+    broker(
+        "log.dir",
+        Str,
+        Some("./data"),
+        ANY,
+        "The data directory when log.dirs is unset.",
+    ),
+    // --- Topics ---
+    broker(
+        "num.partitions",
+        Int,
+        Some("1"),
+        POSITIVE_I32,
+        "Partitions of an auto-created topic and of CreateTopics without a count (-1).",
+    ),
+    broker(
+        "default.replication.factor",
+        Int,
+        Some("1"),
+        SINGLE_REPLICA,
+        "Replication factor of new topics; a single node supports only 1.",
+    ),
+    broker(
+        "auto.create.topics.enable",
+        Boolean,
+        Some("true"),
+        ANY,
+        "Create a topic when Metadata names one that does not exist.",
+    ),
+    broker(
+        "delete.topic.enable",
+        Boolean,
+        Some("true"),
+        ANY,
+        "Allow DeleteTopics; when false it answers TOPIC_DELETION_DISABLED.",
+    ),
+    // --- Requests ---
+    broker(
+        "socket.request.max.bytes",
+        Int,
+        Some("104857600"),
+        POSITIVE_I32,
+        "Largest request frame accepted; a larger one closes the connection.",
+    ),
+    broker(
+        "message.max.bytes",
+        Int,
+        Some("1048588"),
+        NON_NEGATIVE_I32,
+        "Largest record batch accepted (broker default of max.message.bytes).",
+    ),
+    broker(
+        "compression.type",
+        Str,
+        Some("producer"),
+        COMPRESSION_TYPES,
+        "Broker default of the topic setting compression.type.",
+    ),
+    broker(
+        "max.connections",
+        Int,
+        Some("10000"),
+        POSITIVE_I32,
+        "Most client connections open at once on this node (Kafka's default is unlimited; \
+         corebus bounds everything). Further connections are closed at accept.",
+    ),
+    broker(
+        "corebus.max.inflight.requests.per.connection",
+        Int,
+        Some("5"),
+        Validator::Range { min: 1, max: 1024 },
+        "Pipelined requests read ahead and in progress per connection; past it the connection \
+         is not read until a response is written.",
+    ),
+    broker(
+        "corebus.shard.produce.memory.budget.bytes",
+        Long,
+        Some("67108864"),
+        Validator::Range {
+            min: 1_048_576,
+            max: i64::MAX,
+        },
+        "Produce data in flight per shard; past it the shard stops reading its sockets until \
+         appends complete (backpressure instead of unbounded growth).",
+    ),
+    // --- Log segments, retention, flushing, indexes (the storage engine reads these) ---
+    broker(
+        "log.segment.bytes",
+        Int,
+        Some("1073741824"),
+        SEGMENT_BYTES,
+        "Segment size before a roll (default of segment.bytes).",
+    ),
+    broker(
+        "log.roll.ms",
+        Long,
+        None,
+        POSITIVE,
+        "Segment age before a roll, in ms.",
+    ),
+    broker(
+        "log.roll.hours",
+        Int,
+        Some("168"),
+        POSITIVE_I32,
+        "Segment age before a roll, in hours, when log.roll.ms is unset.",
+    ),
+    broker(
+        "log.roll.jitter.ms",
+        Long,
+        None,
+        NON_NEGATIVE,
+        "Random jitter subtracted from the roll age, in ms.",
+    ),
+    broker(
+        "log.roll.jitter.hours",
+        Int,
+        Some("0"),
+        NON_NEGATIVE_I32,
+        "Roll jitter in hours when log.roll.jitter.ms is unset.",
+    ),
+    broker(
+        "log.retention.ms",
+        Long,
+        None,
+        UNLIMITED_OR_NON_NEGATIVE,
+        "How long to keep a segment, in ms; -1 keeps forever.",
+    ),
+    broker(
+        "log.retention.minutes",
+        Int,
+        None,
+        UNLIMITED_OR_NON_NEGATIVE,
+        "Retention in minutes when log.retention.ms is unset.",
+    ),
+    broker(
+        "log.retention.hours",
+        Int,
+        Some("168"),
+        UNLIMITED_OR_NON_NEGATIVE,
+        "Retention in hours when log.retention.ms and log.retention.minutes are unset.",
+    ),
+    broker(
+        "log.retention.bytes",
+        Long,
+        Some("-1"),
+        UNLIMITED_OR_NON_NEGATIVE,
+        "Largest size of a partition's log before old segments are deleted; -1 unlimited.",
+    ),
+    broker(
+        "log.retention.check.interval.ms",
+        Long,
+        Some("300000"),
+        POSITIVE,
+        "How often retention is checked, in ms.",
+    ),
+    broker(
+        "log.segment.delete.delay.ms",
+        Long,
+        Some("60000"),
+        NON_NEGATIVE,
+        "Delay before a deleted segment's files are removed, in ms.",
+    ),
+    broker(
+        "log.index.interval.bytes",
+        Int,
+        Some("4096"),
+        NON_NEGATIVE_I32,
+        "Bytes of log between two offset-index entries.",
+    ),
+    broker(
+        "log.index.size.max.bytes",
+        Int,
+        Some("10485760"),
+        Validator::Range {
+            min: 4,
+            max: i32::MAX as i64,
+        },
+        "Largest offset index of a segment; a full index rolls the segment.",
+    ),
+    broker(
+        "log.flush.interval.messages",
+        Long,
+        Some("9223372036854775807"),
+        POSITIVE,
+        "Records appended to a partition before it is synced (fdatasync).",
+    ),
+    broker(
+        "log.flush.interval.ms",
+        Long,
+        None,
+        NON_NEGATIVE,
+        "Most time appended records stay unsynced, in ms; unset falls back to \
+         log.flush.scheduler.interval.ms.",
+    ),
+    broker(
+        "log.flush.scheduler.interval.ms",
+        Long,
+        Some("9223372036854775807"),
+        NON_NEGATIVE,
+        "How often the flusher checks for partitions to sync, in ms.",
+    ),
+    broker(
+        "log.preallocate",
+        Boolean,
+        Some("false"),
+        ANY,
+        "Preallocate new segment files.",
+    ),
+    broker(
+        "log.cleanup.policy",
+        List,
+        Some("delete"),
+        CLEANUP_POLICIES,
+        "Broker default of cleanup.policy: delete, compact, or both.",
+    ),
+    broker(
+        "log.cleaner.enable",
+        Boolean,
+        Some("true"),
+        ANY,
+        "Run the log cleaner for compacted topics.",
+    ),
+    broker(
+        "log.cleaner.delete.retention.ms",
+        Long,
+        Some("86400000"),
+        NON_NEGATIVE,
+        "How long tombstones stay in a compacted log, in ms.",
+    ),
+    broker(
+        "log.cleaner.min.cleanable.ratio",
+        Double,
+        Some("0.5"),
+        Validator::RangeF64 { min: 0.0, max: 1.0 },
+        "Dirty share of a log before it is compacted.",
+    ),
+    broker(
+        "log.cleaner.min.compaction.lag.ms",
+        Long,
+        Some("0"),
+        NON_NEGATIVE,
+        "Youngest a record can be and still be compacted, in ms.",
+    ),
+    broker(
+        "log.cleaner.max.compaction.lag.ms",
+        Long,
+        Some("9223372036854775807"),
+        POSITIVE,
+        "Oldest a record can be and still be uncompacted, in ms.",
+    ),
+    broker(
+        "log.message.timestamp.type",
+        Str,
+        Some("CreateTime"),
+        TIMESTAMP_TYPES,
+        "Broker default of message.timestamp.type.",
+    ),
+    broker(
+        "log.message.timestamp.before.max.ms",
+        Long,
+        Some("9223372036854775807"),
+        NON_NEGATIVE,
+        "How far in the past a CreateTime timestamp may lie, in ms.",
+    ),
+    broker(
+        "log.message.timestamp.after.max.ms",
+        Long,
+        Some("3600000"),
+        NON_NEGATIVE,
+        "How far in the future a CreateTime timestamp may lie, in ms (Kafka 4 default: 1 hour).",
+    ),
+    broker(
+        "min.insync.replicas",
+        Int,
+        Some("1"),
+        SINGLE_REPLICA,
+        "Replicas that must acknowledge an acks=all produce; a single node has one.",
+    ),
+    broker(
+        "unclean.leader.election.enable",
+        Boolean,
+        Some("false"),
+        ANY,
+        "Kafka's unclean leader election; meaningless with a single replica.",
+    ),
+    // --- Kafka settings that do not apply to a thread-per-core single node ---
+    inert(
+        "num.network.threads",
+        Int,
+        "corebus runs one thread per core (see --shards).",
+    ),
+    inert(
+        "num.io.threads",
+        Int,
+        "corebus runs one thread per core (see --shards).",
+    ),
+    inert(
+        "num.recovery.threads.per.data.dir",
+        Int,
+        "each shard recovers its own partitions.",
+    ),
+    inert(
+        "num.replica.fetchers",
+        Int,
+        "a single node has no followers.",
+    ),
+    inert(
+        "socket.send.buffer.bytes",
+        Int,
+        "corebus keeps the kernel's socket buffer sizing.",
+    ),
+    inert(
+        "socket.receive.buffer.bytes",
+        Int,
+        "corebus keeps the kernel's socket buffer sizing.",
+    ),
+    inert(
+        "process.roles",
+        Str,
+        "corebus nodes are always brokers; metadata has its own store.",
+    ),
+    inert(
+        "controller.quorum.bootstrap.servers",
+        Str,
+        "the metadata store is not KRaft.",
+    ),
+    inert(
+        "controller.quorum.voters",
+        Str,
+        "the metadata store is not KRaft.",
+    ),
+    inert(
+        "controller.listener.names",
+        Str,
+        "the metadata store is not KRaft.",
+    ),
+    inert(
+        "inter.broker.listener.name",
+        Str,
+        "a single node has no inter-broker traffic.",
+    ),
+    inert(
+        "listener.security.protocol.map",
+        Str,
+        "only PLAINTEXT is supported; other listeners are refused.",
+    ),
+    inert(
+        "offsets.topic.replication.factor",
+        Int,
+        "a single node keeps one replica of internal topics.",
+    ),
+    inert(
+        "transaction.state.log.replication.factor",
+        Int,
+        "a single node keeps one replica of internal topics.",
+    ),
+    inert(
+        "transaction.state.log.min.isr",
+        Int,
+        "a single node keeps one replica of internal topics.",
+    ),
+    inert(
+        "share.coordinator.state.topic.replication.factor",
+        Int,
+        "share groups are not supported.",
+    ),
+    inert(
+        "share.coordinator.state.topic.min.isr",
+        Int,
+        "share groups are not supported.",
+    ),
+    // --- Topic settings (Kafka's topic-level names) ---
+    topic(
+        "cleanup.policy",
+        List,
+        CLEANUP_POLICIES,
+        &[syn("log.cleanup.policy", MS)],
+        "delete: old segments are deleted by retention; compact: the latest record per key is kept.",
+    ),
+    topic(
+        "compression.type",
+        Str,
+        COMPRESSION_TYPES,
+        &[syn("compression.type", MS)],
+        "Codec of stored batches; producer keeps what the producer sent.",
+    ),
+    topic(
+        "delete.retention.ms",
+        Long,
+        NON_NEGATIVE,
+        &[syn("log.cleaner.delete.retention.ms", MS)],
+        "How long tombstones stay in a compacted topic, in ms.",
+    ),
+    topic(
+        "file.delete.delay.ms",
+        Long,
+        NON_NEGATIVE,
+        &[syn("log.segment.delete.delay.ms", MS)],
+        "Delay before a deleted segment's files are removed, in ms.",
+    ),
+    topic(
+        "flush.messages",
+        Long,
+        POSITIVE,
+        &[syn("log.flush.interval.messages", MS)],
+        "Records appended before the partition is synced.",
+    ),
+    topic(
+        "flush.ms",
+        Long,
+        NON_NEGATIVE,
+        &[
+            syn("log.flush.interval.ms", MS),
+            syn("log.flush.scheduler.interval.ms", MS),
+        ],
+        "Most time appended records stay unsynced, in ms.",
+    ),
+    topic(
+        "index.interval.bytes",
+        Int,
+        NON_NEGATIVE_I32,
+        &[syn("log.index.interval.bytes", MS)],
+        "Bytes of log between two offset-index entries.",
+    ),
+    topic(
+        "max.compaction.lag.ms",
+        Long,
+        POSITIVE,
+        &[syn("log.cleaner.max.compaction.lag.ms", MS)],
+        "Oldest a record can be and still be uncompacted, in ms.",
+    ),
+    topic(
+        "max.message.bytes",
+        Int,
+        NON_NEGATIVE_I32,
+        &[syn("message.max.bytes", MS)],
+        "Largest record batch accepted for this topic.",
+    ),
+    topic(
+        "message.timestamp.type",
+        Str,
+        TIMESTAMP_TYPES,
+        &[syn("log.message.timestamp.type", MS)],
+        "CreateTime keeps the producer's timestamp; LogAppendTime stamps the append time.",
+    ),
+    topic(
+        "message.timestamp.before.max.ms",
+        Long,
+        NON_NEGATIVE,
+        &[syn("log.message.timestamp.before.max.ms", MS)],
+        "How far in the past a CreateTime timestamp may lie, in ms.",
+    ),
+    topic(
+        "message.timestamp.after.max.ms",
+        Long,
+        NON_NEGATIVE,
+        &[syn("log.message.timestamp.after.max.ms", MS)],
+        "How far in the future a CreateTime timestamp may lie, in ms.",
+    ),
+    topic(
+        "min.cleanable.dirty.ratio",
+        Double,
+        Validator::RangeF64 { min: 0.0, max: 1.0 },
+        &[syn("log.cleaner.min.cleanable.ratio", MS)],
+        "Dirty share of the log before it is compacted.",
+    ),
+    topic(
+        "min.compaction.lag.ms",
+        Long,
+        NON_NEGATIVE,
+        &[syn("log.cleaner.min.compaction.lag.ms", MS)],
+        "Youngest a record can be and still be compacted, in ms.",
+    ),
+    topic(
+        "min.insync.replicas",
+        Int,
+        SINGLE_REPLICA,
+        &[syn("min.insync.replicas", MS)],
+        "Replicas that must acknowledge an acks=all produce; a single node has one.",
+    ),
+    topic(
+        "preallocate",
+        Boolean,
+        ANY,
+        &[syn("log.preallocate", MS)],
+        "Preallocate new segment files.",
+    ),
+    topic(
+        "retention.bytes",
+        Long,
+        UNLIMITED_OR_NON_NEGATIVE,
+        &[syn("log.retention.bytes", MS)],
+        "Largest size of a partition before old segments are deleted; -1 unlimited.",
+    ),
+    topic(
+        "retention.ms",
+        Long,
+        UNLIMITED_OR_NON_NEGATIVE,
+        &[
+            syn("log.retention.ms", MS),
+            syn("log.retention.minutes", MINUTES_IN_MS),
+            syn("log.retention.hours", HOURS_IN_MS),
+        ],
+        "How long to keep a segment, in ms; -1 keeps forever.",
+    ),
+    topic(
+        "segment.bytes",
+        Int,
+        SEGMENT_BYTES,
+        &[syn("log.segment.bytes", MS)],
+        "Segment size before a roll.",
+    ),
+    topic(
+        "segment.index.bytes",
+        Int,
+        Validator::Range {
+            min: 4,
+            max: i32::MAX as i64,
+        },
+        &[syn("log.index.size.max.bytes", MS)],
+        "Largest offset index of a segment.",
+    ),
+    topic(
+        "segment.jitter.ms",
+        Long,
+        NON_NEGATIVE,
+        &[
+            syn("log.roll.jitter.ms", MS),
+            syn("log.roll.jitter.hours", HOURS_IN_MS),
+        ],
+        "Random jitter subtracted from the roll age, in ms.",
+    ),
+    topic(
+        "segment.ms",
+        Long,
+        POSITIVE,
+        &[syn("log.roll.ms", MS), syn("log.roll.hours", HOURS_IN_MS)],
+        "Segment age before a roll, in ms.",
+    ),
+    topic(
+        "unclean.leader.election.enable",
+        Boolean,
+        ANY,
+        &[syn("unclean.leader.election.enable", MS)],
+        "Kafka's unclean leader election; meaningless with a single replica.",
+    ),
+];
+
+/// The row of `name` in `scope`.
+pub fn lookup(scope: Scope, name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.scope == scope && s.name == name)
+}
+
+/// The rows of one scope, in table order.
+pub fn in_scope(scope: Scope) -> impl Iterator<Item = &'static Setting> {
+    SETTINGS.iter().filter(move |s| s.scope == scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::value::Value;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_default_parses_and_passes_its_validator() {
+        for s in SETTINGS {
+            if let Some(d) = s.default {
+                let v = Value::parse(s.ty, d).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+                s.validator
+                    .check(&v)
+                    .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_unique_per_scope_and_synonyms_exist() {
+        let mut seen = HashSet::new();
+        for s in SETTINGS {
+            assert!(seen.insert((s.scope, s.name)), "{} twice", s.name);
+            for syn in s.synonyms {
+                let b = lookup(Scope::Broker, syn.name)
+                    .unwrap_or_else(|| panic!("{}: synonym {} missing", s.name, syn.name));
+                assert!(
+                    b.ty == s.ty || (b.ty == Int && s.ty == Long),
+                    "{}: synonym {} has another type",
+                    s.name,
+                    syn.name
+                );
+            }
+            // A topic setting gets its value from its synonyms, so the last one needs a default.
+            if s.scope == Scope::Topic {
+                let last = s.synonyms.last().expect("topic setting without synonym");
+                assert!(
+                    lookup(Scope::Broker, last.name).unwrap().default.is_some(),
+                    "{}",
+                    s.name
+                );
+            }
+        }
+    }
+}

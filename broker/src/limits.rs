@@ -1,0 +1,92 @@
+//! Every runtime limit of the broker, named once with its unit, read from the settings table
+//! at start-up (so each is also a documented setting) plus the fixed bounds that are not
+//! settings.
+//!
+//! Never: changes after start-up; is read from anywhere but `Config`.
+
+use crate::config::BrokerSettings;
+
+/// Partitions one topic may have; CreateTopics and CreatePartitions refuse more. Bounds the
+/// metadata a single request can make the broker build.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
+
+/// Topics the node holds; CreateTopics past it gets POLICY_VIOLATION-free INVALID_REQUEST.
+pub const MAX_TOPICS: usize = 100_000;
+
+/// Longest topic name Kafka accepts.
+pub const MAX_TOPIC_NAME_BYTES: usize = 249;
+
+/// Cross-shard messages queued to one shard before senders wait (backpressure between shards).
+pub const SHARD_MAILBOX_DEPTH_MESSAGES: usize = 1024;
+
+/// Time given to in-flight requests after SIGTERM/SIGINT before the shards stop anyway.
+pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
+
+/// Bytes read from a socket per read call.
+pub const SOCKET_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// The limits a running broker enforces, from the broker settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `max.connections`: client connections open at once on the node.
+    pub max_connections: usize,
+    /// `corebus.max.inflight.requests.per.connection`: pipelined requests read ahead.
+    pub max_inflight_requests_per_connection: usize,
+    /// `socket.request.max.bytes`: largest request frame.
+    pub max_frame_bytes: usize,
+    /// `corebus.shard.produce.memory.budget.bytes`: produce data in flight per shard.
+    pub shard_produce_memory_budget_bytes: usize,
+    /// `message.max.bytes`: largest record batch (the topic's `max.message.bytes` default).
+    pub max_message_bytes: usize,
+}
+
+impl Limits {
+    /// Reads the limits from validated settings; every one has a default in the table, the
+    /// fallbacks here only keep this total.
+    pub fn from_settings(s: &BrokerSettings) -> Limits {
+        let get = |name: &str, fallback: i64| -> usize {
+            usize::try_from(s.i64(name).unwrap_or(fallback)).unwrap_or(usize::MAX)
+        };
+        Limits {
+            max_connections: get("max.connections", 10_000),
+            max_inflight_requests_per_connection: get(
+                "corebus.max.inflight.requests.per.connection",
+                5,
+            ),
+            max_frame_bytes: get("socket.request.max.bytes", 104_857_600),
+            shard_produce_memory_budget_bytes: get(
+                "corebus.shard.produce.memory.budget.bytes",
+                64 << 20,
+            ),
+            max_message_bytes: get("message.max.bytes", 1_048_588),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_follow_settings() {
+        let mut s = BrokerSettings::default();
+        assert_eq!(
+            Limits::from_settings(&s).max_inflight_requests_per_connection,
+            5
+        );
+        s.set("max.connections", "7", "test").unwrap();
+        s.set(
+            "corebus.shard.produce.memory.budget.bytes",
+            "2097152",
+            "test",
+        )
+        .unwrap();
+        let l = Limits::from_settings(&s);
+        assert_eq!(l.max_connections, 7);
+        assert_eq!(l.shard_produce_memory_budget_bytes, 2 << 20);
+        assert!(
+            s.set("corebus.shard.produce.memory.budget.bytes", "10", "test")
+                .is_err()
+        );
+    }
+}

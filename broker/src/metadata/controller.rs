@@ -1,0 +1,97 @@
+//! The metadata controller, hosted on shard 0: the only writer of the metadata store. A change
+//! is decided against the latest image, committed durably, and then installed on every shard
+//! before the caller hears of it, so a client that created a topic through one connection sees
+//! it through any other.
+//!
+//! Never: lets two changes interleave (a semaphore of one orders decide-commit-install); is
+//! called from another shard directly (they send a job to shard 0 through the mesh).
+
+use std::sync::Arc;
+
+use super::local_file::LocalFileStore;
+use super::{MetadataCommand, MetadataError, MetadataImage, MetadataStore};
+use crate::shard::ShardId;
+use crate::shard::mesh::Mesh;
+
+/// Producer ids taken from the store per durable write; ids are handed out from the block in
+/// memory until it is used up (Kafka's controller uses blocks of 1000 too).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+pub struct Controller {
+    store: LocalFileStore,
+    mesh: Mesh,
+    turn: glommio::sync::Semaphore,
+    producer_ids: std::cell::Cell<(i64, i64)>,
+}
+
+impl Controller {
+    pub fn new(store: LocalFileStore, mesh: Mesh) -> Controller {
+        Controller {
+            store,
+            mesh,
+            turn: glommio::sync::Semaphore::new(1),
+            producer_ids: std::cell::Cell::new((0, 0)),
+        }
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.store.current()
+    }
+
+    /// Runs `decide` on the latest image; commits the commands it returns (none: nothing is
+    /// written) and installs the new image on every shard; returns `decide`'s result.
+    pub async fn transact<R>(
+        &self,
+        decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataCommand>, R),
+    ) -> Result<R, MetadataError> {
+        let _turn = self
+            .turn
+            .acquire_permit(1)
+            .await
+            .map_err(|e| MetadataError::Invalid(format!("controller closed: {e}")))?;
+        let (cmds, result) = decide(&self.store.current());
+        if cmds.is_empty() {
+            return Ok(result);
+        }
+        let image = self.store.apply(cmds).await?;
+        self.install_everywhere(image).await;
+        Ok(result)
+    }
+
+    /// A new producer id, never handed out before, also across crashes.
+    pub async fn next_producer_id(&self) -> Result<i64, MetadataError> {
+        let (next, end) = self.producer_ids.get();
+        if next < end {
+            self.producer_ids.set((next + 1, end));
+            return Ok(next);
+        }
+        let start = self
+            .transact(|img| {
+                (
+                    vec![MetadataCommand::AllocateProducerIds {
+                        count: PRODUCER_ID_BLOCK_SIZE,
+                    }],
+                    img.next_producer_id,
+                )
+            })
+            .await?;
+        self.producer_ids
+            .set((start + 1, start + PRODUCER_ID_BLOCK_SIZE));
+        Ok(start)
+    }
+
+    async fn install_everywhere(&self, image: Arc<MetadataImage>) {
+        for s in 0..self.mesh.shard_count() {
+            let img = image.clone();
+            let target = ShardId(s as u16);
+            // A shard that is gone is shutting down; it needs no metadata any more.
+            let _ = self
+                .mesh
+                .call(
+                    target,
+                    move |shard| async move { shard.install_metadata(img) },
+                )
+                .await;
+        }
+    }
+}

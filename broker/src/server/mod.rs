@@ -1,0 +1,68 @@
+//! The network front: the exclusive listen-address check (`listener`), the accept loop of each
+//! shard (here) and the per-connection request pipeline (`connection`).
+//!
+//! Never: handles a Kafka API itself (handlers do); moves a connection between shards (a
+//! connection stays on the shard that accepted it).
+
+pub mod connection;
+pub mod listener;
+pub mod split;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::TcpListener;
+use tracing::{Instrument, info_span, warn};
+
+use crate::shard::Shard;
+
+/// Pause after an accept error (out of file descriptors, say) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
+
+/// Accepts connections on this shard's listener until shutdown.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_addr() {
+            Ok(p) => p,
+            Err(_) => continue, // already gone
+        };
+        if !shard.admit_connection() {
+            warn!(%peer, max = shard.config.limits.max_connections, "max.connections reached; closing the new connection");
+            continue;
+        }
+        let span = info_span!("conn", %peer, shard = shard.id.0);
+        let s = shard.clone();
+        let spawned = shard.tasks.spawn(
+            async move {
+                connection::serve_connection(s.clone(), stream, peer).await;
+                s.release_connection();
+            }
+            .instrument(span),
+        );
+        match spawned {
+            Ok(task) => {
+                task.detach();
+            }
+            Err(_) => {
+                // The gate is closing: shutdown won the race with this accept.
+                shard.release_connection();
+                return;
+            }
+        }
+    }
+}

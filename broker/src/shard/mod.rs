@@ -1,0 +1,181 @@
+//! The thread-per-core runtime: one glommio `LocalExecutor` per shard, pinned to one CPU of
+//! this process's affinity mask, each serving its own listener socket, its own connections and
+//! the partitions it owns; the mesh between shards; the shutdown signal.
+//!
+//! Owns: `ShardId`, `Shard` (everything one shard holds), `NodeInfo`, `Shutdown`.
+//! Never: shares mutable state between shards (a shard's state is `Rc`/`RefCell`, reachable
+//! only from its own thread; other shards reach it by sending a job through the mesh); takes a
+//! lock on the request path.
+
+pub mod cpus;
+pub mod mesh;
+pub mod placement;
+pub mod runtime;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::metadata::MetadataImage;
+use crate::metadata::controller::Controller;
+use mesh::{Mesh, ShardGone};
+
+/// A shard's index, 0-based; shard 0 also hosts the metadata controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ShardId(pub u16);
+
+impl ShardId {
+    /// The shard that hosts the metadata controller.
+    pub const CONTROLLER: ShardId = ShardId(0);
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// What clients are told about this node.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node_id: i32,
+    /// Advertised host and port.
+    pub host: String,
+    pub port: i32,
+}
+
+/// A one-way, level-triggered stop signal local to a shard: once fired, every current and
+/// future `wait` completes at once.
+#[derive(Clone)]
+pub struct Shutdown {
+    // Firing drops the only sender; receivers then see the channel disconnected.
+    fire: Rc<RefCell<Option<flume::Sender<()>>>>,
+    watch: flume::Receiver<()>,
+}
+
+impl Shutdown {
+    fn new() -> Shutdown {
+        let (tx, rx) = flume::bounded(1);
+        Shutdown {
+            fire: Rc::new(RefCell::new(Some(tx))),
+            watch: rx,
+        }
+    }
+
+    pub fn fire(&self) {
+        self.fire.borrow_mut().take();
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.fire.borrow().is_none()
+    }
+
+    /// Completes when the signal has fired.
+    pub async fn wait(&self) {
+        // Nothing is ever sent: this returns only on disconnect.
+        let _ = self.watch.recv_async().await;
+    }
+}
+
+/// Everything one shard holds. Lives on its shard's thread only.
+pub struct Shard {
+    pub id: ShardId,
+    pub cpu: usize,
+    pub config: Arc<Config>,
+    pub node: Arc<NodeInfo>,
+    pub mesh: Mesh,
+    /// Open client connections on the whole node (for `max.connections`); touched at accept
+    /// and close only, never per request.
+    pub connections: Arc<AtomicUsize>,
+    /// Bytes of produce requests in flight on this shard (`corebus.shard.produce.memory.budget.bytes`);
+    /// connections wait for units before reading further, which is the backpressure.
+    pub produce_budget: Rc<glommio::sync::Semaphore>,
+    pub shutdown: Shutdown,
+    /// Tasks that must finish before the shard stops (connections and the requests they run).
+    pub tasks: glommio::sync::Gate,
+    metadata: RefCell<Arc<MetadataImage>>,
+    controller: Option<Rc<Controller>>,
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: ShardId,
+        cpu: usize,
+        config: Arc<Config>,
+        node: Arc<NodeInfo>,
+        mesh: Mesh,
+        connections: Arc<AtomicUsize>,
+        metadata: Arc<MetadataImage>,
+        controller: Option<Rc<Controller>>,
+    ) -> Shard {
+        let budget = config.limits.shard_produce_memory_budget_bytes as u64;
+        Shard {
+            id,
+            cpu,
+            config,
+            node,
+            mesh,
+            connections,
+            produce_budget: Rc::new(glommio::sync::Semaphore::new(budget)),
+            shutdown: Shutdown::new(),
+            tasks: glommio::sync::Gate::new(),
+            metadata: RefCell::new(metadata),
+            controller,
+        }
+    }
+
+    /// The metadata image this shard runs with (the latest one the controller installed).
+    pub fn metadata(&self) -> Arc<MetadataImage> {
+        self.metadata.borrow().clone()
+    }
+
+    /// Installs a newer image; an older one (a late message) is ignored.
+    pub fn install_metadata(&self, image: Arc<MetadataImage>) {
+        let mut current = self.metadata.borrow_mut();
+        if image.epoch > current.epoch {
+            *current = image;
+        }
+    }
+
+    /// The controller, when this is its shard.
+    pub fn controller(&self) -> Option<&Rc<Controller>> {
+        self.controller.as_ref()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.mesh.shard_count()
+    }
+
+    /// Runs `f` on `target`: directly when it is this shard, else through the mesh.
+    pub async fn on_shard<T, F, Fut>(self: &Rc<Self>, target: ShardId, f: F) -> Result<T, ShardGone>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = T> + 'static,
+    {
+        if target == self.id {
+            Ok(f(self.clone()).await)
+        } else {
+            self.mesh.call(target, f).await
+        }
+    }
+
+    /// Counts a new connection; `false` (and nothing counted) when `max.connections` is reached.
+    pub fn admit_connection(&self) -> bool {
+        let max = self.config.limits.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,248 @@
+//! Starting and stopping the node: pick the CPUs, bind the listeners, load the metadata, start
+//! one pinned executor per shard, wait for SIGTERM/SIGINT, stop accepting, let in-flight
+//! requests finish (bounded by `SHUTDOWN_GRACE_MS`), and return.
+//!
+//! Never: runs request work on the main thread (it only starts, signals and joins the shards).
+
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use super::mesh::{Job, Mesh, serve_mailbox};
+use super::placement::place;
+use super::{NodeInfo, Shard, ShardId, cpus};
+use crate::config::Config;
+use crate::limits::SHUTDOWN_GRACE_MS;
+use crate::metadata::controller::Controller;
+use crate::metadata::local_file::LocalFileStore;
+use crate::metadata::{MetadataCommand, MetadataError, MetadataImage};
+use crate::server::accept_loop;
+use crate::server::listener::{BindError, bind_exclusive};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot read this process's CPU affinity: {0}")]
+    Cpus(std::io::Error),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("cannot start shard {shard} on CPU {cpu}: {reason}")]
+    Executor {
+        shard: usize,
+        cpu: usize,
+        reason: String,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("shard {0} failed: {1}")]
+    ShardFailed(usize, String),
+}
+
+/// Runs the node until SIGTERM/SIGINT; `Ok` after a clean stop.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let cpus = cpus::allowed_cpus().map_err(StartError::Cpus)?;
+    let shard_count = config.shards.unwrap_or(cpus.len());
+    if shard_count > cpus.len() {
+        warn!(
+            shards = shard_count,
+            cpus = cpus.len(),
+            "more shards than CPUs: some CPUs run two shards"
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let (sockets, bound) = bind_exclusive(&config.listen, shard_count)?;
+    let mut image = LocalFileStore::load_or_init(&config.data_dir)?;
+    replace_orphans(&config, &mut image, shard_count)?;
+    let node = Arc::new(NodeInfo {
+        node_id: config.node_id,
+        host: match &config.advertised {
+            Some(a) => a.host.clone(),
+            None => advertised_host(&bound),
+        },
+        port: i32::from(config.advertised.as_ref().map_or(bound.port(), |a| a.port)),
+    });
+    let (mesh, mailboxes) = Mesh::new(shard_count);
+    let connections = Arc::new(AtomicUsize::new(0));
+    let image = Arc::new(image);
+
+    // Signals are blocked into a thread of their own before the shards start, so no shard
+    // thread ever runs a handler.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(StartError::Signals)?;
+
+    let mut handles = Vec::with_capacity(shard_count);
+    for (i, (socket, mailbox)) in sockets.into_iter().zip(mailboxes).enumerate() {
+        let cpu = cpus[i % cpus.len()];
+        let (config, node, mesh, connections, image) = (
+            config.clone(),
+            node.clone(),
+            mesh.clone(),
+            connections.clone(),
+            image.clone(),
+        );
+        let fd = socket.into_raw_fd();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{i}"))
+            .spawn(move || async move {
+                // SAFETY: fd is a listening TCP socket whose ownership moved here.
+                let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
+                let id = ShardId(i as u16);
+                let controller = (id == ShardId::CONTROLLER).then(|| {
+                    let store = LocalFileStore::new(&config.data_dir, (*image).clone());
+                    Rc::new(Controller::new(store, mesh.clone()))
+                });
+                let shard = Rc::new(Shard::new(
+                    id,
+                    cpu,
+                    config,
+                    node,
+                    mesh,
+                    connections,
+                    image,
+                    controller,
+                ));
+                info!(shard = i, cpu, "shard started");
+                run_shard(shard, listener, mailbox).await;
+            })
+            .map_err(|e| StartError::Executor {
+                shard: i,
+                cpu,
+                reason: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    info!(
+        listen = %bound,
+        advertised = %format!("{}:{}", node.host, node.port),
+        node_id = node.node_id,
+        shards = shard_count,
+        data_dir = %config.data_dir.display(),
+        "corebus is ready"
+    );
+
+    let signal_mesh = mesh.clone();
+    let signal_thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                info!(
+                    signal = sig,
+                    "stopping: no new connections, finishing in-flight requests"
+                );
+                for s in 0..signal_mesh.shard_count() {
+                    let job: Job =
+                        Box::new(|shard: Rc<Shard>| Box::pin(async move { shard.shutdown.fire() }));
+                    let _ = signal_mesh.post_blocking(ShardId(s as u16), job);
+                }
+            }
+        });
+    if let Err(e) = signal_thread {
+        return Err(StartError::Signals(e));
+    }
+    drop(mesh);
+
+    let mut failed = None;
+    for (i, h) in handles.into_iter().enumerate() {
+        if let Err(e) = h.join() {
+            error!(shard = i, error = %e, "shard failed");
+            failed.get_or_insert(StartError::ShardFailed(i, e.to_string()));
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            info!("corebus stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+async fn run_shard(
+    shard: Rc<Shard>,
+    listener: glommio::net::TcpListener,
+    mailbox: flume::Receiver<Job>,
+) {
+    glommio::spawn_local(serve_mailbox(shard.clone(), mailbox)).detach();
+    accept_loop(shard.clone(), listener).await;
+    // Accepting has stopped; connections finish the requests they read and close.
+    let drained =
+        glommio::timer::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async {
+            shard.tasks.close().await.map_err(|e| {
+                glommio::GlommioError::<()>::IoError(std::io::Error::other(e.to_string()))
+            })
+        })
+        .await;
+    if drained.is_err() {
+        warn!(
+            shard = shard.id.0,
+            "in-flight requests did not finish within the grace period"
+        );
+    }
+    info!(shard = shard.id.0, "shard stopped");
+}
+
+/// The host to advertise when none was configured: the listen host, or for a wildcard listen
+/// address this machine's host name.
+fn advertised_host(bound: &std::net::SocketAddr) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.ip().to_string();
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match (rc, std::str::from_utf8(&buf[..end])) {
+        (0, Ok(name)) if !name.is_empty() => name.to_string(),
+        _ => "localhost".to_string(),
+    }
+}
+
+/// Places partitions whose recorded shard no longer exists (the node was restarted with fewer
+/// shards) and records the new owners before anything serves them.
+fn replace_orphans(
+    config: &Config,
+    image: &mut MetadataImage,
+    shard_count: usize,
+) -> Result<(), MetadataError> {
+    let mut cmds = Vec::new();
+    for t in image.topics.values() {
+        for (p, meta) in t.partitions.iter().enumerate() {
+            if usize::from(meta.shard.0) >= shard_count {
+                cmds.push(MetadataCommand::PlacePartition {
+                    id: t.id,
+                    partition: p as i32,
+                    shard: place(t.id.0, p as i32, shard_count),
+                });
+            }
+        }
+    }
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    info!(
+        moved = cmds.len(),
+        shards = shard_count,
+        "shard count changed: partitions placed again"
+    );
+    LocalFileStore::apply_blocking(&config.data_dir, image, cmds)
+}
