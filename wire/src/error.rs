@@ -193,29 +193,3 @@ impl WireError {
         }
     }
 }
-
-/// Turns a generated decoder's result plus the bytes it left unread into the body or the
-/// matching error: a body must use its frame exactly.
-pub(crate) fn finish_body<T, E: std::fmt::Display>(
-    decoded: Result<T, E>,
-    trailing_bytes: usize,
-    api_key: ApiKey,
-    api_version: i16,
-    correlation_id: i32,
-) -> Result<T, WireError> {
-    let body = decoded.map_err(|e| WireError::MalformedBody {
-        api_key,
-        api_version,
-        correlation_id,
-        reason: format!("{e:#}"),
-    })?;
-    if trailing_bytes > 0 {
-        return Err(WireError::TrailingBytes {
-            api_key,
-            api_version,
-            correlation_id,
-            trailing_bytes,
-        });
-    }
-    Ok(body)
-}

@@ -155,7 +155,6 @@ mod tests {
     fn refuses_bad_sizes_before_reserving() {
         let decoder = FrameDecoder::new(WireLimits {
             max_frame_bytes: 16,
-            ..WireLimits::default()
         });
         let mut negative = BytesMut::from(&(-1i32).to_be_bytes()[..]);
         assert!(matches!(

@@ -10,7 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
 
-use crate::error::{WireError, finish_body};
+use crate::error::WireError;
 use crate::frame::{check_frame_bytes, write_frame};
 use crate::header::{decode_request_header, encode_request_header, peek_request_prefix};
 use crate::limits::WireLimits;
@@ -184,4 +184,30 @@ pub fn encode_request(
             .map_err(|e| encode_error(format!("{e:#}")))
     })?;
     Ok(out.freeze())
+}
+
+/// Turns a generated decoder's result plus the bytes it left unread into the body or the
+/// matching error: a body must use its frame exactly.
+fn finish_body<T, E: std::fmt::Display>(
+    decoded: Result<T, E>,
+    trailing_bytes: usize,
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+) -> Result<T, WireError> {
+    let body = decoded.map_err(|e| WireError::MalformedBody {
+        api_key,
+        api_version,
+        correlation_id,
+        reason: format!("{e:#}"),
+    })?;
+    if trailing_bytes > 0 {
+        return Err(WireError::TrailingBytes {
+            api_key,
+            api_version,
+            correlation_id,
+            trailing_bytes,
+        });
+    }
+    Ok(body)
 }

@@ -11,7 +11,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader, ResponseKind};
 
-use crate::error::{WireError, finish_body};
+use crate::error::WireError;
 use crate::error_code::ErrorCode;
 use crate::frame::write_frame;
 use crate::header::{decode_response_header, encode_response_header, response_header_version};
@@ -86,29 +86,24 @@ pub fn encode_api_versions_fallback(
 /// Decodes one response frame (the bytes after the size prefix) to a request of `api_key` at
 /// `api_version` (client side).
 ///
-/// An ApiVersions response that does not parse at `api_version` is tried again in the v0
-/// format: a broker that does not know the requested version answers in v0 with
-/// UNSUPPORTED_VERSION (KIP-511), and the caller sees that error code in the body.
+/// An ApiVersions response carrying UNSUPPORTED_VERSION is read in the v0 format, whatever
+/// version was asked for: a broker that does not know the requested version answers in v0
+/// (KIP-511), and the caller then retries with a version from the returned range.
+///
+/// Bytes left after the body are ignored here, as Kafka's Java client and librdkafka ignore
+/// them: brokers in the field are not all exact (librdkafka's own mock cluster ends its
+/// Metadata v13 responses with a stray byte). Requests, on the server side, stay strict.
 pub fn decode_response(
     frame: Bytes,
     api_key: ApiKey,
     api_version: i16,
 ) -> Result<(ResponseHeader, ResponseKind), WireError> {
-    match decode_response_at(frame.clone(), api_key, api_version) {
-        Err(error)
-            if api_key == ApiKey::ApiVersions && api_version != API_VERSIONS_FALLBACK_VERSION =>
-        {
-            decode_response_at(frame, api_key, API_VERSIONS_FALLBACK_VERSION).map_err(|_| error)
+    let api_version = match api_key {
+        ApiKey::ApiVersions if is_unsupported_version_answer(&frame) => {
+            API_VERSIONS_FALLBACK_VERSION
         }
-        result => result,
-    }
-}
-
-fn decode_response_at(
-    frame: Bytes,
-    api_key: ApiKey,
-    api_version: i16,
-) -> Result<(ResponseHeader, ResponseKind), WireError> {
+        _ => api_version,
+    };
     let mut rest = frame;
     let header = decode_response_header(&mut rest, api_key, api_version).map_err(|reason| {
         WireError::MalformedResponseHeader {
@@ -117,13 +112,19 @@ fn decode_response_at(
             reason,
         }
     })?;
-    let decoded = ResponseKind::decode(api_key, &mut rest, api_version);
-    let body = finish_body(
-        decoded,
-        rest.len(),
-        api_key,
-        api_version,
-        header.correlation_id,
-    )?;
+    let body = ResponseKind::decode(api_key, &mut rest, api_version).map_err(|e| {
+        WireError::MalformedBody {
+            api_key,
+            api_version,
+            correlation_id: header.correlation_id,
+            reason: format!("{e:#}"),
+        }
+    })?;
     Ok((header, body))
+}
+
+/// Whether an ApiVersions response frame carries UNSUPPORTED_VERSION: its header is always v0
+/// (the 4-byte correlation id) and every version's body starts with the error code.
+fn is_unsupported_version_answer(frame: &[u8]) -> bool {
+    frame.get(4..6) == Some(&ErrorCode::UNSUPPORTED_VERSION.code().to_be_bytes()[..])
 }

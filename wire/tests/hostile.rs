@@ -303,7 +303,6 @@ fn varint_overflow_is_an_error() {
 fn frames_over_the_limit_are_refused_by_decode_request_too() {
     let small = WireLimits {
         max_frame_bytes: 16,
-        ..WireLimits::default()
     };
     let frame = request_frame(metadata_request(), 4);
     assert!(frame.len() > 16);
@@ -446,10 +445,7 @@ proptest! {
 
     #[test]
     fn random_size_prefixes_never_panic(prefix_bytes in any::<[u8; 4]>(), max_frame_bytes in 0usize..1 << 20) {
-        let decoder = FrameDecoder::new(WireLimits {
-            max_frame_bytes,
-            ..WireLimits::default()
-        });
+        let decoder = FrameDecoder::new(WireLimits { max_frame_bytes });
         let mut buf = BytesMut::from(&prefix_bytes[..]);
         let size = i32::from_be_bytes(prefix_bytes);
         match decoder.next_frame(&mut buf) {
