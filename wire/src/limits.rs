@@ -20,6 +20,23 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 104_857_600;
 /// about 300 KiB).
 pub const MAX_NON_PRODUCE_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
+/// Memory the generated decoders may reserve for arrays while decoding any one frame, before
+/// the per-byte allowance below, in bytes (32 MiB).
+pub const DECODE_BUDGET_BASE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Array memory allowed per byte of the frame being decoded, on top of the base. Real messages
+/// stay near 1 (strings and bytes are slices of the frame, not copies; a Metadata topic of
+/// 20-character name takes 23 bytes on the wire and 72 in memory), while hostile ones reach 36
+/// (a 2-byte null topic name becoming a 72-byte struct; a 3-byte Produce topic entry a 96-byte
+/// one).
+pub const DECODE_BUDGET_BYTES_PER_FRAME_BYTE: usize = 2;
+
+/// The array memory the decoders may reserve for one frame of `frame_bytes` bytes.
+pub fn decode_budget_bytes(frame_bytes: usize) -> usize {
+    DECODE_BUDGET_BASE_BYTES
+        .saturating_add(frame_bytes.saturating_mul(DECODE_BUDGET_BYTES_PER_FRAME_BYTE))
+}
+
 /// Bounds on what the peer may make this side allocate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireLimits {

@@ -5,15 +5,17 @@
 //! message to its api key.
 //! Never: copies record data (a Produce request's record sets are slices of the frame's
 //! allocation); panics or allocates by an untrusted count (the vendored decoder checks counts
-//! against the bytes present); answers anything (the broker does, from the error's variant).
+//! against the bytes present, and array memory against [`decode_budget_bytes`] of the frame);
+//! answers anything (the broker does, from the error's variant).
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use kafka_protocol::protocol::types::with_array_budget;
 
 use crate::error::WireError;
 use crate::frame::{check_frame_bytes, write_frame};
 use crate::header::{decode_request_header, encode_request_header, peek_request_prefix};
-use crate::limits::WireLimits;
+use crate::limits::{WireLimits, decode_budget_bytes};
 use crate::versions::is_supported_version;
 
 /// Invokes `$callback! { [args] Produce, Fetch, ... }` with the name of every api key, which is
@@ -141,7 +143,10 @@ pub fn decode_request(frame: Bytes, limits: &WireLimits) -> Result<Request, Wire
             reason,
         })
     })?;
-    let decoded = RequestKind::decode(api_key, &mut rest, api_version);
+    let budget_bytes = decode_budget_bytes(rest.len());
+    let decoded = with_array_budget(budget_bytes, || {
+        RequestKind::decode(api_key, &mut rest, api_version)
+    });
     let body = finish_body(decoded, rest.len(), api_key, api_version, correlation_id)
         .map_err(fallback_or)?;
     Ok(Request {

@@ -10,11 +10,13 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::types::with_array_budget;
 
 use crate::error::WireError;
 use crate::error_code::ErrorCode;
 use crate::frame::write_frame;
 use crate::header::{decode_response_header, encode_response_header, response_header_version};
+use crate::limits::decode_budget_bytes;
 use crate::request::define_api_key_lookup;
 use crate::versions::{ApiSupport, is_supported_version, supported_versions};
 
@@ -112,13 +114,15 @@ pub fn decode_response(
             reason,
         }
     })?;
-    let body = ResponseKind::decode(api_key, &mut rest, api_version).map_err(|e| {
-        WireError::MalformedBody {
-            api_key,
-            api_version,
-            correlation_id: header.correlation_id,
-            reason: format!("{e:#}"),
-        }
+    let budget_bytes = decode_budget_bytes(rest.len());
+    let decoded = with_array_budget(budget_bytes, || {
+        ResponseKind::decode(api_key, &mut rest, api_version)
+    });
+    let body = decoded.map_err(|e| WireError::MalformedBody {
+        api_key,
+        api_version,
+        correlation_id: header.correlation_id,
+        reason: format!("{e:#}"),
     })?;
     Ok((header, body))
 }

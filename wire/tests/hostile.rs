@@ -345,6 +345,45 @@ fn only_produce_may_use_the_whole_frame_limit() {
 }
 
 #[test]
+fn arrays_beyond_the_decode_budget_are_errors() {
+    // Produce v9: 3-byte empty topic entries (empty name, empty partitions, no tags) decode
+    // into 96-byte structs. A million of them (3 MiB) would need 96 MB; the budget for a
+    // 3 MiB frame is 32 MiB + 2 x 3 MiB. Unbudgeted, this decodes.
+    let entries = 1 << 20;
+    let mut frame = prefix(0, 9);
+    frame.put_i16(-1); // client id
+    frame.put_u8(0); // header tags
+    frame.put_u8(0); // null transactional id
+    frame.put_i16(-1);
+    frame.put_i32(1000);
+    let mut count = u32::try_from(entries + 1).unwrap();
+    while count >= 0x80 {
+        frame.put_u8((count as u8 & 0x7f) | 0x80);
+        count >>= 7;
+    }
+    frame.put_u8(count as u8);
+    for _ in 0..entries {
+        frame.put_slice(&[1, 1, 0]);
+    }
+    frame.put_u8(0);
+    let error = error_of(frame.freeze());
+    let WireError::MalformedBody { reason, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(reason.contains("decode budget"), "{reason}");
+    // A real Produce request of the same size is far inside the budget.
+    let records = PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(Bytes::from(vec![1; 4 << 20])));
+    let produce: RequestKind = ProduceRequest::default()
+        .with_topic_data(vec![
+            TopicProduceData::default().with_partition_data(vec![records]),
+        ])
+        .into();
+    assert!(decode_request(request_frame(produce, 9), &limits()).is_ok());
+}
+
+#[test]
 fn truncated_responses_are_errors() {
     let body = ResponseKind::Metadata(MetadataResponse::default());
     let mut framed = BytesMut::new();

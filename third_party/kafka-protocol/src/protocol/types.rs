@@ -992,6 +992,43 @@ impl<T, E: for<'a> Encoder<&'a T>> Encoder<&Vec<T>> for Array<E> {
     }
 }
 
+// corebus patch: a per-thread budget on the memory decoded arrays may reserve. The count guard
+// below only ties a count to the bytes present; an element decoded from two bytes can still be
+// a struct of a hundred, so a full frame could turn into gigabytes. Callers that decode
+// untrusted frames set a budget around the decode; without one nothing changes.
+thread_local! {
+    static ARRAY_BUDGET_BYTES: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// corebus patch: runs `decode` with at most `budget_bytes` of array storage available to the
+/// decoders (counted as element count times element size, before reserving). An array over
+/// the budget is a decode error. The previous budget is restored afterwards, even on panic.
+pub fn with_array_budget<R>(budget_bytes: usize, decode: impl FnOnce() -> R) -> R {
+    struct Restore(Option<usize>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ARRAY_BUDGET_BYTES.with(|budget| budget.set(self.0));
+        }
+    }
+    let _restore = Restore(ARRAY_BUDGET_BYTES.with(|budget| budget.replace(Some(budget_bytes))));
+    decode()
+}
+
+/// corebus patch: takes `count` elements of `T` out of the budget, if one is set.
+fn charge_array_budget<T>(count: usize) -> Result<()> {
+    let bytes = count.saturating_mul(std::mem::size_of::<T>());
+    ARRAY_BUDGET_BYTES.with(|budget| match budget.get() {
+        Some(left) if bytes > left => {
+            bail!("array of {count} elements ({bytes} bytes) exceeds the decode budget ({left} bytes left)")
+        }
+        Some(left) => {
+            budget.set(Some(left - bytes));
+            Ok(())
+        }
+        None => Ok(()),
+    })
+}
+
 impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<T>>> {
         match Int32.decode(buf)? {
@@ -1002,6 +1039,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
                 if n as usize > buf.remaining() {
                     return Err(NotEnoughBytesError.into());
                 }
+                charge_array_budget::<T>(n as usize)?;
                 let mut result = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1114,6 +1152,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
                 if (n - 1) as usize > buf.remaining() {
                     return Err(NotEnoughBytesError.into());
                 }
+                charge_array_budget::<T>((n - 1) as usize)?;
                 let mut result = Vec::with_capacity((n - 1) as usize);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
