@@ -356,12 +356,7 @@ fn arrays_beyond_the_decode_budget_are_errors() {
     frame.put_u8(0); // null transactional id
     frame.put_i16(-1);
     frame.put_i32(1000);
-    let mut count = u32::try_from(entries + 1).unwrap();
-    while count >= 0x80 {
-        frame.put_u8((count as u8 & 0x7f) | 0x80);
-        count >>= 7;
-    }
-    frame.put_u8(count as u8);
+    put_unsigned_varint(&mut frame, u32::try_from(entries + 1).unwrap());
     for _ in 0..entries {
         frame.put_slice(&[1, 1, 0]);
     }
@@ -381,6 +376,38 @@ fn arrays_beyond_the_decode_budget_are_errors() {
         ])
         .into();
     assert!(decode_request(request_frame(produce, 9), &limits()).is_ok());
+}
+
+#[test]
+fn unknown_tagged_fields_beyond_the_decode_budget_are_errors() {
+    // Produce v9 with a million distinct unknown top-level tags (2-4 bytes each, about 80 in a
+    // map once decoded): 80 MB against a budget of 32 MiB + 2 x 3.9 MiB.
+    let tags = 1u32 << 20;
+    let mut frame = prefix(0, 9);
+    frame.put_i16(-1); // client id
+    frame.put_u8(0); // header tags
+    frame.put_u8(0); // null transactional id
+    frame.put_i16(-1);
+    frame.put_i32(1000);
+    frame.put_u8(1); // no topics
+    put_unsigned_varint(&mut frame, tags);
+    for tag in 0..tags {
+        put_unsigned_varint(&mut frame, tag);
+        frame.put_u8(0); // empty value
+    }
+    let error = error_of(frame.freeze());
+    let WireError::MalformedBody { reason, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(reason.contains("decode budget"), "{reason}");
+}
+
+fn put_unsigned_varint(frame: &mut BytesMut, mut value: u32) {
+    while value >= 0x80 {
+        frame.put_u8((value & 0x7f) as u8 | 0x80);
+        value >>= 7;
+    }
+    frame.put_u8(value as u8);
 }
 
 #[test]

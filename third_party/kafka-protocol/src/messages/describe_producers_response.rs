@@ -118,7 +118,7 @@ impl Decodable for DescribeProducersResponse {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
-            unknown_tagged_fields.insert(tag as i32, unknown_value);
+            crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
         }
         Ok(Self {
             throttle_time_ms,
@@ -279,7 +279,7 @@ impl Decodable for PartitionResponse {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
-            unknown_tagged_fields.insert(tag as i32, unknown_value);
+            crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
         }
         Ok(Self {
             partition_index,
@@ -477,7 +477,7 @@ impl Decodable for ProducerState {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
-            unknown_tagged_fields.insert(tag as i32, unknown_value);
+            crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
         }
         Ok(Self {
             producer_id,
@@ -612,7 +612,7 @@ impl Decodable for TopicResponse {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
-            unknown_tagged_fields.insert(tag as i32, unknown_value);
+            crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
         }
         Ok(Self {
             name,

@@ -102,7 +102,7 @@ impl Decodable for DescribeTransactionsRequest {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
-            unknown_tagged_fields.insert(tag as i32, unknown_value);
+            crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
         }
         Ok(Self {
             transactional_ids,

@@ -174,7 +174,7 @@ impl Decodable for EndQuorumEpochRequest {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
             }
         }
         Ok(Self {
@@ -373,7 +373,7 @@ impl Decodable for LeaderEndpoint {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
             }
         }
         Ok(Self {
@@ -576,7 +576,7 @@ impl Decodable for PartitionData {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
             }
         }
         Ok(Self {
@@ -746,7 +746,7 @@ impl Decodable for ReplicaInfo {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
             }
         }
         Ok(Self {
@@ -903,7 +903,7 @@ impl Decodable for TopicData {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                unknown_tagged_fields.insert(tag as i32, unknown_value);
+                crate::protocol::types::charge_tagged_field_budget()?; unknown_tagged_fields.insert(tag as i32, unknown_value); // corebus patch
             }
         }
         Ok(Self {

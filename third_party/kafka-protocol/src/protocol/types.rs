@@ -1029,6 +1029,25 @@ fn charge_array_budget<T>(count: usize) -> Result<()> {
     })
 }
 
+/// corebus patch: memory one unknown tagged field takes once decoded: its key and value in a
+/// `BTreeMap` node, counted twice for the node's spare room. An entry is two bytes on the wire.
+const TAGGED_FIELD_DECODED_BYTES: usize = 2 * std::mem::size_of::<(i32, bytes::Bytes)>();
+
+/// corebus patch: takes one unknown tagged field out of the budget, if one is set. Called by
+/// every generated decoder before it keeps an unknown tagged field.
+pub(crate) fn charge_tagged_field_budget() -> Result<()> {
+    ARRAY_BUDGET_BYTES.with(|budget| match budget.get() {
+        Some(left) if TAGGED_FIELD_DECODED_BYTES > left => {
+            bail!("unknown tagged fields exceed the decode budget")
+        }
+        Some(left) => {
+            budget.set(Some(left - TAGGED_FIELD_DECODED_BYTES));
+            Ok(())
+        }
+        None => Ok(()),
+    })
+}
+
 impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
     fn decode<B: ByteBuf>(&self, buf: &mut B) -> Result<Option<Vec<T>>> {
         match Int32.decode(buf)? {
