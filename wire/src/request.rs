@@ -147,8 +147,24 @@ pub fn decode_request(frame: Bytes, limits: &WireLimits) -> Result<Request, Wire
     let decoded = with_array_budget(budget_bytes, || {
         RequestKind::decode(api_key, &mut rest, api_version)
     });
-    let body = finish_body(decoded, rest.len(), api_key, api_version, correlation_id)
-        .map_err(fallback_or)?;
+    let body = decoded.map_err(|e| {
+        fallback_or(WireError::MalformedBody {
+            api_key,
+            api_version,
+            correlation_id,
+            reason: format!("{e:#}"),
+        })
+    })?;
+    // A request must use its frame exactly: leftover bytes mean the client and this side
+    // disagree about the message's layout.
+    if !rest.is_empty() {
+        return Err(fallback_or(WireError::TrailingBytes {
+            api_key,
+            api_version,
+            correlation_id,
+            trailing_bytes: rest.len(),
+        }));
+    }
     Ok(Request {
         header,
         api_key,
@@ -189,30 +205,4 @@ pub fn encode_request(
             .map_err(|e| encode_error(format!("{e:#}")))
     })?;
     Ok(out.freeze())
-}
-
-/// Turns a generated decoder's result plus the bytes it left unread into the body or the
-/// matching error: a body must use its frame exactly.
-fn finish_body<T, E: std::fmt::Display>(
-    decoded: Result<T, E>,
-    trailing_bytes: usize,
-    api_key: ApiKey,
-    api_version: i16,
-    correlation_id: i32,
-) -> Result<T, WireError> {
-    let body = decoded.map_err(|e| WireError::MalformedBody {
-        api_key,
-        api_version,
-        correlation_id,
-        reason: format!("{e:#}"),
-    })?;
-    if trailing_bytes > 0 {
-        return Err(WireError::TrailingBytes {
-            api_key,
-            api_version,
-            correlation_id,
-            trailing_bytes,
-        });
-    }
-    Ok(body)
 }
