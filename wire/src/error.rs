@@ -7,6 +7,8 @@
 
 use kafka_protocol::messages::ApiKey;
 
+use crate::error_code::ErrorCode;
+
 /// A failure of the protocol layer. Variants that come from a request carry its correlation id
 /// when the first 8 bytes of the frame were present, so the server can still answer.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +173,33 @@ pub enum WireError {
 }
 
 impl WireError {
+    /// The Kafka error code a server would answer this error with, or `None` when there is no
+    /// answer to give (the frame or its api key could not be read, or the failure is local).
+    ///
+    /// Kafka itself closes the connection on a request it cannot parse; a server that answers
+    /// instead uses INVALID_REQUEST (42), which is what Kafka's `InvalidRequestException` maps
+    /// to. Versions it does not speak get UNSUPPORTED_VERSION (35).
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::UnsupportedVersion { .. } | Self::ApiVersionsFallback { .. } => {
+                Some(ErrorCode::UNSUPPORTED_VERSION)
+            }
+            Self::RequestTooLarge { .. }
+            | Self::MalformedHeader { .. }
+            | Self::MalformedBody { .. }
+            | Self::TrailingBytes { .. } => Some(ErrorCode::INVALID_REQUEST),
+            Self::NegativeFrameSize { .. }
+            | Self::FrameTooLarge { .. }
+            | Self::FrameSizeOverflow { .. }
+            | Self::TruncatedHeader { .. }
+            | Self::UnknownApiKey { .. }
+            | Self::MalformedResponseHeader { .. }
+            | Self::Encode { .. }
+            | Self::VersionCapBelowFloor { .. }
+            | Self::UnknownMessageKind => None,
+        }
+    }
+
     /// The correlation id of the request this error belongs to, when it was readable; a server
     /// uses it to answer instead of dropping the connection.
     pub fn correlation_id(&self) -> Option<i32> {
@@ -191,5 +220,36 @@ impl WireError {
             | Self::VersionCapBelowFloor { .. }
             | Self::UnknownMessageKind => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answerable_errors_map_to_kafka_codes() {
+        let unsupported = WireError::UnsupportedVersion {
+            api_key: ApiKey::Produce,
+            api_version: 2,
+            correlation_id: 5,
+        };
+        assert_eq!(unsupported.error_code().map(ErrorCode::code), Some(35));
+        let trailing = WireError::TrailingBytes {
+            api_key: ApiKey::Metadata,
+            api_version: 4,
+            correlation_id: 5,
+            trailing_bytes: 1,
+        };
+        assert_eq!(trailing.error_code().map(ErrorCode::code), Some(42));
+        let unknown = WireError::UnknownApiKey {
+            api_key: 1000,
+            correlation_id: 5,
+        };
+        assert_eq!(
+            (unknown.error_code(), unknown.correlation_id()),
+            (None, Some(5))
+        );
+        assert_eq!(WireError::NegativeFrameSize { size: -1 }.error_code(), None);
     }
 }
