@@ -7,6 +7,7 @@
 //! - [`election`]: Fast Leader Election votes. [`zab`]: the protocol state machine.
 //! - `sim` (tests, or feature `sim`): the seeded simulator and its checkers.
 
+pub mod election;
 pub mod limits;
 pub mod log;
 pub mod meta;
@@ -15,3 +16,7 @@ pub mod store;
 pub mod tree;
 pub mod txn;
 pub mod types;
+pub mod zab;
+
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;

@@ -175,6 +175,11 @@ impl<F: Files> LogStore<F> {
         &mut self.files
     }
 
+    /// Gives the directory back (the process is gone; the simulator crashes it).
+    pub fn into_files(self) -> F {
+        self.files
+    }
+
     pub fn last_zxid(&self) -> Option<Zxid> {
         self.segments
             .iter()

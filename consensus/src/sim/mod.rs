@@ -1,0 +1,659 @@
+//! The deterministic simulator: N nodes and clients over a simulated network and disk, with
+//! crashes, restarts and partitions, in simulated time, all drawn from one seed.
+//!
+//! Owns the event loop and the fault schedule. Every run is a pure function of
+//! `(seed, SimOptions)`: a failing seed reproduces with
+//! `cargo run -p corebus-consensus --features sim --bin consensus-sim -- --seed N`.
+//! Checkers: [`invariants`] (one leader per epoch, one committed order, trees equal the
+//! replay), [`linearizability`] (per-key histories of the clients' writes and CAS), plus
+//! liveness after the faults stop (every node converges to the same committed history).
+
+pub mod disk;
+pub mod invariants;
+pub mod linearizability;
+pub mod network;
+pub mod workload;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use self::disk::SimFiles;
+use self::invariants::Invariants;
+use self::linearizability::Verdict;
+use self::network::{Arrival, NetFaults, Network, Packet};
+use self::workload::{Client, KEYS, Observed};
+use crate::store::LogStore;
+use crate::types::{NodeId, RequestId};
+use crate::zab::{
+    ClientReply, ClientRequest, Config, DiskOp, Fault, Input, Node, Output, PeerMessage,
+};
+
+/// Log segments roll small in the simulator so rolling, purging and torn segments happen.
+const SIM_SEGMENT_BYTES: u64 = 2048;
+const TICK_US: u64 = 10_000;
+const CLIENT_TIMEOUT_US: u64 = 1_500_000;
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub nodes: usize,
+    pub clients: usize,
+    pub ops_per_client: u32,
+    /// Faults are injected during this much simulated time; then the network heals, every
+    /// node restarts and the group must converge within `quiet_ms`.
+    pub active_ms: u64,
+    pub quiet_ms: u64,
+    pub fault: Fault,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: 3,
+            clients: 3,
+            ops_per_client: 20,
+            active_ms: 3_000,
+            quiet_ms: 3_000,
+            fault: Fault::None,
+        }
+    }
+}
+
+/// The result of one run.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub seed: u64,
+    pub events: u64,
+    pub committed: usize,
+    pub crashes: u32,
+    pub partitions: u32,
+    pub acknowledged_writes: usize,
+    pub unknown_writes: usize,
+    pub checker_gave_up: usize,
+    pub violations: Vec<String>,
+}
+
+#[derive(Debug)]
+enum Event {
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    Packet {
+        from: usize,
+        to: usize,
+        packet: Packet,
+        msg: PeerMessage,
+    },
+    PeerDown {
+        node: usize,
+        peer: usize,
+        incarnation: u64,
+    },
+    SyncDone {
+        node: usize,
+        incarnation: u64,
+        generation: u64,
+        through: crate::types::Zxid,
+    },
+    ToNode {
+        node: usize,
+        req: ClientRequest,
+    },
+    ToClient {
+        client: usize,
+        reply: ClientReply,
+    },
+    ClientWake {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        request: RequestId,
+    },
+    Restart {
+        node: usize,
+    },
+    Heal,
+    Chaos,
+    EndOfFaults,
+}
+
+struct Slot {
+    node: Option<Node>,
+    store: Option<LogStore<SimFiles>>,
+    /// The files while the node is down.
+    down_files: Option<SimFiles>,
+    incarnation: u64,
+}
+
+struct World {
+    opts: SimOptions,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: std::collections::HashMap<u64, Event>,
+    net: Network,
+    ids: Vec<NodeId>,
+    slots: Vec<Slot>,
+    clients: Vec<Client>,
+    seen: Observed,
+    inv: Invariants,
+    faults_on: bool,
+    /// Slowest fsync of this run (disks differ per seed).
+    max_fsync_us: u64,
+    report: Report,
+}
+
+fn node_config(id: NodeId, members: Vec<NodeId>, fault: Fault) -> Config {
+    let mut cfg = Config::new(id, members);
+    cfg.election_resend_ticks = 10;
+    cfg.election_finalize_ticks = 2;
+    cfg.init_limit_ticks = 30;
+    cfg.sync_limit_ticks = 15;
+    cfg.ping_interval_ticks = 3;
+    cfg.snapshot_every_txns = 25;
+    cfg.retained_txns = 8;
+    cfg.max_outstanding_proposals = 100;
+    cfg.fault = fault;
+    cfg
+}
+
+impl World {
+    fn schedule(&mut self, at: u64, e: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, e);
+    }
+
+    fn violation(&mut self, v: String) {
+        self.report.violations.push(v);
+    }
+
+    fn boot(&mut self, i: usize) {
+        let files = self.slots[i].down_files.take().unwrap_or_default();
+        let (store, recovered) = match LogStore::recover(files, SIM_SEGMENT_BYTES) {
+            Ok(r) => r,
+            Err(e) => {
+                self.violation(format!("{} cannot recover: {e}", self.ids[i]));
+                return;
+            }
+        };
+        let id = self.ids[i];
+        self.inv.reset(id, recovered.tree.applied(), true);
+        let k = self.inv.applied_count(id);
+        if let Some(problem) = self.inv.tree_matches(id, &recovered.tree, k) {
+            self.violation(format!("after recovery: {problem}"));
+        }
+        let mut node = Node::new(
+            node_config(id, self.ids.clone(), self.opts.fault),
+            recovered,
+        );
+        let mut out = Vec::new();
+        node.start(&mut out);
+        let slot = &mut self.slots[i];
+        slot.incarnation += 1;
+        slot.node = Some(node);
+        slot.store = Some(store);
+        let incarnation = slot.incarnation;
+        let offset = self.rng.random_range(0..TICK_US);
+        self.schedule(
+            self.now + offset,
+            Event::Tick {
+                node: i,
+                incarnation,
+            },
+        );
+        self.outputs(i, out);
+    }
+
+    fn crash(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        if slot.node.take().is_none() {
+            return;
+        }
+        self.report.crashes += 1;
+        let mut files = slot
+            .store
+            .take()
+            .map(LogStore::into_files)
+            .unwrap_or_default();
+        files.crash(&mut self.rng);
+        self.slots[i].down_files = Some(files);
+        self.net.reset_node(self.ids[i]);
+        // A killed process's peers see a reset at once half of the time; else they time out.
+        for p in 0..self.ids.len() {
+            if p != i && self.rng.random_bool(0.5) {
+                let incarnation = self.slots[p].incarnation;
+                let at = self.now + 200;
+                self.schedule(
+                    at,
+                    Event::PeerDown {
+                        node: p,
+                        peer: i,
+                        incarnation,
+                    },
+                );
+            }
+        }
+        let back = self.now + self.rng.random_range(100_000..1_500_000);
+        self.schedule(back, Event::Restart { node: i });
+    }
+
+    fn step(&mut self, i: usize, input: Input) {
+        let Some(node) = self.slots[i].node.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        node.step(input, &mut out);
+        if let Some(epoch) = node.leading_epoch() {
+            self.inv.leading(self.ids[i], epoch);
+        }
+        self.outputs(i, out);
+    }
+
+    fn outputs(&mut self, i: usize, out: Vec<Output>) {
+        let id = self.ids[i];
+        for o in out {
+            match o {
+                Output::Send { to, msg } => {
+                    let Some(j) = self.ids.iter().position(|x| *x == to) else {
+                        continue;
+                    };
+                    let packets = self.net.send(&mut self.rng, self.now, id, to);
+                    for packet in packets {
+                        self.schedule(
+                            packet.at_us,
+                            Event::Packet {
+                                from: i,
+                                to: j,
+                                packet,
+                                msg: msg.clone(),
+                            },
+                        );
+                    }
+                }
+                Output::Disk(op) => self.disk(i, op),
+                Output::Reply(reply) => {
+                    let client = reply.client.0 as usize;
+                    let at = self.now + self.rng.random_range(100..500);
+                    self.schedule(at, Event::ToClient { client, reply });
+                }
+                Output::Applied { entry } => self.inv.applied(id, &entry),
+                Output::Installed { zxid } => self.inv.reset(id, zxid, false),
+            }
+        }
+    }
+
+    fn disk(&mut self, i: usize, op: DiskOp) {
+        let Some(store) = self.slots[i].store.as_mut() else {
+            return;
+        };
+        let result = match op {
+            DiskOp::Append(entry) => store.append(&entry),
+            DiskOp::Sync {
+                generation,
+                through,
+            } => {
+                let incarnation = self.slots[i].incarnation;
+                let at = self.now + self.rng.random_range(50..self.max_fsync_us);
+                self.schedule(
+                    at,
+                    Event::SyncDone {
+                        node: i,
+                        incarnation,
+                        generation,
+                        through,
+                    },
+                );
+                Ok(())
+            }
+            DiskOp::Truncate { after } => store.truncate_after(after),
+            DiskOp::Snapshot(tree) => store.write_snapshot(&tree),
+            DiskOp::ResetToSnapshot(tree) => store.reset_to_snapshot(&tree),
+            DiskOp::SetEpochs(e) => store.set_epochs(e),
+        };
+        if let Err(e) = result {
+            self.violation(format!("{}: store error {e}", self.ids[i]));
+        }
+    }
+
+    fn client_go(&mut self, c: usize) {
+        if !self.faults_on && self.now > self.opts.active_ms * 1000 {
+            return;
+        }
+        let Some(req) = self.clients[c].next(&mut self.rng, self.now, &self.seen) else {
+            return;
+        };
+        let node = self.clients[c].node;
+        let at = self.now + self.rng.random_range(100..500);
+        let request = req.request;
+        self.schedule(at, Event::ToNode { node, req });
+        self.schedule(
+            self.now + CLIENT_TIMEOUT_US,
+            Event::ClientTimeout { client: c, request },
+        );
+    }
+
+    fn chaos(&mut self) {
+        let n = self.ids.len();
+        match self.rng.random_range(0..100) {
+            0..30 => {
+                let i = self.rng.random_range(0..n);
+                self.crash(i);
+            }
+            30..50 => {
+                let size = self.rng.random_range(1..n);
+                let mut side: Vec<NodeId> = self.ids.clone();
+                while side.len() > size {
+                    let k = self.rng.random_range(0..side.len());
+                    side.remove(k);
+                }
+                self.net.partition(&side, &self.ids);
+                self.report.partitions += 1;
+                let heal = self.now + self.rng.random_range(200_000..2_000_000);
+                self.schedule(heal, Event::Heal);
+            }
+            50..60 => self.net.heal(),
+            // Power loss of the whole group at once: only what was synced survives anywhere.
+            60..64 => {
+                for i in 0..n {
+                    self.crash(i);
+                }
+            }
+            _ => {}
+        }
+        let next = self.now + self.rng.random_range(50_000..400_000);
+        self.schedule(next, Event::Chaos);
+    }
+
+    fn handle(&mut self, e: Event) {
+        match e {
+            Event::Tick { node, incarnation } => {
+                if self.slots[node].incarnation == incarnation && self.slots[node].node.is_some() {
+                    self.step(node, Input::Tick);
+                    self.schedule(self.now + TICK_US, Event::Tick { node, incarnation });
+                }
+            }
+            Event::Packet {
+                from,
+                to,
+                packet,
+                msg,
+            } => {
+                if self.slots[to].node.is_none() {
+                    return;
+                }
+                match self.net.arrive(self.ids[from], self.ids[to], packet) {
+                    Arrival::Deliver => self.step(
+                        to,
+                        Input::Peer {
+                            from: self.ids[from],
+                            msg,
+                        },
+                    ),
+                    Arrival::Discard => {}
+                    Arrival::Broken => {
+                        self.step(
+                            to,
+                            Input::PeerDown {
+                                peer: self.ids[from],
+                            },
+                        );
+                        self.step(from, Input::PeerDown { peer: self.ids[to] });
+                    }
+                }
+            }
+            Event::PeerDown {
+                node,
+                peer,
+                incarnation,
+            } => {
+                if self.slots[node].incarnation == incarnation {
+                    self.step(
+                        node,
+                        Input::PeerDown {
+                            peer: self.ids[peer],
+                        },
+                    );
+                }
+            }
+            Event::SyncDone {
+                node,
+                incarnation,
+                generation,
+                through,
+            } => {
+                if self.slots[node].incarnation != incarnation {
+                    return;
+                }
+                if let Some(store) = self.slots[node].store.as_mut()
+                    && let Err(e) = store.sync()
+                {
+                    self.violation(format!("sync failed: {e}"));
+                }
+                self.step(
+                    node,
+                    Input::Synced {
+                        generation,
+                        through,
+                    },
+                );
+            }
+            Event::ToNode { node, req } => self.step(node, Input::Client(req)),
+            Event::ToClient { client, reply } => {
+                let moved = self.clients[client].on_reply(self.now, reply, &mut self.seen);
+                self.after_client(client, moved);
+            }
+            Event::ClientTimeout { client, request } => {
+                if self.clients[client].give_up(request, &mut self.seen) {
+                    self.after_client(client, true);
+                }
+            }
+            Event::ClientWake { client } => self.client_go(client),
+            Event::Restart { node } => {
+                if self.slots[node].node.is_none() {
+                    self.boot(node);
+                }
+            }
+            Event::Heal => self.net.heal(),
+            Event::Chaos => {
+                if self.faults_on {
+                    self.chaos();
+                }
+            }
+            Event::EndOfFaults => {
+                self.faults_on = false;
+                self.net = Network::new(NetFaults {
+                    drop: 0.0,
+                    duplicate: 0.0,
+                    reorder: 0.0,
+                    min_delay_us: 100,
+                    max_delay_us: 2_000,
+                });
+                for i in 0..self.ids.len() {
+                    if self.slots[i].node.is_none() {
+                        self.boot(i);
+                    } else {
+                        // The new network has fresh connections: old ones are gone.
+                        for p in 0..self.ids.len() {
+                            if p != i {
+                                self.step(i, Input::PeerDown { peer: self.ids[p] });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_client(&mut self, c: usize, moved: bool) {
+        if moved {
+            self.clients[c].node = self.rng.random_range(0..self.ids.len());
+        }
+        if !self.clients[c].busy() {
+            // At least 1 ms between a reply and the next request keeps real-time order strict.
+            let at = self.now + self.rng.random_range(1_000..20_000);
+            self.schedule(at, Event::ClientWake { client: c });
+        }
+    }
+
+    fn finish(&mut self) {
+        let last = self.inv.committed().len();
+        let mut converged = true;
+        for i in 0..self.ids.len() {
+            let id = self.ids[i];
+            let Some(node) = self.slots[i].node.as_ref() else {
+                converged = false;
+                continue;
+            };
+            if !node.is_serving() || self.inv.applied_count(id) != last {
+                converged = false;
+            }
+            if let Some(problem) =
+                self.inv
+                    .tree_matches(id, node.tree(), self.inv.applied_count(id))
+            {
+                self.report.violations.push(problem);
+            }
+        }
+        if !converged {
+            let states: Vec<String> = self
+                .slots
+                .iter()
+                .zip(&self.ids)
+                .map(|(s, id)| match &s.node {
+                    Some(n) => format!(
+                        "{id}: {:?} serving={} committed={} last={} applied#{}",
+                        n.role(),
+                        n.is_serving(),
+                        n.committed(),
+                        n.last_zxid(),
+                        self.inv.applied_count(*id)
+                    ),
+                    None => format!("{id}: down"),
+                })
+                .collect();
+            self.report.violations.push(format!(
+                "no convergence {} ms after the faults stopped ({last} committed): {}",
+                self.opts.quiet_ms,
+                states.join("; ")
+            ));
+        }
+        for k in 0..KEYS {
+            match linearizability::check(&self.seen.per_key[k], None) {
+                Verdict::Linearizable => {}
+                Verdict::GaveUp => self.report.checker_gave_up += 1,
+                Verdict::NotLinearizable => self.report.violations.push(format!(
+                    "history of /k{k} is not linearizable: {:?}",
+                    self.seen.per_key[k]
+                )),
+            }
+        }
+        self.report.violations.append(&mut self.seen.problems);
+        self.report.violations.append(&mut self.inv.violations);
+        self.report.committed = last;
+        self.report.acknowledged_writes = self.seen.acknowledged_writes;
+        self.report.unknown_writes = self.seen.unknown_writes;
+    }
+}
+
+/// The command that reruns one seed.
+pub fn repro_command(seed: u64, opts: &SimOptions) -> String {
+    let fault = match opts.fault {
+        Fault::None => String::new(),
+        Fault::AckBeforeFsync => " --fault ack-before-fsync".into(),
+        Fault::CommitWithoutQuorum => " --fault commit-without-quorum".into(),
+    };
+    let default = SimOptions::default();
+    let mut shape = String::new();
+    if opts.nodes != default.nodes {
+        shape += &format!(" --nodes {}", opts.nodes);
+    }
+    if opts.clients != default.clients {
+        shape += &format!(" --clients {}", opts.clients);
+    }
+    if opts.ops_per_client != default.ops_per_client {
+        shape += &format!(" --ops {}", opts.ops_per_client);
+    }
+    format!(
+        "cargo run -p corebus-consensus --features sim --bin consensus-sim -- --seed {seed}{shape}{fault}"
+    )
+}
+
+/// Runs one seeded simulation and reports what the checkers found.
+pub fn run(seed: u64, opts: &SimOptions) -> Report {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let faults = NetFaults {
+        drop: rng.random_range(0.0..0.02),
+        duplicate: rng.random_range(0.0..0.02),
+        reorder: rng.random_range(0.0..0.02),
+        min_delay_us: 100,
+        max_delay_us: rng.random_range(500..5_000),
+    };
+    let ids: Vec<NodeId> = (1..=opts.nodes as u64).map(NodeId).collect();
+    let slots = ids
+        .iter()
+        .map(|_| Slot {
+            node: None,
+            store: None,
+            down_files: None,
+            incarnation: 0,
+        })
+        .collect();
+    let clients = (0..opts.clients)
+        .map(|c| Client::new(c, c % opts.nodes, opts.ops_per_client))
+        .collect();
+    let mut w = World {
+        opts: opts.clone(),
+        rng,
+        now: 0,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        events: std::collections::HashMap::new(),
+        net: Network::new(faults),
+        ids,
+        slots,
+        clients,
+        seen: Observed::default(),
+        inv: Invariants::default(),
+        faults_on: true,
+        max_fsync_us: 0,
+        report: Report {
+            seed,
+            ..Report::default()
+        },
+    };
+    w.max_fsync_us = w.rng.random_range(1_000..20_000);
+    for i in 0..opts.nodes {
+        w.boot(i);
+    }
+    for c in 0..opts.clients {
+        let at = w.rng.random_range(100_000..300_000);
+        w.schedule(at, Event::ClientWake { client: c });
+    }
+    let first_chaos = w.rng.random_range(100_000..500_000);
+    w.schedule(first_chaos, Event::Chaos);
+    let end_faults = opts.active_ms * 1000;
+    w.schedule(end_faults, Event::EndOfFaults);
+    let end = end_faults + opts.quiet_ms * 1000;
+    while let Some(Reverse((at, seq))) = w.queue.pop() {
+        if at > end {
+            break;
+        }
+        w.now = at;
+        let Some(e) = w.events.remove(&seq) else {
+            continue;
+        };
+        w.report.events += 1;
+        w.handle(e);
+    }
+    w.finish();
+    w.report
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,335 @@
+//! The follower: joins a leader (FOLLOWERINFO), promises its epoch (ACKEPOCH), adopts its
+//! history (SYNC, then NEWLEADER once the history is durable), then logs proposals and
+//! acknowledges them only once they are durable, applying commits in order.
+//!
+//! Owns the follower's phases. Never acknowledges anything that is not on disk, never ACKs a
+//! proposal before it adopted the leader's epoch, and leaves the leader (back to election)
+//! on silence, on a broken connection, or on any message that contradicts its history.
+
+use super::node::{Core, Next};
+use super::{ClientError, ClientOp, Fault, Output, PeerMessage, SyncPlan};
+use crate::election::Vote;
+use crate::meta::Epochs;
+use crate::types::{ClientId, Epoch, NodeId, RequestId, Zxid};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// FOLLOWERINFO sent.
+    Connecting,
+    /// ACKEPOCH sent; receiving the SYNC.
+    Syncing,
+    /// NEWLEADER received; waiting for the history to be durable before adopting the epoch.
+    AwaitDurable { target: Zxid },
+    /// Adopted the epoch, waiting for UPTODATE.
+    Synced,
+    /// Serving.
+    Broadcast,
+}
+
+#[derive(Debug)]
+pub(crate) struct Follower {
+    vote: Vote,
+    leader: NodeId,
+    epoch: Epoch,
+    phase: Phase,
+    got_sync: bool,
+    last_heard: u64,
+    acked: Zxid,
+}
+
+impl Follower {
+    pub fn start(core: &mut Core, vote: Vote, out: &mut Vec<Output>) -> Follower {
+        core.send(
+            vote.leader,
+            PeerMessage::FollowerInfo {
+                accepted_epoch: core.epochs.accepted,
+            },
+            out,
+        );
+        Follower {
+            vote,
+            leader: vote.leader,
+            epoch: Epoch(0),
+            phase: Phase::Connecting,
+            got_sync: false,
+            last_heard: core.now,
+            acked: Zxid::ZERO,
+        }
+    }
+
+    pub fn vote(&self) -> Vote {
+        self.vote
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.phase == Phase::Broadcast
+    }
+
+    pub fn on_peer_down(&mut self, peer: NodeId) -> Next {
+        if peer == self.leader {
+            Next::Look
+        } else {
+            Next::Stay
+        }
+    }
+
+    pub fn tick(&mut self, core: &mut Core, _out: &mut [Output]) -> Next {
+        let limit = if self.phase == Phase::Broadcast {
+            core.cfg.sync_limit_ticks
+        } else {
+            core.cfg.init_limit_ticks
+        };
+        if core.now.saturating_sub(self.last_heard) > u64::from(limit) {
+            tracing::debug!(node = %core.cfg.id, leader = %self.leader, "leader silent, looking");
+            return Next::Look;
+        }
+        Next::Stay
+    }
+
+    fn adopted(&self, core: &Core) -> bool {
+        core.epochs.current == self.epoch && matches!(self.phase, Phase::Synced | Phase::Broadcast)
+    }
+
+    /// Adopts the epoch once the synced history is durable, then acknowledges what is durable.
+    fn progress(&mut self, core: &mut Core, out: &mut Vec<Output>) {
+        let ack_early = core.cfg.fault() == Fault::AckBeforeFsync;
+        if let Phase::AwaitDurable { target } = self.phase
+            && (core.history.durable() >= target || ack_early)
+        {
+            let epochs = Epochs {
+                accepted: core.epochs.accepted,
+                current: self.epoch,
+            };
+            core.set_epochs(epochs, out);
+            core.send(
+                self.leader,
+                PeerMessage::AckNewLeader { epoch: self.epoch },
+                out,
+            );
+            self.phase = Phase::Synced;
+        }
+        if !self.adopted(core) {
+            return;
+        }
+        let durable = if ack_early {
+            core.history.last()
+        } else {
+            core.history.durable()
+        };
+        if durable > self.acked && durable.epoch == self.epoch.0 {
+            self.acked = durable;
+            core.send(
+                self.leader,
+                PeerMessage::Ack {
+                    epoch: self.epoch,
+                    zxid: durable,
+                },
+                out,
+            );
+        }
+    }
+
+    pub fn on_synced(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
+        self.progress(core, out);
+        Next::Stay
+    }
+
+    pub fn on_message(
+        &mut self,
+        core: &mut Core,
+        from: NodeId,
+        msg: PeerMessage,
+        out: &mut Vec<Output>,
+    ) -> Next {
+        if from != self.leader {
+            return Next::Stay;
+        }
+        self.last_heard = core.now;
+        match msg {
+            PeerMessage::NewEpoch { epoch } => {
+                if self.phase != Phase::Connecting {
+                    return Next::Stay;
+                }
+                if epoch < core.epochs.accepted {
+                    // We promised a newer leader already.
+                    return Next::Look;
+                }
+                if epoch > core.epochs.accepted {
+                    let epochs = Epochs {
+                        accepted: epoch,
+                        current: core.epochs.current,
+                    };
+                    core.set_epochs(epochs, out);
+                }
+                self.epoch = epoch;
+                self.phase = Phase::Syncing;
+                let h = &core.history;
+                let msg = PeerMessage::AckEpoch {
+                    epoch,
+                    current_epoch: core.epochs.current,
+                    last_zxid: h.last(),
+                    committed: h.committed(),
+                    epoch_ends: h.epoch_ends(),
+                };
+                core.send(self.leader, msg, out);
+                Next::Stay
+            }
+            PeerMessage::Sync {
+                epoch,
+                plan,
+                entries,
+                committed,
+            } => {
+                if epoch != self.epoch || self.phase != Phase::Syncing || self.got_sync {
+                    return Next::Stay;
+                }
+                let applied = match plan {
+                    SyncPlan::Diff => Ok(()),
+                    SyncPlan::Trunc { after } => core.history.truncate_after(after, out),
+                    SyncPlan::Snap(tree) => core.history.install(tree, out),
+                };
+                if let Err(e) = applied {
+                    tracing::warn!(node = %core.cfg.id, error = %e, "leader's sync contradicts our history");
+                    return Next::Look;
+                }
+                for entry in entries {
+                    if core.history.append(entry, out).is_err() {
+                        return Next::Look;
+                    }
+                }
+                self.got_sync = true;
+                let through = committed.min(core.history.last());
+                if core.commit(through, out).is_err() {
+                    return Next::Look;
+                }
+                Next::Stay
+            }
+            PeerMessage::NewLeader { epoch, last_zxid } => {
+                if epoch != self.epoch || self.phase != Phase::Syncing || !self.got_sync {
+                    return Next::Stay;
+                }
+                if core.history.last() != last_zxid {
+                    return Next::Look;
+                }
+                self.phase = Phase::AwaitDurable { target: last_zxid };
+                core.history.request_sync(out);
+                self.progress(core, out);
+                Next::Stay
+            }
+            PeerMessage::UpToDate { epoch, committed } => {
+                if epoch != self.epoch || self.phase != Phase::Synced {
+                    return Next::Stay;
+                }
+                if core.commit(committed, out).is_err() {
+                    return Next::Look;
+                }
+                self.phase = Phase::Broadcast;
+                Next::Stay
+            }
+            PeerMessage::Propose {
+                epoch,
+                entry,
+                origin,
+            } => {
+                if epoch != self.epoch || !self.got_sync {
+                    return Next::Stay;
+                }
+                let zxid = entry.zxid;
+                if core.history.append(entry, out).is_err() {
+                    return Next::Look;
+                }
+                if let Some(o) = origin
+                    && o.node == core.cfg.id
+                    && core.forwarded.remove(&(o.client, o.request))
+                {
+                    core.awaiting_commit.insert(zxid, (o.client, o.request));
+                }
+                if core.cfg.fault() == Fault::AckBeforeFsync {
+                    core.history.pretend_durable();
+                }
+                self.progress(core, out);
+                Next::Stay
+            }
+            PeerMessage::Commit { epoch, zxid } => {
+                if epoch != self.epoch || !self.got_sync {
+                    return Next::Stay;
+                }
+                if core.commit(zxid, out).is_err() {
+                    Next::Look
+                } else {
+                    Next::Stay
+                }
+            }
+            PeerMessage::Ping { epoch } => {
+                core.send(self.leader, PeerMessage::Pong { epoch }, out);
+                Next::Stay
+            }
+            PeerMessage::SyncReply {
+                epoch,
+                client,
+                request,
+                through,
+            } => {
+                if epoch == self.epoch && core.syncs_sent.remove(&(client, request)) {
+                    core.syncs_waiting.push((through, client, request));
+                    core.answer_syncs(out);
+                }
+                Next::Stay
+            }
+            PeerMessage::Rejected {
+                epoch,
+                client,
+                request,
+            } => {
+                let known = core.forwarded.remove(&(client, request))
+                    | core.syncs_sent.remove(&(client, request));
+                if epoch == self.epoch && known {
+                    core.reply(client, request, Err(ClientError::NotReady), out);
+                }
+                Next::Stay
+            }
+            _ => Next::Stay,
+        }
+    }
+
+    pub fn on_client(
+        &mut self,
+        core: &mut Core,
+        client: ClientId,
+        request: RequestId,
+        op: ClientOp,
+        out: &mut Vec<Output>,
+    ) -> Next {
+        // The node answers NotReady itself unless we serve (broadcast phase).
+        let epoch = self.epoch;
+        match op {
+            ClientOp::Write(txn) => {
+                core.forwarded.insert((client, request));
+                core.send(
+                    self.leader,
+                    PeerMessage::Forward {
+                        epoch,
+                        client,
+                        request,
+                        txn,
+                    },
+                    out,
+                );
+            }
+            ClientOp::Sync => {
+                core.syncs_sent.insert((client, request));
+                core.send(
+                    self.leader,
+                    PeerMessage::SyncRequest {
+                        epoch,
+                        client,
+                        request,
+                    },
+                    out,
+                );
+            }
+            _ => core.reply(client, request, Err(ClientError::NotReady), out),
+        }
+        Next::Stay
+    }
+}

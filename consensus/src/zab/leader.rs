@@ -1,0 +1,594 @@
+//! The leader: discovery (choose a new epoch from a quorum's accepted epochs),
+//! synchronization (bring each follower to our history with DIFF, TRUNC or SNAP, then
+//! NEWLEADER), and broadcast (pipelined PROPOSE, quorum ACK, COMMIT in zxid order).
+//!
+//! Owns the leader's bookkeeping of followers. Safety rests on three rules kept here: the
+//! epoch is larger than any accepted epoch in a quorum; we lead only if no follower of the
+//! discovery quorum is ahead of us in `(current epoch, last zxid)`; we count only ACKs of
+//! this epoch's proposals from followers that adopted this epoch (acked NEWLEADER).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::message::{Origin, SyncPlan};
+use super::node::{Core, Next};
+use super::{ClientError, ClientOp, Fault, Output, PeerMessage};
+use crate::election::Vote;
+use crate::meta::Epochs;
+use crate::txn::{LogEntry, Txn};
+use crate::types::{ClientId, Epoch, NodeId, RequestId, Zxid};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Collecting FOLLOWERINFO from a quorum to pick the epoch.
+    Discovery,
+    /// NEWEPOCH sent; collecting ACKEPOCH from a quorum.
+    AwaitEpochAcks,
+    /// Followers are being synced; waiting for a quorum of NEWLEADER acks.
+    Syncing,
+    /// Established: taking writes.
+    Broadcast,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    /// Sent FOLLOWERINFO.
+    Info,
+    /// NEWEPOCH sent.
+    EpochSent,
+    /// ACKEPOCH received; waiting for the epoch quorum before syncing.
+    EpochAcked,
+    /// SYNC and NEWLEADER sent: receives proposals and commits from now on.
+    AwaitNewLeaderAck,
+    /// Adopted our epoch; its ACKs count.
+    Synced,
+}
+
+#[derive(Debug)]
+struct Slot {
+    stage: Stage,
+    acked: Zxid,
+    last_heard: u64,
+    /// From ACKEPOCH: its last zxid, commit point and epoch ends.
+    summary: Option<(Zxid, Zxid, Vec<Zxid>)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Leader {
+    vote: Vote,
+    phase: Phase,
+    epoch: Epoch,
+    slots: BTreeMap<NodeId, Slot>,
+    infos: BTreeMap<NodeId, Epoch>,
+    newleader_acks: BTreeSet<NodeId>,
+    self_adopted: bool,
+    initial_last: Zxid,
+    deadline: u64,
+    next_ping: u64,
+}
+
+impl Leader {
+    pub fn start(core: &mut Core, vote: Vote, out: &mut Vec<Output>) -> (Leader, Next) {
+        let mut l = Leader {
+            vote,
+            phase: Phase::Discovery,
+            epoch: Epoch(0),
+            slots: BTreeMap::new(),
+            infos: BTreeMap::from([(core.cfg.id, core.epochs.accepted)]),
+            newleader_acks: BTreeSet::new(),
+            self_adopted: false,
+            initial_last: Zxid::ZERO,
+            deadline: core.now + u64::from(core.cfg.init_limit_ticks),
+            next_ping: 0,
+        };
+        let next = l.try_choose_epoch(core, out);
+        (l, next)
+    }
+
+    pub fn vote(&self) -> Vote {
+        self.vote
+    }
+
+    pub fn established_epoch(&self) -> Option<Epoch> {
+        matches!(self.phase, Phase::Syncing | Phase::Broadcast).then_some(self.epoch)
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.phase == Phase::Broadcast
+    }
+
+    fn in_flight(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.stage >= Stage::AwaitNewLeaderAck)
+            .map(|(id, _)| *id)
+    }
+
+    fn try_choose_epoch(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
+        if self.phase != Phase::Discovery || self.infos.len() < core.cfg.quorum() {
+            return Next::Stay;
+        }
+        let Some(epoch) = self.infos.values().max().and_then(|e| e.0.checked_add(1)) else {
+            return Next::Look;
+        };
+        self.epoch = Epoch(epoch);
+        let epochs = Epochs {
+            accepted: self.epoch,
+            current: core.epochs.current,
+        };
+        core.set_epochs(epochs, out);
+        self.phase = Phase::AwaitEpochAcks;
+        for (id, slot) in self.slots.iter_mut() {
+            core.send(*id, PeerMessage::NewEpoch { epoch: self.epoch }, out);
+            slot.stage = Stage::EpochSent;
+        }
+        self.try_sync_quorum(core, out)
+    }
+
+    fn try_sync_quorum(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
+        let acked = self
+            .slots
+            .values()
+            .filter(|s| s.stage >= Stage::EpochAcked)
+            .count();
+        if self.phase != Phase::AwaitEpochAcks || acked + 1 < core.cfg.quorum() {
+            return Next::Stay;
+        }
+        self.phase = Phase::Syncing;
+        self.initial_last = core.history.last();
+        tracing::debug!(node = %core.cfg.id, epoch = self.epoch.0, "epoch agreed, syncing followers");
+        let ready: Vec<NodeId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.stage == Stage::EpochAcked)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            self.send_sync(core, id, out);
+        }
+        core.history.request_sync(out);
+        self.try_adopt(core, out)
+    }
+
+    /// Our own NEWLEADER step: adopt the epoch once our history is durable.
+    fn try_adopt(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
+        if self.phase != Phase::Syncing || self.self_adopted {
+            return Next::Stay;
+        }
+        if core.history.durable() < self.initial_last && core.cfg.fault() != Fault::AckBeforeFsync {
+            return Next::Stay;
+        }
+        let epochs = Epochs {
+            accepted: self.epoch,
+            current: self.epoch,
+        };
+        core.set_epochs(epochs, out);
+        self.self_adopted = true;
+        self.try_establish(core, out)
+    }
+
+    fn try_establish(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
+        if self.phase != Phase::Syncing
+            || !self.self_adopted
+            || self.newleader_acks.len() + 1 < core.cfg.quorum()
+        {
+            return Next::Stay;
+        }
+        self.phase = Phase::Broadcast;
+        self.next_ping = core.now;
+        // ZAB: the new leader's whole initial history is committed once a quorum adopted it.
+        if core.commit(self.initial_last, out).is_err() {
+            return Next::Look;
+        }
+        let committed = core.history.committed();
+        for (id, slot) in &self.slots {
+            if slot.stage == Stage::Synced {
+                core.send(
+                    *id,
+                    PeerMessage::UpToDate {
+                        epoch: self.epoch,
+                        committed,
+                    },
+                    out,
+                );
+            }
+        }
+        tracing::debug!(node = %core.cfg.id, epoch = self.epoch.0, %committed, "leader established");
+        Next::Stay
+    }
+
+    /// The common point of our history and the follower's, from its commit point (committed,
+    /// so ours too) and the last zxid of each epoch it holds (entries of one epoch are
+    /// contiguous in every history, so the shorter run of an epoch is shared).
+    fn plan(
+        core: &Core,
+        f_last: Zxid,
+        f_committed: Zxid,
+        ends: &[Zxid],
+    ) -> (SyncPlan, Vec<LogEntry>) {
+        let h = &core.history;
+        let mut common = f_committed.min(h.last());
+        for end in ends {
+            if let Some(ours) = h.last_of_epoch(end.epoch) {
+                common = common.max((*end).min(ours));
+            }
+        }
+        if common < h.base() {
+            let tree = std::sync::Arc::new(h.tree().clone());
+            return (SyncPlan::Snap(tree), h.entries_after(h.committed()));
+        }
+        let entries = h.entries_after(common);
+        if common == f_last {
+            (SyncPlan::Diff, entries)
+        } else {
+            (SyncPlan::Trunc { after: common }, entries)
+        }
+    }
+
+    fn send_sync(&mut self, core: &mut Core, id: NodeId, out: &mut Vec<Output>) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        let Some((f_last, f_committed, ends)) = &slot.summary else {
+            return;
+        };
+        let (plan, entries) = Self::plan(core, *f_last, *f_committed, ends);
+        let committed = core.history.committed();
+        core.send(
+            id,
+            PeerMessage::Sync {
+                epoch: self.epoch,
+                plan,
+                entries,
+                committed,
+            },
+            out,
+        );
+        core.send(
+            id,
+            PeerMessage::NewLeader {
+                epoch: self.epoch,
+                last_zxid: core.history.last(),
+            },
+            out,
+        );
+        slot.stage = Stage::AwaitNewLeaderAck;
+    }
+
+    pub fn on_peer_down(&mut self, peer: NodeId) -> Next {
+        // Its promises stay valid (they are durable); it rejoins with FOLLOWERINFO.
+        self.slots.remove(&peer);
+        Next::Stay
+    }
+
+    pub fn on_message(
+        &mut self,
+        core: &mut Core,
+        from: NodeId,
+        msg: PeerMessage,
+        out: &mut Vec<Output>,
+    ) -> Next {
+        if let Some(slot) = self.slots.get_mut(&from) {
+            slot.last_heard = core.now;
+        }
+        // A follower's client request while we do not serve: tell it, so the client retries.
+        if let PeerMessage::Forward {
+            epoch,
+            client,
+            request,
+            ..
+        }
+        | PeerMessage::SyncRequest {
+            epoch,
+            client,
+            request,
+        } = &msg
+            && (*epoch != self.epoch || self.phase != Phase::Broadcast)
+        {
+            let rejected = PeerMessage::Rejected {
+                epoch: *epoch,
+                client: *client,
+                request: *request,
+            };
+            core.send(from, rejected, out);
+            return Next::Stay;
+        }
+        match msg {
+            PeerMessage::FollowerInfo { accepted_epoch } => {
+                let slot = Slot {
+                    stage: Stage::Info,
+                    acked: Zxid::ZERO,
+                    last_heard: core.now,
+                    summary: None,
+                };
+                self.slots.insert(from, slot);
+                if self.phase == Phase::Discovery {
+                    self.infos.insert(from, accepted_epoch);
+                    return self.try_choose_epoch(core, out);
+                }
+                core.send(from, PeerMessage::NewEpoch { epoch: self.epoch }, out);
+                if let Some(slot) = self.slots.get_mut(&from) {
+                    slot.stage = Stage::EpochSent;
+                }
+                Next::Stay
+            }
+            PeerMessage::AckEpoch {
+                epoch,
+                current_epoch,
+                last_zxid,
+                committed,
+                epoch_ends,
+            } => {
+                let Some(slot) = self.slots.get_mut(&from) else {
+                    return Next::Stay;
+                };
+                if epoch != self.epoch || slot.stage != Stage::EpochSent {
+                    return Next::Stay;
+                }
+                let ours = (core.epochs.current, core.history.last());
+                if self.phase != Phase::Broadcast && (current_epoch, last_zxid) > ours {
+                    // A quorum member knows more than we do: we must not lead.
+                    tracing::debug!(node = %core.cfg.id, follower = %from, "follower ahead of leader");
+                    return Next::Look;
+                }
+                slot.stage = Stage::EpochAcked;
+                slot.summary = Some((last_zxid, committed, epoch_ends));
+                match self.phase {
+                    Phase::AwaitEpochAcks => self.try_sync_quorum(core, out),
+                    Phase::Syncing | Phase::Broadcast => {
+                        self.send_sync(core, from, out);
+                        Next::Stay
+                    }
+                    Phase::Discovery => Next::Stay,
+                }
+            }
+            PeerMessage::AckNewLeader { epoch } => {
+                let Some(slot) = self.slots.get_mut(&from) else {
+                    return Next::Stay;
+                };
+                if epoch != self.epoch || slot.stage != Stage::AwaitNewLeaderAck {
+                    return Next::Stay;
+                }
+                slot.stage = Stage::Synced;
+                match self.phase {
+                    Phase::Syncing => {
+                        self.newleader_acks.insert(from);
+                        self.try_establish(core, out)
+                    }
+                    Phase::Broadcast => {
+                        let committed = core.history.committed();
+                        core.send(
+                            from,
+                            PeerMessage::UpToDate {
+                                epoch: self.epoch,
+                                committed,
+                            },
+                            out,
+                        );
+                        Next::Stay
+                    }
+                    _ => Next::Stay,
+                }
+            }
+            PeerMessage::Ack { epoch, zxid } => {
+                let Some(slot) = self.slots.get_mut(&from) else {
+                    return Next::Stay;
+                };
+                if epoch != self.epoch || slot.stage != Stage::Synced {
+                    return Next::Stay;
+                }
+                slot.acked = slot.acked.max(zxid);
+                self.try_commit(core, out)
+            }
+            PeerMessage::Pong { .. } => Next::Stay,
+            PeerMessage::Forward {
+                client,
+                request,
+                txn,
+                ..
+            } => self.propose(
+                core,
+                txn,
+                Origin {
+                    node: from,
+                    client,
+                    request,
+                },
+                out,
+            ),
+            PeerMessage::SyncRequest {
+                epoch,
+                client,
+                request,
+            } => {
+                let through = core.history.last();
+                core.send(
+                    from,
+                    PeerMessage::SyncReply {
+                        epoch,
+                        client,
+                        request,
+                        through,
+                    },
+                    out,
+                );
+                Next::Stay
+            }
+            // Messages for followers, or from an older leader's time: not ours to act on.
+            _ => Next::Stay,
+        }
+    }
+
+    fn propose(
+        &mut self,
+        core: &mut Core,
+        txn: Txn,
+        origin: Origin,
+        out: &mut Vec<Output>,
+    ) -> Next {
+        let last = core.history.last();
+        let committed = core.history.committed();
+        let outstanding = match (last.epoch == self.epoch.0, committed.epoch == self.epoch.0) {
+            (false, _) => 0,
+            (true, true) => last.counter - committed.counter,
+            (true, false) => last.counter,
+        };
+        if outstanding >= core.cfg.max_outstanding_proposals {
+            if origin.node == core.cfg.id {
+                core.reply(
+                    origin.client,
+                    origin.request,
+                    Err(ClientError::NotReady),
+                    out,
+                );
+            } else {
+                let msg = PeerMessage::Rejected {
+                    epoch: self.epoch,
+                    client: origin.client,
+                    request: origin.request,
+                };
+                core.send(origin.node, msg, out);
+            }
+            return Next::Stay;
+        }
+        let zxid = if last.epoch == self.epoch.0 {
+            match last.next_in_epoch() {
+                Some(z) => z,
+                // Counter exhausted: a new epoch restarts it.
+                None => return Next::Look,
+            }
+        } else {
+            Zxid::new(self.epoch.0, 1)
+        };
+        let entry = LogEntry { zxid, txn };
+        if core.history.append(entry.clone(), out).is_err() {
+            return Next::Look;
+        }
+        if core.cfg.fault() == Fault::AckBeforeFsync {
+            core.history.pretend_durable();
+        }
+        if origin.node == core.cfg.id {
+            core.awaiting_commit
+                .insert(zxid, (origin.client, origin.request));
+        }
+        let ids: Vec<NodeId> = self.in_flight().collect();
+        for id in ids {
+            let msg = PeerMessage::Propose {
+                epoch: self.epoch,
+                entry: entry.clone(),
+                origin: Some(origin),
+            };
+            core.send(id, msg, out);
+        }
+        self.try_commit(core, out)
+    }
+
+    fn try_commit(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
+        if self.phase != Phase::Broadcast {
+            return Next::Stay;
+        }
+        let mut points: Vec<Zxid> = self
+            .slots
+            .values()
+            .filter(|s| s.stage == Stage::Synced)
+            .map(|s| s.acked)
+            .collect();
+        points.push(core.history.durable());
+        points.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum_point = if core.cfg.fault() == Fault::CommitWithoutQuorum {
+            Some(core.history.durable())
+        } else {
+            points.get(core.cfg.quorum() - 1).copied()
+        };
+        let Some(point) = quorum_point else {
+            return Next::Stay;
+        };
+        // Only this epoch's proposals are committed by counting (older ones were committed
+        // when the epoch was established).
+        if point <= core.history.committed() || point.epoch != self.epoch.0 {
+            return Next::Stay;
+        }
+        if core.commit(point, out).is_err() {
+            return Next::Look;
+        }
+        let ids: Vec<NodeId> = self.in_flight().collect();
+        for id in ids {
+            core.send(
+                id,
+                PeerMessage::Commit {
+                    epoch: self.epoch,
+                    zxid: point,
+                },
+                out,
+            );
+        }
+        Next::Stay
+    }
+
+    pub fn on_synced(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
+        match self.try_adopt(core, out) {
+            Next::Stay => self.try_commit(core, out),
+            look => look,
+        }
+    }
+
+    pub fn on_client(
+        &mut self,
+        core: &mut Core,
+        client: ClientId,
+        request: RequestId,
+        op: ClientOp,
+        out: &mut Vec<Output>,
+    ) -> Next {
+        // The node answers NotReady itself unless we serve (broadcast phase).
+        match op {
+            ClientOp::Write(txn) => self.propose(
+                core,
+                txn,
+                Origin {
+                    node: core.cfg.id,
+                    client,
+                    request,
+                },
+                out,
+            ),
+            ClientOp::Sync => {
+                core.syncs_waiting
+                    .push((core.history.last(), client, request));
+                core.answer_syncs(out);
+                Next::Stay
+            }
+            _ => {
+                core.reply(client, request, Err(ClientError::NotReady), out);
+                Next::Stay
+            }
+        }
+    }
+
+    pub fn tick(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
+        if self.phase != Phase::Broadcast {
+            return if core.now >= self.deadline {
+                Next::Look
+            } else {
+                Next::Stay
+            };
+        }
+        if core.now >= self.next_ping {
+            self.next_ping = core.now + u64::from(core.cfg.ping_interval_ticks);
+            let ids: Vec<NodeId> = self.in_flight().collect();
+            for id in ids {
+                core.send(id, PeerMessage::Ping { epoch: self.epoch }, out);
+            }
+        }
+        let limit = u64::from(core.cfg.sync_limit_ticks);
+        let alive = self
+            .slots
+            .values()
+            .filter(|s| s.stage == Stage::Synced && core.now.saturating_sub(s.last_heard) <= limit)
+            .count();
+        if alive + 1 < core.cfg.quorum() {
+            tracing::debug!(node = %core.cfg.id, "lost the quorum, stepping down");
+            return Next::Look;
+        }
+        Next::Stay
+    }
+}

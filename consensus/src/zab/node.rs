@@ -1,0 +1,416 @@
+//! One member of the group: the state shared by all roles ([`Core`]) and the role it plays
+//! (looking, following, leading), with the transitions between them and local client
+//! handling (reads, sync bookkeeping, replies).
+//!
+//! Owns role changes and client bookkeeping; the protocol steps of each role live in
+//! [`super::leader`] and [`super::follower`]. Never performs I/O (see [`super`] for the
+//! output contract).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::follower::Follower;
+use super::history::{History, HistoryError};
+use super::leader::Leader;
+use super::{
+    ClientError, ClientOp, ClientReply, ClientRequest, Config, DiskOp, Input, Output, PeerMessage,
+    Response,
+};
+use crate::election::{Election, ElectionAction, Notification, PeerState, Vote};
+use crate::meta::Epochs;
+use crate::store::Recovered;
+use crate::types::{ClientId, Epoch, NodeId, RequestId, Zxid};
+
+/// What a role step asks of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    Stay,
+    /// Leave the role and start an election.
+    Look,
+}
+
+/// State every role uses.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub cfg: Config,
+    pub now: u64,
+    pub epochs: Epochs,
+    pub history: History,
+    last_round: u64,
+    /// Writes of this node's clients, proposed and waiting for their commit.
+    pub awaiting_commit: BTreeMap<Zxid, (ClientId, RequestId)>,
+    /// Writes forwarded to the leader, not yet seen proposed.
+    pub forwarded: BTreeSet<(ClientId, RequestId)>,
+    /// Syncs sent to the leader, not yet answered.
+    pub syncs_sent: BTreeSet<(ClientId, RequestId)>,
+    /// Syncs answered by the leader, waiting for the commit point to reach `through`.
+    pub syncs_waiting: Vec<(Zxid, ClientId, RequestId)>,
+}
+
+impl Core {
+    pub fn send(&self, to: NodeId, msg: PeerMessage, out: &mut Vec<Output>) {
+        if to != self.cfg.id {
+            out.push(Output::Send { to, msg });
+        }
+    }
+
+    pub fn reply(
+        &self,
+        client: ClientId,
+        request: RequestId,
+        result: Result<Response, ClientError>,
+        out: &mut Vec<Output>,
+    ) {
+        out.push(Output::Reply(ClientReply {
+            client,
+            request,
+            result,
+        }));
+    }
+
+    pub fn set_epochs(&mut self, epochs: Epochs, out: &mut Vec<Output>) {
+        self.epochs = epochs;
+        out.push(Output::Disk(DiskOp::SetEpochs(epochs)));
+    }
+
+    /// Commits through `through`, answering this node's clients and the syncs it satisfies.
+    pub fn commit(&mut self, through: Zxid, out: &mut Vec<Output>) -> Result<(), HistoryError> {
+        let results = self.history.commit_through(
+            through,
+            self.cfg.snapshot_every_txns,
+            self.cfg.retained_txns,
+            out,
+        )?;
+        for (zxid, result) in results {
+            if let Some((client, request)) = self.awaiting_commit.remove(&zxid) {
+                let result = result.map(Response::Txn).map_err(ClientError::Txn);
+                self.reply(client, request, result, out);
+            }
+        }
+        self.answer_syncs(out);
+        Ok(())
+    }
+
+    pub fn answer_syncs(&mut self, out: &mut Vec<Output>) {
+        let committed = self.history.committed();
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            self.syncs_waiting.drain(..).partition(|s| s.0 <= committed);
+        self.syncs_waiting = waiting;
+        for (_, client, request) in done {
+            self.reply(
+                client,
+                request,
+                Ok(Response::Synced { through: committed }),
+                out,
+            );
+        }
+    }
+
+    /// Leaving a role: every client waiting on it learns that the outcome is unknown.
+    fn fail_pending(&mut self, out: &mut Vec<Output>) {
+        let mut waiting: Vec<(ClientId, RequestId)> =
+            self.awaiting_commit.values().copied().collect();
+        waiting.extend(self.forwarded.iter().copied());
+        waiting.extend(self.syncs_sent.iter().copied());
+        waiting.extend(self.syncs_waiting.iter().map(|s| (s.1, s.2)));
+        self.awaiting_commit.clear();
+        self.forwarded.clear();
+        self.syncs_sent.clear();
+        self.syncs_waiting.clear();
+        for (client, request) in waiting {
+            self.reply(client, request, Err(ClientError::ConnectionLoss), out);
+        }
+    }
+
+    pub fn own_vote(&self) -> Vote {
+        Vote {
+            leader: self.cfg.id,
+            zxid: self.history.last(),
+            epoch: self.epochs.current,
+        }
+    }
+
+    fn broadcast(&self, msg: PeerMessage, out: &mut Vec<Output>) {
+        for &m in &self.cfg.members {
+            self.send(m, msg.clone(), out);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Looking {
+    election: Election,
+    resend_in: u32,
+}
+
+#[derive(Debug)]
+enum Role {
+    Looking(Looking),
+    Following(Follower),
+    Leading(Leader),
+}
+
+/// Which role a node plays, for observers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleName {
+    Looking,
+    Following,
+    Leading,
+}
+
+/// A member of the group. Drive it with [`Node::step`].
+#[derive(Debug)]
+pub struct Node {
+    core: Core,
+    role: Role,
+}
+
+impl Node {
+    /// A node recovered from its store; it starts looking. Call [`Node::start`] next.
+    pub fn new(cfg: Config, recovered: Recovered) -> Node {
+        let epochs = recovered.epochs;
+        let history = History::recover(recovered);
+        let core = Core {
+            cfg,
+            now: 0,
+            epochs,
+            history,
+            last_round: 0,
+            awaiting_commit: BTreeMap::new(),
+            forwarded: BTreeSet::new(),
+            syncs_sent: BTreeSet::new(),
+            syncs_waiting: Vec::new(),
+        };
+        let me = core.cfg.id;
+        let members = core.cfg.members.len();
+        let (election, _) = Election::start(
+            me,
+            members,
+            0,
+            core.own_vote(),
+            core.cfg.election_finalize_ticks,
+        );
+        Node {
+            core,
+            role: Role::Looking(Looking {
+                election,
+                resend_in: 0,
+            }),
+        }
+    }
+
+    /// Starts the first election.
+    pub fn start(&mut self, out: &mut Vec<Output>) {
+        self.look(out);
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.core.cfg.id
+    }
+
+    pub fn role(&self) -> RoleName {
+        match self.role {
+            Role::Looking(_) => RoleName::Looking,
+            Role::Following(_) => RoleName::Following,
+            Role::Leading(_) => RoleName::Leading,
+        }
+    }
+
+    /// The epoch this node leads, once a quorum promised it (for the one-leader-per-epoch check).
+    pub fn leading_epoch(&self) -> Option<Epoch> {
+        match &self.role {
+            Role::Leading(l) => l.established_epoch(),
+            _ => None,
+        }
+    }
+
+    pub fn committed(&self) -> Zxid {
+        self.core.history.committed()
+    }
+
+    pub fn last_zxid(&self) -> Zxid {
+        self.core.history.last()
+    }
+
+    pub fn epochs(&self) -> Epochs {
+        self.core.epochs
+    }
+
+    pub fn tree(&self) -> &crate::tree::DataTree {
+        self.core.history.tree()
+    }
+
+    /// Serving clients: leading or following in the broadcast phase.
+    pub fn is_serving(&self) -> bool {
+        match &self.role {
+            Role::Looking(_) => false,
+            Role::Following(f) => f.is_serving(),
+            Role::Leading(l) => l.is_serving(),
+        }
+    }
+
+    fn look(&mut self, out: &mut Vec<Output>) {
+        self.core.fail_pending(out);
+        let round = match &self.role {
+            Role::Looking(l) => l.election.round(),
+            _ => self.core.last_round,
+        };
+        let me = self.core.cfg.id;
+        let members = self.core.cfg.members.len();
+        let (election, action) = Election::start(
+            me,
+            members,
+            round,
+            self.core.own_vote(),
+            self.core.cfg.election_finalize_ticks,
+        );
+        self.core.last_round = election.round();
+        self.role = Role::Looking(Looking {
+            election,
+            resend_in: self.core.cfg.election_resend_ticks,
+        });
+        self.election_actions(vec![action], out);
+    }
+
+    fn election_actions(&mut self, actions: Vec<ElectionAction>, out: &mut Vec<Output>) {
+        for action in actions {
+            match action {
+                ElectionAction::Broadcast(n) => self.core.broadcast(PeerMessage::Vote(n), out),
+                ElectionAction::SendTo(p, n) => self.core.send(p, PeerMessage::Vote(n), out),
+                ElectionAction::Decided(vote) => {
+                    if let Role::Looking(l) = &self.role {
+                        self.core.last_round = l.election.round();
+                    }
+                    tracing::debug!(node = %self.core.cfg.id, leader = %vote.leader, "election decided");
+                    let next = if vote.leader == self.core.cfg.id {
+                        let (leader, next) = Leader::start(&mut self.core, vote, out);
+                        self.role = Role::Leading(leader);
+                        next
+                    } else {
+                        self.role = Role::Following(Follower::start(&mut self.core, vote, out));
+                        Next::Stay
+                    };
+                    if next == Next::Look {
+                        self.look(out);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Feeds one input; outputs are appended to `out` in the order they must be executed.
+    pub fn step(&mut self, input: Input, out: &mut Vec<Output>) {
+        let next = match input {
+            Input::Tick => {
+                self.core.now += 1;
+                match &mut self.role {
+                    Role::Looking(l) => {
+                        let mut actions: Vec<ElectionAction> =
+                            l.election.tick().into_iter().collect();
+                        l.resend_in = l.resend_in.saturating_sub(1);
+                        if l.resend_in == 0 {
+                            l.resend_in = self.core.cfg.election_resend_ticks;
+                            actions.push(ElectionAction::Broadcast(l.election.notification()));
+                        }
+                        self.election_actions(actions, out);
+                        Next::Stay
+                    }
+                    Role::Following(f) => f.tick(&mut self.core, out),
+                    Role::Leading(l) => l.tick(&mut self.core, out),
+                }
+            }
+            Input::Peer {
+                from,
+                msg: PeerMessage::Vote(n),
+            } => {
+                self.on_vote(from, n, out);
+                Next::Stay
+            }
+            Input::Peer { from, msg } => match &mut self.role {
+                Role::Looking(_) => Next::Stay,
+                Role::Following(f) => f.on_message(&mut self.core, from, msg, out),
+                Role::Leading(l) => l.on_message(&mut self.core, from, msg, out),
+            },
+            Input::PeerDown { peer } => match &mut self.role {
+                Role::Looking(_) => Next::Stay,
+                Role::Following(f) => f.on_peer_down(peer),
+                Role::Leading(l) => l.on_peer_down(peer),
+            },
+            Input::Synced {
+                generation,
+                through,
+            } => {
+                self.core.history.synced(generation, through, out);
+                match &mut self.role {
+                    Role::Looking(_) => Next::Stay,
+                    Role::Following(f) => f.on_synced(&mut self.core, out),
+                    Role::Leading(l) => l.on_synced(&mut self.core, out),
+                }
+            }
+            Input::Client(req) => self.on_client(req, out),
+        };
+        if next == Next::Look {
+            tracing::debug!(node = %self.core.cfg.id, "leaving role, looking");
+            self.look(out);
+        }
+    }
+
+    fn on_vote(&mut self, from: NodeId, n: Notification, out: &mut Vec<Output>) {
+        let (vote, state) = match &mut self.role {
+            Role::Looking(l) => {
+                let actions = l.election.receive(from, n);
+                self.election_actions(actions, out);
+                return;
+            }
+            Role::Following(f) => (f.vote(), PeerState::Following),
+            Role::Leading(l) => (l.vote(), PeerState::Leading),
+        };
+        // Tell a looking peer which group it can join.
+        if n.state == PeerState::Looking {
+            let reply = Notification {
+                vote,
+                round: self.core.last_round,
+                state,
+            };
+            self.core.send(from, PeerMessage::Vote(reply), out);
+        }
+    }
+
+    fn on_client(&mut self, req: ClientRequest, out: &mut Vec<Output>) -> Next {
+        let ClientRequest {
+            client,
+            request,
+            op,
+        } = req;
+        let serving = self.is_serving();
+        let tree = self.core.history.tree();
+        let read = match &op {
+            ClientOp::Get { path } => Some(tree.get(path).map(|(d, stat)| Response::Data {
+                data: d.to_vec(),
+                stat,
+            })),
+            ClientOp::Exists { path } => Some(tree.exists(path).map(Response::Exists)),
+            ClientOp::Children { path } => Some(tree.children(path).map(Response::Children)),
+            ClientOp::Write(_) | ClientOp::Sync => None,
+        };
+        if let Some(read) = read {
+            let result = if serving {
+                read.map_err(|error| ClientError::Txn(crate::txn::TxnError { index: 0, error }))
+            } else {
+                Err(ClientError::NotReady)
+            };
+            self.core.reply(client, request, result, out);
+            return Next::Stay;
+        }
+        if !serving {
+            self.core
+                .reply(client, request, Err(ClientError::NotReady), out);
+            return Next::Stay;
+        }
+        match &mut self.role {
+            Role::Looking(_) => Next::Stay,
+            Role::Following(f) => f.on_client(&mut self.core, client, request, op, out),
+            Role::Leading(l) => l.on_client(&mut self.core, client, request, op, out),
+        }
+    }
+}
