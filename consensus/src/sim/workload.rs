@@ -11,7 +11,7 @@ use rand::Rng;
 
 use super::linearizability::{Kind, MAX_OPS_PER_KEY, Op, Outcome};
 use crate::txn::{OpResult, Txn, TxnResult, WriteOp};
-use crate::types::{ClientId, RequestId};
+use crate::types::{ClientId, RequestId, Zxid};
 use crate::zab::{ClientError, ClientOp, ClientReply, ClientRequest, Response};
 
 pub const KEYS: usize = 3;
@@ -51,6 +51,9 @@ pub struct Client {
     pending: Option<Pending>,
     known_version: [Option<u32>; KEYS],
     tag: u64,
+    /// The newest zxid among this client's acknowledged writes: a later sync must reach it
+    /// (read-your-writes across nodes).
+    own_write: Zxid,
 }
 
 /// What all clients observed.
@@ -73,6 +76,7 @@ impl Client {
             pending: None,
             known_version: [None; KEYS],
             tag: (index as u64) << 32,
+            own_write: Zxid::ZERO,
         }
     }
 
@@ -269,6 +273,9 @@ impl Client {
                     OpResult::Set { stat } => Some(stat.version),
                     _ => None,
                 };
+                if let OpResult::Created { stat, .. } | OpResult::Set { stat } = &r {
+                    self.own_write = self.own_write.max(stat.mzxid);
+                }
                 seen.per_key[key].push(done(kind, Outcome::Ok { version }));
                 seen.acknowledged_writes += 1;
             }
@@ -283,6 +290,9 @@ impl Client {
                         _ => None,
                     };
                     self.known_version[*k] = version;
+                    if let OpResult::Set { stat } = &r {
+                        self.own_write = self.own_write.max(stat.mzxid);
+                    }
                     seen.per_key[*k].push(done(Kind::Set { expected: e }, Outcome::Ok { version }));
                 }
                 seen.acknowledged_writes += 1;
@@ -303,7 +313,14 @@ impl Client {
                 }
                 seen.acknowledged_writes += 1;
             }
-            (Shape::Sync, Ok(Response::Synced { .. })) => {}
+            (Shape::Sync, Ok(Response::Synced { through })) => {
+                if through < self.own_write {
+                    seen.problems.push(format!(
+                        "client {} synced through {through} but its own write {} was acknowledged before",
+                        self.id.0, self.own_write
+                    ));
+                }
+            }
             (shape, r) => seen
                 .problems
                 .push(format!("reply {r:?} does not fit request {shape:?}")),

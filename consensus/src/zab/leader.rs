@@ -88,8 +88,12 @@ impl Leader {
         self.vote
     }
 
+    /// The epoch we lead once a quorum adopted it (NEWLEADER acks). Two nodes can both win a
+    /// quorum of epoch promises for the same epoch number (a follower that promised one may
+    /// then promise the other with the same number, as in ZooKeeper); only one of them can get
+    /// a quorum to adopt it, because a follower that adopted it is "ahead" of the other.
     pub fn established_epoch(&self) -> Option<Epoch> {
-        matches!(self.phase, Phase::Syncing | Phase::Broadcast).then_some(self.epoch)
+        (self.phase == Phase::Broadcast).then_some(self.epoch)
     }
 
     pub fn is_serving(&self) -> bool {

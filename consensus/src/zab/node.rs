@@ -215,7 +215,7 @@ impl Node {
         }
     }
 
-    /// The epoch this node leads, once a quorum promised it (for the one-leader-per-epoch check).
+    /// The epoch this node leads, once established (for the one-leader-per-epoch check).
     pub fn leading_epoch(&self) -> Option<Epoch> {
         match &self.role {
             Role::Leading(l) => l.established_epoch(),
