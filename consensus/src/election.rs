@@ -95,7 +95,12 @@ impl Election {
             finalize_wait_ticks,
         };
         e.received.insert(me, own);
-        let action = ElectionAction::Broadcast(e.notification());
+        // A group of one is its own quorum.
+        let action = if e.quorum <= 1 {
+            ElectionAction::Decided(own)
+        } else {
+            ElectionAction::Broadcast(e.notification())
+        };
         (e, action)
     }
 

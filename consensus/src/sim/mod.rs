@@ -345,7 +345,7 @@ impl World {
                 let i = self.rng.random_range(0..n);
                 self.crash(i);
             }
-            30..50 => {
+            30..50 if n > 1 => {
                 let size = self.rng.random_range(1..n);
                 let mut side: Vec<NodeId> = self.ids.clone();
                 while side.len() > size {

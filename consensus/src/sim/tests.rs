@@ -54,6 +54,18 @@ fn seeds_750_to_1000_five_nodes() {
 }
 
 #[test]
+fn single_node_group() {
+    clean_seeds(
+        2_000..2_050,
+        &SimOptions {
+            nodes: 1,
+            clients: 2,
+            ..SimOptions::default()
+        },
+    );
+}
+
+#[test]
 fn same_seed_same_run() {
     let a = run(42, &SimOptions::default());
     let b = run(42, &SimOptions::default());

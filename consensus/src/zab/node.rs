@@ -414,3 +414,106 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::DataTree;
+    use crate::txn::{OpResult, Txn, TxnResult, WriteOp};
+    use crate::zab::RoleName;
+
+    fn fresh(id: u64, members: &[u64]) -> Node {
+        let cfg = Config::new(NodeId(id), members.iter().map(|m| NodeId(*m)).collect());
+        let recovered = Recovered {
+            epochs: Epochs::default(),
+            tree: DataTree::new(),
+            log: vec![],
+        };
+        Node::new(cfg, recovered)
+    }
+
+    fn create(path: &str) -> Input {
+        let op = WriteOp::Create {
+            path: path.into(),
+            data: b"x".to_vec(),
+            sequential: false,
+            ephemeral_owner: None,
+        };
+        Input::Client(ClientRequest {
+            client: ClientId(7),
+            request: RequestId(1),
+            op: ClientOp::Write(Txn::Write(op)),
+        })
+    }
+
+    #[test]
+    fn a_group_of_one_replies_only_after_fsync() {
+        let mut n = fresh(1, &[1]);
+        let mut out = vec![];
+        n.start(&mut out);
+        assert_eq!(n.role(), RoleName::Leading);
+        assert!(n.is_serving());
+        assert_eq!(
+            n.epochs(),
+            Epochs {
+                accepted: Epoch(1),
+                current: Epoch(1)
+            }
+        );
+        out.clear();
+        n.step(create("/a"), &mut out);
+        let (generation, through) = match &out[..] {
+            [
+                Output::Disk(DiskOp::Append(e)),
+                Output::Disk(DiskOp::Sync {
+                    generation,
+                    through,
+                }),
+            ] => {
+                assert_eq!(e.zxid, Zxid::new(1, 1));
+                (*generation, *through)
+            }
+            other => panic!("expected append then sync, got {other:?}"),
+        };
+        out.clear();
+        n.step(
+            Input::Synced {
+                generation,
+                through,
+            },
+            &mut out,
+        );
+        assert!(matches!(out[0], Output::Applied { ref entry } if entry.zxid == through));
+        let reply = out.iter().find_map(|o| match o {
+            Output::Reply(r) => Some(r.clone()),
+            _ => None,
+        });
+        let reply = reply.expect("a reply after the fsync");
+        assert!(matches!(
+            reply.result,
+            Ok(Response::Txn(TxnResult::Write(OpResult::Created { .. })))
+        ));
+        assert_eq!(
+            n.tree().get("/a").map(|(d, _)| d.to_vec()),
+            Ok(b"x".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_node_without_quorum_refuses_clients_without_executing() {
+        let mut n = fresh(1, &[1, 2, 3]);
+        let mut out = vec![];
+        n.start(&mut out);
+        assert_eq!(n.role(), RoleName::Looking);
+        // It asks both peers for their votes.
+        assert_eq!(
+            out.iter()
+                .filter(|o| matches!(o, Output::Send { .. }))
+                .count(),
+            2
+        );
+        out.clear();
+        n.step(create("/a"), &mut out);
+        assert!(matches!(&out[..], [Output::Reply(r)] if r.result == Err(ClientError::NotReady)));
+    }
+}
