@@ -14,6 +14,7 @@
 use bytes::Bytes;
 
 use super::compression::{Compression, decompress};
+use super::crc::shift_zeros;
 use super::{DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES, RecordError, Records};
 
 /// Bytes from the base offset through the record count: the fixed magic-2 header.
@@ -415,7 +416,7 @@ impl RecordBatch {
         let old_header_crc = crc32c::crc32c(&self.bytes[ATTRIBUTES_AT..BATCH_HEADER_BYTES]);
         let new_header_crc = crc32c::crc32c(&dst[ATTRIBUTES_AT..BATCH_HEADER_BYTES]);
         let tail_len = self.len() - BATCH_HEADER_BYTES;
-        let crc = self.crc() ^ crc32c::crc32c_combine(old_header_crc ^ new_header_crc, 0, tail_len);
+        let crc = self.crc() ^ shift_zeros(old_header_crc ^ new_header_crc, tail_len);
         dst[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     }
 }

@@ -13,6 +13,7 @@ mod batch;
 mod batches;
 mod builder;
 pub mod compression;
+mod crc;
 mod error;
 // One record's layout is its own concept; the file name follows the layout of the crate.
 #[allow(clippy::module_inception)]
