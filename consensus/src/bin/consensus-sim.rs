@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use corebus_consensus::sim::{SimOptions, repro_command, run};
+use corebus_consensus::sim::{Coverage, SimOptions, repro_command, run};
 use corebus_consensus::zab::Fault;
 
 fn main() -> ExitCode {
@@ -50,10 +50,12 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     let (mut failed, mut committed, mut events) = (0u64, 0usize, 0u64);
+    let mut coverage = Coverage::default();
     for seed in from..from + count {
         let r = run(seed, &opts);
         committed += r.committed;
         events += r.events;
+        coverage.add(&r.coverage);
         if !r.violations.is_empty() {
             failed += 1;
             println!("seed {seed} FAILED: {}", r.violations.join(" | "));
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         "{count} seeds from {from}: {failed} failed; {committed} commits, {events} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    println!("coverage: {coverage:?}");
     println!("{} passed, {failed} failed", count - failed);
     if failed == 0 {
         ExitCode::SUCCESS

@@ -72,7 +72,31 @@ pub struct Report {
     pub acknowledged_writes: usize,
     pub unknown_writes: usize,
     pub checker_gave_up: usize,
+    /// Coverage: how often the interesting paths ran.
+    pub coverage: Coverage,
     pub violations: Vec<String>,
+}
+
+/// Counts of protocol paths a run exercised, so a sweep can show it is not vacuous.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Coverage {
+    pub power_losses: u32,
+    pub snap_syncs: u32,
+    pub truncations: u32,
+    pub snapshots_written: u32,
+    pub connection_breaks: u32,
+    pub leaders_established: u32,
+}
+
+impl Coverage {
+    pub fn add(&mut self, o: &Coverage) {
+        self.power_losses += o.power_losses;
+        self.snap_syncs += o.snap_syncs;
+        self.truncations += o.truncations;
+        self.snapshots_written += o.snapshots_written;
+        self.connection_breaks += o.connection_breaks;
+        self.leaders_established += o.leaders_established;
+    }
 }
 
 #[derive(Debug)]
@@ -194,6 +218,11 @@ impl World {
         );
         let mut out = Vec::new();
         node.start(&mut out);
+        if let Some(epoch) = node.leading_epoch() {
+            // A group of one leads from its first step.
+            self.inv.leading(id, epoch);
+            self.report.coverage.leaders_established += 1;
+        }
         let slot = &mut self.slots[i];
         slot.incarnation += 1;
         slot.node = Some(node);
@@ -248,9 +277,13 @@ impl World {
             return;
         };
         let mut out = Vec::new();
+        let was_leading = node.leading_epoch();
         node.step(input, &mut out);
         if let Some(epoch) = node.leading_epoch() {
             self.inv.leading(self.ids[i], epoch);
+            if was_leading != Some(epoch) {
+                self.report.coverage.leaders_established += 1;
+            }
         }
         self.outputs(i, out);
     }
@@ -283,7 +316,10 @@ impl World {
                     self.schedule(at, Event::ToClient { client, reply });
                 }
                 Output::Applied { entry } => self.inv.applied(id, &entry),
-                Output::Installed { zxid } => self.inv.reset(id, zxid, false),
+                Output::Installed { zxid } => {
+                    self.report.coverage.snap_syncs += 1;
+                    self.inv.reset(id, zxid, false);
+                }
             }
         }
     }
@@ -311,8 +347,14 @@ impl World {
                 );
                 Ok(())
             }
-            DiskOp::Truncate { after } => store.truncate_after(after),
-            DiskOp::Snapshot(tree) => store.write_snapshot(&tree),
+            DiskOp::Truncate { after } => {
+                self.report.coverage.truncations += 1;
+                store.truncate_after(after)
+            }
+            DiskOp::Snapshot(tree) => {
+                self.report.coverage.snapshots_written += 1;
+                store.write_snapshot(&tree)
+            }
             DiskOp::ResetToSnapshot(tree) => store.reset_to_snapshot(&tree),
             DiskOp::SetEpochs(e) => store.set_epochs(e),
         };
@@ -360,6 +402,7 @@ impl World {
             50..60 => self.net.heal(),
             // Power loss of the whole group at once: only what was synced survives anywhere.
             60..64 => {
+                self.report.coverage.power_losses += 1;
                 for i in 0..n {
                     self.crash(i);
                 }
@@ -397,6 +440,7 @@ impl World {
                     ),
                     Arrival::Discard => {}
                     Arrival::Broken => {
+                        self.report.coverage.connection_breaks += 1;
                         self.step(
                             to,
                             Input::PeerDown {

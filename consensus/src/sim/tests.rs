@@ -6,6 +6,7 @@ use super::*;
 fn clean_seeds(range: std::ops::Range<u64>, opts: &SimOptions) {
     let mut committed = 0;
     let mut gave_up = 0;
+    let mut coverage = Coverage::default();
     for seed in range.clone() {
         let r = run(seed, opts);
         assert!(
@@ -16,6 +17,19 @@ fn clean_seeds(range: std::ops::Range<u64>, opts: &SimOptions) {
         );
         committed += r.committed;
         gave_up += r.checker_gave_up;
+        coverage.add(&r.coverage);
+    }
+    // The sweep is not vacuous: every hard path ran (a group of one has no peers to sync).
+    let c = coverage;
+    assert!(
+        c.power_losses > 0 && c.snapshots_written > 0 && c.leaders_established > 0,
+        "{c:?}"
+    );
+    if opts.nodes > 1 {
+        assert!(
+            c.snap_syncs > 0 && c.truncations > 0 && c.connection_breaks > 0,
+            "{c:?}"
+        );
     }
     // Faults must not stop all progress: the seeds commit writes.
     assert!(committed > range.count() * 5, "only {committed} commits");
