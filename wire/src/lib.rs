@@ -29,6 +29,6 @@ pub use error::WireError;
 pub use error_code::{ErrorCode, ResponseError};
 pub use frame::{FrameDecoder, write_frame};
 pub use limits::WireLimits;
-pub use request::{Request, decode_request, encode_request};
+pub use request::{Request, decode_request, encode_request, encode_request_into};
 pub use response::{decode_response, encode_api_versions_fallback, encode_response};
 pub use versions::{ApiSupport, VersionRange, supported_versions};

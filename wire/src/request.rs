@@ -183,6 +183,19 @@ pub fn encode_request(
     body: &RequestKind,
     api_version: i16,
 ) -> Result<Bytes, WireError> {
+    let mut out = BytesMut::new();
+    encode_request_into(header, body, api_version, &mut out)?;
+    Ok(out.freeze())
+}
+
+/// [`encode_request`] appending to a caller's buffer, so a client can reuse one buffer for many
+/// requests. On error `out` is unchanged.
+pub fn encode_request_into(
+    header: &RequestHeader,
+    body: &RequestKind,
+    api_version: i16,
+    out: &mut BytesMut,
+) -> Result<(), WireError> {
     let api_key = request_api_key(body).ok_or(WireError::UnknownMessageKind)?;
     let encode_error = |reason: String| WireError::Encode {
         api_key,
@@ -198,11 +211,9 @@ pub fn encode_request(
         .clone()
         .with_request_api_key(api_key as i16)
         .with_request_api_version(api_version);
-    let mut out = BytesMut::new();
-    write_frame(&mut out, |out| {
+    write_frame(out, |out| {
         encode_request_header(&header, api_key, out).map_err(encode_error)?;
         body.encode(out, api_version)
             .map_err(|e| encode_error(format!("{e:#}")))
-    })?;
-    Ok(out.freeze())
+    })
 }

@@ -12,7 +12,8 @@ use corebus_wire::request::request_api_key;
 use corebus_wire::response::response_api_key;
 use corebus_wire::{
     ApiSupport, ErrorCode, FrameDecoder, WireError, WireLimits, decode_request, decode_response,
-    encode_api_versions_fallback, encode_request, encode_response, supported_versions,
+    encode_api_versions_fallback, encode_request, encode_request_into, encode_response,
+    supported_versions,
 };
 
 /// A fixed topic id (the `uuid` type is only reachable through inference here).
@@ -355,6 +356,13 @@ fn encode_refuses_mismatched_or_unsupported_messages() {
         encode_request(&RequestHeader::default(), &request, 2).is_err(),
         "below the KIP-896 floor"
     );
+    let mut out = BytesMut::from(&b"earlier frames"[..]);
+    assert!(encode_request_into(&RequestHeader::default(), &request, 2, &mut out).is_err());
+    assert_eq!(&out[..], b"earlier frames", "nothing written on error");
+    encode_request_into(&RequestHeader::default(), &request, 3, &mut out).unwrap();
+    let appended = single_frame(&out[b"earlier frames".len()..]);
+    let decoded = decode_request(appended, &WireLimits::default()).unwrap();
+    assert_eq!(decoded.body, request);
 }
 
 mod api_versions {
