@@ -154,7 +154,7 @@ impl History {
         moved
     }
 
-    /// Treat the appended log as durable without a sync (only for [`super::Fault`]).
+    /// Treat the appended log as durable without a sync (only for the simulator's `Fault` switch).
     pub fn pretend_durable(&mut self) {
         self.durable = self.last();
     }

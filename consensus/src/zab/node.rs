@@ -1,4 +1,4 @@
-//! One member of the group: the state shared by all roles ([`Core`]) and the role it plays
+//! One member of the group: the state shared by all roles (`Core`) and the role it plays
 //! (looking, following, leading), with the transitions between them and local client
 //! handling (reads, sync bookkeeping, replies).
 //!
