@@ -333,3 +333,209 @@ impl Follower {
         Next::Stay
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::election::{Notification, PeerState, Vote};
+    use crate::meta::Epochs;
+    use crate::store::Recovered;
+    use crate::tree::DataTree;
+    use crate::txn::{LogEntry, Txn};
+    use crate::types::{Epoch, NodeId, Zxid};
+    use crate::zab::{Config, DiskOp, Fault, Input, Node, Output, PeerMessage, SyncPlan};
+
+    fn peer(node: &mut Node, from: u64, msg: PeerMessage) -> Vec<Output> {
+        let mut out = vec![];
+        node.step(
+            Input::Peer {
+                from: NodeId(from),
+                msg,
+            },
+            &mut out,
+        );
+        out
+    }
+
+    fn sent(out: &[Output]) -> Vec<&PeerMessage> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { msg, .. } => Some(msg),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Node 2 of {1, 2, 3} joins leader 1 in epoch 1 and reaches the broadcast phase.
+    fn serving_follower(fault: Fault) -> Node {
+        let mut cfg = Config::new(NodeId(2), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        cfg.fault = fault;
+        let recovered = Recovered {
+            epochs: Epochs::default(),
+            tree: DataTree::new(),
+            log: vec![],
+        };
+        let mut n = Node::new(cfg, recovered);
+        n.start(&mut vec![]);
+        let vote = Vote {
+            leader: NodeId(1),
+            zxid: Zxid::ZERO,
+            epoch: Epoch(0),
+        };
+        peer(
+            &mut n,
+            3,
+            PeerMessage::Vote(Notification {
+                vote,
+                round: 1,
+                state: PeerState::Following,
+            }),
+        );
+        let out = peer(
+            &mut n,
+            1,
+            PeerMessage::Vote(Notification {
+                vote,
+                round: 1,
+                state: PeerState::Leading,
+            }),
+        );
+        assert!(matches!(sent(&out)[..], [PeerMessage::FollowerInfo { .. }]));
+        let out = peer(&mut n, 1, PeerMessage::NewEpoch { epoch: Epoch(1) });
+        assert!(
+            matches!(out[0], Output::Disk(DiskOp::SetEpochs(e)) if e.accepted == Epoch(1)),
+            "promise is durable first"
+        );
+        assert!(matches!(sent(&out)[..], [PeerMessage::AckEpoch { .. }]));
+        let sync = PeerMessage::Sync {
+            epoch: Epoch(1),
+            plan: SyncPlan::Diff,
+            entries: vec![],
+            committed: Zxid::ZERO,
+        };
+        peer(&mut n, 1, sync);
+        let out = peer(
+            &mut n,
+            1,
+            PeerMessage::NewLeader {
+                epoch: Epoch(1),
+                last_zxid: Zxid::ZERO,
+            },
+        );
+        assert!(matches!(sent(&out)[..], [PeerMessage::AckNewLeader { .. }]));
+        peer(
+            &mut n,
+            1,
+            PeerMessage::UpToDate {
+                epoch: Epoch(1),
+                committed: Zxid::ZERO,
+            },
+        );
+        assert!(n.is_serving());
+        n
+    }
+
+    fn propose(n: &mut Node, counter: u32) -> Vec<Output> {
+        let entry = LogEntry {
+            zxid: Zxid::new(1, counter),
+            txn: Txn::Noop,
+        };
+        peer(
+            n,
+            1,
+            PeerMessage::Propose {
+                epoch: Epoch(1),
+                entry,
+                origin: None,
+            },
+        )
+    }
+
+    #[test]
+    fn acks_only_what_is_durable_with_group_commit() {
+        let mut n = serving_follower(Fault::None);
+        let out = propose(&mut n, 1);
+        assert!(sent(&out).is_empty(), "no ACK before the fsync");
+        let Some(Output::Disk(DiskOp::Sync {
+            generation,
+            through,
+        })) = out.last().cloned()
+        else {
+            panic!("expected a sync request, got {out:?}");
+        };
+        // A second proposal while the sync runs waits for the next one (group commit).
+        let out = propose(&mut n, 2);
+        assert!(
+            out.iter()
+                .all(|o| !matches!(o, Output::Disk(DiskOp::Sync { .. }) | Output::Send { .. }))
+        );
+        let mut out = vec![];
+        n.step(
+            Input::Synced {
+                generation,
+                through,
+            },
+            &mut out,
+        );
+        assert!(
+            matches!(sent(&out)[..], [PeerMessage::Ack { zxid, .. }] if *zxid == Zxid::new(1, 1))
+        );
+        assert!(out.iter().any(|o| matches!(o, Output::Disk(DiskOp::Sync { through, .. }) if *through == Zxid::new(1, 2))));
+        // Commit applies in order.
+        let out = peer(
+            &mut n,
+            1,
+            PeerMessage::Commit {
+                epoch: Epoch(1),
+                zxid: Zxid::new(1, 2),
+            },
+        );
+        assert_eq!(
+            out.iter()
+                .filter(|o| matches!(o, Output::Applied { .. }))
+                .count(),
+            2
+        );
+        assert_eq!(n.committed(), Zxid::new(1, 2));
+    }
+
+    #[test]
+    fn the_broken_variant_acks_before_the_fsync() {
+        let mut n = serving_follower(Fault::AckBeforeFsync);
+        let out = propose(&mut n, 1);
+        assert!(matches!(sent(&out)[..], [PeerMessage::Ack { .. }]));
+    }
+
+    #[test]
+    fn proposals_from_another_epoch_or_node_are_ignored() {
+        let mut n = serving_follower(Fault::None);
+        let entry = LogEntry {
+            zxid: Zxid::new(2, 1),
+            txn: Txn::Noop,
+        };
+        assert!(
+            peer(
+                &mut n,
+                1,
+                PeerMessage::Propose {
+                    epoch: Epoch(2),
+                    entry: entry.clone(),
+                    origin: None
+                }
+            )
+            .is_empty()
+        );
+        assert!(
+            peer(
+                &mut n,
+                3,
+                PeerMessage::Propose {
+                    epoch: Epoch(1),
+                    entry,
+                    origin: None
+                }
+            )
+            .is_empty()
+        );
+        assert_eq!(n.last_zxid(), Zxid::ZERO);
+    }
+}
