@@ -18,8 +18,10 @@ use crate::types::Zxid;
 /// How many snapshots are kept (the newest may be unreadable after a bad disk; ZooKeeper keeps 3).
 pub const RETAINED_SNAPSHOTS: usize = 2;
 
-/// A directory as the store needs it. Writes through `append` are durable only after `sync`;
-/// `truncate`, `replace` and `remove` are durable when they return.
+/// A directory as the store needs it. Writes through `append` are durable only after `sync`
+/// (and a file that `append` created must survive with them: the implementation fsyncs the
+/// directory the first time it syncs a new file); `truncate`, `replace` and `remove` are
+/// durable when they return.
 pub trait Files {
     fn list(&self) -> io::Result<Vec<String>>;
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;

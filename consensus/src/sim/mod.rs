@@ -81,6 +81,7 @@ pub struct Report {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Coverage {
     pub power_losses: u32,
+    pub pauses: u32,
     pub snap_syncs: u32,
     pub truncations: u32,
     pub snapshots_written: u32,
@@ -91,6 +92,7 @@ pub struct Coverage {
 impl Coverage {
     pub fn add(&mut self, o: &Coverage) {
         self.power_losses += o.power_losses;
+        self.pauses += o.pauses;
         self.snap_syncs += o.snap_syncs;
         self.truncations += o.truncations;
         self.snapshots_written += o.snapshots_written;
@@ -151,6 +153,9 @@ struct Slot {
     /// The files while the node is down.
     down_files: Option<SimFiles>,
     incarnation: u64,
+    /// The process is stalled (GC pause, swapped out, stopped VM) until then: it handles
+    /// nothing, and what arrives meanwhile waits.
+    paused_until_us: u64,
 }
 
 struct World {
@@ -400,6 +405,12 @@ impl World {
                 self.schedule(heal, Event::Heal);
             }
             50..60 => self.net.heal(),
+            64..72 => {
+                let i = self.rng.random_range(0..n);
+                let pause = self.rng.random_range(50_000..800_000);
+                self.slots[i].paused_until_us = self.now + pause;
+                self.report.coverage.pauses += 1;
+            }
             // Power loss of the whole group at once: only what was synced survives anywhere.
             60..64 => {
                 self.report.coverage.power_losses += 1;
@@ -413,7 +424,27 @@ impl World {
         self.schedule(next, Event::Chaos);
     }
 
+    /// The node an event is for, if it is one a stalled process would not handle yet.
+    fn target(e: &Event) -> Option<usize> {
+        match e {
+            Event::Tick { node, .. }
+            | Event::PeerDown { node, .. }
+            | Event::SyncDone { node, .. }
+            | Event::ToNode { node, .. } => Some(*node),
+            Event::Packet { to, .. } => Some(*to),
+            _ => None,
+        }
+    }
+
     fn handle(&mut self, e: Event) {
+        if let Some(node) = Self::target(&e) {
+            let until = self.slots[node].paused_until_us;
+            if self.now < until {
+                // Re-queued in arrival order (sequence numbers keep increasing).
+                self.schedule(until, e);
+                return;
+            }
+        }
         match e {
             Event::Tick { node, incarnation } => {
                 if self.slots[node].incarnation == incarnation && self.slots[node].node.is_some() {
@@ -646,6 +677,7 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
             store: None,
             down_files: None,
             incarnation: 0,
+            paused_until_us: 0,
         })
         .collect();
     let clients = (0..opts.clients)
