@@ -83,6 +83,8 @@ pub struct LogStore<F: Files> {
     max_segment_bytes: u64,
     /// The newest segment has bytes not yet synced.
     dirty: bool,
+    /// Recovery cut a torn tail off the log.
+    cut_torn_tail: bool,
 }
 
 impl<F: Files> LogStore<F> {
@@ -125,11 +127,13 @@ impl<F: Files> LogStore<F> {
         let mut segments = Vec::with_capacity(segs.len());
         let mut log = Vec::new();
         let mut previous = Zxid::ZERO;
+        let mut cut_torn_tail = false;
         for (i, (_, name)) in segs.iter().enumerate() {
             let tail = i + 1 == segs.len();
             let bytes = files.read(name).map_err(io_err(name))?;
             let scan = log::scan_segment(name, &bytes, tail, previous)?;
             if scan.torn {
+                cut_torn_tail = true;
                 tracing::warn!(segment = %name, kept = scan.valid_len, had = bytes.len(), "cutting torn log tail");
                 if scan.valid_len == 0 {
                     files.remove(name).map_err(io_err(name))?;
@@ -165,8 +169,14 @@ impl<F: Files> LogStore<F> {
             snapshots: snaps.iter().map(|(z, _)| *z).collect(),
             max_segment_bytes,
             dirty: false,
+            cut_torn_tail,
         };
         Ok((store, Recovered { epochs, tree, log }))
+    }
+
+    /// Whether recovery found a torn tail and cut it off.
+    pub fn cut_torn_tail(&self) -> bool {
+        self.cut_torn_tail
     }
 
     pub fn files(&self) -> &F {

@@ -51,11 +51,16 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let (mut failed, mut committed, mut events) = (0u64, 0usize, 0u64);
     let mut coverage = Coverage::default();
+    let mut gave_up = 0u64;
     for seed in from..from + count {
         let r = run(seed, &opts);
         committed += r.committed;
         events += r.events;
         coverage.add(&r.coverage);
+        if r.checker_gave_up > 0 {
+            gave_up += 1;
+            println!("seed {seed}: the linearizability checker gave up on a history");
+        }
         if !r.violations.is_empty() {
             failed += 1;
             println!("seed {seed} FAILED: {}", r.violations.join(" | "));
@@ -73,7 +78,7 @@ fn main() -> ExitCode {
         "{count} seeds from {from}: {failed} failed; {committed} commits, {events} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    println!("coverage: {coverage:?}");
+    println!("coverage: {coverage:?}; checker gave up on {gave_up} seeds");
     println!("{} passed, {failed} failed", count - failed);
     if failed == 0 {
         ExitCode::SUCCESS

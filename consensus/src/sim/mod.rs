@@ -82,6 +82,7 @@ pub struct Report {
 pub struct Coverage {
     pub power_losses: u32,
     pub pauses: u32,
+    pub torn_tails_cut: u32,
     pub snap_syncs: u32,
     pub truncations: u32,
     pub snapshots_written: u32,
@@ -93,6 +94,7 @@ impl Coverage {
     pub fn add(&mut self, o: &Coverage) {
         self.power_losses += o.power_losses;
         self.pauses += o.pauses;
+        self.torn_tails_cut += o.torn_tails_cut;
         self.snap_syncs += o.snap_syncs;
         self.truncations += o.truncations;
         self.snapshots_written += o.snapshots_written;
@@ -212,6 +214,9 @@ impl World {
             }
         };
         let id = self.ids[i];
+        if store.cut_torn_tail() {
+            self.report.coverage.torn_tails_cut += 1;
+        }
         self.inv.reset(id, recovered.tree.applied(), true);
         let k = self.inv.applied_count(id);
         if let Some(problem) = self.inv.tree_matches(id, &recovered.tree, k) {

@@ -22,7 +22,11 @@ fn clean_seeds(range: std::ops::Range<u64>, opts: &SimOptions) {
     // The sweep is not vacuous: every hard path ran (a group of one has no peers to sync).
     let c = coverage;
     assert!(
-        c.power_losses > 0 && c.pauses > 0 && c.snapshots_written > 0 && c.leaders_established > 0,
+        c.power_losses > 0
+            && c.pauses > 0
+            && c.torn_tails_cut > 0
+            && c.snapshots_written > 0
+            && c.leaders_established > 0,
         "{c:?}"
     );
     if opts.nodes > 1 {
