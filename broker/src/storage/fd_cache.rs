@@ -1,0 +1,77 @@
+//! Open segment files of one shard, opened lazily and kept within a limit.
+//!
+//! Owns: the shard's open file descriptors. 10,000 partitions with three files each exceed
+//! the process's open-file limit, so files are opened on first use and the least recently
+//! used ones not in use by an I/O (nobody else holds the `Rc`) are closed when the limit is
+//! passed. Never: closes a file an operation still holds; never blocks (closing is glommio's
+//! asynchronous close on drop).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::disk::{Disk, OpenMode};
+
+pub(crate) struct FdCache<D: Disk> {
+    disk: D,
+    max_open_files: usize,
+    tick: Cell<u64>,
+    files: RefCell<HashMap<PathBuf, (Rc<D::File>, u64)>>,
+}
+
+impl<D: Disk> FdCache<D> {
+    pub(crate) fn new(disk: D, max_open_files: usize) -> FdCache<D> {
+        FdCache {
+            disk,
+            max_open_files: max_open_files.max(1),
+            tick: Cell::new(0),
+            files: RefCell::new(HashMap::new()),
+        }
+    }
+
+    fn next_tick(&self) -> u64 {
+        self.tick.set(self.tick.get() + 1);
+        self.tick.get()
+    }
+
+    /// The open file at `path`, opening it (and closing idle ones over the limit) if needed.
+    pub(crate) async fn get(&self, path: &Path, mode: OpenMode) -> io::Result<Rc<D::File>> {
+        if let Some((file, used)) = self.files.borrow_mut().get_mut(path) {
+            *used = self.next_tick();
+            return Ok(file.clone());
+        }
+        let file = Rc::new(self.disk.open(path, mode).await?);
+        let tick = self.next_tick();
+        let mut files = self.files.borrow_mut();
+        files.insert(path.to_owned(), (file.clone(), tick));
+        if files.len() > self.max_open_files {
+            Self::evict(&mut files, self.max_open_files);
+        }
+        Ok(file)
+    }
+
+    /// Closes least recently used idle files until at most `limit` remain (or none is idle).
+    fn evict(files: &mut HashMap<PathBuf, (Rc<D::File>, u64)>, limit: usize) {
+        let mut idle: Vec<(u64, PathBuf)> = files
+            .iter()
+            .filter(|(_, (f, _))| Rc::strong_count(f) == 1)
+            .map(|(p, (_, t))| (*t, p.clone()))
+            .collect();
+        idle.sort_unstable();
+        let excess = files.len().saturating_sub(limit);
+        for (_, path) in idle.into_iter().take(excess) {
+            files.remove(&path);
+        }
+    }
+
+    /// Forgets `path` (the file is being removed or truncated away).
+    pub(crate) fn forget(&self, path: &Path) {
+        self.files.borrow_mut().remove(path);
+    }
+
+    pub(crate) fn open_count(&self) -> usize {
+        self.files.borrow().len()
+    }
+}

@@ -1,0 +1,554 @@
+//! Partition log behaviour over the simulated disk (and the real one where it matters):
+//! round trips, index lookups, rolls, recovery, retention, failures.
+
+mod storage_common;
+
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use corebus_broker::storage::{
+    DmaDisk, Durability, LogConfig, MessageTimestampType, ShardOptions, SimDisk, StorageError,
+    StorageShard,
+};
+use storage_common::{expected, make, read_all, run};
+
+fn small_config() -> LogConfig {
+    let mut c = LogConfig::default();
+    c.segment_bytes = 64 << 10;
+    c.index_interval_bytes = 1024;
+    c
+}
+
+fn opts(cache_bytes: usize) -> ShardOptions {
+    ShardOptions {
+        batch_cache_bytes: cache_bytes,
+        ..ShardOptions::default()
+    }
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from("/data/t-0")
+}
+
+#[test]
+fn append_read_round_trip_from_cache_and_disk() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(32 << 10));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        let mut appended = Vec::new();
+        for seed in 0..200u64 {
+            let b = make(seed);
+            let info = log
+                .append(&[b.clone()], 7, 0, Durability::Written)
+                .await
+                .unwrap();
+            assert_eq!(
+                info.last_offset - info.base_offset + 1,
+                b.record_count() as i64
+            );
+            appended.push((info.base_offset, expected(&b, info.base_offset, 7)));
+        }
+        assert!(log.segment_count() > 5, "small segments rolled");
+        let all = read_all(&log).await;
+        assert_eq!(all.len(), appended.len());
+        for ((h, bytes), (base, want)) in all.iter().zip(&appended) {
+            assert_eq!(h.base_offset, *base);
+            assert_eq!(&bytes[..], &want[..]);
+        }
+        // Every offset, including mid-batch ones, starts at the batch containing it.
+        for (i, (base, want)) in appended.iter().enumerate() {
+            let next = appended.get(i + 1).map_or(log.written_offset(), |n| n.0);
+            for offset in [*base, (base + next) / 2, next - 1] {
+                let r = log.read(offset, 1).await.unwrap();
+                let got = r.to_bytes();
+                assert_eq!(&got[..], &want[..], "offset {offset}");
+            }
+        }
+        // Past the end and below the start.
+        let end = log.written_offset();
+        assert!(log.read(end, 100).await.unwrap().is_empty());
+        match log.read(end + 1, 100).await {
+            Err(e @ StorageError::OffsetOutOfRange { .. }) => assert_eq!(e.kafka_error_code(), 1),
+            other => panic!(
+                "expected out of range, got {:?}",
+                other.map(|r| r.len_bytes())
+            ),
+        }
+        // Close, reopen: the same log, read from disk (fresh shard, empty cache).
+        log.close().await.unwrap();
+        let shard2 = StorageShard::new(disk.clone(), opts(0));
+        let log2 = shard2.open_log(dir(), small_config()).await.unwrap();
+        assert_eq!(log2.log_end_offset(), end);
+        let again = read_all(&log2).await;
+        assert_eq!(again.len(), appended.len());
+        for ((_, bytes), (_, want)) in again.iter().zip(&appended) {
+            assert_eq!(&bytes[..], &want[..]);
+        }
+    });
+}
+
+#[test]
+fn concurrent_appends_get_offsets_in_call_order() {
+    run(|| async {
+        let shard = StorageShard::new(SimDisk::new(), opts(1 << 20));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        let mut tasks = Vec::new();
+        let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+        for seed in 0..64u64 {
+            let log = log.clone();
+            let order = order.clone();
+            tasks.push(glommio::spawn_local(async move {
+                let info = log
+                    .append(&[make(seed)], 0, 0, Durability::Written)
+                    .await
+                    .unwrap();
+                order.borrow_mut().push(info.base_offset);
+                (seed, info.base_offset)
+            }));
+        }
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await);
+        }
+        // Offsets follow spawn (call) order; acks complete in offset order.
+        let bases: Vec<i64> = results.iter().map(|r| r.1).collect();
+        assert!(bases.windows(2).all(|w| w[0] < w[1]));
+        let acked = order.borrow().clone();
+        assert!(
+            acked.windows(2).all(|w| w[0] < w[1]),
+            "acks in offset order"
+        );
+        assert_eq!(read_all(&log).await.len(), 64);
+    });
+}
+
+#[test]
+fn synced_appends_survive_a_power_loss_and_unsynced_may_vanish() {
+    for seed in 1..40u64 {
+        eprintln!("power-loss seed {seed}");
+        run(|| async move {
+            let disk = SimDisk::new();
+            let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+            let log = shard.open_log(dir(), small_config()).await.unwrap();
+            let mut synced_end = 0;
+            let mut appended = Vec::new();
+            for i in 0..60u64 {
+                let b = make(seed * 1000 + i);
+                let durability = if (seed + i) % 7 == 0 {
+                    Durability::Synced
+                } else {
+                    Durability::Written
+                };
+                let info = log.append(&[b.clone()], 1, 0, durability).await.unwrap();
+                appended.push((info.base_offset, expected(&b, info.base_offset, 1)));
+                if durability == Durability::Synced {
+                    synced_end = info.last_offset + 1;
+                }
+            }
+            assert!(log.synced_offset() >= synced_end);
+            drop(log);
+            drop(shard);
+            disk.crash(seed);
+            let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+            let log = shard.open_log(dir(), small_config()).await.unwrap();
+            assert!(
+                log.log_end_offset() >= synced_end,
+                "seed {seed}: synced data lost ({} < {synced_end})",
+                log.log_end_offset()
+            );
+            let all = read_all(&log).await;
+            // What survived is a prefix of what was appended, byte for byte.
+            for ((h, bytes), (base, want)) in all.iter().zip(&appended) {
+                assert_eq!(h.base_offset, *base);
+                assert_eq!(&bytes[..], &want[..], "seed {seed}");
+            }
+            // And the log takes appends again from its recovered end.
+            let end = log.log_end_offset();
+            let info = log
+                .append(&[make(7)], 1, 0, Durability::Synced)
+                .await
+                .unwrap();
+            assert_eq!(info.base_offset, end);
+        });
+    }
+}
+
+#[test]
+fn recovery_cuts_exactly_at_a_corrupt_or_truncated_batch() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(0));
+        let mut config = small_config();
+        config.segment_bytes = 1 << 30;
+        let log = shard.open_log(dir(), config.clone()).await.unwrap();
+        let mut infos = Vec::new();
+        for seed in 0..20u64 {
+            infos.push(
+                log.append(&[make(seed)], 0, 0, Durability::Synced)
+                    .await
+                    .unwrap(),
+            );
+        }
+        log.close().await.unwrap();
+        drop(log);
+        let seg = dir().join("00000000000000000000.log");
+        let original = disk.contents(&seg).unwrap();
+        // Position of batch 12: sum of the lengths before it.
+        let pos12: usize = (0..12u64).map(|s| make(s).len()).sum();
+        // 1. Flip a byte inside batch 12 (CRC fails): recovery keeps batches 0..12.
+        let mut corrupt = original.clone();
+        corrupt[pos12 + 70] ^= 0xff;
+        disk.set_contents(&seg, corrupt);
+        let _ = disk.contents(&dir().join("clean-shutdown")).map(|_| ());
+        // Remove the clean marker by simulating a crash-style reopen: marker is gone after the
+        // first open, so open, drop without close, then corrupt again.
+        let log = shard.open_log(dir(), config.clone()).await.unwrap();
+        drop(log);
+        let mut corrupt = original.clone();
+        corrupt[pos12 + 70] ^= 0xff;
+        disk.set_contents(&seg, corrupt);
+        let log = shard.open_log(dir(), config.clone()).await.unwrap();
+        assert_eq!(log.log_end_offset(), infos[12].base_offset);
+        assert_eq!(disk.contents(&seg).unwrap().len(), pos12);
+        drop(log);
+        // 2. Cut the file in the middle of batch 5's header: recovery keeps 0..5.
+        let pos5: usize = (0..5u64).map(|s| make(s).len()).sum();
+        disk.set_contents(&seg, original[..pos5 + 30].to_vec());
+        let log = shard.open_log(dir(), config.clone()).await.unwrap();
+        assert_eq!(log.log_end_offset(), infos[5].base_offset);
+        assert_eq!(read_all(&log).await.len(), 5);
+        // And appends continue at exactly that offset.
+        let info = log
+            .append(&[make(99)], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, infos[5].base_offset);
+    });
+}
+
+#[test]
+fn retention_by_size_and_time_and_delete_records() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(0));
+        let mut config = small_config();
+        config.retention_ms = -1;
+        config.retention_bytes = -1;
+        let log = shard.open_log(dir(), config.clone()).await.unwrap();
+        for seed in 0..300u64 {
+            log.append(&[make(seed)], 0, 0, Durability::Written)
+                .await
+                .unwrap();
+        }
+        let segments = log.segment_count();
+        assert!(segments > 10);
+        // Size: keep at least 200 KiB, never the active segment.
+        let mut c = config.clone();
+        c.retention_bytes = 200 << 10;
+        log.set_config(c);
+        let deleted = log.enforce_retention(0).await.unwrap();
+        assert!(deleted > 0);
+        assert!(log.size_bytes() >= 200 << 10);
+        assert!(log.size_bytes() < (200 << 10) + (64 << 10));
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        assert!(matches!(
+            log.read(start - 1, 100).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        assert_eq!(read_all(&log).await[0].0.base_offset, start);
+        // Time: every sealed segment's timestamps are ~1e6 ms; now = 1e12 deletes all sealed.
+        let mut c = config.clone();
+        c.retention_ms = 1000;
+        log.set_config(c);
+        log.enforce_retention(1_000_000_000_000).await.unwrap();
+        assert_eq!(log.segment_count(), 1, "only the active segment stays");
+        // DeleteRecords inside the active segment moves the start without deleting files.
+        let end = log.written_offset();
+        let start = log.log_start_offset();
+        let target = (start + end) / 2;
+        assert_eq!(log.delete_records(target).await.unwrap(), target);
+        assert!(log.delete_records(end + 1).await.is_err());
+        let first = log.read(target, 1).await.unwrap().to_bytes();
+        let h = corebus_wire::record::BatchHeader::parse(&first).unwrap();
+        assert!(h.base_offset <= target && target < h.next_offset());
+        // The log start offset survives a restart.
+        log.close().await.unwrap();
+        let log = shard.open_log(dir(), config).await.unwrap();
+        assert_eq!(log.log_start_offset(), target);
+    });
+}
+
+#[test]
+fn timestamps_lookup_and_log_append_time() {
+    run(|| async {
+        let shard = StorageShard::new(SimDisk::new(), opts(0));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        let mut infos = Vec::new();
+        for seed in 0..100u64 {
+            infos.push(
+                log.append(&[make(seed)], 0, 0, Durability::Written)
+                    .await
+                    .unwrap(),
+            );
+        }
+        // make(seed) has max timestamp 1e6 + seed.
+        for seed in [0u64, 1, 37, 99] {
+            let (offset, ts) = log
+                .offset_for_timestamp(1_000_000 + seed as i64)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(offset, infos[seed as usize].base_offset);
+            assert_eq!(ts, 1_000_000 + seed as i64);
+        }
+        assert_eq!(log.offset_for_timestamp(2_000_000).await.unwrap(), None);
+        assert_eq!(
+            log.offset_for_timestamp(0).await.unwrap().unwrap().0,
+            0,
+            "earlier than everything: the first offset"
+        );
+        let (max_ts, max_off) = log.max_timestamp().await.unwrap().unwrap();
+        assert_eq!((max_ts, max_off), (1_000_099, infos[99].base_offset));
+        // LogAppendTime stamps the batch.
+        let mut c = small_config();
+        c.message_timestamp_type = MessageTimestampType::LogAppendTime;
+        log.set_config(c);
+        let info = log
+            .append(&[make(1)], 0, 5_000_000, Durability::Written)
+            .await
+            .unwrap();
+        assert_eq!(info.log_append_time, Some(5_000_000));
+        let r = log.read(info.base_offset, 1).await.unwrap().to_bytes();
+        let h = corebus_wire::record::BatchHeader::parse(&r).unwrap();
+        assert_eq!(h.max_timestamp, 5_000_000);
+        corebus_wire::record::verify_batch_crc(&r).unwrap();
+        // Headers scan (producer-state rebuild).
+        let headers = log.scan_headers(0, 1000).await.unwrap();
+        assert_eq!(headers.len(), 101);
+        assert_eq!(headers[50].base_offset, infos[50].base_offset);
+    });
+}
+
+#[test]
+fn truncate_to_cuts_the_end_and_appends_continue() {
+    run(|| async {
+        let shard = StorageShard::new(SimDisk::new(), opts(1 << 20));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        let mut infos = Vec::new();
+        for seed in 0..100u64 {
+            infos.push(
+                log.append(&[make(seed)], 0, 0, Durability::Written)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let cut = infos[40].base_offset;
+        log.truncate_to(cut).await.unwrap();
+        assert_eq!(log.log_end_offset(), cut);
+        assert_eq!(read_all(&log).await.len(), 40);
+        let info = log
+            .append(&[make(500)], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, cut);
+        assert_eq!(read_all(&log).await.len(), 41);
+        // Not a batch boundary: refused.
+        assert!(
+            log.truncate_to(infos[10].base_offset + 1).await.is_err()
+                || make(10).record_count() == 1
+        );
+    });
+}
+
+#[test]
+fn disk_full_gives_appends_back_and_recovers_when_space_returns() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        let first = log
+            .append(&[make(1)], 0, 0, Durability::Synced)
+            .await
+            .unwrap();
+        disk.set_disk_full(true);
+        // Enough data to pass the preallocated extent.
+        let mut failed = 0;
+        for seed in 0..40u64 {
+            match log.append(&[make(seed)], 0, 0, Durability::Written).await {
+                Err(e @ StorageError::DiskFull { .. }) => {
+                    assert_eq!(e.kafka_error_code(), 56);
+                    failed += 1;
+                }
+                Err(e) => panic!("unexpected {e}"),
+                Ok(_) => {}
+            }
+        }
+        // The simulated disk refuses only growth past the file's end; some appends may have
+        // fit in the last page, the rest must have failed without taking the log offline.
+        assert!(failed > 0);
+        assert!(log.offline_reason().is_none());
+        disk.set_disk_full(false);
+        let end = log.written_offset();
+        let info = log
+            .append(&[make(2)], 0, 0, Durability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, end, "no gap after the given-back appends");
+        let all = read_all(&log).await;
+        assert_eq!(all[0].0.base_offset, first.base_offset);
+    });
+}
+
+#[test]
+fn a_failed_write_or_sync_takes_the_log_offline_for_good() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        log.append(&[make(1)], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        disk.set_fail_syncs(true);
+        let e = log
+            .append(&[make(2)], 0, 0, Durability::Synced)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::Offline { .. }));
+        assert_eq!(e.kafka_error_code(), 56);
+        disk.set_fail_syncs(false);
+        // Never retried: still offline.
+        assert!(
+            log.append(&[make(3)], 0, 0, Durability::Written)
+                .await
+                .is_err()
+        );
+        assert!(log.read(0, 100).await.is_err());
+
+        let log2 = shard
+            .open_log(PathBuf::from("/data/t-1"), small_config())
+            .await
+            .unwrap();
+        disk.set_fail_writes(true);
+        assert!(
+            log2.append(&[make(4)], 0, 0, Durability::Written)
+                .await
+                .is_err()
+        );
+        disk.set_fail_writes(false);
+        assert!(log2.offline_reason().is_some());
+    });
+}
+
+#[test]
+fn flush_messages_syncs_without_being_asked() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+        let mut c = small_config();
+        c.flush_messages = 1;
+        let log = shard.open_log(dir(), c).await.unwrap();
+        let info = log
+            .append(&[make(1)], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            if log.synced_offset() > info.last_offset {
+                break;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(log.synced_offset() > info.last_offset);
+        let mut c = small_config();
+        c.flush_ms = 0;
+        log.set_config(c);
+        let info = log
+            .append(&[make(2)], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            log.synced_offset() > info.last_offset,
+            "flush.ms ticker synced"
+        );
+    });
+}
+
+#[test]
+fn group_commit_syncs_many_partitions_together() {
+    run(|| async {
+        let shard = StorageShard::new(SimDisk::new(), opts(1 << 20));
+        let mut logs = Vec::new();
+        for p in 0..50 {
+            logs.push(
+                shard
+                    .open_log(PathBuf::from(format!("/data/t-{p}")), small_config())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let tasks: Vec<_> = logs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, log)| {
+                glommio::spawn_local(async move {
+                    log.append(&[make(i as u64)], 0, 0, Durability::Synced)
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for log in &logs {
+            assert_eq!(log.synced_offset(), log.log_end_offset());
+        }
+    });
+}
+
+#[test]
+fn real_disk_round_trip_and_clean_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().to_owned();
+    let dir = StorageShard::<DmaDisk>::log_dir(&data, "topic", 3);
+    let appended = run(|| {
+        let data = data.clone();
+        let dir = dir.clone();
+        async move {
+            let disk = DmaDisk::new(&data).await.unwrap();
+            let shard = StorageShard::new(disk, opts(0));
+            let log = shard.open_log(dir, small_config()).await.unwrap();
+            let mut appended = Vec::new();
+            for seed in 0..150u64 {
+                let b = make(seed);
+                let d = if seed % 10 == 0 {
+                    Durability::Synced
+                } else {
+                    Durability::Written
+                };
+                let info = log.append(&[b.clone()], 2, 0, d).await.unwrap();
+                appended.push(expected(&b, info.base_offset, 2));
+            }
+            let all = read_all(&log).await;
+            assert_eq!(all.len(), 150);
+            for ((_, got), want) in all.iter().zip(&appended) {
+                assert_eq!(&got[..], &want[..]);
+            }
+            shard.close().await;
+            appended
+        }
+    });
+    run(|| async move {
+        let disk = DmaDisk::new(&data).await.unwrap();
+        let shard = StorageShard::new(disk, opts(0));
+        let log = shard.open_log(dir.clone(), small_config()).await.unwrap();
+        let all = read_all(&log).await;
+        assert_eq!(all.len(), appended.len());
+        for ((_, got), want) in all.iter().zip(&appended) {
+            assert_eq!(&got[..], &want[..]);
+        }
+        assert!(std::fs::metadata(dir.join("00000000000000000000.index")).is_ok());
+    });
+}
