@@ -1,16 +1,119 @@
-//! Helpers shared by several handlers: error codes, name checks, string conversion.
+//! Helpers shared by several handlers: error codes, topic-name rules, string conversion, the
+//! config resource types, and running a metadata change on the controller shard.
 //!
 //! Never: decides an API's semantics (each handler file does).
+
+use std::rc::Rc;
 
 use corebus_wire::error_code::ResponseError;
 use corebus_wire::kafka_protocol::protocol::StrBytes;
 
-/// The wire value of `e`.
-pub fn code(e: ResponseError) -> i16 {
-    e.code()
+use crate::limits::MAX_TOPIC_NAME_BYTES;
+use crate::metadata::controller::Controller;
+use crate::metadata::{MetadataCommand, MetadataError, MetadataImage};
+use crate::shard::{Shard, ShardId};
+
+/// Kafka's config resource types (`ConfigResource.Type`).
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// An error for one item of a request (a topic, a resource): its code and message.
+#[derive(Debug, Clone)]
+pub struct ItemError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl ItemError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> ItemError {
+        ItemError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn wire_code(&self) -> i16 {
+        self.code.code()
+    }
+
+    pub fn wire_message(&self) -> Option<StrBytes> {
+        Some(str_bytes(self.message.clone()))
+    }
+}
+
+/// The error code of a per-item result: 0 or the error's code.
+pub fn result_code<T>(r: &Result<T, ItemError>) -> i16 {
+    r.as_ref().err().map_or(0, ItemError::wire_code)
 }
 
 /// A protocol string from a Rust one.
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
+}
+
+/// Kafka's topic-name rules (`Topic.validate`): 1 to 249 characters from `[a-zA-Z0-9._-]`, not
+/// `.` or `..`.
+pub fn check_topic_name(name: &str) -> Result<(), ItemError> {
+    let invalid = |why: String| ItemError::new(ResponseError::InvalidTopicException, why);
+    if name.is_empty() {
+        return Err(invalid("Topic name is illegal, it can't be empty".into()));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("Topic name cannot be \".\" or \"..\"".into()));
+    }
+    if name.len() > MAX_TOPIC_NAME_BYTES {
+        return Err(invalid(format!(
+            "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_BYTES} characters"
+        )));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(invalid(format!(
+            "Topic name {name:?} is illegal, it contains a character other than ASCII \
+             alphanumerics, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a metadata change on the controller shard: `decide` sees the latest image and returns
+/// the commands to commit and its result. A storage failure of the metadata store fails every
+/// item the same way (the caller maps it).
+pub async fn on_controller<R, F>(shard: &Rc<Shard>, decide: F) -> Result<R, MetadataError>
+where
+    R: Send + 'static,
+    F: FnOnce(&MetadataImage) -> (Vec<MetadataCommand>, R) + Send + 'static,
+{
+    shard
+        .on_shard(ShardId::CONTROLLER, move |s0: Rc<Shard>| async move {
+            let controller: &Rc<Controller> =
+                s0.controller().ok_or(MetadataError::NotController)?;
+            controller.transact(decide).await
+        })
+        .await
+        .map_err(|gone| MetadataError::Invalid(gone.to_string()))?
+}
+
+/// The per-item error when the metadata change itself failed.
+pub fn metadata_failure(e: &MetadataError) -> ItemError {
+    ItemError::new(
+        ResponseError::UnknownServerError,
+        format!("metadata store: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        assert!(check_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert!(check_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_topic_name(&"x".repeat(249)).is_ok());
+    }
 }

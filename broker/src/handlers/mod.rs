@@ -5,8 +5,17 @@
 //! Never: touches sockets or framing (the connection does); reaches another shard's state
 //! except through the mesh; panics on client input.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod common;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod incremental_alter_configs;
+pub mod metadata;
+pub mod topic_configs;
 
 use std::rc::Rc;
 
@@ -29,7 +38,16 @@ pub enum Reply {
 
 /// The APIs and versions this broker advertises in ApiVersions, and accepts.
 pub fn api_support() -> ApiSupport {
-    ApiSupport::new().with(ApiKey::ApiVersions)
+    ApiSupport::new()
+        .with(ApiKey::ApiVersions)
+        .with(ApiKey::Metadata)
+        .with(ApiKey::CreateTopics)
+        .with(ApiKey::DeleteTopics)
+        .with(ApiKey::CreatePartitions)
+        .with(ApiKey::DescribeCluster)
+        .with(ApiKey::DescribeConfigs)
+        .with(ApiKey::AlterConfigs)
+        .with(ApiKey::IncrementalAlterConfigs)
 }
 
 /// Runs `request` on this shard.
@@ -40,10 +58,41 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         return Reply::Close;
     }
     let v = request.api_version;
+    let key = request.api_key;
     match request.body {
         RequestKind::ApiVersions(r) => {
             Reply::Respond(ResponseKind::ApiVersions(api_versions::handle(shard, r, v)))
         }
-        _ => Reply::Close,
+        RequestKind::Metadata(r) => {
+            Reply::Respond(ResponseKind::Metadata(metadata::handle(shard, r, v).await))
+        }
+        RequestKind::CreateTopics(r) => Reply::Respond(ResponseKind::CreateTopics(
+            create_topics::handle(shard, r, v).await,
+        )),
+        RequestKind::DeleteTopics(r) => Reply::Respond(ResponseKind::DeleteTopics(
+            delete_topics::handle(shard, r, v).await,
+        )),
+        RequestKind::CreatePartitions(r) => Reply::Respond(ResponseKind::CreatePartitions(
+            create_partitions::handle(shard, r, v).await,
+        )),
+        RequestKind::DescribeCluster(r) => Reply::Respond(ResponseKind::DescribeCluster(
+            describe_cluster::handle(shard, r, v),
+        )),
+        RequestKind::DescribeConfigs(r) => Reply::Respond(ResponseKind::DescribeConfigs(
+            describe_configs::handle(shard, r, v),
+        )),
+        RequestKind::AlterConfigs(r) => Reply::Respond(ResponseKind::AlterConfigs(
+            alter_configs::handle(shard, r, v).await,
+        )),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            Reply::Respond(ResponseKind::IncrementalAlterConfigs(
+                incremental_alter_configs::handle(shard, r, v).await,
+            ))
+        }
+        // Unreachable while api_support lists only the APIs above; a safe answer if not.
+        _ => {
+            warn!(api = ?key, "advertised API without a handler; closing");
+            Reply::Close
+        }
     }
 }

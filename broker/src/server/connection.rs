@@ -34,6 +34,9 @@ use crate::handlers;
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
 use crate::shard::Shard;
 
+/// Bytes of an undecodable frame shown in the log line about it.
+const MALFORMED_FRAME_LOGGED_BYTES: usize = 128;
+
 /// What the writer does for one request, in request order.
 enum Outcome {
     /// Write this framed response.
@@ -82,7 +85,8 @@ async fn read_requests(
             };
             let (outcome, close) = start_request(shard, frame, limits, peer).await;
             if queue.send(outcome).await.is_err() {
-                return; // the writer failed: the socket is gone
+                debug!(%peer, "writer gone; stop reading");
+                return;
             }
             if close {
                 return;
@@ -105,7 +109,10 @@ async fn read_requests(
         .await;
         match read {
             None => return, // shutting down: finish what was read, take no more
-            Some(Ok(0)) => return,
+            Some(Ok(0)) => {
+                debug!(%peer, "peer closed the connection");
+                return;
+            }
             Some(Ok(n)) => buf.truncate(start + n),
             Some(Err(e)) => {
                 debug!(%peer, error = %e, "read failed");
@@ -137,7 +144,24 @@ async fn start_request(
     } else {
         None
     };
-    let request = match decode_request(frame, &limits) {
+    // Kept (a reference count, not a copy) to show the start of a frame that does not decode.
+    let raw = frame.clone();
+    let decoded = match decode_request(frame, &limits) {
+        // Kafka's broker ignores bytes after a request body, and librdkafka 2.16 sends some
+        // (3 after a Metadata v13 body listing all topics): strictness here would cut off a
+        // mainstream client. Decode again without them.
+        Err(WireError::TrailingBytes {
+            api_key,
+            api_version,
+            trailing_bytes,
+            ..
+        }) if trailing_bytes < raw.len() => {
+            debug!(%peer, ?api_key, api_version, trailing_bytes, "ignoring bytes after the request body, as Kafka does");
+            decode_request(raw.slice(..raw.len() - trailing_bytes), &limits)
+        }
+        other => other,
+    };
+    let request = match decoded {
         Ok(r) => r,
         Err(WireError::ApiVersionsFallback {
             api_version,
@@ -159,7 +183,8 @@ async fn start_request(
             return (ready(outcome), false);
         }
         Err(e) => {
-            warn!(%peer, error = %e, "malformed request; closing the connection");
+            let shown = &raw[..raw.len().min(MALFORMED_FRAME_LOGGED_BYTES)];
+            warn!(%peer, error = %e, frame_start = ?Bytes::copy_from_slice(shown), "malformed request; closing the connection");
             return (ready(Outcome::Close), true);
         }
     };
@@ -214,7 +239,14 @@ async fn write_responses(
                 }
             }
             Some(Outcome::Silent) => {}
-            Some(Outcome::Close) | None => break,
+            Some(Outcome::Close) => {
+                debug!(%peer, "closing after the responses owed");
+                break;
+            }
+            None => {
+                warn!(%peer, "a request task ended without an answer; closing the connection");
+                break;
+            }
         }
     }
     let _ = writer.close().await;

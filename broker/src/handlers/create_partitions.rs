@@ -1,0 +1,112 @@
+//! CreatePartitions (key 37): grows a topic to `count` partitions, placing the new ones on
+//! shards deterministically. Kafka never shrinks a topic: a count not above the current one is
+//! INVALID_PARTITIONS. `validate_only` checks and commits nothing.
+//!
+//! Never: renumbers or moves existing partitions.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use corebus_wire::error_code::ResponseError;
+use corebus_wire::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use corebus_wire::kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use super::common::{ItemError, metadata_failure, on_controller};
+use crate::limits::MAX_PARTITIONS_PER_TOPIC;
+use crate::metadata::{MetadataCommand, PartitionMeta};
+use crate::shard::Shard;
+use crate::shard::placement::place;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: CreatePartitionsRequest,
+    _version: i16,
+) -> CreatePartitionsResponse {
+    let node_id = shard.node.node_id;
+    let shard_count = shard.shard_count();
+    let validate_only = request.validate_only;
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> = request
+        .topics
+        .iter()
+        .map(|t| t.name.0.to_string())
+        .filter(|n| !seen.insert(n.clone()))
+        .collect();
+    let asks: Vec<(String, i32, Option<Vec<Vec<i32>>>)> = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let assignments = t.assignments.map(|a| {
+                a.into_iter()
+                    .map(|x| x.broker_ids.into_iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            (t.name.0.to_string(), t.count, assignments)
+        })
+        .collect();
+    let names: Vec<_> = asks.iter().map(|a| a.0.clone()).collect();
+    let decided = on_controller(shard, move |image| {
+        let mut cmds = Vec::new();
+        let mut results = Vec::new();
+        for (name, count, assignments) in asks {
+            let result = (|| {
+                if duplicates.contains(&name) {
+                    return Err(ItemError::new(ResponseError::InvalidRequest, "Duplicate topic in request."));
+                }
+                let meta = image
+                    .topic(&name)
+                    .ok_or_else(|| ItemError::new(ResponseError::UnknownTopicOrPartition, "unknown topic"))?;
+                let current = meta.partitions.len() as i32;
+                if count <= current {
+                    return Err(ItemError::new(
+                        ResponseError::InvalidPartitions,
+                        format!("Topic currently has {current} partitions, which is higher than the requested {count}."),
+                    ));
+                }
+                if count > MAX_PARTITIONS_PER_TOPIC {
+                    return Err(ItemError::new(
+                        ResponseError::InvalidPartitions,
+                        format!("at most {MAX_PARTITIONS_PER_TOPIC} partitions per topic"),
+                    ));
+                }
+                if let Some(a) = &assignments
+                    && (a.len() as i32 != count - current || a.iter().any(|b| b.is_empty() || b.iter().any(|id| *id != node_id)))
+                {
+                    return Err(ItemError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("each new partition must be assigned to node {node_id} only"),
+                    ));
+                }
+                let added = (current..count)
+                    .map(|p| PartitionMeta { shard: place(meta.id.0, p, shard_count) })
+                    .collect();
+                if !validate_only {
+                    cmds.push(MetadataCommand::AddPartitions { id: meta.id, added });
+                }
+                Ok(())
+            })();
+            results.push(result);
+        }
+        (cmds, results)
+    })
+    .await;
+    let results: Vec<Result<(), ItemError>> = match decided {
+        Ok(r) => r,
+        Err(e) => names.iter().map(|_| Err(metadata_failure(&e))).collect(),
+    };
+    CreatePartitionsResponse::default().with_results(
+        names
+            .into_iter()
+            .zip(results)
+            .map(|(name, r)| {
+                let mut out = CreatePartitionsTopicResult::default()
+                    .with_name(super::common::str_bytes(name).into());
+                if let Err(e) = r {
+                    out.error_code = e.wire_code();
+                    out.error_message = e.wire_message();
+                }
+                out
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,185 @@
+//! Metadata (key 3): this node as the only broker, leader and controller; topics with their
+//! ids (KIP-516) and partitions; auto-creation of unknown topics with `num.partitions` when the
+//! broker allows it (`auto.create.topics.enable`) and the request does.
+//!
+//! Never: reports a topic that is not in the metadata image; creates a topic named by id.
+
+use std::rc::Rc;
+
+use corebus_wire::error_code::ResponseError;
+use corebus_wire::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use corebus_wire::kafka_protocol::messages::{
+    BrokerId, MetadataRequest, MetadataResponse, TopicName,
+};
+use uuid::Uuid;
+
+use super::common::{ItemError, str_bytes};
+use super::create_topics::{check_new_topic, create};
+use crate::metadata::{TopicId, TopicMeta};
+use crate::shard::Shard;
+
+/// What one requested topic resolved to.
+enum Wanted {
+    Found(TopicMeta),
+    Missing {
+        name: Option<String>,
+        id: Uuid,
+        error: ItemError,
+    },
+    /// Unknown and to be auto-created.
+    Create(String),
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let image = shard.metadata();
+    let node = &shard.node;
+    // v0 has no null: an empty list means every topic there.
+    let all = match &request.topics {
+        None => true,
+        Some(t) => t.is_empty() && version == 0,
+    };
+    let mut wanted = Vec::new();
+    if all {
+        wanted.extend(image.topics.values().cloned().map(Wanted::Found));
+    } else {
+        let auto_create = request.allow_auto_topic_creation
+            && shard.config.settings.bool("auto.create.topics.enable");
+        for t in request.topics.unwrap_or_default() {
+            wanted.push(match t.name {
+                Some(name) => {
+                    let name = name.0.to_string();
+                    match image.topic(&name) {
+                        Some(meta) => Wanted::Found(meta.clone()),
+                        None => match super::common::check_topic_name(&name) {
+                            Err(e) => Wanted::Missing {
+                                name: Some(name),
+                                id: Uuid::nil(),
+                                error: e,
+                            },
+                            Ok(()) if auto_create => Wanted::Create(name),
+                            Ok(()) => Wanted::Missing {
+                                name: Some(name),
+                                id: Uuid::nil(),
+                                error: ItemError::new(
+                                    ResponseError::UnknownTopicOrPartition,
+                                    "unknown topic",
+                                ),
+                            },
+                        },
+                    }
+                }
+                None => match image.topic_by_id(TopicId(t.topic_id)) {
+                    Some(meta) => Wanted::Found(meta.clone()),
+                    None => Wanted::Missing {
+                        name: None,
+                        id: t.topic_id,
+                        error: ItemError::new(ResponseError::UnknownTopicId, "unknown topic id"),
+                    },
+                },
+            });
+        }
+    }
+    let wanted = auto_create_missing(shard, wanted).await;
+    let topics = wanted
+        .into_iter()
+        .map(|w| match w {
+            Wanted::Found(meta) => topic_entry(&meta, node.node_id),
+            Wanted::Missing { name, id, error } => MetadataResponseTopic::default()
+                .with_name(name.map(|n| TopicName(str_bytes(n))))
+                .with_topic_id(id)
+                .with_error_code(error.wire_code()),
+            Wanted::Create(name) => MetadataResponseTopic::default()
+                .with_name(Some(TopicName(str_bytes(name))))
+                .with_error_code(ResponseError::UnknownServerError.code()),
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(node.node_id))
+                .with_host(str_bytes(node.host.clone()))
+                .with_port(node.port),
+        ])
+        .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
+        .with_controller_id(BrokerId(node.node_id))
+        .with_topics(topics)
+}
+
+/// Creates every `Wanted::Create` topic in one metadata change and replaces it by the result.
+async fn auto_create_missing(shard: &Rc<Shard>, wanted: Vec<Wanted>) -> Vec<Wanted> {
+    let default_partitions = shard.config.settings.i64("num.partitions").unwrap_or(1) as i32;
+    let mut new = Vec::new();
+    let wanted: Vec<Wanted> = wanted
+        .into_iter()
+        .map(|w| match w {
+            Wanted::Create(name) => {
+                match check_new_topic(
+                    &name,
+                    -1,
+                    -1,
+                    None,
+                    [],
+                    default_partitions,
+                    shard.node.node_id,
+                ) {
+                    Ok(t) => {
+                        new.push(t);
+                        Wanted::Create(name)
+                    }
+                    Err(error) => Wanted::Missing {
+                        name: Some(name),
+                        id: Uuid::nil(),
+                        error,
+                    },
+                }
+            }
+            other => other,
+        })
+        .collect();
+    if new.is_empty() {
+        return wanted;
+    }
+    let mut created = create(shard, new, false).await.into_iter();
+    wanted
+        .into_iter()
+        .map(|w| match w {
+            Wanted::Create(name) => match created.next() {
+                Some(Ok(meta)) => {
+                    tracing::info!(topic = %meta.name, partitions = meta.partitions.len(), "topic auto-created");
+                    Wanted::Found(meta)
+                }
+                // Another request created it in between: report what exists now.
+                Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists => match shard.metadata().topic(&name) {
+                    Some(meta) => Wanted::Found(meta.clone()),
+                    None => Wanted::Missing { name: Some(name), id: Uuid::nil(), error: e },
+                },
+                Some(Err(e)) => Wanted::Missing { name: Some(name), id: Uuid::nil(), error: e },
+                None => Wanted::Missing {
+                    name: Some(name),
+                    id: Uuid::nil(),
+                    error: ItemError::new(ResponseError::UnknownServerError, "lost result"),
+                },
+            },
+            other => other,
+        })
+        .collect()
+}
+
+fn topic_entry(meta: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
+    let partitions = (0..meta.partitions.len() as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(BrokerId(node_id))
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![BrokerId(node_id)])
+                .with_isr_nodes(vec![BrokerId(node_id)])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(meta.name.clone()))))
+        .with_topic_id(meta.id.0)
+        .with_partitions(partitions)
+}
