@@ -149,6 +149,15 @@ impl<D: Disk> PartitionLog<D> {
         self.inner.state.borrow().segments.len()
     }
 
+    /// A segment file through the shard's fd cache.
+    pub(crate) async fn segment_file(
+        &self,
+        path: &Path,
+        mode: OpenMode,
+    ) -> std::io::Result<Rc<D::File>> {
+        self.inner.core.files.get(path, mode).await
+    }
+
     pub(crate) fn check_usable(&self, state: &LogState<D>) -> Result<()> {
         if let Some(reason) = &state.offline {
             return Err(StorageError::Offline {
@@ -363,7 +372,7 @@ impl<D: Disk> PartitionLog<D> {
             };
             (target, seg.log_path.clone(), state.unsynced_records)
         };
-        let result = match self.inner.core.files.get(&path, OpenMode::Existing).await {
+        let result = match self.segment_file(&path, OpenMode::Existing).await {
             Ok(file) => file.fdatasync().await,
             Err(e) => Err(e),
         };
@@ -588,13 +597,7 @@ impl<D: Disk> PartitionLog<D> {
             }
             (seg.log_path.clone(), seg.index.clone(), seg.written_size)
         };
-        let file = match self
-            .inner
-            .core
-            .files
-            .get(&path, OpenMode::CreateIfMissing)
-            .await
-        {
+        let file = match self.segment_file(&path, OpenMode::CreateIfMissing).await {
             Ok(f) => f,
             Err(e) => {
                 self.go_offline(format!("opening {} to seal it: {e}", path.display()));

@@ -236,10 +236,7 @@ impl<D: Disk> PartitionLog<D> {
             };
             let io = |e| StorageError::io(format!("reading {}", path.display()), e);
             let file = self
-                .inner
-                .core
-                .files
-                .get(&path, OpenMode::Existing)
+                .segment_file(&path, OpenMode::Existing)
                 .await
                 .map_err(io)?;
             let mut want_extra = 0usize;
@@ -322,10 +319,7 @@ impl<D: Disk> PartitionLog<D> {
             let (path, pos, end) = found;
             let io = |e| StorageError::io(format!("reading {}", path.display()), e);
             let file = self
-                .inner
-                .core
-                .files
-                .get(&path, OpenMode::Existing)
+                .segment_file(&path, OpenMode::Existing)
                 .await
                 .map_err(io)?;
             let mut hit = None;

@@ -380,10 +380,7 @@ impl<D: Disk> PartitionLog<D> {
         };
         let io = |e| StorageError::io(format!("closing {}", path.display()), e);
         let file = self
-            .inner
-            .core
-            .files
-            .get(&path, OpenMode::CreateIfMissing)
+            .segment_file(&path, OpenMode::CreateIfMissing)
             .await
             .map_err(io)?;
         file.truncate(size).await.map_err(io)?;

@@ -214,10 +214,7 @@ impl<D: Disk> PartitionLog<D> {
         };
         let io = |e| StorageError::io(format!("truncating {}", path.display()), e);
         let file = self
-            .inner
-            .core
-            .files
-            .get(&path, OpenMode::CreateIfMissing)
+            .segment_file(&path, OpenMode::CreateIfMissing)
             .await
             .map_err(io)?;
         file.truncate(position).await.map_err(io)?;
@@ -289,10 +286,7 @@ impl<D: Disk> PartitionLog<D> {
         };
         let io = |e| StorageError::io(format!("scanning {}", path.display()), e);
         let file = self
-            .inner
-            .core
-            .files
-            .get(&path, OpenMode::Existing)
+            .segment_file(&path, OpenMode::Existing)
             .await
             .map_err(io)?;
         let mut found = None;
