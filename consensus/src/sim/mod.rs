@@ -176,21 +176,45 @@ struct World {
     faults_on: bool,
     /// Slowest fsync of this run (disks differ per seed).
     max_fsync_us: u64,
+    tuning: Tuning,
     report: Report,
 }
 
-fn node_config(id: NodeId, members: Vec<NodeId>, fault: Fault) -> Config {
-    let mut cfg = Config::new(id, members);
-    cfg.election_resend_ticks = 10;
-    cfg.election_finalize_ticks = 2;
-    cfg.init_limit_ticks = 30;
-    cfg.sync_limit_ticks = 15;
-    cfg.ping_interval_ticks = 3;
-    cfg.snapshot_every_txns = 25;
-    cfg.retained_txns = 8;
-    cfg.max_outstanding_proposals = 100;
-    cfg.fault = fault;
-    cfg
+/// Protocol settings drawn per seed, so sweeps also cover snapshot cadence, DIFF-versus-SNAP
+/// retention, back-pressure and timeouts (every node of a run shares them, as in production).
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    finalize_ticks: u32,
+    sync_limit_ticks: u32,
+    snapshot_every_txns: u64,
+    retained_txns: usize,
+    max_outstanding: u32,
+}
+
+impl Tuning {
+    fn draw(rng: &mut impl Rng) -> Tuning {
+        Tuning {
+            finalize_ticks: rng.random_range(0..4),
+            sync_limit_ticks: rng.random_range(8..25),
+            snapshot_every_txns: rng.random_range(5..60),
+            retained_txns: rng.random_range(0..20),
+            max_outstanding: rng.random_range(2..100),
+        }
+    }
+
+    fn config(&self, id: NodeId, members: Vec<NodeId>, fault: Fault) -> Config {
+        let mut cfg = Config::new(id, members);
+        cfg.election_resend_ticks = 10;
+        cfg.election_finalize_ticks = self.finalize_ticks;
+        cfg.init_limit_ticks = 2 * self.sync_limit_ticks;
+        cfg.sync_limit_ticks = self.sync_limit_ticks;
+        cfg.ping_interval_ticks = 3;
+        cfg.snapshot_every_txns = self.snapshot_every_txns;
+        cfg.retained_txns = self.retained_txns;
+        cfg.max_outstanding_proposals = self.max_outstanding;
+        cfg.fault = fault;
+        cfg
+    }
 }
 
 impl World {
@@ -223,7 +247,7 @@ impl World {
             self.violation(format!("after recovery: {problem}"));
         }
         let mut node = Node::new(
-            node_config(id, self.ids.clone(), self.opts.fault),
+            self.tuning.config(id, self.ids.clone(), self.opts.fault),
             recovered,
         );
         let mut out = Vec::new();
@@ -688,6 +712,7 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
     let clients = (0..opts.clients)
         .map(|c| Client::new(c, c % opts.nodes, opts.ops_per_client))
         .collect();
+    let tuning = Tuning::draw(&mut rng);
     let mut w = World {
         opts: opts.clone(),
         rng,
@@ -703,6 +728,7 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
         inv: Invariants::default(),
         faults_on: true,
         max_fsync_us: 0,
+        tuning,
         report: Report {
             seed,
             ..Report::default()

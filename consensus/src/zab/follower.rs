@@ -260,8 +260,8 @@ impl Follower {
                     Next::Stay
                 }
             }
-            PeerMessage::Ping { epoch } => {
-                core.send(self.leader, PeerMessage::Pong { epoch }, out);
+            PeerMessage::Ping { epoch, round } => {
+                core.send(self.leader, PeerMessage::Pong { epoch, round }, out);
                 Next::Stay
             }
             PeerMessage::SyncReply {

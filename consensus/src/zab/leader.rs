@@ -48,6 +48,8 @@ struct Slot {
     stage: Stage,
     acked: Zxid,
     last_heard: u64,
+    /// The newest ping round it answered.
+    pong_round: u64,
     /// From ACKEPOCH: its last zxid, commit point and epoch ends.
     summary: Option<(Zxid, Zxid, Vec<Zxid>)>,
 }
@@ -64,6 +66,23 @@ pub(crate) struct Leader {
     initial_last: Zxid,
     deadline: u64,
     next_ping: u64,
+    /// Ping rounds sent so far.
+    round: u64,
+    /// Syncs waiting for a quorum to answer a ping of at least their round.
+    pending_syncs: Vec<PendingSync>,
+}
+
+/// A sync the leader answers once its leadership is confirmed after the sync arrived (as
+/// Raft's ReadIndex): a quorum answered a ping sent after it. A deposed leader that has not
+/// noticed yet can therefore never answer with a stale point.
+#[derive(Debug)]
+struct PendingSync {
+    round: u64,
+    through: Zxid,
+    /// The follower whose client asked, or `None` for our own client.
+    via: Option<NodeId>,
+    client: ClientId,
+    request: RequestId,
 }
 
 impl Leader {
@@ -79,6 +98,8 @@ impl Leader {
             initial_last: Zxid::ZERO,
             deadline: core.now + u64::from(core.cfg.init_limit_ticks),
             next_ping: 0,
+            round: 0,
+            pending_syncs: Vec::new(),
         };
         let next = l.try_choose_epoch(core, out);
         (l, next)
@@ -302,6 +323,7 @@ impl Leader {
                     stage: Stage::Info,
                     acked: Zxid::ZERO,
                     last_heard: core.now,
+                    pong_round: 0,
                     summary: None,
                 };
                 self.slots.insert(from, slot);
@@ -383,7 +405,16 @@ impl Leader {
                 slot.acked = slot.acked.max(zxid);
                 self.try_commit(core, out)
             }
-            PeerMessage::Pong { .. } => Next::Stay,
+            PeerMessage::Pong { epoch, round } => {
+                if let Some(slot) = self.slots.get_mut(&from)
+                    && epoch == self.epoch
+                    && slot.stage == Stage::Synced
+                {
+                    slot.pong_round = slot.pong_round.max(round);
+                    self.answer_syncs(core, out);
+                }
+                Next::Stay
+            }
             PeerMessage::Forward {
                 client,
                 request,
@@ -400,21 +431,9 @@ impl Leader {
                 out,
             ),
             PeerMessage::SyncRequest {
-                epoch,
-                client,
-                request,
+                client, request, ..
             } => {
-                let through = core.history.last();
-                core.send(
-                    from,
-                    PeerMessage::SyncReply {
-                        epoch,
-                        client,
-                        request,
-                        through,
-                    },
-                    out,
-                );
+                self.start_sync(core, Some(from), client, request, out);
                 Next::Stay
             }
             // Messages for followers, or from an older leader's time: not ours to act on.
@@ -556,9 +575,8 @@ impl Leader {
                 out,
             ),
             ClientOp::Sync => {
-                core.syncs_waiting
-                    .push((core.history.last(), client, request));
-                core.answer_syncs(out);
+                core.syncs_sent.insert((client, request));
+                self.start_sync(core, None, client, request, out);
                 Next::Stay
             }
             _ => {
@@ -566,6 +584,80 @@ impl Leader {
                 Next::Stay
             }
         }
+    }
+
+    fn ping(&mut self, core: &mut Core, out: &mut Vec<Output>) {
+        self.round += 1;
+        let ids: Vec<NodeId> = self.in_flight().collect();
+        for id in ids {
+            core.send(
+                id,
+                PeerMessage::Ping {
+                    epoch: self.epoch,
+                    round: self.round,
+                },
+                out,
+            );
+        }
+    }
+
+    fn start_sync(
+        &mut self,
+        core: &mut Core,
+        via: Option<NodeId>,
+        client: ClientId,
+        request: RequestId,
+        out: &mut Vec<Output>,
+    ) {
+        self.ping(core, out);
+        let through = core.history.last();
+        self.pending_syncs.push(PendingSync {
+            round: self.round,
+            through,
+            via,
+            client,
+            request,
+        });
+        self.answer_syncs(core, out);
+    }
+
+    /// Answers the syncs whose ping round a quorum (us included) has answered.
+    fn answer_syncs(&mut self, core: &mut Core, out: &mut Vec<Output>) {
+        let mut rounds: Vec<u64> = self
+            .slots
+            .values()
+            .filter(|s| s.stage == Stage::Synced)
+            .map(|s| s.pong_round)
+            .collect();
+        rounds.push(u64::MAX);
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&confirmed) = rounds.get(core.cfg.quorum() - 1) else {
+            return;
+        };
+        let (done, waiting): (Vec<_>, Vec<_>) = self
+            .pending_syncs
+            .drain(..)
+            .partition(|p| p.round <= confirmed);
+        self.pending_syncs = waiting;
+        for p in done {
+            match p.via {
+                Some(node) => {
+                    let msg = PeerMessage::SyncReply {
+                        epoch: self.epoch,
+                        client: p.client,
+                        request: p.request,
+                        through: p.through,
+                    };
+                    core.send(node, msg, out);
+                }
+                None => {
+                    if core.syncs_sent.remove(&(p.client, p.request)) {
+                        core.syncs_waiting.push((p.through, p.client, p.request));
+                    }
+                }
+            }
+        }
+        core.answer_syncs(out);
     }
 
     pub fn tick(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
@@ -578,10 +670,7 @@ impl Leader {
         }
         if core.now >= self.next_ping {
             self.next_ping = core.now + u64::from(core.cfg.ping_interval_ticks);
-            let ids: Vec<NodeId> = self.in_flight().collect();
-            for id in ids {
-                core.send(id, PeerMessage::Ping { epoch: self.epoch }, out);
-            }
+            self.ping(core, out);
         }
         let limit = u64::from(core.cfg.sync_limit_ticks);
         let alive = self

@@ -86,11 +86,15 @@ pub enum PeerMessage {
         epoch: Epoch,
         zxid: Zxid,
     },
+    /// Leader -> follower heartbeat; `round` numbers it so a sync can wait for a quorum of
+    /// answers to a ping sent after the sync arrived (proof the leader still leads).
     Ping {
         epoch: Epoch,
+        round: u64,
     },
     Pong {
         epoch: Epoch,
+        round: u64,
     },
     /// Follower -> leader: a client's write.
     Forward {
