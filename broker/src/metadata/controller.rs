@@ -87,10 +87,9 @@ impl Controller {
             // A shard that is gone is shutting down; it needs no metadata any more.
             let _ = self
                 .mesh
-                .call(
-                    target,
-                    move |shard| async move { shard.install_metadata(img) },
-                )
+                .call(target, move |shard| async move {
+                    shard.install_metadata(img).await
+                })
                 .await;
         }
     }

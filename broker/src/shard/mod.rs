@@ -9,6 +9,7 @@
 
 pub mod cpus;
 pub mod mesh;
+pub mod partitions;
 pub mod placement;
 pub mod runtime;
 
@@ -97,6 +98,8 @@ pub struct Shard {
     pub shutdown: Shutdown,
     /// Tasks that must finish before the shard stops (connections and the requests they run).
     pub tasks: glommio::sync::Gate,
+    /// The partitions this shard owns and its storage engine.
+    pub logs: partitions::ShardLogs,
     metadata: RefCell<Arc<MetadataImage>>,
     controller: Option<Rc<Controller>>,
 }
@@ -112,6 +115,7 @@ impl Shard {
         connections: Arc<AtomicUsize>,
         metadata: Arc<MetadataImage>,
         controller: Option<Rc<Controller>>,
+        logs: partitions::ShardLogs,
     ) -> Shard {
         let budget = config.limits.shard_produce_memory_budget_bytes as u64;
         Shard {
@@ -124,6 +128,7 @@ impl Shard {
             produce_budget: Rc::new(glommio::sync::Semaphore::new(budget)),
             shutdown: Shutdown::new(),
             tasks: glommio::sync::Gate::new(),
+            logs,
             metadata: RefCell::new(metadata),
             controller,
         }
@@ -134,12 +139,20 @@ impl Shard {
         self.metadata.borrow().clone()
     }
 
-    /// Installs a newer image; an older one (a late message) is ignored.
-    pub fn install_metadata(&self, image: Arc<MetadataImage>) {
-        let mut current = self.metadata.borrow_mut();
-        if image.epoch > current.epoch {
-            *current = image;
+    /// Installs a newer image (an older one, a late message, is ignored) and opens, updates
+    /// or sets aside this shard's partitions to match it before returning, so a produce right
+    /// after CreateTopics finds its partition open.
+    pub async fn install_metadata(&self, image: Arc<MetadataImage>) {
+        {
+            let mut current = self.metadata.borrow_mut();
+            if image.epoch <= current.epoch {
+                return;
+            }
+            *current = image.clone();
         }
+        self.logs
+            .sync_with(&image, self.id, &self.config.settings)
+            .await;
     }
 
     /// The controller, when this is its shard.

@@ -16,6 +16,7 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use super::mesh::{Job, Mesh, serve_mailbox};
+use super::partitions::ShardLogs;
 use super::placement::place;
 use super::{NodeInfo, Shard, ShardId, cpus};
 use crate::config::Config;
@@ -25,6 +26,7 @@ use crate::metadata::local_file::LocalFileStore;
 use crate::metadata::{MetadataCommand, MetadataError, MetadataImage};
 use crate::server::accept_loop;
 use crate::server::listener::{BindError, bind_exclusive};
+use crate::storage::{DataDirLock, StorageError};
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -47,6 +49,8 @@ pub enum StartError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("shard {0} failed: {1}")]
     ShardFailed(usize, String),
 }
@@ -67,6 +71,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    // One process per data directory; held until this function returns.
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
     let (sockets, bound) = bind_exclusive(&config.listen, shard_count)?;
     let mut image = LocalFileStore::load_or_init(&config.data_dir)?;
     replace_orphans(&config, &mut image, shard_count)?;
@@ -111,6 +117,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     let store = LocalFileStore::new(&config.data_dir, (*image).clone());
                     Rc::new(Controller::new(store, mesh.clone()))
                 });
+                // Direct I/O is prepared before anything else opens a DMA file here.
+                let logs = match ShardLogs::new(&config.data_dir).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        return Err(format!("direct I/O on {}: {e}", config.data_dir.display()));
+                    }
+                };
                 let shard = Rc::new(Shard::new(
                     id,
                     cpu,
@@ -118,11 +131,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     node,
                     mesh,
                     connections,
-                    image,
+                    image.clone(),
                     controller,
+                    logs,
                 ));
+                // Recovery of this shard's partitions happens before it accepts a connection.
+                shard
+                    .logs
+                    .sync_with(&image, id, &shard.config.settings)
+                    .await;
                 info!(shard = i, cpu, "shard started");
                 run_shard(shard, listener, mailbox).await;
+                Ok(())
             })
             .map_err(|e| StartError::Executor {
                 shard: i,
@@ -163,10 +183,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     let mut failed = None;
     for (i, h) in handles.into_iter().enumerate() {
-        if let Err(e) = h.join() {
-            error!(shard = i, error = %e, "shard failed");
-            failed.get_or_insert(StartError::ShardFailed(i, e.to_string()));
-        }
+        let outcome = match h.join() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        };
+        error!(shard = i, error = %outcome, "shard failed");
+        failed.get_or_insert(StartError::ShardFailed(i, outcome));
     }
     match failed {
         Some(e) => Err(e),
@@ -199,6 +222,31 @@ async fn run_shard(
         );
     }
     info!(shard = shard.id.0, "shard stopped");
+}
+
+/// Runs retention on this shard's logs every `log.retention.check.interval.ms`.
+async fn retention_ticker(shard: Rc<Shard>) {
+    let interval_ms = shard
+        .config
+        .settings
+        .i64("log.retention.check.interval.ms")
+        .unwrap_or(300_000)
+        .max(1) as u64;
+    while !shard.shutdown.is_fired() {
+        glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
+        let deleted = shard
+            .logs
+            .storage()
+            .enforce_retention(crate::storage::now_ms())
+            .await;
+        if deleted > 0 {
+            info!(
+                shard = shard.id.0,
+                segments = deleted,
+                "retention deleted segments"
+            );
+        }
+    }
 }
 
 /// The host to advertise when none was configured: the listen host, or for a wildcard listen

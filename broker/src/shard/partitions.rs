@@ -1,0 +1,166 @@
+//! The partitions a shard owns: its storage engine, the open `PartitionLog` of every partition
+//! placed on it, and keeping that set in step with the metadata image (open new partitions,
+//! apply changed topic settings, set deleted topics' directories aside).
+//!
+//! Never: opens a partition another shard owns; deletes data of a topic that still exists.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+use super::ShardId;
+use crate::config::BrokerSettings;
+use crate::config::settings::{Scope, in_scope};
+use crate::metadata::{MetadataImage, TopicId};
+use crate::storage::{DmaDisk, LogConfig, PartitionLog, ShardOptions, StorageError, StorageShard};
+
+/// One shard's logs.
+pub type Log = PartitionLog<DmaDisk>;
+
+/// A partition's identity inside the node.
+pub type PartitionKey = (TopicId, i32);
+
+pub struct ShardLogs {
+    data_dir: PathBuf,
+    storage: StorageShard<DmaDisk>,
+    logs: RefCell<HashMap<PartitionKey, Log>>,
+    /// Each open topic's name and settings, to see renames (delete + create) and changes.
+    topics: RefCell<HashMap<TopicId, (String, BTreeMap<String, String>)>>,
+}
+
+impl ShardLogs {
+    /// Prepares direct I/O on `data_dir`; must run on the shard's executor before any other
+    /// DMA file is opened there (glommio's polled-I/O probe, see `storage::dma_disk`).
+    pub async fn new(data_dir: &Path) -> Result<ShardLogs, std::io::Error> {
+        let disk = DmaDisk::new(data_dir).await?;
+        Ok(ShardLogs {
+            data_dir: data_dir.to_path_buf(),
+            storage: StorageShard::new(disk, ShardOptions::default()),
+            logs: RefCell::new(HashMap::new()),
+            topics: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The open log of a partition this shard owns.
+    pub fn log(&self, key: PartitionKey) -> Option<Log> {
+        self.logs.borrow().get(&key).cloned()
+    }
+
+    pub fn storage(&self) -> &StorageShard<DmaDisk> {
+        &self.storage
+    }
+
+    /// Brings the open logs in line with `image`: opens (recovering) every partition placed on
+    /// `me` that is not open, updates settings that changed, and sets aside the directories of
+    /// topics that are gone. A partition that fails to open stays closed and its error is
+    /// logged; clients get KAFKA_STORAGE_ERROR for it.
+    pub async fn sync_with(&self, image: &MetadataImage, me: ShardId, settings: &BrokerSettings) {
+        let gone: Vec<(TopicId, String)> = self
+            .topics
+            .borrow()
+            .iter()
+            .filter(|(id, _)| image.topic_by_id(**id).is_none())
+            .map(|(id, (name, _))| (*id, name.clone()))
+            .collect();
+        for (id, name) in gone {
+            self.topics.borrow_mut().remove(&id);
+            let keys: Vec<PartitionKey> = self
+                .logs
+                .borrow()
+                .keys()
+                .filter(|k| k.0 == id)
+                .copied()
+                .collect();
+            for key in keys {
+                let removed = self.logs.borrow_mut().remove(&key);
+                if let Some(log) = removed {
+                    if let Err(e) = log.close().await {
+                        warn!(dir = %log.dir().display(), error = %e, "closing a deleted partition failed");
+                    }
+                    set_aside(log.dir(), id);
+                }
+            }
+            info!(topic = %name, "topic deleted: its partitions on this shard are set aside");
+        }
+        for topic in image.topics.values() {
+            let config_changed = self
+                .topics
+                .borrow()
+                .get(&topic.id)
+                .is_none_or(|(_, c)| c != &topic.configs);
+            let config = log_config(settings, &topic.configs);
+            for (p, meta) in topic.partitions.iter().enumerate() {
+                if meta.shard != me {
+                    continue;
+                }
+                let key = (topic.id, p as i32);
+                let open = self.logs.borrow().get(&key).cloned();
+                match open {
+                    Some(log) if config_changed => log.set_config(config.clone()),
+                    Some(_) => {}
+                    None => {
+                        let dir =
+                            StorageShard::<DmaDisk>::log_dir(&self.data_dir, &topic.name, p as i32);
+                        match self.storage.open_log(dir.clone(), config.clone()).await {
+                            Ok(log) => {
+                                self.logs.borrow_mut().insert(key, log);
+                            }
+                            Err(e) => {
+                                warn!(dir = %dir.display(), error = %e, "cannot open partition log")
+                            }
+                        }
+                    }
+                }
+            }
+            self.topics
+                .borrow_mut()
+                .insert(topic.id, (topic.name.clone(), topic.configs.clone()));
+        }
+    }
+
+    /// Closes every log cleanly (drained, synced, clean-shutdown markers written).
+    pub async fn close(&self) {
+        self.storage.close().await;
+    }
+}
+
+/// The storage settings of a topic: each topic setting resolved through its broker synonyms.
+pub fn log_config(settings: &BrokerSettings, overrides: &BTreeMap<String, String>) -> LogConfig {
+    let mut config = LogConfig::default();
+    for s in in_scope(Scope::Topic) {
+        if let Some(v) = settings.resolve_topic(s, overrides).value
+            && let Err(e) = config.set(s.name, &v.to_string())
+        {
+            // The settings table validated the value; a disagreement is a bug worth seeing.
+            warn!(setting = s.name, error = %e, "storage refused a validated setting");
+        }
+    }
+    config
+}
+
+/// Renames a deleted partition's directory out of the way (so a topic created again under the
+/// same name starts empty) and removes it off the reactor.
+fn set_aside(dir: &Path, id: TopicId) {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".{}-delete", id.0.simple()));
+    let aside = PathBuf::from(name);
+    match std::fs::rename(dir, &aside) {
+        Ok(()) => {
+            let removal = glommio::executor().spawn_blocking(move || {
+                if let Err(e) = std::fs::remove_dir_all(&aside) {
+                    warn!(dir = %aside.display(), error = %e, "cannot remove a deleted partition");
+                }
+            });
+            glommio::spawn_local(removal).detach();
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(dir = %dir.display(), error = %e, "cannot set a deleted partition aside"),
+    }
+}
+
+/// The Kafka error code of a storage error.
+pub fn storage_error_code(e: &StorageError) -> i16 {
+    e.kafka_error_code()
+}
