@@ -20,10 +20,11 @@
 //! # Guarantees, as ZooKeeper's
 //!
 //! Writes (and multi) are linearizable. Reads are served locally and are sequentially
-//! consistent; `sync` followed by a read on the same node sees every write acknowledged before
-//! the sync started, as long as that node's leader is the current one (a deposed leader that
-//! has not yet noticed it lost its quorum, at most `sync_limit_ticks`, can answer a sync with a
-//! stale point: ZooKeeper's documented caveat).
+//! consistent (every node applies one committed order). `sync` followed by a read on the same
+//! node sees every write acknowledged before the sync started: the leader answers a sync only
+//! after a quorum answered a ping it sent after the sync arrived (Raft's ReadIndex), which is
+//! stronger than ZooKeeper, whose deposed-but-unaware leader can answer a sync stale (the
+//! simulator found exactly that case before this rule).
 //!
 //! # The runtime that comes next (not built yet)
 //!

@@ -108,6 +108,8 @@ enum Event {
     Tick {
         node: usize,
         incarnation: u64,
+        /// When this tick was due; after a pause the node catches up on the missed ticks.
+        due_us: u64,
     },
     Packet {
         from: usize,
@@ -268,6 +270,7 @@ impl World {
             Event::Tick {
                 node: i,
                 incarnation,
+                due_us: self.now + offset,
             },
         );
         self.outputs(i, out);
@@ -475,10 +478,25 @@ impl World {
             }
         }
         match e {
-            Event::Tick { node, incarnation } => {
+            Event::Tick {
+                node,
+                incarnation,
+                due_us,
+            } => {
                 if self.slots[node].incarnation == incarnation && self.slots[node].node.is_some() {
-                    self.step(node, Input::Tick);
-                    self.schedule(self.now + TICK_US, Event::Tick { node, incarnation });
+                    let missed = (self.now - due_us) / TICK_US + 1;
+                    for _ in 0..missed {
+                        self.step(node, Input::Tick);
+                    }
+                    let due_us = due_us + missed * TICK_US;
+                    self.schedule(
+                        due_us,
+                        Event::Tick {
+                            node,
+                            incarnation,
+                            due_us,
+                        },
+                    );
                 }
             }
             Event::Packet {

@@ -189,11 +189,21 @@ pub enum DiskOp {
 
 #[derive(Debug, Clone)]
 pub enum Input {
+    /// One tick of time. The runtime feeds one per elapsed tick period, catching up after a
+    /// stall, so timeouts measure real time; safety never depends on them.
     Tick,
-    Peer { from: NodeId, msg: PeerMessage },
-    PeerDown { peer: NodeId },
+    Peer {
+        from: NodeId,
+        msg: PeerMessage,
+    },
+    PeerDown {
+        peer: NodeId,
+    },
     Client(ClientRequest),
-    Synced { generation: u64, through: Zxid },
+    Synced {
+        generation: u64,
+        through: Zxid,
+    },
 }
 
 #[derive(Debug, Clone)]
