@@ -132,6 +132,11 @@ impl<F: Files> LogStore<F> {
             let tail = i + 1 == segs.len();
             let bytes = files.read(name).map_err(io_err(name))?;
             let scan = log::scan_segment(name, &bytes, tail, previous)?;
+            if scan.valid_len == 0 && !scan.torn {
+                // Created, but not even its header reached the disk: it never held anything.
+                files.remove(name).map_err(io_err(name))?;
+                continue;
+            }
             if scan.torn {
                 cut_torn_tail = true;
                 tracing::warn!(segment = %name, kept = scan.valid_len, had = bytes.len(), "cutting torn log tail");
@@ -502,6 +507,28 @@ pub(crate) mod tests {
         let (_, r) = open(s.files().clone());
         assert_eq!(r.tree, t2);
         assert_eq!(r.log, vec![entry(3, 1)]);
+    }
+
+    #[test]
+    fn a_segment_created_but_empty_at_the_crash_is_removed() {
+        let (mut s, _) = open(MemFiles::default());
+        for c in 1..=10 {
+            s.append(&entry(1, c)).unwrap();
+        }
+        s.sync().unwrap();
+        // The roll created a file whose header never reached the disk.
+        let mut files = s.files().clone();
+        files
+            .files
+            .insert(log::segment_name(Zxid::new(1, 11)), (vec![], 0));
+        let (mut s2, r) = open(files);
+        assert_eq!(r.log.len(), 10);
+        // Appending goes on in a proper segment, and a later recovery reads it all.
+        for c in 11..=20 {
+            s2.append(&entry(1, c)).unwrap();
+        }
+        s2.sync().unwrap();
+        assert_eq!(open(s2.files().clone()).1.log.len(), 20);
     }
 
     #[test]
