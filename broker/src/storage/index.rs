@@ -76,6 +76,11 @@ impl SegmentIndex {
         self.bytes_since_entry += len;
     }
 
+    /// Position of the last indexed batch (0 when none).
+    pub(crate) fn last_position(&self) -> u64 {
+        self.offsets.last().map_or(0, |e| e.1 as u64)
+    }
+
     /// Byte position to start scanning for `relative_offset`: the last indexed batch at or
     /// before it (0 when none).
     pub(crate) fn position_for(&self, relative_offset: u32) -> u32 {

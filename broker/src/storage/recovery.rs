@@ -173,6 +173,18 @@ impl<D: Disk> PartitionLog<D> {
             .unwrap_or(first_base)
             .max(first_base)
             .min(next_offset);
+        // A power loss can take unsynced data below a DeleteRecords checkpoint: the log start
+        // then comes down to the recovered end, durably, or a later open would resurrect it.
+        if start_checkpoint.is_some_and(|c| c > log_start_offset) {
+            write_meta(
+                &disk,
+                &dir,
+                LOG_START_FILE,
+                &encode_i64s(&[log_start_offset]),
+            )
+            .await
+            .map_err(|e| io("rewriting the log start offset of", e))?;
+        }
         let state = LogState {
             segments,
             log_start_offset,
@@ -221,7 +233,7 @@ impl<D: Disk> PartitionLog<D> {
             && active_size as u64 == file_size
             && log_end >= base
         {
-            let index = match load_index(core, &seg).await {
+            let index = match load_index(core, &seg, file_size).await {
                 Some(ix) => ix,
                 None => {
                     let chunk = core.options.read_chunk_bytes;
@@ -297,7 +309,7 @@ impl<D: Disk> PartitionLog<D> {
             }
         };
         let core = &self.inner.core;
-        let index = match load_index(core, &seg_copy).await {
+        let index = match load_index(core, &seg_copy, size).await {
             Some(ix) => ix,
             None => {
                 let io =
@@ -326,7 +338,7 @@ impl<D: Disk> PartitionLog<D> {
         Ok(())
     }
 
-    /// Writes a segment's two index files (not synced: they are rebuilt when torn).
+    /// Writes and syncs a segment's two index files (a failure only costs a rebuild later).
     pub(crate) async fn write_index_files(&self, base: i64, index: &SegmentIndex) {
         let seg = Segment::new(&self.inner.dir, base);
         for (path, bytes) in [
@@ -401,10 +413,18 @@ impl<D: Disk> PartitionLog<D> {
 }
 
 /// Reads a segment's index files; None when missing or invalid.
-async fn load_index<D: Disk>(core: &Rc<ShardCore<D>>, seg: &Segment) -> Option<SegmentIndex> {
+async fn load_index<D: Disk>(
+    core: &Rc<ShardCore<D>>,
+    seg: &Segment,
+    segment_size: u64,
+) -> Option<SegmentIndex> {
     let offsets = read_whole(&core.disk, &seg.index_path).await?;
     let times = read_whole(&core.disk, &seg.time_index_path).await?;
     match SegmentIndex::decode(&offsets, &times, seg.base_offset) {
+        Ok(ix) if ix.last_position() >= segment_size && segment_size > 0 => {
+            warn!(segment = %seg.log_path.display(), "index points past the segment: rebuilt");
+            None
+        }
         Ok(ix) => Some(ix),
         Err(bad) => {
             warn!(segment = %seg.log_path.display(), reason = bad.0, "index rebuilt");
@@ -430,5 +450,8 @@ async fn write_whole<D: Disk>(
     let mut buf = disk.alloc(bytes.len());
     buf.as_mut_slice().copy_from_slice(bytes);
     file.write_at(Rc::new(buf), 0).await?;
-    file.truncate(bytes.len() as u64).await
+    file.truncate(bytes.len() as u64).await?;
+    // Synced: a stale but well-formed older version must never survive a power loss in
+    // place of this one (its checksum would pass and its positions would be wrong).
+    file.fdatasync().await
 }
