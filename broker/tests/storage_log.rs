@@ -552,3 +552,49 @@ fn real_disk_round_trip_and_clean_reopen() {
         assert!(std::fs::metadata(dir.join("00000000000000000000.index")).is_ok());
     });
 }
+
+#[test]
+fn timestamp_lookup_finds_the_exact_record_inside_a_batch() {
+    use corebus_wire::record::{Compression, RecordBatchBuilder};
+    run(|| async {
+        let shard = StorageShard::new(SimDisk::new(), opts(0));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        log.append(&[make(1)], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        for (round, codec) in [Compression::None, Compression::Lz4]
+            .into_iter()
+            .enumerate()
+        {
+            let t0 = 2_000_000 + 1000 * round as i64;
+            let mut b = RecordBatchBuilder::new(codec);
+            b.record(t0 + 100, Some(b"k"), Some(b"a"))
+                .record(t0 + 200, Some(b"k"), Some(b"b"))
+                .record(t0 + 300, Some(b"k"), Some(b"c"));
+            let batch = b.build().unwrap();
+            let info = log
+                .append(&[batch], 0, 0, Durability::Written)
+                .await
+                .unwrap();
+            let base = info.base_offset;
+            assert_eq!(
+                log.offset_for_timestamp(t0 + 150).await.unwrap(),
+                Some((base + 1, t0 + 200)),
+                "{codec:?}"
+            );
+            assert_eq!(
+                log.offset_for_timestamp(t0 + 300).await.unwrap(),
+                Some((base + 2, t0 + 300))
+            );
+            // Timestamps later than this batch's: the next batch (or none).
+            let later = log.offset_for_timestamp(t0 + 301).await.unwrap();
+            assert!(later.is_none_or(|(o, _)| o > base + 2));
+            log.delete_records(base + 2).await.unwrap();
+            assert_eq!(
+                log.offset_for_timestamp(t0 + 150).await.unwrap(),
+                Some((base + 2, t0 + 300)),
+                "below the log start offset nothing is returned"
+            );
+        }
+    });
+}

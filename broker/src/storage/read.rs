@@ -18,7 +18,10 @@ use std::ops::{ControlFlow, Deref};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use corebus_wire::record::{BATCH_HEADER_BYTES, BatchHeader};
+use corebus_wire::record::compression::decompress;
+use corebus_wire::record::{
+    BATCH_HEADER_BYTES, BatchHeader, Compression, RecordBatch, Records, TimestampType,
+};
 
 use super::disk::{AlignedBuf, Disk, DiskFile, OpenMode, PAGE_BYTES, align_down, align_up};
 use super::error::{Result, StorageError};
@@ -138,6 +141,52 @@ fn walk(
         }
         off += total;
     }
+}
+
+/// Upper bound on a batch's decompressed records when a timestamp lookup reads inside it.
+const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
+
+/// The first record of `batch` with timestamp >= `timestamp` and offset >= `start`. For a
+/// LogAppendTime batch every record carries the max timestamp. A batch whose records cannot
+/// be read answers at batch granularity (its first offset and max timestamp) rather than
+/// failing the lookup.
+fn first_record_at_or_after(
+    header: &BatchHeader,
+    bytes: Bytes,
+    timestamp: i64,
+    start: i64,
+) -> (i64, i64) {
+    let batch_level = (header.base_offset.max(start), header.max_timestamp);
+    let Ok(batch) = RecordBatch::parse(bytes) else {
+        return batch_level;
+    };
+    if batch.timestamp_type() == TimestampType::LogAppendTime {
+        return batch_level;
+    }
+    let data = match batch.compression() {
+        Ok(Compression::None) => batch.records_bytes(),
+        Ok(codec) => {
+            match decompress(codec, &batch.records_bytes(), MAX_DECOMPRESSED_BATCH_BYTES) {
+                Ok(v) => Bytes::from(v),
+                Err(_) => return batch_level,
+            }
+        }
+        Err(_) => return batch_level,
+    };
+    let Ok(records) = Records::new(data, batch.record_count()) else {
+        return batch_level;
+    };
+    for record in records {
+        let Ok(record) = record else {
+            return batch_level;
+        };
+        let offset = header.base_offset + i64::from(record.offset_delta);
+        let ts = header.base_timestamp.saturating_add(record.timestamp_delta);
+        if offset >= start && ts >= timestamp {
+            return (offset, ts);
+        }
+    }
+    batch_level
 }
 
 impl<D: Disk> PartitionLog<D> {
@@ -280,12 +329,10 @@ impl<D: Disk> PartitionLog<D> {
         }
     }
 
-    /// Kafka ListOffsets by timestamp: the first batch whose max timestamp is at or after
-    /// `timestamp`, as (its first offset at or above the log start, its max timestamp).
-    /// None when every batch is older.
-    ///
-    /// Batch granularity: for LogAppendTime topics this is exact (every record of a batch has
-    /// the batch's timestamp); for CreateTime the caller refines within the returned batch.
+    /// Kafka ListOffsets by timestamp: the first record (at or above the log start offset)
+    /// whose timestamp is at or after `timestamp`, as (offset, timestamp); None when every
+    /// record is older. The time index finds the first batch whose max timestamp qualifies;
+    /// inside it the records are read (decompressed if needed) to find the exact record.
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
         let (start, hw, bases) = {
             let state = self.inner.state.borrow();
@@ -324,20 +371,22 @@ impl<D: Disk> PartitionLog<D> {
                 .map_err(io)?;
             let mut hit = None;
             let chunk = self.inner.core.options.read_chunk_bytes;
-            let stop = scan(&*file, pos, end, chunk, false, |h, _, _| {
+            let stop = scan(&*file, pos, end, chunk, false, |h, _, bytes| {
                 if h.next_offset() > hw {
                     return ControlFlow::Break(());
                 }
                 if h.next_offset() > start && h.max_timestamp >= timestamp {
-                    hit = Some((h.base_offset.max(start), h.max_timestamp));
+                    hit = Some((*h, Bytes::copy_from_slice(bytes)));
                     return ControlFlow::Break(());
                 }
                 ControlFlow::Continue(())
             })
             .await
             .map_err(io)?;
-            if hit.is_some() {
-                return Ok(hit);
+            if let Some((header, bytes)) = hit {
+                return Ok(Some(first_record_at_or_after(
+                    &header, bytes, timestamp, start,
+                )));
             }
             if let ScanEnd::Invalid { position, why } = stop {
                 return Err(StorageError::Corrupt {
