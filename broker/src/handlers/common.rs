@@ -117,3 +117,38 @@ mod tests {
         assert!(check_topic_name(&"x".repeat(249)).is_ok());
     }
 }
+
+/// Where a requested partition lives: its topic id, index and owning shard; or the error
+/// Kafka gives for it (unknown topic by name, unknown topic id, no such partition).
+pub fn locate_partition(
+    image: &MetadataImage,
+    name: Option<&str>,
+    topic_id: uuid::Uuid,
+    partition: i32,
+) -> Result<(crate::metadata::TopicId, ShardId), ResponseError> {
+    let topic = match name.filter(|n| !n.is_empty()) {
+        Some(n) => image
+            .topic(n)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?,
+        None => image
+            .topic_by_id(crate::metadata::TopicId(topic_id))
+            .ok_or(ResponseError::UnknownTopicId)?,
+    };
+    let meta = usize::try_from(partition)
+        .ok()
+        .and_then(|p| topic.partitions.get(p))
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    Ok((topic.id, meta.shard))
+}
+
+/// Splits work items by owning shard, keeping each item's position in the request.
+pub fn by_shard<T>(items: Vec<(usize, ShardId, T)>) -> Vec<(ShardId, Vec<(usize, T)>)> {
+    let mut groups: Vec<(ShardId, Vec<(usize, T)>)> = Vec::new();
+    for (pos, shard, item) in items {
+        match groups.iter_mut().find(|(s, _)| *s == shard) {
+            Some((_, v)) => v.push((pos, item)),
+            None => groups.push((shard, vec![(pos, item)])),
+        }
+    }
+    groups
+}

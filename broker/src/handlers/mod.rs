@@ -13,8 +13,11 @@ pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod fetch;
 pub mod incremental_alter_configs;
+pub mod list_offsets;
 pub mod metadata;
+pub mod produce;
 pub mod topic_configs;
 
 use std::rc::Rc;
@@ -39,6 +42,9 @@ pub enum Reply {
 /// The APIs and versions this broker advertises in ApiVersions, and accepts.
 pub fn api_support() -> ApiSupport {
     ApiSupport::new()
+        .with(ApiKey::Produce)
+        .with(ApiKey::Fetch)
+        .with(ApiKey::ListOffsets)
         .with(ApiKey::ApiVersions)
         .with(ApiKey::Metadata)
         .with(ApiKey::CreateTopics)
@@ -63,6 +69,13 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         RequestKind::ApiVersions(r) => {
             Reply::Respond(ResponseKind::ApiVersions(api_versions::handle(shard, r, v)))
         }
+        RequestKind::Produce(r) => produce::handle(shard, r, v).await,
+        RequestKind::Fetch(r) => {
+            Reply::Respond(ResponseKind::Fetch(fetch::handle(shard, r, v).await))
+        }
+        RequestKind::ListOffsets(r) => Reply::Respond(ResponseKind::ListOffsets(
+            list_offsets::handle(shard, r, v).await,
+        )),
         RequestKind::Metadata(r) => {
             Reply::Respond(ResponseKind::Metadata(metadata::handle(shard, r, v).await))
         }

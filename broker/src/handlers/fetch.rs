@@ -1,0 +1,351 @@
+//! Fetch (key 1): reads each partition on its owning shard (one message per shard per
+//! round), from the batch holding the fetch offset (a mid-batch start returns the whole
+//! batch; clients skip the earlier records), within `partition_max_bytes` and the response's
+//! `max_bytes` (the first non-empty partition is always returned whole, as Kafka does, so a
+//! large batch cannot stall a consumer). With less than `min_bytes`, the request waits up to
+//! `max_wait_ms` and is woken by the first append to any of its partitions.
+//!
+//! Fetch sessions (KIP-227): corebus answers every fetch in full and creates no session
+//! (session id 0), which the protocol allows (a broker may refuse sessions); a request for an
+//! incremental fetch of a session it does not know gets FETCH_SESSION_ID_NOT_FOUND, after which
+//! clients fall back to full fetches. Transactions do not exist yet, so the last stable offset
+//! is the high watermark and no aborted transactions are listed.
+//!
+//! Never: returns data above the high watermark (nothing a crash could take back); blocks a
+//! shard while waiting (the wait is an await on the logs' write watermarks).
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use corebus_wire::error_code::ResponseError;
+use corebus_wire::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData,
+};
+use corebus_wire::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use futures_lite::future;
+
+use super::common::{by_shard, locate_partition};
+use crate::metadata::TopicId;
+use crate::shard::{Shard, ShardId};
+
+/// Longest a fetch waits for data, whatever `max_wait_ms` says (Kafka's clients use 500 ms).
+const MAX_FETCH_WAIT_MS: i32 = 60_000;
+/// KIP-227 epochs: -1 asks for no session, 0 for a new one.
+const FINAL_EPOCH: i32 = -1;
+const INITIAL_EPOCH: i32 = 0;
+/// Kafka's isolation levels.
+const READ_COMMITTED: i8 = 1;
+
+/// One partition to read, as sent to its shard.
+#[derive(Clone, Copy)]
+struct Want {
+    topic_id: TopicId,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+/// What a partition read gave.
+#[derive(Clone, Default)]
+struct Got {
+    error: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Bytes,
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
+    if request.session_id != 0
+        && request.session_epoch != INITIAL_EPOCH
+        && request.session_epoch != FINAL_EPOCH
+    {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
+    }
+    let image = shard.metadata();
+    // Every partition in request order: (topic index, partition, routed want or error).
+    let mut slots: Vec<(usize, i32, Result<(ShardId, Want), i16>)> = Vec::new();
+    for (t, topic) in request.topics.iter().enumerate() {
+        let name = (version < 13).then(|| topic.topic.0.as_str());
+        for p in &topic.partitions {
+            let routed = locate_partition(&image, name, topic.topic_id, p.partition)
+                .map(|(topic_id, owner)| {
+                    (
+                        owner,
+                        Want {
+                            topic_id,
+                            partition: p.partition,
+                            offset: p.fetch_offset,
+                            max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                        },
+                    )
+                })
+                .map_err(|e| e.code());
+            slots.push((t, p.partition, routed));
+        }
+    }
+    let wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS) as u64);
+    let deadline = Instant::now() + wait;
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
+    let mut got = read_round(shard, &slots).await;
+    loop {
+        let total: usize = got.iter().map(|g| g.records.len()).sum();
+        let any_error = got.iter().any(|g| g.error != 0);
+        if total >= min_bytes.max(1)
+            || any_error
+            || Instant::now() >= deadline
+            || shard.shutdown.is_fired()
+        {
+            break;
+        }
+        wait_for_data(shard, &slots, &got, deadline).await;
+        got = read_round(shard, &slots).await;
+    }
+    trim_to(&mut got, max_bytes);
+    let mut responses: Vec<FetchableTopicResponse> = request
+        .topics
+        .iter()
+        .map(|t| {
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+        })
+        .collect();
+    for ((t, partition, _), g) in slots.iter().zip(got) {
+        let mut data = PartitionData::default()
+            .with_partition_index(*partition)
+            .with_error_code(g.error)
+            .with_high_watermark(g.high_watermark)
+            .with_last_stable_offset(g.high_watermark)
+            .with_log_start_offset(g.log_start_offset)
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(Some(g.records));
+        if request.isolation_level == READ_COMMITTED {
+            data.aborted_transactions = Some(Vec::new());
+        }
+        responses[*t].partitions.push(data);
+    }
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
+}
+
+/// Reads every routed partition once, each on its shard; errors stand for the others.
+async fn read_round(
+    shard: &Rc<Shard>,
+    slots: &[(usize, i32, Result<(ShardId, Want), i16>)],
+) -> Vec<Got> {
+    let mut got: Vec<Got> = slots
+        .iter()
+        .map(|(_, _, r)| match r {
+            Ok(_) => Got::default(),
+            Err(code) => Got {
+                error: *code,
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Bytes::new(),
+            },
+        })
+        .collect();
+    let work = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(pos, (_, _, r))| r.as_ref().ok().map(|(owner, want)| (pos, *owner, *want)))
+        .collect();
+    for (owner, items) in by_shard(work) {
+        let n = items.len();
+        let positions: Vec<usize> = items.iter().map(|(p, _)| *p).collect();
+        match shard
+            .on_shard(owner, move |s: Rc<Shard>| async move {
+                read_on_owner(&s, items).await
+            })
+            .await
+        {
+            Ok(results) => {
+                for (pos, g) in results {
+                    got[pos] = g;
+                }
+            }
+            Err(_) => {
+                for pos in positions.into_iter().take(n) {
+                    got[pos].error = ResponseError::KafkaStorageError.code();
+                }
+            }
+        }
+    }
+    got
+}
+
+/// Runs on the owning shard: one read per partition. The read is copied once into `Bytes`
+/// here because the storage engine's buffers are shard-local and the response may be
+/// encoded on another shard.
+async fn read_on_owner(shard: &Shard, items: Vec<(usize, Want)>) -> Vec<(usize, Got)> {
+    let mut out = Vec::with_capacity(items.len());
+    for (pos, want) in items {
+        let Some(log) = shard.logs.log((want.topic_id, want.partition)) else {
+            out.push((
+                pos,
+                Got {
+                    error: ResponseError::KafkaStorageError.code(),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    records: Bytes::new(),
+                },
+            ));
+            continue;
+        };
+        let high_watermark = log.written_offset();
+        let log_start_offset = log.log_start_offset();
+        let g = if want.offset == high_watermark {
+            Got {
+                error: 0,
+                high_watermark,
+                log_start_offset,
+                records: Bytes::new(),
+            }
+        } else {
+            match log.read(want.offset, want.max_bytes).await {
+                Ok(read) => Got {
+                    error: 0,
+                    high_watermark: read.high_watermark,
+                    log_start_offset: read.log_start_offset,
+                    records: read.to_bytes(),
+                },
+                Err(e) => Got {
+                    error: e.kafka_error_code(),
+                    high_watermark,
+                    log_start_offset,
+                    records: Bytes::new(),
+                },
+            }
+        };
+        out.push((pos, g));
+    }
+    out
+}
+
+/// Waits until some partition of the request has data past its fetch offset, the deadline
+/// passes, or the shard shuts down.
+async fn wait_for_data(
+    shard: &Rc<Shard>,
+    slots: &[(usize, i32, Result<(ShardId, Want), i16>)],
+    got: &[Got],
+    deadline: Instant,
+) {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let work = slots
+        .iter()
+        .zip(got)
+        .enumerate()
+        .filter_map(|(pos, ((_, _, r), g))| {
+            let (owner, want) = r.as_ref().ok()?;
+            // Wait for the offset after what this round already returned.
+            let next = want.offset.max(g.high_watermark.min(want.offset));
+            Some((pos, *owner, (want.topic_id, want.partition, next)))
+        })
+        .collect();
+    let (woke_tx, woke_rx) = flume::bounded::<()>(1);
+    // Dropping these cancels the waits still running (on this shard; remote ones end at
+    // their own deadline).
+    let mut waits = Vec::new();
+    for (owner, items) in by_shard(work) {
+        let s = shard.clone();
+        let tx = woke_tx.clone();
+        waits.push(glommio::spawn_local(async move {
+            let items: Vec<_> = items.into_iter().map(|(_, w)| w).collect();
+            let _ = s
+                .on_shard(owner, move |o: Rc<Shard>| async move {
+                    wait_on_owner(&o, items, remaining).await
+                })
+                .await;
+            let _ = tx.try_send(());
+        }));
+    }
+    drop(woke_tx);
+    let shutdown = shard.shutdown.clone();
+    future::or(
+        async {
+            let _ = woke_rx.recv_async().await;
+        },
+        future::or(
+            async {
+                glommio::timer::sleep(remaining).await;
+            },
+            async move { shutdown.wait().await },
+        ),
+    )
+    .await;
+    drop(waits);
+}
+
+/// Runs on the owning shard: returns when any of `items` has a written offset past its fetch
+/// offset, or after `wait`.
+async fn wait_on_owner(shard: &Shard, items: Vec<(TopicId, i32, i64)>, wait: Duration) {
+    let (tx, rx) = flume::bounded::<()>(1);
+    let mut waits = Vec::new();
+    for (topic_id, partition, offset) in items {
+        let Some(log) = shard.logs.log((topic_id, partition)) else {
+            continue;
+        };
+        let tx = tx.clone();
+        waits.push(glommio::spawn_local(async move {
+            let _ = log.wait_written(offset.saturating_add(1)).await;
+            let _ = tx.try_send(());
+        }));
+    }
+    drop(tx);
+    let _ = glommio::timer::timeout(wait, async {
+        let _ = rx.recv_async().await;
+        Ok(())
+    })
+    .await;
+    drop(waits);
+}
+
+/// Drops record data past `max_bytes` in request order, keeping the first non-empty
+/// partition whole whatever its size (Kafka's rule, so one large batch always gets through).
+fn trim_to(got: &mut [Got], max_bytes: usize) {
+    let mut used = 0usize;
+    let mut first = true;
+    for g in got.iter_mut() {
+        if g.records.is_empty() {
+            continue;
+        }
+        if first {
+            first = false;
+            used = g.records.len();
+            continue;
+        }
+        if used.saturating_add(g.records.len()) > max_bytes {
+            g.records = Bytes::new();
+        } else {
+            used += g.records.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn got(n: usize) -> Got {
+        Got {
+            records: Bytes::from(vec![0u8; n]),
+            ..Got::default()
+        }
+    }
+
+    #[test]
+    fn max_bytes_keeps_the_first_partition_whole() {
+        let mut g = vec![got(0), got(100), got(30), got(10)];
+        trim_to(&mut g, 50);
+        let sizes: Vec<usize> = g.iter().map(|g| g.records.len()).collect();
+        assert_eq!(sizes, vec![0, 100, 0, 0]);
+        let mut g = vec![got(10), got(30), got(20)];
+        trim_to(&mut g, 45);
+        let sizes: Vec<usize> = g.iter().map(|g| g.records.len()).collect();
+        assert_eq!(sizes, vec![10, 30, 0]);
+    }
+}

@@ -1,0 +1,153 @@
+//! ListOffsets (key 2): earliest (-2) and earliest-local (-4) give the log start offset,
+//! latest (-1) the high watermark (equal to the last stable offset until transactions exist),
+//! max timestamp (-3) the batch holding the largest timestamp, and a timestamp the first
+//! record at or after it: the storage engine finds the batch through the time index and the
+//! records of that batch are read here to find the exact record.
+//!
+//! Never: returns an offset above the high watermark.
+
+use std::rc::Rc;
+
+use corebus_wire::error_code::ResponseError;
+use corebus_wire::kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use corebus_wire::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use corebus_wire::record::{RecordBatches, TimestampType};
+
+use super::common::{by_shard, locate_partition};
+use crate::metadata::TopicId;
+use crate::shard::Shard;
+use crate::shard::partitions::Log;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+/// Bytes read to find a record by timestamp inside the batch the time index points at
+/// (larger batches are read whole: the read returns whole batches).
+const TIMESTAMP_LOOKUP_READ_BYTES: usize = 64 * 1024;
+
+/// (error code, timestamp, offset)
+type Answer = (i16, i64, i64);
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let image = shard.metadata();
+    let mut answers: Vec<Answer> = Vec::new();
+    let mut work = Vec::new();
+    for topic in &request.topics {
+        for p in &topic.partitions {
+            let pos = answers.len();
+            answers.push((ResponseError::UnknownTopicOrPartition.code(), -1, -1));
+            match locate_partition(
+                &image,
+                Some(topic.name.0.as_str()),
+                uuid::Uuid::nil(),
+                p.partition_index,
+            ) {
+                Ok((id, owner)) => work.push((pos, owner, (id, p.partition_index, p.timestamp))),
+                Err(e) => answers[pos].0 = e.code(),
+            }
+        }
+    }
+    for (owner, items) in by_shard(work) {
+        if let Ok(results) = shard
+            .on_shard(owner, move |s: Rc<Shard>| async move {
+                let mut out = Vec::with_capacity(items.len());
+                for (pos, (id, partition, ts)) in items {
+                    out.push((pos, lookup(&s, id, partition, ts).await));
+                }
+                out
+            })
+            .await
+        {
+            for (pos, a) in results {
+                answers[pos] = a;
+            }
+        }
+    }
+    let mut answers = answers.into_iter();
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let (code, timestamp, offset) = answers.next().unwrap_or((
+                        ResponseError::UnknownServerError.code(),
+                        -1,
+                        -1,
+                    ));
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                        .with_timestamp(timestamp)
+                        .with_offset(offset)
+                        // Only v4+ carries the leader epoch; the field must keep its default below.
+                        .with_leader_epoch(if code == 0 && version >= 4 { 0 } else { -1 })
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+async fn lookup(shard: &Shard, id: TopicId, partition: i32, timestamp: i64) -> Answer {
+    let Some(log) = shard.logs.log((id, partition)) else {
+        return (ResponseError::KafkaStorageError.code(), -1, -1);
+    };
+    let result = match timestamp {
+        LATEST => Ok((-1, log.written_offset())),
+        EARLIEST | EARLIEST_LOCAL => Ok((-1, log.log_start_offset())),
+        MAX_TIMESTAMP => log.max_timestamp().await.map(|m| match m {
+            Some((ts, offset)) => (ts, offset),
+            None => (-1, -1),
+        }),
+        ts if ts >= 0 => by_timestamp(&log, ts).await,
+        _ => return (ResponseError::InvalidRequest.code(), -1, -1),
+    };
+    match result {
+        Ok((ts, offset)) => (0, ts, offset),
+        Err(e) => (e.kafka_error_code(), -1, -1),
+    }
+}
+
+/// The first record whose timestamp is at or after `ts`, as (its timestamp, its offset);
+/// (-1, -1) when there is none.
+async fn by_timestamp(log: &Log, ts: i64) -> Result<(i64, i64), crate::storage::StorageError> {
+    let Some((batch_offset, batch_max_ts)) = log.offset_for_timestamp(ts).await? else {
+        return Ok((-1, -1));
+    };
+    let read = log.read(batch_offset, TIMESTAMP_LOOKUP_READ_BYTES).await?;
+    let start = log.log_start_offset();
+    for batch in RecordBatches::allow_partial_tail(read.to_bytes()).flatten() {
+        if batch.max_timestamp() < ts {
+            continue;
+        }
+        if batch.timestamp_type() == TimestampType::LogAppendTime {
+            // Every record carries the batch's timestamp.
+            return Ok((batch.max_timestamp(), batch.base_offset().max(start)));
+        }
+        let Ok(records) = batch.records() else { break };
+        for record in records.flatten() {
+            let record_ts = batch
+                .base_timestamp()
+                .saturating_add(record.timestamp_delta);
+            let offset = batch.base_offset() + i64::from(record.offset_delta);
+            if record_ts >= ts && offset >= start {
+                return Ok((record_ts, offset));
+            }
+        }
+    }
+    // The records could not be read here: the batch-level answer is still a valid upper bound.
+    Ok((batch_max_ts, batch_offset))
+}

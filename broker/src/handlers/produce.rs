@@ -1,0 +1,264 @@
+//! Produce (key 0): checks every batch (magic 2, CRC32C, size against the topic's
+//! `max.message.bytes`, CreateTime timestamps against `message.timestamp.before/after.max.ms`),
+//! routes each partition's batches to its owning shard in one message per shard, appends
+//! them there (the batch is copied once, into the storage engine's aligned write buffer) and
+//! answers when they are as durable as `acks` asks: acks=1 written, acks=all synced (the
+//! storage durability contract), acks=0 no answer at all.
+//!
+//! Until InitProducerId exists, idempotent and transactional batches are refused (clients get
+//! UNKNOWN_PRODUCER_ID / INVALID_PRODUCER_ID_MAPPING) rather than written without the
+//! deduplication they rely on.
+//!
+//! Never: answers before the data is as durable as acks asks; writes part of a partition's
+//! batches when one of them is invalid; touches another shard's log.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use corebus_wire::error_code::ResponseError;
+use corebus_wire::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use corebus_wire::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use corebus_wire::record::{RecordBatch, RecordBatches, TimestampType};
+
+use super::Reply;
+use super::common::{by_shard, locate_partition, str_bytes};
+use crate::config::settings::{Scope, lookup};
+use crate::config::value::Value;
+use crate::metadata::{MetadataImage, TopicId};
+use crate::shard::Shard;
+use crate::storage::now_ms;
+
+/// One partition's append, as sent to its shard.
+struct Append {
+    topic_id: TopicId,
+    partition: i32,
+    batches: Vec<RecordBatch>,
+}
+
+/// What a partition's append gave.
+type Outcome = Result<(i64, Option<i64>, i64), (i16, String)>;
+
+pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Reply {
+    let image = shard.metadata();
+    let acks = request.acks;
+    let now = now_ms();
+    // Every partition of the request in order, with its outcome or its append to do.
+    let mut slots: Vec<(usize, i32, Option<Outcome>)> = Vec::new();
+    let mut work = Vec::new();
+    for (t, topic) in request.topic_data.iter().enumerate() {
+        for p in &topic.partition_data {
+            let pos = slots.len();
+            let name = (version < 13).then(|| topic.name.0.as_str());
+            let checked = if acks != 0 && acks != 1 && acks != -1 {
+                Err((
+                    ResponseError::InvalidRequiredAcks.code(),
+                    format!("acks={acks}"),
+                ))
+            } else if request.transactional_id.is_some() {
+                Err((
+                    ResponseError::InvalidProducerIdMapping.code(),
+                    "transactions are not supported yet".to_string(),
+                ))
+            } else {
+                locate_partition(&image, name, topic.topic_id, p.index)
+                    .map_err(|e| (e.code(), "unknown partition".to_string()))
+                    .and_then(|(id, owner)| {
+                        let batches = check_batches(&image, id, p.records.clone(), shard, now)?;
+                        Ok((id, owner, batches))
+                    })
+            };
+            match checked {
+                Ok((topic_id, owner, batches)) => {
+                    slots.push((t, p.index, None));
+                    work.push((
+                        pos,
+                        owner,
+                        Append {
+                            topic_id,
+                            partition: p.index,
+                            batches,
+                        },
+                    ));
+                }
+                Err(e) => slots.push((t, p.index, Some(Err(e)))),
+            }
+        }
+    }
+    for (owner, items) in by_shard(work) {
+        let done = shard
+            .on_shard(owner, move |s: Rc<Shard>| async move {
+                append_all(&s, items, acks, now).await
+            })
+            .await
+            .unwrap_or_default();
+        for (pos, outcome) in done {
+            slots[pos].2 = Some(outcome);
+        }
+    }
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    let mut responses: Vec<TopicProduceResponse> = request
+        .topic_data
+        .iter()
+        .map(|t| {
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_topic_id(t.topic_id)
+        })
+        .collect();
+    for (t, index, outcome) in slots {
+        let outcome = outcome.unwrap_or_else(|| {
+            Err((
+                ResponseError::KafkaStorageError.code(),
+                "the owning shard is gone".to_string(),
+            ))
+        });
+        let mut r = PartitionProduceResponse::default()
+            .with_index(index)
+            .with_log_append_time_ms(-1);
+        match outcome {
+            Ok((base, append_time, log_start)) => {
+                r.base_offset = base;
+                r.log_append_time_ms = append_time.unwrap_or(-1);
+                r.log_start_offset = log_start;
+            }
+            Err((code, message)) => {
+                tracing::debug!(partition = index, code, %message, "produce refused");
+                r.error_code = code;
+                r.base_offset = -1;
+                r.log_start_offset = -1;
+                r.error_message = Some(str_bytes(message));
+            }
+        }
+        responses[t].partition_responses.push(r);
+    }
+    Reply::Respond(
+        corebus_wire::kafka_protocol::messages::ResponseKind::Produce(
+            ProduceResponse::default().with_responses(responses),
+        ),
+    )
+}
+
+/// Parses and checks a partition's record set.
+fn check_batches(
+    image: &MetadataImage,
+    id: TopicId,
+    records: Option<Bytes>,
+    shard: &Shard,
+    now: i64,
+) -> Result<Vec<RecordBatch>, (i16, String)> {
+    let corrupt = |m: String| (ResponseError::CorruptMessage.code(), m);
+    let records = records
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| corrupt("no records".into()))?;
+    let topic = image.topic_by_id(id).ok_or((
+        ResponseError::UnknownTopicOrPartition.code(),
+        "topic deleted".to_string(),
+    ))?;
+    let setting = |name: &str| {
+        lookup(Scope::Topic, name)
+            .and_then(|s| shard.config.settings.resolve_topic(s, &topic.configs).value)
+    };
+    let max_bytes = setting("max.message.bytes")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(i64::MAX);
+    let create_time = !matches!(setting("message.timestamp.type"), Some(Value::String(s)) if s == "LogAppendTime");
+    let before_ms = setting("message.timestamp.before.max.ms")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(i64::MAX);
+    let after_ms = setting("message.timestamp.after.max.ms")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(i64::MAX);
+    let mut batches = Vec::new();
+    for batch in RecordBatches::new(records) {
+        let batch = batch.map_err(|e| (e.kafka_error_code(), e.to_string()))?;
+        batch
+            .verify_crc()
+            .map_err(|e| (e.kafka_error_code(), e.to_string()))?;
+        if batch.len() as i64 > max_bytes {
+            return Err((
+                ResponseError::MessageTooLarge.code(),
+                format!(
+                    "batch of {} bytes exceeds max.message.bytes {max_bytes}",
+                    batch.len()
+                ),
+            ));
+        }
+        if batch.producer_id() >= 0 {
+            return Err((
+                ResponseError::UnknownProducerId.code(),
+                "idempotent producers are not supported yet (no InitProducerId)".to_string(),
+            ));
+        }
+        // Batch-level bounds: the first record's timestamp and the batch's largest one.
+        if create_time && batch.timestamp_type() == TimestampType::CreateTime {
+            let too_old = now.saturating_sub(batch.base_timestamp()) > before_ms;
+            let too_new = batch.max_timestamp().saturating_sub(now) > after_ms;
+            if too_old || too_new {
+                return Err((
+                    ResponseError::InvalidTimestamp.code(),
+                    format!("timestamp outside [now - {before_ms} ms, now + {after_ms} ms]"),
+                ));
+            }
+        }
+        batches.push(batch);
+    }
+    if batches.is_empty() {
+        return Err(corrupt("no record batch".into()));
+    }
+    Ok(batches)
+}
+
+/// Runs on the owning shard: starts every append first (so their writes and syncs coalesce
+/// into the shard's group commit), then waits for each to be as durable as acks asks.
+async fn append_all(
+    shard: &Shard,
+    items: Vec<(usize, Append)>,
+    acks: i16,
+    now: i64,
+) -> Vec<(usize, Outcome)> {
+    let mut started = Vec::with_capacity(items.len());
+    for (pos, a) in items {
+        let Some(log) = shard.logs.log((a.topic_id, a.partition)) else {
+            started.push((
+                pos,
+                Err((
+                    ResponseError::KafkaStorageError.code(),
+                    "partition log is not open".to_string(),
+                )),
+            ));
+            continue;
+        };
+        match log.append_nowait(&a.batches, 0, now) {
+            Ok(info) => started.push((pos, Ok((log, info)))),
+            Err(e) => started.push((pos, Err((e.kafka_error_code(), e.to_string())))),
+        }
+    }
+    let mut done = Vec::with_capacity(started.len());
+    for (pos, s) in started {
+        let outcome = match s {
+            Err(e) => Err(e),
+            Ok((log, info)) => {
+                let next = info.last_offset + 1;
+                let durable = match log.config().durability_for_acks(acks) {
+                    crate::storage::Durability::Written => log.wait_written(next).await,
+                    crate::storage::Durability::Synced => log.sync_to(next).await,
+                };
+                durable
+                    .map(|()| {
+                        (
+                            info.base_offset,
+                            info.log_append_time,
+                            log.log_start_offset(),
+                        )
+                    })
+                    .map_err(|e| (e.kafka_error_code(), e.to_string()))
+            }
+        };
+        done.push((pos, outcome));
+    }
+    done
+}
