@@ -598,3 +598,48 @@ fn timestamp_lookup_finds_the_exact_record_inside_a_batch() {
         }
     });
 }
+
+#[test]
+fn tailing_reads_come_from_the_cache_and_open_files_stay_bounded() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let options = ShardOptions {
+            batch_cache_bytes: 1 << 20,
+            max_open_files: 8,
+            ..ShardOptions::default()
+        };
+        let shard = StorageShard::new(disk.clone(), options);
+        let mut logs = Vec::new();
+        for p in 0..20 {
+            let d = PathBuf::from(format!("/data/t-{p}"));
+            logs.push(shard.open_log(d, small_config()).await.unwrap());
+        }
+        let reads_before = disk.read_count();
+        for round in 0..10u64 {
+            for log in &logs {
+                let offset = log.written_offset();
+                let b = make(round);
+                log.append(&[b.clone()], 0, 0, Durability::Written)
+                    .await
+                    .unwrap();
+                let got = log.read(offset, 1 << 20).await.unwrap().to_bytes();
+                assert_eq!(&got[..], &expected(&b, offset, 0)[..]);
+            }
+        }
+        assert_eq!(
+            disk.read_count(),
+            reads_before,
+            "a tailing consumer never reads the disk"
+        );
+        assert!(
+            shard.open_files() <= 8,
+            "fd cache limit: {}",
+            shard.open_files()
+        );
+        assert!(shard.cache_bytes() <= 1 << 20);
+        // Evicted files reopen transparently.
+        for log in &logs {
+            assert_eq!(read_all(log).await.len(), 10);
+        }
+    });
+}

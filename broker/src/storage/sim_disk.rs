@@ -64,6 +64,8 @@ struct Faults {
     fail_writes: Cell<bool>,
     fail_syncs: Cell<bool>,
     disk_full: Cell<bool>,
+    /// Reads served, for tests that check a path never touches the disk.
+    reads: Cell<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +148,11 @@ impl SimDisk {
         f.durable = data;
         f.unsynced.clear();
     }
+    /// Reads served so far over all files.
+    pub fn read_count(&self) -> u64 {
+        self.faults.reads.get()
+    }
+
     /// Bytes not yet synced, over all files (tests check that a sync happened).
     pub fn unsynced_writes(&self) -> usize {
         let fs = self.fs.borrow();
@@ -188,6 +195,7 @@ impl DiskFile for SimFile {
     }
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         futures_lite::future::yield_now().await;
+        self.faults.reads.set(self.faults.reads.get() + 1);
         let f = self.data.borrow();
         let start = (pos as usize).min(f.visible.len());
         let end = (start + len).min(f.visible.len());
