@@ -22,6 +22,11 @@ fn main() -> ExitCode {
         let number = || value.parse::<u64>().unwrap_or_else(|_| usage(&args[i]));
         match args[i].as_str() {
             "--seed" => single = Some(number()),
+            "--trace" => {
+                opts.trace = true;
+                i += 1;
+                continue;
+            }
             "--seeds" => count = number(),
             "--from" => from = number(),
             "--nodes" => opts.nodes = number() as usize,

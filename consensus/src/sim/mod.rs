@@ -46,6 +46,8 @@ pub struct SimOptions {
     pub active_ms: u64,
     pub quiet_ms: u64,
     pub fault: Fault,
+    /// Print every input and output to stderr (for replaying one seed).
+    pub trace: bool,
 }
 
 impl Default for SimOptions {
@@ -57,6 +59,7 @@ impl Default for SimOptions {
             active_ms: 3_000,
             quiet_ms: 3_000,
             fault: Fault::None,
+            trace: false,
         }
     }
 }
@@ -315,7 +318,18 @@ impl World {
         };
         let mut out = Vec::new();
         let was_leading = node.leading_epoch();
+        let traced = self.opts.trace.then(|| format!("{input:?}"));
         node.step(input, &mut out);
+        if let Some(input) = traced
+            && !(matches!(input.as_str(), "Tick") && out.is_empty())
+        {
+            let id = self.ids[i];
+            eprintln!("{:>9} {id} {:?} <- {input}", self.now, node.role());
+            for o in &out {
+                let o = format!("{o:?}");
+                eprintln!("{:>9} {id}    -> {}", self.now, &o[..o.len().min(300)]);
+            }
+        }
         if let Some(epoch) = node.leading_epoch() {
             self.inv.leading(self.ids[i], epoch);
             if was_leading != Some(epoch) {

@@ -337,44 +337,14 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use crate::election::{Notification, PeerState, Vote};
-    use crate::meta::Epochs;
-    use crate::store::Recovered;
-    use crate::tree::DataTree;
     use crate::txn::{LogEntry, Txn};
     use crate::types::{Epoch, NodeId, Zxid};
-    use crate::zab::{Config, DiskOp, Fault, Input, Node, Output, PeerMessage, SyncPlan};
-
-    fn peer(node: &mut Node, from: u64, msg: PeerMessage) -> Vec<Output> {
-        let mut out = vec![];
-        node.step(
-            Input::Peer {
-                from: NodeId(from),
-                msg,
-            },
-            &mut out,
-        );
-        out
-    }
-
-    fn sent(out: &[Output]) -> Vec<&PeerMessage> {
-        out.iter()
-            .filter_map(|o| match o {
-                Output::Send { msg, .. } => Some(msg),
-                _ => None,
-            })
-            .collect()
-    }
+    use crate::zab::testkit::{fresh_node, peer, sent};
+    use crate::zab::{DiskOp, Fault, Input, Node, Output, PeerMessage, SyncPlan};
 
     /// Node 2 of {1, 2, 3} joins leader 1 in epoch 1 and reaches the broadcast phase.
     fn serving_follower(fault: Fault) -> Node {
-        let mut cfg = Config::new(NodeId(2), vec![NodeId(1), NodeId(2), NodeId(3)]);
-        cfg.fault = fault;
-        let recovered = Recovered {
-            epochs: Epochs::default(),
-            tree: DataTree::new(),
-            log: vec![],
-        };
-        let mut n = Node::new(cfg, recovered);
+        let mut n = fresh_node(2, &[1, 2, 3], fault);
         n.start(&mut vec![]);
         let vote = Vote {
             leader: NodeId(1),
@@ -399,13 +369,19 @@ mod tests {
                 state: PeerState::Leading,
             }),
         );
-        assert!(matches!(sent(&out)[..], [PeerMessage::FollowerInfo { .. }]));
+        assert!(matches!(
+            sent(&out, None)[..],
+            [PeerMessage::FollowerInfo { .. }]
+        ));
         let out = peer(&mut n, 1, PeerMessage::NewEpoch { epoch: Epoch(1) });
         assert!(
             matches!(out[0], Output::Disk(DiskOp::SetEpochs(e)) if e.accepted == Epoch(1)),
             "promise is durable first"
         );
-        assert!(matches!(sent(&out)[..], [PeerMessage::AckEpoch { .. }]));
+        assert!(matches!(
+            sent(&out, None)[..],
+            [PeerMessage::AckEpoch { .. }]
+        ));
         let sync = PeerMessage::Sync {
             epoch: Epoch(1),
             plan: SyncPlan::Diff,
@@ -421,7 +397,10 @@ mod tests {
                 last_zxid: Zxid::ZERO,
             },
         );
-        assert!(matches!(sent(&out)[..], [PeerMessage::AckNewLeader { .. }]));
+        assert!(matches!(
+            sent(&out, None)[..],
+            [PeerMessage::AckNewLeader { .. }]
+        ));
         peer(
             &mut n,
             1,
@@ -454,7 +433,7 @@ mod tests {
     fn acks_only_what_is_durable_with_group_commit() {
         let mut n = serving_follower(Fault::None);
         let out = propose(&mut n, 1);
-        assert!(sent(&out).is_empty(), "no ACK before the fsync");
+        assert!(sent(&out, None).is_empty(), "no ACK before the fsync");
         let Some(Output::Disk(DiskOp::Sync {
             generation,
             through,
@@ -477,7 +456,7 @@ mod tests {
             &mut out,
         );
         assert!(
-            matches!(sent(&out)[..], [PeerMessage::Ack { zxid, .. }] if *zxid == Zxid::new(1, 1))
+            matches!(sent(&out, None)[..], [PeerMessage::Ack { zxid, .. }] if *zxid == Zxid::new(1, 1))
         );
         assert!(out.iter().any(|o| matches!(o, Output::Disk(DiskOp::Sync { through, .. }) if *through == Zxid::new(1, 2))));
         // Commit applies in order.
@@ -502,7 +481,7 @@ mod tests {
     fn the_broken_variant_acks_before_the_fsync() {
         let mut n = serving_follower(Fault::AckBeforeFsync);
         let out = propose(&mut n, 1);
-        assert!(matches!(sent(&out)[..], [PeerMessage::Ack { .. }]));
+        assert!(matches!(sent(&out, None)[..], [PeerMessage::Ack { .. }]));
     }
 
     #[test]

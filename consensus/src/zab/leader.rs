@@ -331,6 +331,13 @@ impl Leader {
                     self.infos.insert(from, accepted_epoch);
                     return self.try_choose_epoch(core, out);
                 }
+                if accepted_epoch > self.epoch {
+                    // It promised a newer epoch (to a leader that never got established) and
+                    // will refuse ours forever. Start over: the next discovery picks an epoch
+                    // above its promise, so it can join. Safe, since elections always are.
+                    tracing::debug!(node = %core.cfg.id, follower = %from, "follower promised a newer epoch");
+                    return Next::Look;
+                }
                 core.send(from, PeerMessage::NewEpoch { epoch: self.epoch }, out);
                 if let Some(slot) = self.slots.get_mut(&from) {
                     slot.stage = Stage::EpochSent;
@@ -683,5 +690,112 @@ impl Leader {
             return Next::Look;
         }
         Next::Stay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::election::{Notification, PeerState, Vote};
+    use crate::types::{ClientId, Epoch, NodeId, RequestId, Zxid};
+    use crate::zab::testkit::{fresh_node, peer, sent};
+    use crate::zab::{Fault, Node, PeerMessage, RoleName};
+
+    /// Node 1 of {1, 2, 3} elected and established in epoch 1 with node 2.
+    fn established_leader() -> Node {
+        let mut n = fresh_node(1, &[1, 2, 3], Fault::None);
+        n.start(&mut vec![]);
+        let vote = Vote {
+            leader: NodeId(1),
+            zxid: Zxid::ZERO,
+            epoch: Epoch(0),
+        };
+        for from in [2, 3] {
+            peer(
+                &mut n,
+                from,
+                PeerMessage::Vote(Notification {
+                    vote,
+                    round: 10,
+                    state: PeerState::Looking,
+                }),
+            );
+        }
+        assert_eq!(n.role(), RoleName::Leading);
+        let out = peer(
+            &mut n,
+            2,
+            PeerMessage::FollowerInfo {
+                accepted_epoch: Epoch(0),
+            },
+        );
+        assert!(matches!(
+            sent(&out, Some(2))[..],
+            [PeerMessage::NewEpoch { epoch: Epoch(1) }]
+        ));
+        let ack = PeerMessage::AckEpoch {
+            epoch: Epoch(1),
+            current_epoch: Epoch(0),
+            last_zxid: Zxid::ZERO,
+            committed: Zxid::ZERO,
+            epoch_ends: vec![],
+        };
+        let out = peer(&mut n, 2, ack);
+        assert!(matches!(
+            sent(&out, Some(2))[..],
+            [PeerMessage::Sync { .. }, PeerMessage::NewLeader { .. }]
+        ));
+        peer(&mut n, 2, PeerMessage::AckNewLeader { epoch: Epoch(1) });
+        assert!(n.is_serving());
+        n
+    }
+
+    #[test]
+    fn a_follower_that_promised_a_newer_epoch_makes_the_leader_start_over() {
+        let mut n = established_leader();
+        peer(
+            &mut n,
+            3,
+            PeerMessage::FollowerInfo {
+                accepted_epoch: Epoch(5),
+            },
+        );
+        assert_eq!(n.role(), RoleName::Looking);
+    }
+
+    #[test]
+    fn a_sync_is_answered_only_after_a_quorum_answers_a_later_ping() {
+        let mut n = established_leader();
+        let request = PeerMessage::SyncRequest {
+            epoch: Epoch(1),
+            client: ClientId(9),
+            request: RequestId(4),
+        };
+        let out = peer(&mut n, 2, request);
+        let round = match sent(&out, Some(2))[..] {
+            [PeerMessage::Ping { round, .. }] => *round,
+            ref other => panic!("expected a ping, got {other:?}"),
+        };
+        // An answer to an older ping proves nothing about now.
+        let out = peer(
+            &mut n,
+            2,
+            PeerMessage::Pong {
+                epoch: Epoch(1),
+                round: round - 1,
+            },
+        );
+        assert!(sent(&out, Some(2)).is_empty());
+        let out = peer(
+            &mut n,
+            2,
+            PeerMessage::Pong {
+                epoch: Epoch(1),
+                round,
+            },
+        );
+        assert!(matches!(
+            sent(&out, Some(2))[..],
+            [PeerMessage::SyncReply { .. }]
+        ));
     }
 }

@@ -20,6 +20,8 @@ pub mod history;
 pub mod leader;
 pub mod message;
 pub mod node;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 use std::sync::Arc;
 
