@@ -1,8 +1,8 @@
 //! ListOffsets (key 2): earliest (-2) and earliest-local (-4) give the log start offset,
 //! latest (-1) the high watermark (equal to the last stable offset until transactions exist),
 //! max timestamp (-3) the batch holding the largest timestamp, and a timestamp the first
-//! record at or after it: the storage engine finds the batch through the time index and the
-//! records of that batch are read here to find the exact record.
+//! record at or after it (the storage engine finds it through the time index and the records
+//! of that batch).
 //!
 //! Never: returns an offset above the high watermark.
 
@@ -13,7 +13,6 @@ use corebus_wire::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use corebus_wire::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use corebus_wire::record::{RecordBatches, TimestampType};
 
 use super::common::{by_shard, locate_partition};
 use crate::metadata::TopicId;
@@ -24,9 +23,6 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
-/// Bytes read to find a record by timestamp inside the batch the time index points at
-/// (larger batches are read whole: the read returns whole batches).
-const TIMESTAMP_LOOKUP_READ_BYTES: usize = 64 * 1024;
 
 /// (error code, timestamp, offset)
 type Answer = (i16, i64, i64);
@@ -122,32 +118,11 @@ async fn lookup(shard: &Shard, id: TopicId, partition: i32, timestamp: i64) -> A
 }
 
 /// The first record whose timestamp is at or after `ts`, as (its timestamp, its offset);
-/// (-1, -1) when there is none.
+/// (-1, -1) when there is none. The storage engine finds it exactly (time index, then the
+/// records of that batch).
 async fn by_timestamp(log: &Log, ts: i64) -> Result<(i64, i64), crate::storage::StorageError> {
-    let Some((batch_offset, batch_max_ts)) = log.offset_for_timestamp(ts).await? else {
-        return Ok((-1, -1));
-    };
-    let read = log.read(batch_offset, TIMESTAMP_LOOKUP_READ_BYTES).await?;
-    let start = log.log_start_offset();
-    for batch in RecordBatches::allow_partial_tail(read.to_bytes()).flatten() {
-        if batch.max_timestamp() < ts {
-            continue;
-        }
-        if batch.timestamp_type() == TimestampType::LogAppendTime {
-            // Every record carries the batch's timestamp.
-            return Ok((batch.max_timestamp(), batch.base_offset().max(start)));
-        }
-        let Ok(records) = batch.records() else { break };
-        for record in records.flatten() {
-            let record_ts = batch
-                .base_timestamp()
-                .saturating_add(record.timestamp_delta);
-            let offset = batch.base_offset() + i64::from(record.offset_delta);
-            if record_ts >= ts && offset >= start {
-                return Ok((record_ts, offset));
-            }
-        }
-    }
-    // The records could not be read here: the batch-level answer is still a valid upper bound.
-    Ok((batch_max_ts, batch_offset))
+    Ok(match log.offset_for_timestamp(ts).await? {
+        Some((offset, timestamp)) => (timestamp, offset),
+        None => (-1, -1),
+    })
 }
