@@ -296,3 +296,31 @@ def test_topics_survive_a_restart(tmp_path):
         assert before.cluster_id == after.cluster_id
     finally:
         assert b.stop() == 0
+
+
+def test_a_malformed_frame_closes_only_that_connection(broker):
+    import struct
+
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        # A frame whose api key exists but whose body is garbage.
+        body = struct.pack(">hhi", 3, 12, 7) + b"\xff" * 20
+        s.sendall(struct.pack(">i", len(body)) + body)
+        assert s.recv(100) == b"", "the broker closes the connection"
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        # A negative size prefix.
+        s.sendall(struct.pack(">i", -5))
+        assert s.recv(100) == b""
+    assert 18 in harness.api_versions_probe(broker.port), "other connections are served"
+    assert "closing the connection" in broker.log_tail()
+
+
+def test_api_versions_at_an_unknown_version_gets_the_v0_fallback(broker):
+    import struct
+
+    request = struct.pack(">hhih", 18, 999, 42, 1) + b"x"
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", harness._read_exact(s, 4))
+        body = harness._read_exact(s, size)
+    correlation_id, error = struct.unpack(">ih", body[:6])
+    assert (correlation_id, error) == (42, 35), "UNSUPPORTED_VERSION in the v0 format"
