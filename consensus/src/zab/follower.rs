@@ -73,15 +73,25 @@ impl Follower {
         }
     }
 
-    pub fn tick(&mut self, core: &mut Core, _out: &mut [Output]) -> Next {
+    pub fn tick(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
         let limit = if self.phase == Phase::Broadcast {
             core.cfg.sync_limit_ticks
         } else {
             core.cfg.init_limit_ticks
         };
-        if core.now.saturating_sub(self.last_heard) > u64::from(limit) {
+        let silent = core.now.saturating_sub(self.last_heard);
+        if silent > u64::from(limit) {
             tracing::debug!(node = %core.cfg.id, leader = %self.leader, "leader silent, looking");
             return Next::Look;
+        }
+        // The leader may not have been leading yet when FOLLOWERINFO reached it (it was still
+        // deciding): say it again until it answers, as ZooKeeper's learner retries connecting.
+        let resend = u64::from(core.cfg.ping_interval_ticks.max(1));
+        if self.phase == Phase::Connecting && silent > 0 && silent % resend == 0 {
+            let info = PeerMessage::FollowerInfo {
+                accepted_epoch: core.epochs.accepted,
+            };
+            core.send(self.leader, info, out);
         }
         Next::Stay
     }
@@ -142,6 +152,15 @@ impl Follower {
         out: &mut Vec<Output>,
     ) -> Next {
         if from != self.leader {
+            return Next::Stay;
+        }
+        if matches!(msg, PeerMessage::FollowerInfo { .. }) {
+            // The node we follow is following someone too (election views crossed): it
+            // will never lead this round, so look again instead of waiting for a timeout.
+            return Next::Look;
+        }
+        if !msg.from_leader() {
+            // Only a leader's messages prove that it is alive and leading.
             return Next::Stay;
         }
         self.last_heard = core.now;

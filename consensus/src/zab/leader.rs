@@ -142,6 +142,8 @@ impl Leader {
         };
         core.set_epochs(epochs, out);
         self.phase = Phase::AwaitEpochAcks;
+        // Each step of establishment gets its own time limit.
+        self.deadline = core.now + u64::from(core.cfg.init_limit_ticks);
         for (id, slot) in self.slots.iter_mut() {
             core.send(*id, PeerMessage::NewEpoch { epoch: self.epoch }, out);
             slot.stage = Stage::EpochSent;
@@ -159,6 +161,8 @@ impl Leader {
             return Next::Stay;
         }
         self.phase = Phase::Syncing;
+        // Each step of establishment gets its own time limit.
+        self.deadline = core.now + u64::from(core.cfg.init_limit_ticks);
         self.initial_last = core.history.last();
         tracing::debug!(node = %core.cfg.id, epoch = self.epoch.0, "epoch agreed, syncing followers");
         let ready: Vec<NodeId> = self

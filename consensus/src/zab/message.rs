@@ -124,3 +124,21 @@ pub enum PeerMessage {
         through: Zxid,
     },
 }
+
+impl PeerMessage {
+    /// Whether only a leader sends this (what keeps a follower following).
+    pub fn from_leader(&self) -> bool {
+        matches!(
+            self,
+            PeerMessage::NewEpoch { .. }
+                | PeerMessage::Sync { .. }
+                | PeerMessage::NewLeader { .. }
+                | PeerMessage::UpToDate { .. }
+                | PeerMessage::Propose { .. }
+                | PeerMessage::Commit { .. }
+                | PeerMessage::Ping { .. }
+                | PeerMessage::Rejected { .. }
+                | PeerMessage::SyncReply { .. }
+        )
+    }
+}
