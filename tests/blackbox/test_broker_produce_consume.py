@@ -256,3 +256,25 @@ def test_produce_errors_use_kafkas_codes(broker):
     p.produce("small", value=b"x" * 100, partition=0, on_delivery=lambda e, m: errors.append(e))
     p.flush(CLIENT_TIMEOUT_SECONDS)
     assert errors == [None]
+
+
+def test_delete_records_moves_the_log_start(broker):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(50):
+        p.produce("dr", value=str(i).encode(), partition=0)
+    assert p.flush(CLIENT_TIMEOUT_SECONDS) == 0
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    [f] = a.delete_records([TopicPartition("dr", 0, 20)]).values()
+    assert f.result(timeout=CLIENT_TIMEOUT_SECONDS).low_watermark == 20
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused", "auto.offset.reset": "earliest"})
+    assert c.get_watermark_offsets(TopicPartition("dr", 0), timeout=CLIENT_TIMEOUT_SECONDS) == (20, 50)
+    c.assign([TopicPartition("dr", 0, 0)])  # below the start: reset to earliest
+    got = []
+    deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS
+    while len(got) < 30 and time.monotonic() < deadline:
+        got.extend(m.value() for m in c.consume(100, timeout=1) if m.error() is None)
+    c.close()
+    assert got[0] == b"20" and got[-1] == b"49"

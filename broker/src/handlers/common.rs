@@ -152,3 +152,59 @@ pub fn by_shard<T>(items: Vec<(usize, ShardId, T)>) -> Vec<(ShardId, Vec<(usize,
     }
     groups
 }
+
+/// Runs `op` on the log of each named partition, on its owning shard (one message per shard);
+/// one result per item, in order. Unknown topics and partitions, and partitions whose log is
+/// not open, get their Kafka error code.
+pub async fn on_partition_logs<A, R, F, Fut>(
+    shard: &Rc<Shard>,
+    items: Vec<(String, i32, A)>,
+    op: F,
+) -> Vec<Result<R, i16>>
+where
+    A: Send + 'static,
+    R: Send + 'static,
+    F: Fn(crate::shard::partitions::Log, A) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = Result<R, i16>>,
+{
+    let image = shard.metadata();
+    let mut results: Vec<Result<R, i16>> = Vec::with_capacity(items.len());
+    let mut work = Vec::new();
+    for (pos, (name, partition, arg)) in items.into_iter().enumerate() {
+        results.push(Err(ResponseError::UnknownServerError.code()));
+        match locate_partition(&image, Some(&name), uuid::Uuid::nil(), partition) {
+            Ok((id, owner)) => work.push((pos, owner, (id, partition, arg))),
+            Err(e) => results[pos] = Err(e.code()),
+        }
+    }
+    for (owner, group) in by_shard(work) {
+        let op = op.clone();
+        let positions: Vec<usize> = group.iter().map(|(p, _)| *p).collect();
+        let done = shard
+            .on_shard(owner, move |s: Rc<Shard>| async move {
+                let mut out = Vec::with_capacity(group.len());
+                for (pos, (id, partition, arg)) in group {
+                    let r = match s.logs.log((id, partition)) {
+                        Some(log) => op(log, arg).await,
+                        None => Err(ResponseError::KafkaStorageError.code()),
+                    };
+                    out.push((pos, r));
+                }
+                out
+            })
+            .await;
+        match done {
+            Ok(out) => {
+                for (pos, r) in out {
+                    results[pos] = r;
+                }
+            }
+            Err(_) => {
+                for pos in positions {
+                    results[pos] = Err(ResponseError::KafkaStorageError.code());
+                }
+            }
+        }
+    }
+    results
+}

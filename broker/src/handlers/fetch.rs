@@ -93,14 +93,21 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     loop {
         let total: usize = got.iter().map(|g| g.records.len()).sum();
         let any_error = got.iter().any(|g| g.error != 0);
-        if total >= min_bytes.max(1)
+        // Data below the high watermark that this round did not return (a partition limit of
+        // 0, say) will never wake a wait: answer now instead of spinning until the deadline.
+        let stuck = slots.iter().zip(&got).any(|((_, _, r), g)| {
+            r.as_ref()
+                .is_ok_and(|(_, w)| g.records.is_empty() && g.high_watermark > w.offset)
+        });
+        if total >= min_bytes
             || any_error
+            || stuck
             || Instant::now() >= deadline
             || shard.shutdown.is_fired()
         {
             break;
         }
-        wait_for_data(shard, &slots, &got, deadline).await;
+        wait_for_data(shard, &slots, deadline).await;
         got = read_round(shard, &slots).await;
     }
     trim_to(&mut got, max_bytes);
@@ -231,19 +238,15 @@ async fn read_on_owner(shard: &Shard, items: Vec<(usize, Want)>) -> Vec<(usize, 
 async fn wait_for_data(
     shard: &Rc<Shard>,
     slots: &[(usize, i32, Result<(ShardId, Want), i16>)],
-    got: &[Got],
     deadline: Instant,
 ) {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let work = slots
         .iter()
-        .zip(got)
         .enumerate()
-        .filter_map(|(pos, ((_, _, r), g))| {
+        .filter_map(|(pos, (_, _, r))| {
             let (owner, want) = r.as_ref().ok()?;
-            // Wait for the offset after what this round already returned.
-            let next = want.offset.max(g.high_watermark.min(want.offset));
-            Some((pos, *owner, (want.topic_id, want.partition, next)))
+            Some((pos, *owner, (want.topic_id, want.partition, want.offset)))
         })
         .collect();
     let (woke_tx, woke_rx) = flume::bounded::<()>(1);

@@ -10,6 +10,7 @@ pub mod api_versions;
 pub mod common;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
@@ -17,6 +18,7 @@ pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod topic_configs;
 
@@ -45,6 +47,8 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::Produce)
         .with(ApiKey::Fetch)
         .with(ApiKey::ListOffsets)
+        .with(ApiKey::DeleteRecords)
+        .with(ApiKey::OffsetForLeaderEpoch)
         .with(ApiKey::ApiVersions)
         .with(ApiKey::Metadata)
         .with(ApiKey::CreateTopics)
@@ -75,6 +79,12 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         }
         RequestKind::ListOffsets(r) => Reply::Respond(ResponseKind::ListOffsets(
             list_offsets::handle(shard, r, v).await,
+        )),
+        RequestKind::DeleteRecords(r) => Reply::Respond(ResponseKind::DeleteRecords(
+            delete_records::handle(shard, r, v).await,
+        )),
+        RequestKind::OffsetForLeaderEpoch(r) => Reply::Respond(ResponseKind::OffsetForLeaderEpoch(
+            offset_for_leader_epoch::handle(shard, r, v).await,
         )),
         RequestKind::Metadata(r) => {
             Reply::Respond(ResponseKind::Metadata(metadata::handle(shard, r, v).await))
