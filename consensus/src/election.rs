@@ -231,11 +231,9 @@ mod tests {
             .map(|v| Election::start(v.leader, 3, 0, *v, 0).0)
             .collect();
         let mut queue: Vec<(usize, usize, Notification)> = vec![];
-        for i in 0..3 {
-            for j in 0..3 {
-                if i != j {
-                    queue.push((i, j, nodes[i].notification()));
-                }
+        for (i, node) in nodes.iter().enumerate() {
+            for j in (0..3).filter(|&j| j != i) {
+                queue.push((i, j, node.notification()));
             }
         }
         let mut decided = [None; 3];

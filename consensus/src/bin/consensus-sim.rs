@@ -71,7 +71,7 @@ fn main() -> ExitCode {
             println!("seed {seed} FAILED: {}", r.violations.join(" | "));
             println!("  reproduce: {}", repro_command(seed, &opts));
         }
-        if (seed - from + 1) % 1000 == 0 {
+        if (seed - from + 1).is_multiple_of(1000) {
             eprintln!(
                 "{} seeds, {failed} failed, {:.0} s",
                 seed - from + 1,

@@ -87,7 +87,7 @@ impl Follower {
         // The leader may not have been leading yet when FOLLOWERINFO reached it (it was still
         // deciding): say it again until it answers, as ZooKeeper's learner retries connecting.
         let resend = u64::from(core.cfg.ping_interval_ticks.max(1));
-        if self.phase == Phase::Connecting && silent > 0 && silent % resend == 0 {
+        if self.phase == Phase::Connecting && silent > 0 && silent.is_multiple_of(resend) {
             let info = PeerMessage::FollowerInfo {
                 accepted_epoch: core.epochs.accepted,
             };

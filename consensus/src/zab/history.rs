@@ -28,6 +28,9 @@ pub enum HistoryError {
     StaleSnapshot { snapshot: Zxid, committed: Zxid },
 }
 
+/// What committing returns per applied transaction: its zxid and result, for the replies.
+pub type Applied = Vec<(Zxid, Result<TxnResult, TxnError>)>;
+
 #[derive(Debug)]
 pub struct History {
     tree: DataTree,
@@ -216,7 +219,7 @@ impl History {
         snapshot_every_txns: u64,
         retained_txns: usize,
         out: &mut Vec<Output>,
-    ) -> Result<Vec<(Zxid, Result<TxnResult, TxnError>)>, HistoryError> {
+    ) -> Result<Applied, HistoryError> {
         let mut results = Vec::new();
         if through <= self.committed {
             return Ok(results);
