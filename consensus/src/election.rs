@@ -167,9 +167,15 @@ impl Election {
                 let confirming = self
                     .out_of_election
                     .values()
-                    .filter(|(o, _)| o.leader == v.leader && o.epoch == v.epoch)
+                    .filter(|(o, _)| o.leader == v.leader)
                     .count();
-                let leader_says = matches!(self.out_of_election.get(&v.leader), Some((o, PeerState::Leading)) if o.epoch == v.epoch);
+                // Only the leader's identity is compared: members of one group may report the
+                // votes of different elections (a leader re-elected by a later round, a follower
+                // that joined an earlier one), and a wrong guess only costs a timeout.
+                let leader_says = matches!(
+                    self.out_of_election.get(&v.leader),
+                    Some((_, PeerState::Leading))
+                );
                 // We would follow, so we count ourselves in.
                 if v.leader != self.me && leader_says && confirming + 1 >= self.quorum {
                     self.round = self.round.max(n.round);
