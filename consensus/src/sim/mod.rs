@@ -1,6 +1,12 @@
 //! The deterministic simulator: N nodes and clients over a simulated network and disk, with
 //! crashes, restarts and partitions, in simulated time, all drawn from one seed.
 //!
+//! Faults: packets dropped, duplicated, delayed and reordered (a TCP-like sequencer turns
+//! them into broken connections); partitions and heals; crashes with unsynced bytes lost and
+//! the last write torn; whole-group power loss; process pauses (50-800 ms, missed ticks
+//! delivered on resume); per-seed disk speed and protocol tuning (snapshot cadence, DIFF
+//! retention, back-pressure, timeouts). `--trace` prints every input and output.
+//!
 //! Owns the event loop and the fault schedule. Every run is a pure function of
 //! `(seed, SimOptions)`: a failing seed reproduces with
 //! `cargo run -p corebus-consensus --features sim --bin consensus-sim -- --seed N`.
