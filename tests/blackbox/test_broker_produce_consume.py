@@ -49,7 +49,7 @@ def produce_confluent(bootstrap, topic, recs, codec, acks="all"):
             "compression.type": codec,
             "acks": acks,
             "linger.ms": 5,
-            "enable.idempotence": False,
+            "enable.idempotence": True,
         }
     )
     errors = []
@@ -73,7 +73,8 @@ def produce_kafka_python(bootstrap, topic, recs, codec):
         compression_type=None if codec == "none" else codec,
         acks="all",
         linger_ms=5,
-        enable_idempotence=False,
+        # kafka-python 3 turns idempotence on by default; keep it explicit.
+        enable_idempotence=True,
     )
     futures = [p.send(topic, value=v, key=k, headers=h, partition=0) for k, v, h in recs]
     for f in futures:
@@ -219,8 +220,7 @@ def test_long_poll_is_woken_by_an_append(broker):
 
     def produce_later():
         time.sleep(1.0)
-        # No InitProducerId yet: kafka-python 3 would turn idempotence on by default.
-        p = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+        p = KafkaProducer(bootstrap_servers=broker.bootstrap)
         p.send("lp", b"wake", partition=0).get(timeout=CLIENT_TIMEOUT_SECONDS)
         p.close()
 

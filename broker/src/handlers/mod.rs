@@ -16,6 +16,7 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
@@ -49,6 +50,7 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::ListOffsets)
         .with(ApiKey::DeleteRecords)
         .with(ApiKey::OffsetForLeaderEpoch)
+        .with(ApiKey::InitProducerId)
         .with(ApiKey::ApiVersions)
         .with(ApiKey::Metadata)
         .with(ApiKey::CreateTopics)
@@ -85,6 +87,9 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         )),
         RequestKind::OffsetForLeaderEpoch(r) => Reply::Respond(ResponseKind::OffsetForLeaderEpoch(
             offset_for_leader_epoch::handle(shard, r, v).await,
+        )),
+        RequestKind::InitProducerId(r) => Reply::Respond(ResponseKind::InitProducerId(
+            init_producer_id::handle(shard, r, v).await,
         )),
         RequestKind::Metadata(r) => {
             Reply::Respond(ResponseKind::Metadata(metadata::handle(shard, r, v).await))

@@ -5,9 +5,10 @@
 //! answers when they are as durable as `acks` asks: acks=1 written, acks=all synced (the
 //! storage durability contract), acks=0 no answer at all.
 //!
-//! Until InitProducerId exists, idempotent and transactional batches are refused (clients get
-//! UNKNOWN_PRODUCER_ID / INVALID_PRODUCER_ID_MAPPING) rather than written without the
-//! deduplication they rely on.
+//! Idempotent producers (ids from InitProducerId): each partition's producer state (epoch and
+//! the last 5 batches' sequences) answers a retried batch with its original offset and
+//! refuses gaps (OUT_OF_ORDER_SEQUENCE_NUMBER) and old epochs (INVALID_PRODUCER_EPOCH).
+//! Transactional batches are refused (INVALID_PRODUCER_ID_MAPPING) until transactions exist.
 //!
 //! Never: answers before the data is as durable as acks asks; writes part of a partition's
 //! batches when one of them is invalid; touches another shard's log.
@@ -28,6 +29,7 @@ use crate::config::settings::{Scope, lookup};
 use crate::config::value::Value;
 use crate::metadata::{MetadataImage, TopicId};
 use crate::shard::Shard;
+use crate::shard::producer_state::{ProducerStates, Verdict};
 use crate::storage::now_ms;
 
 /// One partition's append, as sent to its shard.
@@ -187,10 +189,10 @@ fn check_batches(
                 ),
             ));
         }
-        if batch.producer_id() >= 0 {
+        if batch.is_transactional() {
             return Err((
-                ResponseError::UnknownProducerId.code(),
-                "idempotent producers are not supported yet (no InitProducerId)".to_string(),
+                ResponseError::InvalidProducerIdMapping.code(),
+                "transactions are not supported yet".to_string(),
             ));
         }
         // Batch-level bounds: the first record's timestamp and the batch's largest one.
@@ -210,6 +212,37 @@ fn check_batches(
         return Err(corrupt("no record batch".into()));
     }
     Ok(batches)
+}
+
+/// An append started, or a retried batch found already written.
+enum Started {
+    Appended(crate::storage::AppendInfo),
+    Duplicate(i64),
+}
+
+/// The idempotence verdict for a partition's batches: the first batch with a producer id
+/// decides for a duplicate (a retried request repeats its batches), any refusal refuses all.
+fn idempotence_verdict(states: &ProducerStates, batches: &[RecordBatch]) -> Verdict {
+    let mut verdict = Verdict::Append;
+    for (i, b) in batches
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.producer_id() >= 0)
+    {
+        match states.check(
+            b.producer_id(),
+            b.producer_epoch(),
+            b.base_sequence(),
+            b.record_count(),
+        ) {
+            Verdict::Duplicate { base_offset } if i == 0 => {
+                verdict = Verdict::Duplicate { base_offset }
+            }
+            Verdict::Duplicate { .. } | Verdict::Append => {}
+            refuse @ Verdict::Refuse(_) => return refuse,
+        }
+    }
+    verdict
 }
 
 /// Runs on the owning shard: starts every append first (so their writes and syncs coalesce
@@ -232,16 +265,51 @@ async fn append_all(
             ));
             continue;
         };
-        match log.append_nowait(&a.batches, 0, now) {
-            Ok(info) => started.push((pos, Ok((log, info)))),
-            Err(e) => started.push((pos, Err((e.kafka_error_code(), e.to_string())))),
-        }
+        let key = (a.topic_id, a.partition);
+        // Check, append and record producer state without an await in between, so two
+        // requests of one producer cannot interleave on this shard.
+        let outcome = shard.logs.with_producers(key, |states| {
+            match idempotence_verdict(states, &a.batches) {
+                Verdict::Append => {}
+                Verdict::Duplicate { base_offset } => return Ok(Started::Duplicate(base_offset)),
+                Verdict::Refuse(e) => {
+                    return Err((
+                        e.code(),
+                        format!("{e:?} for producer {}", a.batches[0].producer_id()),
+                    ));
+                }
+            }
+            let info = log
+                .append_nowait(&a.batches, 0, now)
+                .map_err(|e| (e.kafka_error_code(), e.to_string()))?;
+            let mut base = info.base_offset;
+            for b in a.batches.iter().filter(|b| b.producer_id() >= 0) {
+                states.record(
+                    b.producer_id(),
+                    b.producer_epoch(),
+                    b.base_sequence(),
+                    b.record_count(),
+                    base,
+                );
+                base += i64::from(b.last_offset_delta()) + 1;
+            }
+            Ok(Started::Appended(info))
+        });
+        started.push((pos, outcome.map(|o| (log, o))));
     }
     let mut done = Vec::with_capacity(started.len());
     for (pos, s) in started {
         let outcome = match s {
             Err(e) => Err(e),
-            Ok((log, info)) => {
+            Ok((log, Started::Duplicate(base))) => {
+                // The original is already in the log; wait for it as a new append would.
+                let next = log.log_end_offset().min(base + 1);
+                log.wait_written(next)
+                    .await
+                    .map(|()| (base, None, log.log_start_offset()))
+                    .map_err(|e| (e.kafka_error_code(), e.to_string()))
+            }
+            Ok((log, Started::Appended(info))) => {
                 let next = info.last_offset + 1;
                 let durable = match log.config().durability_for_acks(acks) {
                     crate::storage::Durability::Written => log.wait_written(next).await,

@@ -11,6 +11,7 @@ pub mod cpus;
 pub mod mesh;
 pub mod partitions;
 pub mod placement;
+pub mod producer_state;
 pub mod runtime;
 
 use std::cell::RefCell;

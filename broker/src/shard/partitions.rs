@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
 use super::ShardId;
+use super::producer_state::{
+    PRODUCER_STATE_REBUILD_BATCHES, PRODUCER_STATE_REBUILD_RECORDS, ProducerStates,
+};
 use crate::config::BrokerSettings;
 use crate::config::settings::{Scope, in_scope};
 use crate::metadata::{MetadataImage, TopicId};
@@ -26,6 +29,8 @@ pub struct ShardLogs {
     data_dir: PathBuf,
     storage: StorageShard<DmaDisk>,
     logs: RefCell<HashMap<PartitionKey, Log>>,
+    /// Idempotent-producer state of each open partition.
+    producers: RefCell<HashMap<PartitionKey, ProducerStates>>,
     /// Each open topic's name and settings, to see renames (delete + create) and changes.
     topics: RefCell<HashMap<TopicId, (String, BTreeMap<String, String>)>>,
 }
@@ -39,6 +44,7 @@ impl ShardLogs {
             data_dir: data_dir.to_path_buf(),
             storage: StorageShard::new(disk, ShardOptions::default()),
             logs: RefCell::new(HashMap::new()),
+            producers: RefCell::new(HashMap::new()),
             topics: RefCell::new(HashMap::new()),
         })
     }
@@ -46,6 +52,16 @@ impl ShardLogs {
     /// The open log of a partition this shard owns.
     pub fn log(&self, key: PartitionKey) -> Option<Log> {
         self.logs.borrow().get(&key).cloned()
+    }
+
+    /// Runs `f` on the producer state of an open partition. Synchronous on purpose: a check,
+    /// the append that follows it and the state update must not be split by an await.
+    pub fn with_producers<R>(
+        &self,
+        key: PartitionKey,
+        f: impl FnOnce(&mut ProducerStates) -> R,
+    ) -> R {
+        f(self.producers.borrow_mut().entry(key).or_default())
     }
 
     pub fn storage(&self) -> &StorageShard<DmaDisk> {
@@ -74,6 +90,7 @@ impl ShardLogs {
                 .copied()
                 .collect();
             for key in keys {
+                self.producers.borrow_mut().remove(&key);
                 let removed = self.logs.borrow_mut().remove(&key);
                 if let Some(log) = removed {
                     if let Err(e) = log.close().await {
@@ -105,6 +122,8 @@ impl ShardLogs {
                             StorageShard::<DmaDisk>::log_dir(&self.data_dir, &topic.name, p as i32);
                         match self.storage.open_log(dir.clone(), config.clone()).await {
                             Ok(log) => {
+                                let states = rebuild_producers(&log).await;
+                                self.producers.borrow_mut().insert(key, states);
                                 self.logs.borrow_mut().insert(key, log);
                             }
                             Err(e) => {
@@ -123,6 +142,21 @@ impl ShardLogs {
     /// Closes every log cleanly (drained, synced, clean-shutdown markers written).
     pub async fn close(&self) {
         self.storage.close().await;
+    }
+}
+
+/// Rebuilds idempotent-producer state from the batch headers of the log's tail.
+async fn rebuild_producers(log: &Log) -> ProducerStates {
+    let from = log
+        .written_offset()
+        .saturating_sub(PRODUCER_STATE_REBUILD_RECORDS)
+        .max(log.log_start_offset());
+    match log.scan_headers(from, PRODUCER_STATE_REBUILD_BATCHES).await {
+        Ok(headers) => ProducerStates::from_headers(&headers),
+        Err(e) => {
+            warn!(dir = %log.dir().display(), error = %e, "cannot rebuild producer state");
+            ProducerStates::default()
+        }
     }
 }
 
