@@ -324,3 +324,19 @@ def test_api_versions_at_an_unknown_version_gets_the_v0_fallback(broker):
         body = harness._read_exact(s, size)
     correlation_id, error = struct.unpack(">ih", body[:6])
     assert (correlation_id, error) == (42, 35), "UNSUPPORTED_VERSION in the v0 format"
+
+
+def test_max_connections_closes_the_excess(tmp_path):
+    b = harness.start_broker(tmp_path / "data", tmp_path / "broker.log", extra_args=["--override", "max.connections=2"])
+    try:
+        held = [socket.create_connection(("127.0.0.1", b.port), timeout=10) for _ in range(2)]
+        time.sleep(0.5)
+        with socket.create_connection(("127.0.0.1", b.port), timeout=10) as extra:
+            assert extra.recv(10) == b"", "the third connection is closed at accept"
+        for s in held:
+            s.close()
+        time.sleep(0.5)
+        assert 18 in harness.api_versions_probe(b.port), "closed connections free their slots"
+        assert "max.connections reached" in b.log_tail()
+    finally:
+        assert b.stop() == 0

@@ -278,3 +278,21 @@ def test_delete_records_moves_the_log_start(broker):
         got.extend(m.value() for m in c.consume(100, timeout=1) if m.error() is None)
     c.close()
     assert got[0] == b"20" and got[-1] == b"49"
+
+
+def test_a_compacted_topic_refuses_records_without_a_key(broker):
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a.create_topics([NewTopic("compacted", 1, 1, config={"cleanup.policy": "compact"})])["compacted"].result(
+        timeout=CLIENT_TIMEOUT_SECONDS
+    )
+    results = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "compression.type": "lz4"})
+    p.produce("compacted", value=b"no key", partition=0, on_delivery=lambda e, m: results.append(e))
+    p.flush(CLIENT_TIMEOUT_SECONDS)
+    p.produce("compacted", key=b"k", value=b"keyed", partition=0, on_delivery=lambda e, m: results.append(e))
+    p.flush(CLIENT_TIMEOUT_SECONDS)
+    assert results[0] is not None and results[0].name() == "INVALID_RECORD"
+    assert results[1] is None

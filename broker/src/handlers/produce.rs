@@ -1,5 +1,6 @@
 //! Produce (key 0): checks every batch (magic 2, CRC32C, size against the topic's
-//! `max.message.bytes`, CreateTime timestamps against `message.timestamp.before/after.max.ms`),
+//! `max.message.bytes`, CreateTime timestamps against `message.timestamp.before/after.max.ms`,
+//! keys present on compacted topics),
 //! routes each partition's batches to its owning shard in one message per shard, appends
 //! them there (the batch is copied once, into the storage engine's aligned write buffer) and
 //! answers when they are as durable as `acks` asks: acks=1 written, acks=all synced (the
@@ -171,6 +172,8 @@ fn check_batches(
     let before_ms = setting("message.timestamp.before.max.ms")
         .and_then(|v| v.as_i64())
         .unwrap_or(i64::MAX);
+    // Kafka refuses keyless records on a compacted topic (the cleaner could not keep them).
+    let compacted = matches!(setting("cleanup.policy"), Some(Value::List(p)) if p.iter().any(|x| x == "compact"));
     let after_ms = setting("message.timestamp.after.max.ms")
         .and_then(|v| v.as_i64())
         .unwrap_or(i64::MAX);
@@ -206,12 +209,33 @@ fn check_batches(
                 ));
             }
         }
+        if compacted {
+            check_keys(&batch)?;
+        }
         batches.push(batch);
     }
     if batches.is_empty() {
         return Err(corrupt("no record batch".into()));
     }
     Ok(batches)
+}
+
+/// Every record of a batch for a compacted topic must have a key. Iterating the records
+/// (decompressing if needed) is paid on compacted topics only.
+fn check_keys(batch: &RecordBatch) -> Result<(), (i16, String)> {
+    let records = batch
+        .records()
+        .map_err(|e| (e.kafka_error_code(), e.to_string()))?;
+    for record in records {
+        let record = record.map_err(|e| (e.kafka_error_code(), e.to_string()))?;
+        if record.key.is_none() {
+            return Err((
+                ResponseError::InvalidRecord.code(),
+                "Compacted topic cannot accept message without key".to_string(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An append started, or a retried batch found already written.
