@@ -340,3 +340,20 @@ def test_max_connections_closes_the_excess(tmp_path):
         assert "max.connections reached" in b.log_tail()
     finally:
         assert b.stop() == 0
+
+
+def test_describe_log_dirs(broker):
+    from confluent_kafka import Producer
+    from kafka.admin import KafkaAdminClient
+
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(100):
+        p.produce("sized", value=b"x" * 100, partition=0)
+    assert p.flush(CLIENT_TIMEOUT_SECONDS) == 0
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=CLIENT_TIMEOUT_SECONDS * 1000)
+    try:
+        text = repr(a.describe_log_dirs())
+    finally:
+        a.close()
+    assert str(broker.data_dir.resolve()) in text
+    assert "sized" in text

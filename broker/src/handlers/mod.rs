@@ -14,6 +14,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
@@ -51,6 +52,7 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::DeleteRecords)
         .with(ApiKey::OffsetForLeaderEpoch)
         .with(ApiKey::InitProducerId)
+        .with(ApiKey::DescribeLogDirs)
         .with(ApiKey::ApiVersions)
         .with(ApiKey::Metadata)
         .with(ApiKey::CreateTopics)
@@ -90,6 +92,9 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         )),
         RequestKind::InitProducerId(r) => Reply::Respond(ResponseKind::InitProducerId(
             init_producer_id::handle(shard, r, v).await,
+        )),
+        RequestKind::DescribeLogDirs(r) => Reply::Respond(ResponseKind::DescribeLogDirs(
+            describe_log_dirs::handle(shard, r, v).await,
         )),
         RequestKind::Metadata(r) => {
             Reply::Respond(ResponseKind::Metadata(metadata::handle(shard, r, v).await))
