@@ -24,10 +24,12 @@ pub struct SimFiles {
 
 impl SimFiles {
     /// Power loss: each file keeps its durable bytes plus a random prefix of the rest.
-    pub fn crash(&mut self, rng: &mut impl Rng) {
+    /// With `page_cache_lost` (power loss) nothing unsynced survives; a killed process's
+    /// writes are in the page cache, and any prefix of them may reach the disk.
+    pub fn crash(&mut self, rng: &mut impl Rng, page_cache_lost: bool) {
         for f in self.files.values_mut() {
             let unsynced = f.data.len() - f.durable;
-            let keep = if unsynced == 0 {
+            let keep = if unsynced == 0 || page_cache_lost {
                 0
             } else {
                 rng.random_range(0..=unsynced)

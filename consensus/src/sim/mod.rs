@@ -285,7 +285,7 @@ impl World {
         self.outputs(i, out);
     }
 
-    fn crash(&mut self, i: usize) {
+    fn crash(&mut self, i: usize, power_loss: bool) {
         let slot = &mut self.slots[i];
         if slot.node.take().is_none() {
             return;
@@ -296,7 +296,7 @@ impl World {
             .take()
             .map(LogStore::into_files)
             .unwrap_or_default();
-        files.crash(&mut self.rng);
+        files.crash(&mut self.rng, power_loss);
         self.slots[i].down_files = Some(files);
         self.net.reset_node(self.ids[i]);
         // A killed process's peers see a reset at once half of the time; else they time out.
@@ -442,7 +442,7 @@ impl World {
         match self.rng.random_range(0..100) {
             0..30 => {
                 let i = self.rng.random_range(0..n);
-                self.crash(i);
+                self.crash(i, false);
             }
             30..50 if n > 1 => {
                 let size = self.rng.random_range(1..n);
@@ -467,7 +467,7 @@ impl World {
             60..64 => {
                 self.report.coverage.power_losses += 1;
                 for i in 0..n {
-                    self.crash(i);
+                    self.crash(i, true);
                 }
             }
             _ => {}

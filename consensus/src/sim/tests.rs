@@ -107,10 +107,10 @@ fn first_caught(fault: Fault, seeds: u64) -> Option<(u64, Vec<String>)> {
 
 #[test]
 fn checkers_catch_ack_before_fsync() {
-    let caught = first_caught(Fault::AckBeforeFsync, 400);
+    let caught = first_caught(Fault::AckBeforeFsync, 1_000);
     assert!(
         caught.is_some(),
-        "acknowledging before fsync went unnoticed in 400 seeds"
+        "acknowledging before fsync went unnoticed in 1,000 seeds"
     );
 }
 
