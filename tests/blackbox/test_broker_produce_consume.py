@@ -296,3 +296,33 @@ def test_a_compacted_topic_refuses_records_without_a_key(broker):
     p.flush(CLIENT_TIMEOUT_SECONDS)
     assert results[0] is not None and results[0].name() == "INVALID_RECORD"
     assert results[1] is None
+
+
+def test_kafka_python_uses_an_incremental_fetch_session(broker):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for i in range(100):
+        p.send("sess", str(i).encode(), partition=0)
+    p.flush()
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, fetch_max_wait_ms=100)
+    tp = TopicPartition("sess", 0)
+    c.assign([tp])
+    c.seek(tp, 0)
+    got = []
+    for _ in range(10):
+        for batch in c.poll(timeout_ms=300).values():
+            got.extend(m.value for m in batch)
+    # Later records arrive through the incremental session too.
+    p.send("sess", b"late", partition=0).get(timeout=CLIENT_TIMEOUT_SECONDS)
+    deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS
+    while b"late" not in got and time.monotonic() < deadline:
+        for batch in c.poll(timeout_ms=300).values():
+            got.extend(m.value for m in batch)
+    p.close()
+    # kafka-python's session handler (an internal, but the only place the session shows).
+    [handler] = c._fetcher._session_handlers.values()
+    session_id, epoch = handler.next_metadata.session_id, handler.next_metadata.epoch
+    c.close()
+    assert got == [str(i).encode() for i in range(100)] + [b"late"]
+    assert session_id != 0 and epoch > 1, "the broker created a session and the client used it"

@@ -5,10 +5,9 @@
 //! large batch cannot stall a consumer). With less than `min_bytes`, the request waits up to
 //! `max_wait_ms` and is woken by the first append to any of its partitions.
 //!
-//! Fetch sessions (KIP-227): corebus answers every fetch in full and creates no session
-//! (session id 0), which the protocol allows (a broker may refuse sessions); a request for an
-//! incremental fetch of a session it does not know gets FETCH_SESSION_ID_NOT_FOUND, after which
-//! clients fall back to full fetches. Transactions do not exist yet, so the last stable offset
+//! Fetch sessions (KIP-227, `shard::fetch_sessions`): a full fetch with epoch 0 opens a session,
+//! incremental fetches then carry only changed partitions and are answered only for partitions
+//! with news; epoch -1 fetches without a session. Transactions do not exist yet, so the last stable offset
 //! is the high watermark and no aborted transactions are listed.
 //!
 //! Never: returns data above the high watermark (nothing a crash could take back); blocks a
@@ -25,15 +24,20 @@ use corebus_wire::kafka_protocol::messages::fetch_response::{
 use corebus_wire::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use futures_lite::future;
 
-use super::common::{by_shard, locate_partition};
+use corebus_wire::kafka_protocol::messages::TopicName;
+use uuid::Uuid;
+
+use super::common::{by_shard, locate_partition, str_bytes};
 use crate::metadata::TopicId;
+use crate::shard::fetch_sessions::{PartKey, Plan};
 use crate::shard::{Shard, ShardId};
 
 /// Longest a fetch waits for data, whatever `max_wait_ms` says (Kafka's clients use 500 ms).
 const MAX_FETCH_WAIT_MS: i32 = 60_000;
-/// KIP-227 epochs: -1 asks for no session, 0 for a new one.
-const FINAL_EPOCH: i32 = -1;
-const INITIAL_EPOCH: i32 = 0;
+/// First Fetch version with sessions (KIP-227).
+const FETCH_SESSION_VERSION: i16 = 7;
+/// First Fetch version naming topics by id (KIP-516).
+const FETCH_TOPIC_ID_VERSION: i16 = 13;
 /// Kafka's isolation levels.
 const READ_COMMITTED: i8 = 1;
 
@@ -56,35 +60,93 @@ struct Got {
 }
 
 pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
-    if request.session_id != 0
-        && request.session_epoch != INITIAL_EPOCH
-        && request.session_epoch != FINAL_EPOCH
-    {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
-    }
+    // Topics are named by id from v13 on, by name before.
+    let by_id = version >= FETCH_TOPIC_ID_VERSION;
+    let topic_key = |name: &TopicName, id: Uuid| {
+        if by_id {
+            (String::new(), id)
+        } else {
+            (name.0.to_string(), Uuid::nil())
+        }
+    };
+    let requested: Vec<(PartKey, i64, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let (name, id) = topic_key(&t.topic, t.topic_id);
+            t.partitions.iter().map(move |p| {
+                (
+                    (name.clone(), id, p.partition),
+                    p.fetch_offset,
+                    p.partition_max_bytes,
+                )
+            })
+        })
+        .collect();
+    let forgotten: Vec<PartKey> = request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|f| {
+            let (name, id) = topic_key(&f.topic, f.topic_id);
+            f.partitions.iter().map(move |p| (name.clone(), id, *p))
+        })
+        .collect();
+    let plan = if version >= FETCH_SESSION_VERSION {
+        shard.fetch_sessions.borrow_mut().begin(
+            request.session_id,
+            request.session_epoch,
+            requested.clone(),
+            forgotten,
+        )
+    } else {
+        Plan::Full { session_id: 0 }
+    };
+    // The partitions to read, with what the client last heard (incremental sessions only).
+    let (session_id, incremental, parts): (
+        i32,
+        bool,
+        Vec<(PartKey, i64, i32, Option<(i64, i64)>)>,
+    ) = match plan {
+        Plan::Refuse(e) => return FetchResponse::default().with_error_code(e.code()),
+        Plan::Full { session_id } => (
+            session_id,
+            false,
+            requested
+                .into_iter()
+                .map(|(k, o, m)| (k, o, m, None))
+                .collect(),
+        ),
+        Plan::Incremental { session_id, parts } => (
+            session_id,
+            true,
+            parts
+                .into_iter()
+                .map(|p| (p.key, p.fetch_offset, p.max_bytes, p.sent))
+                .collect(),
+        ),
+    };
     let image = shard.metadata();
-    // Every partition in request order: (topic index, partition, routed want or error).
-    let mut slots: Vec<(usize, i32, Result<(ShardId, Want), i16>)> = Vec::new();
-    for (t, topic) in request.topics.iter().enumerate() {
-        let name = (version < 13).then(|| topic.topic.0.as_str());
-        for p in &topic.partitions {
-            let routed = locate_partition(&image, name, topic.topic_id, p.partition)
+    let slots: Vec<(usize, i32, Result<(ShardId, Want), i16>)> = parts
+        .iter()
+        .enumerate()
+        .map(|(pos, ((name, id, partition), offset, max_bytes, _))| {
+            let name = (!by_id).then_some(name.as_str());
+            let routed = locate_partition(&image, name, *id, *partition)
                 .map(|(topic_id, owner)| {
                     (
                         owner,
                         Want {
                             topic_id,
-                            partition: p.partition,
-                            offset: p.fetch_offset,
-                            max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                            partition: *partition,
+                            offset: *offset,
+                            max_bytes: usize::try_from(*max_bytes).unwrap_or(0),
                         },
                     )
                 })
                 .map_err(|e| e.code());
-            slots.push((t, p.partition, routed));
-        }
-    }
+            (pos, *partition, routed)
+        })
+        .collect();
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
@@ -111,18 +173,20 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         got = read_round(shard, &slots).await;
     }
     trim_to(&mut got, max_bytes);
-    let mut responses: Vec<FetchableTopicResponse> = request
-        .topics
-        .iter()
-        .map(|t| {
-            FetchableTopicResponse::default()
-                .with_topic(t.topic.clone())
-                .with_topic_id(t.topic_id)
-        })
-        .collect();
-    for ((t, partition, _), g) in slots.iter().zip(got) {
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut sent = Vec::new();
+    for ((key, _, _, heard), g) in parts.into_iter().zip(got) {
+        // An incremental answer leaves out partitions with nothing new for the client.
+        let news = !g.records.is_empty()
+            || g.error != 0
+            || heard != Some((g.high_watermark, g.log_start_offset));
+        if incremental && !news {
+            continue;
+        }
+        sent.push((key.clone(), g.high_watermark, g.log_start_offset));
+        let (name, id, partition) = key;
         let mut data = PartitionData::default()
-            .with_partition_index(*partition)
+            .with_partition_index(partition)
             .with_error_code(g.error)
             .with_high_watermark(g.high_watermark)
             .with_last_stable_offset(g.high_watermark)
@@ -132,10 +196,21 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         if request.isolation_level == READ_COMMITTED {
             data.aborted_transactions = Some(Vec::new());
         }
-        responses[*t].partitions.push(data);
+        match responses.last_mut() {
+            Some(t) if t.topic.0.as_str() == name && t.topic_id == id => t.partitions.push(data),
+            _ => responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(str_bytes(name)))
+                    .with_topic_id(id)
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    if session_id != 0 {
+        shard.fetch_sessions.borrow_mut().finish(session_id, &sent);
     }
     FetchResponse::default()
-        .with_session_id(0)
+        .with_session_id(session_id)
         .with_responses(responses)
 }
 

@@ -8,6 +8,7 @@
 //! lock on the request path.
 
 pub mod cpus;
+pub mod fetch_sessions;
 pub mod mesh;
 pub mod partitions;
 pub mod placement;
@@ -101,6 +102,8 @@ pub struct Shard {
     pub tasks: glommio::sync::Gate,
     /// The partitions this shard owns and its storage engine.
     pub logs: partitions::ShardLogs,
+    /// KIP-227 sessions of the consumers connected to this shard.
+    pub fetch_sessions: RefCell<fetch_sessions::FetchSessions>,
     metadata: RefCell<Arc<MetadataImage>>,
     controller: Option<Rc<Controller>>,
 }
@@ -119,6 +122,7 @@ impl Shard {
         logs: partitions::ShardLogs,
     ) -> Shard {
         let budget = config.limits.shard_produce_memory_budget_bytes as u64;
+        let shard_count = mesh.shard_count();
         Shard {
             id,
             cpu,
@@ -130,6 +134,7 @@ impl Shard {
             shutdown: Shutdown::new(),
             tasks: glommio::sync::Gate::new(),
             logs,
+            fetch_sessions: RefCell::new(fetch_sessions::FetchSessions::new(id, shard_count)),
             metadata: RefCell::new(metadata),
             controller,
         }
