@@ -9,8 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::message::{Origin, SyncPlan};
+use super::message::Origin;
 use super::node::{Core, Next};
+use super::sync_plan;
 use super::{ClientError, ClientOp, Fault, Output, PeerMessage};
 use crate::election::Vote;
 use crate::meta::Epochs;
@@ -225,34 +226,6 @@ impl Leader {
         Next::Stay
     }
 
-    /// The common point of our history and the follower's, from its commit point (committed,
-    /// so ours too) and the last zxid of each epoch it holds (entries of one epoch are
-    /// contiguous in every history, so the shorter run of an epoch is shared).
-    fn plan(
-        core: &Core,
-        f_last: Zxid,
-        f_committed: Zxid,
-        ends: &[Zxid],
-    ) -> (SyncPlan, Vec<LogEntry>) {
-        let h = &core.history;
-        let mut common = f_committed.min(h.last());
-        for end in ends {
-            if let Some(ours) = h.last_of_epoch(end.epoch) {
-                common = common.max((*end).min(ours));
-            }
-        }
-        if common < h.base() {
-            let tree = std::sync::Arc::new(h.tree().clone());
-            return (SyncPlan::Snap(tree), h.entries_after(h.committed()));
-        }
-        let entries = h.entries_after(common);
-        if common == f_last {
-            (SyncPlan::Diff, entries)
-        } else {
-            (SyncPlan::Trunc { after: common }, entries)
-        }
-    }
-
     fn send_sync(&mut self, core: &mut Core, id: NodeId, out: &mut Vec<Output>) {
         let Some(slot) = self.slots.get_mut(&id) else {
             return;
@@ -260,7 +233,7 @@ impl Leader {
         let Some((f_last, f_committed, ends)) = &slot.summary else {
             return;
         };
-        let (plan, entries) = Self::plan(core, *f_last, *f_committed, ends);
+        let (plan, entries) = sync_plan::plan(&core.history, *f_last, *f_committed, ends);
         let committed = core.history.committed();
         core.send(
             id,

@@ -13,13 +13,14 @@
 //!   [`Input::PeerDown`]; messages are never duplicated or reordered within one connection.
 //!
 //! Submodules: [`message`] (the peer protocol), [`history`] (log + commit point + tree),
-//! [`node`] (roles and client handling), [`leader`], [`follower`].
+//! [`node`] (roles and client handling), [`leader`], [`follower`], [`sync_plan`].
 
 pub mod follower;
 pub mod history;
 pub mod leader;
 pub mod message;
 pub mod node;
+pub mod sync_plan;
 #[cfg(test)]
 pub(crate) mod testkit;
 
