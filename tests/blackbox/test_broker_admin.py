@@ -329,8 +329,10 @@ def test_api_versions_at_an_unknown_version_gets_the_v0_fallback(broker):
 def test_max_connections_closes_the_excess(tmp_path):
     b = harness.start_broker(tmp_path / "data", tmp_path / "broker.log", extra_args=["--override", "max.connections=2"])
     try:
+        # The harness's readiness probe connection must be gone (and uncounted) first.
+        time.sleep(1.5)
         held = [socket.create_connection(("127.0.0.1", b.port), timeout=10) for _ in range(2)]
-        time.sleep(0.5)
+        time.sleep(1.0)
         with socket.create_connection(("127.0.0.1", b.port), timeout=10) as extra:
             assert extra.recv(10) == b"", "the third connection is closed at accept"
         for s in held:

@@ -164,7 +164,15 @@ pub async fn on_partition_logs<A, R, F, Fut>(
 where
     A: Send + 'static,
     R: Send + 'static,
-    F: Fn(crate::shard::partitions::Log, A) -> Fut + Send + Clone + 'static,
+    F: Fn(
+            Rc<Shard>,
+            crate::shard::partitions::PartitionKey,
+            crate::shard::partitions::Log,
+            A,
+        ) -> Fut
+        + Send
+        + Clone
+        + 'static,
     Fut: std::future::Future<Output = Result<R, i16>>,
 {
     let image = shard.metadata();
@@ -185,7 +193,7 @@ where
                 let mut out = Vec::with_capacity(group.len());
                 for (pos, (id, partition, arg)) in group {
                     let r = match s.logs.log((id, partition)) {
-                        Some(log) => op(log, arg).await,
+                        Some(log) => op(s.clone(), (id, partition), log, arg).await,
                         None => Err(ResponseError::KafkaStorageError.code()),
                     };
                     out.push((pos, r));

@@ -31,7 +31,7 @@ pub async fn handle(
                 .map(|p| (t.name.0.to_string(), p.partition_index, p.offset))
         })
         .collect();
-    let mut results = on_partition_logs(shard, items, |log, offset: i64| async move {
+    let mut results = on_partition_logs(shard, items, |_, _, log, offset: i64| async move {
         let before = if offset == HIGH_WATERMARK {
             log.written_offset()
         } else {

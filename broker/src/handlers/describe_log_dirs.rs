@@ -40,7 +40,7 @@ pub async fn handle(
             .collect(),
     };
     let items = wanted.iter().map(|(n, p)| (n.clone(), *p, ())).collect();
-    let sizes = on_partition_logs(shard, items, |log, ()| async move {
+    let sizes = on_partition_logs(shard, items, |_, _, log, ()| async move {
         Ok::<i64, i16>(log.size_bytes() as i64)
     })
     .await;

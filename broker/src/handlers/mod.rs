@@ -15,6 +15,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_log_dirs;
+pub mod describe_producers;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
@@ -53,6 +54,7 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::OffsetForLeaderEpoch)
         .with(ApiKey::InitProducerId)
         .with(ApiKey::DescribeLogDirs)
+        .with(ApiKey::DescribeProducers)
         .with(ApiKey::ApiVersions)
         .with(ApiKey::Metadata)
         .with(ApiKey::CreateTopics)
@@ -95,6 +97,9 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
         )),
         RequestKind::DescribeLogDirs(r) => Reply::Respond(ResponseKind::DescribeLogDirs(
             describe_log_dirs::handle(shard, r, v).await,
+        )),
+        RequestKind::DescribeProducers(r) => Reply::Respond(ResponseKind::DescribeProducers(
+            describe_producers::handle(shard, r, v).await,
         )),
         RequestKind::Metadata(r) => {
             Reply::Respond(ResponseKind::Metadata(metadata::handle(shard, r, v).await))

@@ -42,7 +42,7 @@ pub async fn handle(
     let mut results = on_partition_logs(
         shard,
         items,
-        |log, (current, wanted): (i32, i32)| async move {
+        |_, _, log, (current, wanted): (i32, i32)| async move {
             // -1: the client does not know the current epoch and skips the check.
             if current > LEADER_EPOCH {
                 return Err(ResponseError::UnknownLeaderEpoch.code());

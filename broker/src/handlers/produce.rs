@@ -314,6 +314,7 @@ async fn append_all(
                     b.base_sequence(),
                     b.record_count(),
                     base,
+                    info.log_append_time.unwrap_or(b.max_timestamp()),
                 );
                 base += i64::from(b.last_offset_delta()) + 1;
             }

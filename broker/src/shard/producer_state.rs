@@ -28,6 +28,16 @@ struct BatchSeq {
     first_seq: i32,
     last_seq: i32,
     base_offset: i64,
+    max_timestamp: i64,
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,6 +84,7 @@ impl ProducerStates {
                 h.base_sequence,
                 h.record_count,
                 h.base_offset,
+                h.max_timestamp,
             );
         }
         s
@@ -123,6 +134,7 @@ impl ProducerStates {
         first_seq: i32,
         count: i32,
         base_offset: i64,
+        max_timestamp: i64,
     ) {
         let p = self.producers.entry(producer_id).or_default();
         if epoch != p.epoch {
@@ -136,7 +148,27 @@ impl ProducerStates {
             first_seq,
             last_seq: last_sequence(first_seq, count),
             base_offset,
+            max_timestamp,
         });
+    }
+
+    /// Every producer with state, ordered by id.
+    pub fn describe(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .filter_map(|(id, p)| {
+                let last = p.recent.back()?;
+                Some(ActiveProducer {
+                    producer_id: *id,
+                    epoch: p.epoch,
+                    last_sequence: last.last_seq,
+                    last_timestamp: last.max_timestamp,
+                })
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 }
 
@@ -148,9 +180,9 @@ mod tests {
     fn duplicates_gaps_and_epochs() {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(7, 0, 0, 10), Verdict::Append);
-        s.record(7, 0, 0, 10, 100);
+        s.record(7, 0, 0, 10, 100, 0);
         assert_eq!(s.check(7, 0, 10, 5), Verdict::Append);
-        s.record(7, 0, 10, 5, 110);
+        s.record(7, 0, 10, 5, 110, 0);
         // A retry of either batch gets its original offset.
         assert_eq!(
             s.check(7, 0, 0, 10),
@@ -169,7 +201,7 @@ mod tests {
             Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber)
         );
         assert_eq!(s.check(7, 1, 0, 1), Verdict::Append);
-        s.record(7, 1, 0, 1, 200);
+        s.record(7, 1, 0, 1, 200, 0);
         assert_eq!(
             s.check(7, 0, 15, 1),
             Verdict::Refuse(ResponseError::InvalidProducerEpoch)
@@ -180,8 +212,17 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut s = ProducerStates::default();
         for i in 0..6 {
-            s.record(1, 0, i, 1, i64::from(i));
+            s.record(1, 0, i, 1, i64::from(i), 0);
         }
+        assert_eq!(
+            s.describe(),
+            vec![ActiveProducer {
+                producer_id: 1,
+                epoch: 0,
+                last_sequence: 5,
+                last_timestamp: 0
+            }]
+        );
         assert_eq!(s.check(1, 0, 5, 1), Verdict::Duplicate { base_offset: 5 });
         assert_eq!(s.check(1, 0, 1, 1), Verdict::Duplicate { base_offset: 1 });
         assert_eq!(
@@ -194,7 +235,7 @@ mod tests {
     fn sequences_wrap_at_i32_max() {
         assert_eq!(last_sequence(i32::MAX - 1, 3), 0);
         let mut s = ProducerStates::default();
-        s.record(2, 0, i32::MAX - 1, 2, 10);
+        s.record(2, 0, i32::MAX - 1, 2, 10, 0);
         assert_eq!(s.check(2, 0, 0, 1), Verdict::Append);
     }
 }
