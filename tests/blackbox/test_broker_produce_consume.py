@@ -326,3 +326,33 @@ def test_kafka_python_uses_an_incremental_fetch_session(broker):
     c.close()
     assert got == [str(i).encode() for i in range(100)] + [b"late"]
     assert session_id != 0 and epoch > 1, "the broker created a session and the client used it"
+
+
+def test_retention_deletes_old_segments(tmp_path):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    b = harness.start_broker(
+        tmp_path / "data", tmp_path / "broker.log", extra_args=["--override", "log.retention.check.interval.ms=300"]
+    )
+    try:
+        a = AdminClient({"bootstrap.servers": b.bootstrap})
+        config = {"segment.bytes": "16384", "retention.ms": "1000"}
+        a.create_topics([NewTopic("ret", 1, 1, config=config)])["ret"].result(timeout=CLIENT_TIMEOUT_SECONDS)
+        # Batches must fit a segment (16 KiB here).
+        p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0, "batch.size": 8000})
+        for i in range(200):
+            p.produce("ret", value=b"x" * 500, partition=0)
+            p.poll(0)
+        assert p.flush(CLIENT_TIMEOUT_SECONDS) == 0
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "unused"})
+        deadline = time.monotonic() + 20
+        low = 0
+        while low == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            low, high = c.get_watermark_offsets(TopicPartition("ret", 0), timeout=CLIENT_TIMEOUT_SECONDS)
+        c.close()
+        assert 0 < low <= 200 and high == 200, (low, high)
+        assert "retention deleted segments" in b.log_tail()
+    finally:
+        assert b.stop() == 0, b.log_tail()

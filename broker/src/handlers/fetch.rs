@@ -50,6 +50,13 @@ struct Want {
     max_bytes: usize,
 }
 
+/// A partition of the answer: its position, index, and owning shard with the read to do
+/// (or the error it gets).
+type Slot = (usize, i32, Result<(ShardId, Want), i16>);
+
+/// A partition to read as the session or request gives it, with what the client last heard.
+type PlannedPart = (PartKey, i64, i32, Option<(i64, i64)>);
+
 /// What a partition read gave.
 #[derive(Clone, Default)]
 struct Got {
@@ -102,11 +109,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         Plan::Full { session_id: 0 }
     };
     // The partitions to read, with what the client last heard (incremental sessions only).
-    let (session_id, incremental, parts): (
-        i32,
-        bool,
-        Vec<(PartKey, i64, i32, Option<(i64, i64)>)>,
-    ) = match plan {
+    let (session_id, incremental, parts): (i32, bool, Vec<PlannedPart>) = match plan {
         Plan::Refuse(e) => return FetchResponse::default().with_error_code(e.code()),
         Plan::Full { session_id } => (
             session_id,
@@ -126,7 +129,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         ),
     };
     let image = shard.metadata();
-    let slots: Vec<(usize, i32, Result<(ShardId, Want), i16>)> = parts
+    let slots: Vec<Slot> = parts
         .iter()
         .enumerate()
         .map(|(pos, ((name, id, partition), offset, max_bytes, _))| {
@@ -215,10 +218,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
 }
 
 /// Reads every routed partition once, each on its shard; errors stand for the others.
-async fn read_round(
-    shard: &Rc<Shard>,
-    slots: &[(usize, i32, Result<(ShardId, Want), i16>)],
-) -> Vec<Got> {
+async fn read_round(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Got> {
     let mut got: Vec<Got> = slots
         .iter()
         .map(|(_, _, r)| match r {
@@ -310,11 +310,7 @@ async fn read_on_owner(shard: &Shard, items: Vec<(usize, Want)>) -> Vec<(usize, 
 
 /// Waits until some partition of the request has data past its fetch offset, the deadline
 /// passes, or the shard shuts down.
-async fn wait_for_data(
-    shard: &Rc<Shard>,
-    slots: &[(usize, i32, Result<(ShardId, Want), i16>)],
-    deadline: Instant,
-) {
+async fn wait_for_data(shard: &Rc<Shard>, slots: &[Slot], deadline: Instant) {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let work = slots
         .iter()

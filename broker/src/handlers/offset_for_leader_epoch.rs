@@ -1,7 +1,7 @@
 //! OffsetForLeaderEpoch (key 23): the end offset of the largest leader epoch at or below the
 //! one asked. A single node has one epoch, 0, for every partition, so any epoch from 0 up ends
 //! at the log end offset; clients use this to detect log truncation after a leader change,
-//! which here never happens.
+//! which here never happens. A current epoch above 0 gets UNKNOWN_LEADER_EPOCH.
 //!
 //! Never: reports an epoch other than 0 until replication exists.
 
@@ -43,12 +43,10 @@ pub async fn handle(
         shard,
         items,
         |_, _, log, (current, wanted): (i32, i32)| async move {
-            // -1: the client does not know the current epoch and skips the check.
+            // -1: the client does not know the current epoch and skips the check. Epoch 0 is the
+            // lowest there is, so a known current epoch can only be ours or from the future.
             if current > LEADER_EPOCH {
                 return Err(ResponseError::UnknownLeaderEpoch.code());
-            }
-            if current >= 0 && current < LEADER_EPOCH {
-                return Err(ResponseError::FencedLeaderEpoch.code());
             }
             Ok(if wanted < LEADER_EPOCH {
                 (-1, -1)

@@ -206,6 +206,7 @@ async fn run_shard(
     mailbox: flume::Receiver<Job>,
 ) {
     glommio::spawn_local(serve_mailbox(shard.clone(), mailbox)).detach();
+    glommio::spawn_local(retention_ticker(shard.clone())).detach();
     accept_loop(shard.clone(), listener).await;
     // Accepting has stopped; connections finish the requests they read and close.
     let drained =
