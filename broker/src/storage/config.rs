@@ -132,7 +132,12 @@ impl LogConfig {
     pub fn set(&mut self, name: &str, value: &str) -> Result<bool> {
         match name {
             "segment.bytes" => {
-                self.segment_bytes = parse_i64(name, value, MIN_SEGMENT_BYTES as i64)? as u64
+                let v = parse_i64(name, value, MIN_SEGMENT_BYTES as i64)?;
+                // Kafka's segment.bytes is an int; index positions are u32.
+                if v > i64::from(i32::MAX) {
+                    return Err(invalid(name, value, "above the maximum (2147483647)"));
+                }
+                self.segment_bytes = v as u64
             }
             "segment.ms" => self.segment_ms = parse_i64(name, value, 1)?,
             "retention.ms" => self.retention_ms = parse_i64(name, value, -1)?,
@@ -240,6 +245,7 @@ mod tests {
         assert_eq!(c.min_cleanable_dirty_ratio_permille, 250);
         assert!(!c.set("min.insync.replicas", "2").unwrap());
         assert!(c.set("segment.bytes", "-5").is_err());
+        assert!(c.set("segment.bytes", "4294967296").is_err());
         assert!(c.set("cleanup.policy", "forever").is_err());
         assert_eq!(c.durability_for_acks(-1), Durability::Synced);
         assert_eq!(c.durability_for_acks(1), Durability::Written);

@@ -38,6 +38,11 @@
 //! locked memory. Root (CAP_IPC_LOCK) is fine; a non-root deployment needs `ulimit -l` (or
 //! `LimitMEMLOCK=` in systemd) at least the sum of every shard's `io_memory` plus 512 KiB.
 //!
+//! # Not done yet
+//! Compaction (`cleanup.policy=compact`): the setting is accepted (the consumer-offsets topic
+//! needs it) and retention then deletes nothing, but there is no log cleaner yet: a warning is
+//! logged when such a log opens.
+//!
 //! Never: knows about requests, clusters or handlers; touches another shard's logs.
 
 mod batch_cache;

@@ -90,6 +90,10 @@ impl<D: Disk> PartitionLog<D> {
     ) -> Result<PartitionLog<D>> {
         let disk = core.disk.clone();
         let io = |what: &str, e| StorageError::io(format!("{what} {}", dir.display()), e);
+        if config.cleanup_policy.compacts() {
+            // Not silently: the log keeps every record until a cleaner exists.
+            warn!(dir = %dir.display(), "cleanup.policy=compact: no log cleaner yet, nothing is compacted");
+        }
         disk.create_dir_all(&dir).map_err(|e| io("creating", e))?;
         let names = disk.list_dir(&dir).map_err(|e| io("listing", e))?;
         let mut bases: Vec<i64> = names
