@@ -66,7 +66,15 @@ struct Got {
     records: Bytes,
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchResponse {
+/// A Fetch answer: the response with its record data kept beside it (topic-major, one entry
+/// per partition in response order), so the connection sends the data without encoding a
+/// copy of it (`server::gather`).
+pub struct FetchReply {
+    pub response: FetchResponse,
+    pub records: Vec<Bytes>,
+}
+
+pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchReply {
     // Topics are named by id from v13 on, by name before.
     let by_id = version >= FETCH_TOPIC_ID_VERSION;
     let topic_key = |name: &TopicName, id: Uuid| {
@@ -110,7 +118,12 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     };
     // The partitions to read, with what the client last heard (incremental sessions only).
     let (session_id, incremental, parts): (i32, bool, Vec<PlannedPart>) = match plan {
-        Plan::Refuse(e) => return FetchResponse::default().with_error_code(e.code()),
+        Plan::Refuse(e) => {
+            return FetchReply {
+                response: FetchResponse::default().with_error_code(e.code()),
+                records: Vec::new(),
+            };
+        }
         Plan::Full { session_id } => (
             session_id,
             false,
@@ -177,6 +190,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     }
     trim_to(&mut got, max_bytes);
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut records = Vec::new();
     let mut sent = Vec::new();
     for ((key, _, _, heard), g) in parts.into_iter().zip(got) {
         // An incremental answer leaves out partitions with nothing new for the client.
@@ -194,8 +208,8 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
             .with_high_watermark(g.high_watermark)
             .with_last_stable_offset(g.high_watermark)
             .with_log_start_offset(g.log_start_offset)
-            .with_preferred_read_replica(BrokerId(-1))
-            .with_records(Some(g.records));
+            .with_preferred_read_replica(BrokerId(-1));
+        records.push(g.records);
         if request.isolation_level == READ_COMMITTED {
             data.aborted_transactions = Some(Vec::new());
         }
@@ -212,9 +226,12 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     if session_id != 0 {
         shard.fetch_sessions.borrow_mut().finish(session_id, &sent);
     }
-    FetchResponse::default()
-        .with_session_id(session_id)
-        .with_responses(responses)
+    FetchReply {
+        response: FetchResponse::default()
+            .with_session_id(session_id)
+            .with_responses(responses),
+        records,
+    }
 }
 
 /// Reads every routed partition once, each on its shard; errors stand for the others.

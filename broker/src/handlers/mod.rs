@@ -38,6 +38,8 @@ use crate::shard::Shard;
 pub enum Reply {
     /// Send this response.
     Respond(ResponseKind),
+    /// Send a Fetch response with its record data beside it.
+    Fetch(fetch::FetchReply),
     /// Send nothing (Produce with acks=0).
     Nothing,
     /// Close the connection (a request Kafka would also drop the connection for).
@@ -80,9 +82,7 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
             Reply::Respond(ResponseKind::ApiVersions(api_versions::handle(shard, r, v)))
         }
         RequestKind::Produce(r) => produce::handle(shard, r, v).await,
-        RequestKind::Fetch(r) => {
-            Reply::Respond(ResponseKind::Fetch(fetch::handle(shard, r, v).await))
-        }
+        RequestKind::Fetch(r) => Reply::Fetch(fetch::handle(shard, r, v).await),
         RequestKind::ListOffsets(r) => Reply::Respond(ResponseKind::ListOffsets(
             list_offsets::handle(shard, r, v).await,
         )),

@@ -41,6 +41,8 @@ const MALFORMED_FRAME_LOGGED_BYTES: usize = 128;
 enum Outcome {
     /// Write this framed response.
     Respond(Bytes),
+    /// Write these pieces, in order, as one framed response.
+    RespondPieces(Vec<Bytes>),
     /// The request wants no response (Produce with acks=0).
     Silent,
     /// Close the connection once the earlier responses are out.
@@ -207,6 +209,15 @@ async fn start_request(
             drop(permit);
             let body = match reply {
                 handlers::Reply::Respond(body) => body,
+                handlers::Reply::Fetch(fetch) => {
+                    return match super::gather::frame_fetch(corr, version, fetch) {
+                        Ok(pieces) => Outcome::RespondPieces(pieces),
+                        Err(e) => {
+                            warn!(error = %e, "cannot encode the Fetch response; closing the connection");
+                            Outcome::Close
+                        }
+                    };
+                }
                 handlers::Reply::Nothing => return Outcome::Silent,
                 handlers::Reply::Close => return Outcome::Close,
             };
@@ -230,12 +241,20 @@ async fn write_responses(
     queue: local_channel::LocalReceiver<glommio::task::JoinHandle<Outcome>>,
     peer: SocketAddr,
 ) {
-    while let Some(task) = queue.recv().await {
+    'responses: while let Some(task) = queue.recv().await {
         match task.await {
             Some(Outcome::Respond(bytes)) => {
                 if let Err(e) = writer.write_all(&bytes).await {
                     debug!(%peer, error = %e, "write failed");
                     break;
+                }
+            }
+            Some(Outcome::RespondPieces(pieces)) => {
+                for piece in pieces {
+                    if let Err(e) = writer.write_all(&piece).await {
+                        debug!(%peer, error = %e, "write failed");
+                        break 'responses;
+                    }
                 }
             }
             Some(Outcome::Silent) => {}

@@ -5,6 +5,7 @@
 //! connection stays on the shard that accepted it).
 
 pub mod connection;
+pub mod gather;
 pub mod listener;
 pub mod split;
 
