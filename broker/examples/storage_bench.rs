@@ -27,15 +27,21 @@ const BATCH_BYTES: usize = 16 * RECORD_BYTES;
 const READ_FETCH_BYTES: usize = 1 << 20;
 const MIB: f64 = (1 << 20) as f64;
 
-fn options() -> ShardOptions {
+/// The engine's defaults, except that 1000 partitions x the default 32 MiB preallocation
+/// would reserve 32 GB here: 4 MiB steps there. COREBUS_BENCH_PREALLOCATE_MIB overrides.
+fn options(partitions: usize) -> ShardOptions {
+    let default = ShardOptions::default();
+    let mib = std::env::var("COREBUS_BENCH_PREALLOCATE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    let preallocate_bytes = match mib {
+        Some(m) => m << 20,
+        None if partitions >= 1000 => 4 << 20,
+        None => default.preallocate_bytes,
+    };
     ShardOptions {
-        // 1000 partitions x the default 32 MiB preallocation would reserve 32 GB.
-        preallocate_bytes: std::env::var("COREBUS_BENCH_PREALLOCATE_MIB")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(4)
-            << 20,
-        ..ShardOptions::default()
+        preallocate_bytes,
+        ..default
     }
 }
 
@@ -49,6 +55,13 @@ fn executor() -> glommio::LocalExecutor {
     LocalExecutorBuilder::new(Placement::Fixed(0))
         // Room for 1000 partitions' writes in flight (glommio's default ring holds 128).
         .ring_depth(1024)
+        // COREBUS_BENCH_SPIN_US: spin before parking (wake-up latency experiments).
+        .spin_before_park(Duration::from_micros(
+            std::env::var("COREBUS_BENCH_SPIN_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ))
         .make()
         .expect("glommio executor")
 }
@@ -60,7 +73,7 @@ async fn open_logs(
     partitions: usize,
 ) -> (StorageShard<DmaDisk>, Vec<PartitionLog<DmaDisk>>) {
     let disk = DmaDisk::new(dir).await.expect("dma disk");
-    let shard = StorageShard::new(disk, options());
+    let shard = StorageShard::new(disk, options(partitions));
     let mut logs = Vec::with_capacity(partitions);
     for p in 0..partitions {
         let d = StorageShard::<DmaDisk>::log_dir(dir, topic, p as i32);
