@@ -485,9 +485,10 @@ impl<D: Disk> PartitionLog<D> {
                 .segments
                 .get_mut(&job.segment_base)
             {
-                seg.preallocated = target;
+                seg.preallocated = seg.preallocated.max(target);
             }
         }
+        self.preallocate_ahead(&job, &file);
         let expected = job.write_len();
         match file.write_at(job.buf.clone(), job.pos).await {
             Ok(n) if n == expected => {}
@@ -499,6 +500,48 @@ impl<D: Disk> PartitionLog<D> {
         }
         self.on_written(job);
         true
+    }
+
+    /// Once a write passes half of the reserved extent, reserves the next step in the
+    /// background, so the write path rarely waits for an fallocate. A failure is ignored here:
+    /// the write that needs the space then preallocates itself and sees the full disk.
+    fn preallocate_ahead(&self, job: &WriteJob<D::Buf>, file: &Rc<D::File>) {
+        let step = self.inner.core.options.preallocate_bytes;
+        let target = {
+            let mut state = self.inner.state.borrow_mut();
+            let Some(seg) = state.segments.get_mut(&job.segment_base) else {
+                return;
+            };
+            if step == 0 || seg.preallocating || job.end_size + step / 2 <= seg.preallocated {
+                return;
+            }
+            seg.preallocating = true;
+            seg.preallocated + step
+        };
+        let (log, file, base) = (self.clone(), file.clone(), job.segment_base);
+        glommio::spawn_local(async move {
+            let done = file.preallocate(target).await;
+            let mut state = log.inner.state.borrow_mut();
+            if let Some(seg) = state.segments.get_mut(&base) {
+                seg.preallocating = false;
+                if done.is_ok() {
+                    seg.preallocated = seg.preallocated.max(target);
+                }
+            }
+        })
+        .detach();
+    }
+
+    /// Waits for a background fallocate of this segment to finish, so a truncation to the
+    /// exact size is not followed by blocks reserved past it (they would leak until deletion).
+    pub(crate) async fn wait_preallocation(&self, base: i64) {
+        let busy = |log: &Self| {
+            let state = log.inner.state.borrow();
+            state.segments.get(&base).is_some_and(|s| s.preallocating)
+        };
+        while busy(self) {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     fn on_written(&self, job: WriteJob<D::Buf>) {
@@ -604,6 +647,7 @@ impl<D: Disk> PartitionLog<D> {
                 return false;
             }
         };
+        self.wait_preallocation(base).await;
         // The file's size becomes the data's exact end (no page padding, no preallocated
         // blocks): at open, a sealed segment's size is its file size.
         if let Err(e) = file.truncate(size).await {

@@ -394,6 +394,7 @@ impl<D: Disk> PartitionLog<D> {
             let a = state.active();
             (a.log_path.clone(), a.base_offset, a.size, a.index.clone())
         };
+        self.wait_preallocation(base).await;
         let io = |e| StorageError::io(format!("closing {}", path.display()), e);
         let file = self
             .segment_file(&path, OpenMode::CreateIfMissing)

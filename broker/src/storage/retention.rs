@@ -212,6 +212,7 @@ impl<D: Disk> PartitionLog<D> {
             let state = self.inner.state.borrow();
             state.active().log_path.clone()
         };
+        self.wait_preallocation(base).await;
         let io = |e| StorageError::io(format!("truncating {}", path.display()), e);
         let file = self
             .segment_file(&path, OpenMode::CreateIfMissing)

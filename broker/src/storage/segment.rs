@@ -36,6 +36,8 @@ pub(crate) struct Segment {
     pub written_size: u64,
     /// Bytes reserved with fallocate.
     pub preallocated: u64,
+    /// A background fallocate of the next step is in flight.
+    pub preallocating: bool,
     /// None until loaded (old segments load their index on first use).
     pub index: Option<SegmentIndex>,
     /// Wall clock of the first append (segment.ms); None for a segment found at open.
@@ -56,6 +58,7 @@ impl Segment {
             size: 0,
             written_size: 0,
             preallocated: 0,
+            preallocating: false,
             index: None,
             first_append_ms: None,
             sealed: false,
