@@ -356,3 +356,44 @@ def test_retention_deletes_old_segments(tmp_path):
         assert "retention deleted segments" in b.log_tail()
     finally:
         assert b.stop() == 0, b.log_tail()
+
+
+def test_two_shards_route_partitions_across_cores(tmp_path):
+    """The one test about sharding: partitions spread over two shards, requests arriving on
+    either shard reach each partition's owner, and a restart keeps the placement."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    data = tmp_path / "data"
+    b = harness.start_broker(data, tmp_path / "broker.log", shards=2)
+    try:
+        deadline = time.monotonic() + 10
+        while "corebus is ready" not in b.log_tail() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "shard=1 cpu=" in b.log_tail()
+        a = AdminClient({"bootstrap.servers": b.bootstrap})
+        a.create_topics([NewTopic("spread", 8, 1)])["spread"].result(timeout=CLIENT_TIMEOUT_SECONDS)
+        p = Producer({"bootstrap.servers": b.bootstrap, "enable.idempotence": True})
+        for part in range(8):
+            for i in range(50):
+                p.produce("spread", value=f"{part}-{i}".encode(), partition=part)
+        assert p.flush(CLIENT_TIMEOUT_SECONDS) == 0
+    finally:
+        assert b.stop() == 0, b.log_tail()
+    b = harness.start_broker(data, tmp_path / "broker.log", shards=2)
+    try:
+        # Several consumers, so connections land on both shards.
+        for _ in range(3):
+            c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "unused"})
+            c.assign([TopicPartition("spread", part, 0) for part in range(8)])
+            got = {}
+            deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS
+            while sum(len(v) for v in got.values()) < 400 and time.monotonic() < deadline:
+                for m in c.consume(500, timeout=1):
+                    assert m.error() is None, m.error()
+                    got.setdefault(m.partition(), []).append(m.value())
+            c.close()
+            for part in range(8):
+                assert got.get(part) == [f"{part}-{i}".encode() for i in range(50)], part
+    finally:
+        assert b.stop() == 0, b.log_tail()

@@ -96,6 +96,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     ])
     .map_err(StartError::Signals)?;
 
+    // Each shard reports once it has recovered its partitions and is accepting.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
     let mut handles = Vec::with_capacity(shard_count);
     for (i, (socket, mailbox)) in sockets.into_iter().zip(mailboxes).enumerate() {
         let cpu = cpus[i % cpus.len()];
@@ -107,6 +109,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             image.clone(),
         );
         let fd = socket.into_raw_fd();
+        let ready = ready_tx.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
             .spawn(move || async move {
@@ -141,6 +144,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     .sync_with(&image, id, &shard.config.settings)
                     .await;
                 info!(shard = i, cpu, "shard started");
+                let _ = ready.send(i);
                 run_shard(shard, listener, mailbox).await;
                 Ok(())
             })
@@ -150,6 +154,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 reason: e.to_string(),
             })?;
         handles.push(handle);
+    }
+    drop(ready_tx);
+    // A shard that fails to start drops its sender; the join below reports its error.
+    for _ in 0..shard_count {
+        if ready_rx.recv().is_err() {
+            break;
+        }
     }
     info!(
         listen = %bound,
