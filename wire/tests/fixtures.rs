@@ -288,6 +288,12 @@ fn kcat_librdkafka_2_0_2() {
 fn confluent_kafka() {
     let coverage = check_client("confluent-kafka");
     assert!(coverage.apis.contains(&(ApiKey::InitProducerId as i16)));
+    // Its second consumer uses the KIP-848 protocol (group.protocol=consumer).
+    assert!(
+        coverage
+            .apis
+            .contains(&(ApiKey::ConsumerGroupHeartbeat as i16))
+    );
     assert_codecs("confluent-kafka", &coverage, &ALL_CODECS);
 }
 

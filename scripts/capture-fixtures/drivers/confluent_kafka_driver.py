@@ -1,6 +1,8 @@
 """Drives confluent-kafka (the librdkafka it bundles) through the recording proxy: an
 idempotent producer with every codec, a consumer group that reads everything, commits
-synchronously and leaves, plus offset look-ups. Last stdout line: client versions as JSON.
+synchronously and leaves, plus offset look-ups; then a KIP-848 consumer
+(group.protocol=consumer) that does the same through ConsumerGroupHeartbeat. Last stdout
+line: client versions as JSON.
 
 Usage: confluent_kafka_driver.py BOOTSTRAP TOPIC GROUP
 """
@@ -61,10 +63,34 @@ def consume(bootstrap, topic, group):
     consumer.close()
 
 
+def consume_kip848(bootstrap, topic, group):
+    """The next-generation consumer protocol (KIP-848): ConsumerGroupHeartbeat instead of
+    JoinGroup/SyncGroup/Heartbeat, which the mock cluster implements."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{group}-kip848",
+            "group.protocol": "consumer",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+
+    def poll_count():
+        msg = consumer.poll(0.5)
+        return 0 if msg is None or msg.error() else 1
+
+    consume_all(poll_count, MESSAGES_PER_CODEC * len(CODECS))
+    consumer.commit(asynchronous=False)
+    consumer.close()
+
+
 def main():
     bootstrap, topic, group = sys.argv[1:4]
     produce(bootstrap, topic)
     consume(bootstrap, topic, group)
+    consume_kip848(bootstrap, topic, group)
     print(
         json.dumps(
             {
