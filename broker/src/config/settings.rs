@@ -391,6 +391,13 @@ pub static SETTINGS: &[Setting] = &[
         "How often the flusher checks for partitions to sync, in ms.",
     ),
     broker(
+        "write.caching.default",
+        Boolean,
+        Some("false"),
+        ANY,
+        "Broker default of write.caching: false makes acks=all wait for the fdatasync.",
+    ),
+    broker(
         "log.preallocate",
         Boolean,
         Some("false"),
@@ -734,6 +741,14 @@ pub static SETTINGS: &[Setting] = &[
         ANY,
         &[syn("unclean.leader.election.enable", MS)],
         "Kafka's unclean leader election; meaningless with a single replica.",
+    ),
+    topic(
+        "write.caching",
+        Boolean,
+        ANY,
+        &[syn("write.caching.default", MS)],
+        "true: acks=all answers once written (Kafka's behaviour, relying on replication); \
+         false: acks=all waits for the fdatasync (Redpanda's name and default).",
     ),
 ];
 
