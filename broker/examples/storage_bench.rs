@@ -27,18 +27,14 @@ const BATCH_BYTES: usize = 16 * RECORD_BYTES;
 const READ_FETCH_BYTES: usize = 1 << 20;
 const MIB: f64 = (1 << 20) as f64;
 
-/// The engine's defaults, except that 1000 partitions x the default 32 MiB preallocation
-/// would reserve 32 GB here: 4 MiB steps there. COREBUS_BENCH_PREALLOCATE_MIB overrides.
-fn options(partitions: usize) -> ShardOptions {
+/// The engine's defaults (preallocation steps doubling from 1 MiB to 32 MiB per segment);
+/// COREBUS_BENCH_PREALLOCATE_MIB fixes the largest step instead.
+fn options() -> ShardOptions {
     let default = ShardOptions::default();
-    let mib = std::env::var("COREBUS_BENCH_PREALLOCATE_MIB")
+    let preallocate_bytes = std::env::var("COREBUS_BENCH_PREALLOCATE_MIB")
         .ok()
-        .and_then(|v| v.parse::<u64>().ok());
-    let preallocate_bytes = match mib {
-        Some(m) => m << 20,
-        None if partitions >= 1000 => 4 << 20,
-        None => default.preallocate_bytes,
-    };
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(default.preallocate_bytes, |m| m << 20);
     ShardOptions {
         preallocate_bytes,
         ..default
@@ -73,7 +69,7 @@ async fn open_logs(
     partitions: usize,
 ) -> (StorageShard<DmaDisk>, Vec<PartitionLog<DmaDisk>>) {
     let disk = DmaDisk::new(dir).await.expect("dma disk");
-    let shard = StorageShard::new(disk, options(partitions));
+    let shard = StorageShard::new(disk, options());
     let mut logs = Vec::with_capacity(partitions);
     for p in 0..partitions {
         let d = StorageShard::<DmaDisk>::log_dir(dir, topic, p as i32);

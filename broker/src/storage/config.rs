@@ -208,12 +208,26 @@ pub struct ShardOptions {
     /// Size of the write buffer allocated while a write is in flight (coalescing appends
     /// that arrive meanwhile into one large write).
     pub coalesce_buffer_bytes: usize,
-    /// fallocate step for the active segment.
+    /// Largest fallocate step for the active segment. Steps start at
+    /// `preallocate_min_bytes` and double with what the segment already reserved, so a
+    /// partition written rarely reserves little (10,000 such partitions must not reserve
+    /// 320 GB) while a busy one soon reserves this much at a time. 0 turns preallocation off.
     pub preallocate_bytes: u64,
+    /// First fallocate step of a segment.
+    pub preallocate_min_bytes: u64,
     /// How often `flush.ms` deadlines are checked.
     pub flush_check_interval_ms: u64,
     /// Bytes read at once when a read or recovery scans a segment.
     pub read_chunk_bytes: usize,
+}
+
+impl ShardOptions {
+    /// The next fallocate step of a segment that has `reserved` bytes preallocated: as much
+    /// again, between `preallocate_min_bytes` and `preallocate_bytes`.
+    pub fn preallocate_step(&self, reserved: u64) -> u64 {
+        let max = self.preallocate_bytes;
+        reserved.clamp(self.preallocate_min_bytes.min(max), max)
+    }
 }
 
 impl Default for ShardOptions {
@@ -223,6 +237,7 @@ impl Default for ShardOptions {
             max_open_files: 4096,
             coalesce_buffer_bytes: 256 << 10,
             preallocate_bytes: 32 << 20,
+            preallocate_min_bytes: 1 << 20,
             flush_check_interval_ms: 100,
             read_chunk_bytes: 1 << 20,
         }
@@ -232,6 +247,33 @@ impl Default for ShardOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preallocation_steps_double_from_the_minimum_to_the_maximum() {
+        let o = ShardOptions::default();
+        let mut reserved = 0;
+        let mut steps = Vec::new();
+        for _ in 0..8 {
+            let step = o.preallocate_step(reserved);
+            steps.push(step >> 20);
+            reserved += step;
+        }
+        assert_eq!(steps, [1, 1, 2, 4, 8, 16, 32, 32]);
+        let off = ShardOptions {
+            preallocate_bytes: 0,
+            ..ShardOptions::default()
+        };
+        assert_eq!(off.preallocate_step(5 << 20), 0);
+        let small = ShardOptions {
+            preallocate_bytes: 256 << 10,
+            ..ShardOptions::default()
+        };
+        assert_eq!(
+            small.preallocate_step(0),
+            256 << 10,
+            "the maximum caps the minimum"
+        );
+    }
 
     #[test]
     fn set_by_kafka_names() {

@@ -471,7 +471,7 @@ impl<D: Disk> PartitionLog<D> {
                 .map_or(0, |s| s.preallocated)
         };
         if job.end_size > preallocated {
-            let target = align_up(job.end_size) + core.options.preallocate_bytes;
+            let target = align_up(job.end_size) + core.options.preallocate_step(preallocated);
             if let Err(e) = file.preallocate(target).await {
                 // Not every filesystem can preallocate; only a full disk matters here.
                 if e.kind() == std::io::ErrorKind::StorageFull {
@@ -506,12 +506,12 @@ impl<D: Disk> PartitionLog<D> {
     /// background, so the write path rarely waits for an fallocate. A failure is ignored here:
     /// the write that needs the space then preallocates itself and sees the full disk.
     fn preallocate_ahead(&self, job: &WriteJob<D::Buf>, file: &Rc<D::File>) {
-        let step = self.inner.core.options.preallocate_bytes;
         let target = {
             let mut state = self.inner.state.borrow_mut();
             let Some(seg) = state.segments.get_mut(&job.segment_base) else {
                 return;
             };
+            let step = self.inner.core.options.preallocate_step(seg.preallocated);
             if step == 0 || seg.preallocating || job.end_size + step / 2 <= seg.preallocated {
                 return;
             }
