@@ -22,6 +22,9 @@ pub const SHARD_MAILBOX_DEPTH_MESSAGES: usize = 1024;
 /// Time given to in-flight requests after SIGTERM/SIGINT before the shards stop anyway.
 pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
 
+/// How often a shard that has drained checks whether the others have, before closing its logs.
+pub const SHUTDOWN_POLL_MS: u64 = 5;
+
 /// Bytes read from a socket per read call.
 pub const SOCKET_READ_CHUNK_BYTES: usize = 64 * 1024;
 

@@ -177,11 +177,12 @@ def _tail(path, max_bytes=4000):
         return ""
 
 
-def start_broker(data_dir, log_path, extra_args=(), shards=1, command=None):
+def start_broker(data_dir, log_path, extra_args=(), shards=1, command=None, cwd=None):
     """Starts a broker on a free loopback port with `data_dir` and waits until it answers
     ApiVersions. `command` replaces the corebus command line (the harness self-test uses it
-    to stand in a fake broker); it gets `{port}` and `{data_dir}` substituted."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    to stand in a fake broker); it gets `{port}` and `{data_dir}` substituted. A relative
+    `data_dir` is relative to `cwd` (the broker's working directory)."""
+    (Path(cwd) / data_dir if cwd else data_dir).mkdir(parents=True, exist_ok=True)
     last_error = None
     for _ in range(BROKER_START_ATTEMPTS):
         port = free_port()
@@ -205,6 +206,7 @@ def start_broker(data_dir, log_path, extra_args=(), shards=1, command=None):
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=dict(os.environ, COREBUS_LOG=os.environ.get("COREBUS_LOG", "info")),
+                cwd=cwd,
             )
         try:
             versions = wait_until_ready(process, port, BROKER_START_TIMEOUT_SECONDS, log_path)

@@ -1,6 +1,7 @@
 //! Starting and stopping the node: pick the CPUs, bind the listeners, load the metadata, start
 //! one pinned executor per shard, wait for SIGTERM/SIGINT, stop accepting, let in-flight
-//! requests finish (bounded by `SHUTDOWN_GRACE_MS`), and return.
+//! requests finish (bounded by `SHUTDOWN_GRACE_MS`), close every log cleanly once all shards
+//! have drained, and return.
 //!
 //! Never: runs request work on the main thread (it only starts, signals and joins the shards).
 
@@ -8,7 +9,7 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -20,7 +21,7 @@ use super::partitions::ShardLogs;
 use super::placement::place;
 use super::{NodeInfo, Shard, ShardId, cpus};
 use crate::config::Config;
-use crate::limits::SHUTDOWN_GRACE_MS;
+use crate::limits::{SHUTDOWN_GRACE_MS, SHUTDOWN_POLL_MS};
 use crate::metadata::controller::Controller;
 use crate::metadata::local_file::LocalFileStore;
 use crate::metadata::{MetadataCommand, MetadataError, MetadataImage};
@@ -98,6 +99,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     // Each shard reports once it has recovered its partitions and is accepting.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
+    // Shards whose connections have drained at shutdown (see `run_shard`).
+    let drained_shards = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(shard_count);
     for (i, (socket, mailbox)) in sockets.into_iter().zip(mailboxes).enumerate() {
         let cpu = cpus[i % cpus.len()];
@@ -110,6 +113,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         );
         let fd = socket.into_raw_fd();
         let ready = ready_tx.clone();
+        let drained_shards = drained_shards.clone();
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
             .spawn(move || async move {
@@ -145,7 +149,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     .await;
                 info!(shard = i, cpu, "shard started");
                 let _ = ready.send(i);
-                run_shard(shard, listener, mailbox).await;
+                run_shard(shard, listener, mailbox, drained_shards).await;
                 Ok(())
             })
             .map_err(|e| StartError::Executor {
@@ -215,6 +219,7 @@ async fn run_shard(
     shard: Rc<Shard>,
     listener: glommio::net::TcpListener,
     mailbox: flume::Receiver<Job>,
+    drained_shards: Arc<AtomicUsize>,
 ) {
     glommio::spawn_local(serve_mailbox(shard.clone(), mailbox)).detach();
     glommio::spawn_local(retention_ticker(shard.clone())).detach();
@@ -233,6 +238,26 @@ async fn run_shard(
             "in-flight requests did not finish within the grace period"
         );
     }
+    // A connection on another shard may still be appending here through the mesh: close
+    // the logs only once every shard has drained (the mailbox keeps being served meanwhile).
+    drained_shards.fetch_add(1, Ordering::AcqRel);
+    let everyone = shard.shard_count();
+    let all_drained = glommio::timer::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), async {
+        while drained_shards.load(Ordering::Acquire) < everyone {
+            glommio::timer::sleep(Duration::from_millis(SHUTDOWN_POLL_MS)).await;
+        }
+        Ok(())
+    })
+    .await;
+    if all_drained.is_err() {
+        warn!(
+            shard = shard.id.0,
+            "other shards did not drain within the grace period"
+        );
+    }
+    // Every log drained, synced and marked clean, so the next start skips recovery scans
+    // and nothing acknowledged with acks=1 depends on the page cache surviving.
+    shard.logs.close().await;
     info!(shard = shard.id.0, "shard stopped");
 }
 

@@ -141,7 +141,10 @@ impl Disk for DmaDisk {
         glommio::io::rename(from, to).await.map_err(to_io)
     }
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let dir = glommio::io::Directory::open(path).await.map_err(to_io)?;
+        // glommio 0.9 opens directories relative to no descriptor at all: a relative path
+        // (the default data dir is `./data`) fails with EBADF.
+        let path = std::path::absolute(path)?;
+        let dir = glommio::io::Directory::open(&path).await.map_err(to_io)?;
         let res = dir.sync().await.map_err(to_io);
         let _ = dir.close().await;
         res
