@@ -164,6 +164,16 @@ impl SegmentIndex {
         })
     }
 
+    /// The offset entries: (base offset - segment base, byte position).
+    pub(crate) fn offset_entries(&self) -> &[(u32, u32)] {
+        &self.offsets
+    }
+
+    /// The time entries: (largest timestamp so far, base offset - segment base).
+    pub(crate) fn time_entries(&self) -> &[(i64, u32)] {
+        &self.times
+    }
+
     /// Makes the newest (max timestamp, offset) an entry of the time index, so a decoded index
     /// knows the segment's exact max timestamp (Kafka does the same when it seals a segment).
     pub(crate) fn seal(&mut self, segment_base: i64) {

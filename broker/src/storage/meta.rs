@@ -51,7 +51,11 @@ pub(crate) async fn write_meta<D: Disk>(
 pub(crate) async fn read_meta<D: Disk>(disk: &D, dir: &Path, name: &str) -> Option<Vec<u8>> {
     let file = disk.open(&dir.join(name), OpenMode::Existing).await.ok()?;
     let page = file.read_at(0, PAGE_BYTES).await.ok()?;
-    let page = page.as_ref();
+    decode_meta(page.as_ref())
+}
+
+/// The payload of a checkpoint file's bytes, or None when they fail any check.
+pub(crate) fn decode_meta(page: &[u8]) -> Option<Vec<u8>> {
     if page.len() < HEADER_BYTES || &page[..4] != MAGIC {
         return None;
     }

@@ -52,6 +52,7 @@ pub mod dma_disk;
 pub mod error;
 mod fd_cache;
 mod index;
+pub mod inspect;
 pub mod lock;
 mod log;
 mod meta;

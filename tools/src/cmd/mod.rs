@@ -1,0 +1,7 @@
+//! One file per command group.
+
+pub mod cluster;
+pub mod consume;
+pub mod log;
+pub mod produce;
+pub mod topic;
