@@ -17,7 +17,11 @@ use super::producer_state::{
 use crate::config::BrokerSettings;
 use crate::config::settings::{Scope, in_scope};
 use crate::metadata::{MetadataImage, TopicId};
-use crate::storage::{DmaDisk, LogConfig, PartitionLog, ShardOptions, StorageError, StorageShard};
+use crate::storage::bounded::run_bounded;
+use crate::storage::{
+    CONCURRENT_LOG_OPENS_CLOSES, DmaDisk, LogConfig, PartitionLog, ShardOptions, StorageError,
+    StorageShard,
+};
 
 /// One shard's logs.
 pub type Log = PartitionLog<DmaDisk>;
@@ -33,6 +37,9 @@ pub struct ShardLogs {
     producers: RefCell<HashMap<PartitionKey, ProducerStates>>,
     /// Each open topic's name and settings, to see renames (delete + create) and changes.
     topics: RefCell<HashMap<TopicId, (String, BTreeMap<String, String>)>>,
+    /// One `sync_with` at a time: two overlapping ones would both open a partition that
+    /// neither has finished opening.
+    syncing: glommio::sync::Semaphore,
 }
 
 impl ShardLogs {
@@ -46,6 +53,7 @@ impl ShardLogs {
             logs: RefCell::new(HashMap::new()),
             producers: RefCell::new(HashMap::new()),
             topics: RefCell::new(HashMap::new()),
+            syncing: glommio::sync::Semaphore::new(1),
         })
     }
 
@@ -73,6 +81,10 @@ impl ShardLogs {
     /// topics that are gone. A partition that fails to open stays closed and its error is
     /// logged; clients get KAFKA_STORAGE_ERROR for it.
     pub async fn sync_with(&self, image: &MetadataImage, me: ShardId, settings: &BrokerSettings) {
+        // Closed only when the shard is dropped, which no caller outlives.
+        let Ok(_one_at_a_time) = self.syncing.acquire_permit(1).await else {
+            return;
+        };
         let gone: Vec<(TopicId, String)> = self
             .topics
             .borrow()
@@ -101,6 +113,7 @@ impl ShardLogs {
             }
             info!(topic = %name, "topic deleted: its partitions on this shard are set aside");
         }
+        let mut to_open = Vec::new();
         for topic in image.topics.values() {
             let config_changed = self
                 .topics
@@ -120,22 +133,42 @@ impl ShardLogs {
                     None => {
                         let dir =
                             StorageShard::<DmaDisk>::log_dir(&self.data_dir, &topic.name, p as i32);
-                        match self.storage.open_log(dir.clone(), config.clone()).await {
-                            Ok(log) => {
-                                let states = rebuild_producers(&log).await;
-                                self.producers.borrow_mut().insert(key, states);
-                                self.logs.borrow_mut().insert(key, log);
-                            }
-                            Err(e) => {
-                                warn!(dir = %dir.display(), error = %e, "cannot open partition log")
-                            }
-                        }
+                        to_open.push((key, dir, config.clone()));
                     }
                 }
             }
             self.topics
                 .borrow_mut()
                 .insert(topic.id, (topic.name.clone(), topic.configs.clone()));
+        }
+        // Opening recovers and syncs: thousands of partitions open concurrently, not in turn.
+        let storage = self.storage.clone();
+        let opened = run_bounded(
+            to_open,
+            CONCURRENT_LOG_OPENS_CLOSES,
+            |(key, dir, config)| {
+                let storage = storage.clone();
+                async move {
+                    let result = match storage.open_log(dir.clone(), config).await {
+                        Ok(log) => {
+                            let states = rebuild_producers(&log).await;
+                            Ok((log, states))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    (key, dir, result)
+                }
+            },
+        )
+        .await;
+        for (key, dir, result) in opened {
+            match result {
+                Ok((log, states)) => {
+                    self.producers.borrow_mut().insert(key, states);
+                    self.logs.borrow_mut().insert(key, log);
+                }
+                Err(e) => warn!(dir = %dir.display(), error = %e, "cannot open partition log"),
+            }
         }
     }
 

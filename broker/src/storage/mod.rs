@@ -46,6 +46,7 @@
 //! Never: knows about requests, clusters or handlers; touches another shard's logs.
 
 mod batch_cache;
+pub mod bounded;
 pub mod config;
 pub mod disk;
 pub mod dma_disk;
@@ -74,5 +75,5 @@ pub use error::StorageError;
 pub use lock::DataDirLock;
 pub use log::{AppendInfo, PartitionLog};
 pub use read::{LogRead, ReadChunk};
-pub use shard::{StorageShard, now_ms};
+pub use shard::{CONCURRENT_LOG_OPENS_CLOSES, StorageShard, now_ms};
 pub use sim_disk::SimDisk;

@@ -14,12 +14,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::warn;
 
 use super::batch_cache::BatchCache;
+use super::bounded::run_bounded;
 use super::config::{LogConfig, ShardOptions};
 use super::disk::Disk;
 use super::error::Result;
 use super::fd_cache::FdCache;
 use super::log::{LogInner, PartitionLog, WeakLog};
 use super::watermark::Watermark;
+
+/// Logs of one shard opened or closed at once (each costs a few fsyncs, which overlap
+/// through io_uring; the fd cache holds far more files than this).
+pub const CONCURRENT_LOG_OPENS_CLOSES: usize = 64;
 
 /// Milliseconds since the Unix epoch (wall clock, as Kafka timestamps are).
 pub fn now_ms() -> i64 {
@@ -131,13 +136,19 @@ impl<D: Disk> StorageShard<D> {
         deleted
     }
 
-    /// Closes every open log cleanly (writes drained, synced, clean-shutdown markers).
+    /// Closes every open log cleanly (writes drained, synced, clean-shutdown markers), up to
+    /// `CONCURRENT_LOG_OPENS_CLOSES` at once.
     pub async fn close(&self) {
-        for log in self.core.live_logs() {
-            if let Err(e) = log.close().await {
-                warn!(dir = %log.dir().display(), error = %e, "close failed");
-            }
-        }
+        run_bounded(
+            self.core.live_logs(),
+            CONCURRENT_LOG_OPENS_CLOSES,
+            |log| async move {
+                if let Err(e) = log.close().await {
+                    warn!(dir = %log.dir().display(), error = %e, "close failed");
+                }
+            },
+        )
+        .await;
         self.core.closed.set(true);
         self.core
             .sync_events
