@@ -287,7 +287,7 @@ fn check(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
     #[test]
     fn log_matches_its_model(ops in prop::collection::vec(op(), 1..40)) {
         check(ops);
