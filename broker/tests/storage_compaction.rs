@@ -406,6 +406,32 @@ fn readers_during_swaps_see_whole_batches_in_offset_order() {
     });
 }
 
+#[test]
+fn idle_compacted_logs_cost_no_disk_io_per_wake() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts());
+        let mut logs = Vec::new();
+        for n in 0..200 {
+            let log = shard.open_log(dir(100 + n), config()).await.unwrap();
+            fill(&log, 12).await;
+            logs.push(log);
+        }
+        while shard.clean_dirtiest(NOW, &cleaner()).await.is_some() {}
+        assert!(logs.iter().all(|l| l.first_dirty_offset() > 0));
+        let reads = disk.read_count();
+        let writes = disk.mutations();
+        let started = std::time::Instant::now();
+        for _ in 0..100 {
+            assert!(shard.clean_dirtiest(NOW, &cleaner()).await.is_none());
+        }
+        let per_wake = started.elapsed() / 100;
+        assert_eq!(disk.read_count(), reads, "an idle wake reads nothing");
+        assert_eq!(disk.mutations(), writes, "an idle wake writes nothing");
+        eprintln!("idle wake over 200 compacted logs: {per_wake:?}");
+    });
+}
+
 /// A log with data in sealed segments, every append synced.
 async fn prepared(disk: &SimDisk) -> (StorageShard<SimDisk>, PartitionLog<SimDisk>, Vec<Rec>) {
     let shard = StorageShard::new(disk.clone(), opts());
