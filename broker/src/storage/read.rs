@@ -11,8 +11,12 @@
 //! reuse anyway. One read into an aligned buffer and one send is what Redpanda does; its cost
 //! is measured by `examples/storage_bench.rs` against fio (see BENCHMARKS.md).
 //!
+//! Compacted logs have gaps: a read at an offset the cleaner removed starts at the next batch
+//! (as Kafka's does). A read that finds its segment was swapped by the cleaner (or removed by
+//! retention) while it opened the file looks the segment up again (`LogState::generation`).
 //! Never: returns data at or above the written mark (the high watermark), starts anywhere
-//! but at the batch containing the requested offset, or returns a partial batch.
+//! but at the batch containing the requested offset (or the next one after a gap), or returns
+//! a partial batch.
 
 use std::ops::{ControlFlow, Deref};
 use std::rc::Rc;

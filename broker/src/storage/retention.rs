@@ -6,6 +6,9 @@
 //! never the active segment, and advances the log start offset to the next segment.
 //! DeleteRecords moves the log start offset (persisted in `log-start-offset`) and deletes
 //! segments wholly below it. `truncate_to` cuts the log end back (replication).
+//! On a compacted log: removal waits for a segment swap of the cleaner under way, and removes
+//! only segments still wholly below the log start offset (the cleaner may have merged the
+//! chosen ones meanwhile); truncation into the compacted part is refused.
 //! Never: deletes a segment a read could still need below the log start offset's segment;
 //! forgets to persist a log start offset before deleting the files below it.
 
@@ -183,12 +186,11 @@ impl<D: Disk> PartitionLog<D> {
             let first_base = state.segments.keys().next().copied().unwrap_or(0);
             let compacted = state.cleaner.first_dirty_offset > first_base;
             if compacted && offset <= state.cleaner.first_dirty_offset {
-                return Err(StorageError::Corrupt {
-                    dir: self.inner.dir.clone(),
-                    what: format!(
-                        "truncation to {offset} would cut into the compacted part (below {})",
-                        state.cleaner.first_dirty_offset
-                    ),
+                // The compacted part is not a place a truncation may cut (see above).
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: state.cleaner.first_dirty_offset + 1,
+                    log_end_offset: state.next_offset,
                 });
             }
             if offset < state.log_start_offset || offset > state.next_offset {

@@ -26,6 +26,7 @@
 //! Never: holds a `RefCell` borrow across an await; writes the checkpoint before the swap.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -349,9 +350,9 @@ impl<D: Disk> PartitionLog<D> {
             segments_before,
             ..CleanStats::default()
         };
-        // A fresh seed per clean: nobody can pick keys that collide in the map.
-        let seed =
-            (now_ms as u64).rotate_left(17) ^ self.inner.id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // A fresh random seed per clean (std's per-process random keys, stepped per
+        // RandomState): nobody can pick keys that collide in the map.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(self.inner.id);
         let mut map = OffsetMap::new(options.dedupe_buffer_bytes, seed);
         let mut producers: HashMap<i64, i64> = HashMap::new();
         let mut map_end = first_dirty;
