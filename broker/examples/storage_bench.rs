@@ -8,6 +8,10 @@
 //! files, iodepth = partitions (max 128), `--fdatasync=1` for the synced cases.
 //! Read: a cold log (new shard, empty cache) read sequentially in 1 MiB fetches, against fio
 //! 1 MiB O_DIRECT sequential reads; and tailing reads served by the batch cache.
+//! Compaction: a log of 1 KiB keyed records overwriting 10,000 keys, 4 MiB segments, cleaned
+//! once by the log cleaner (unthrottled); the rate is log bytes cleaned per second, next to
+//! fio's sequential read of the same size (a clean reads the dirty part twice and writes the
+//! kept records).
 //!
 //! Run: `cargo run --release -p corebus-broker --example storage_bench -- [dir] [seconds]`
 //! (default dir `/tmp/corebus-storage-bench`, 5 s per case). Prints a Markdown table.
@@ -18,8 +22,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use corebus_broker::storage::{
-    DmaDisk, Durability, LogConfig, PartitionLog, ShardOptions, StorageShard, testing,
+    CleanerOptions, CleanupPolicy, DmaDisk, Durability, LogConfig, PartitionLog, ShardOptions,
+    StorageShard, now_ms, testing,
 };
+use corebus_wire::record::{Compression, RecordBatch, RecordBatchBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 
 const RECORD_BYTES: usize = 1024;
@@ -125,7 +131,7 @@ fn engine_append(dir: &Path, partitions: usize, durability: Durability, seconds:
 fn engine_cold_read(dir: &Path) -> f64 {
     let dir = dir.to_owned();
     executor().run(async move {
-        let (shard, mut logs) = open_logs(&dir, "bench", 1).await;
+        let (_shard, mut logs) = open_logs(&dir, "bench", 1).await;
         let log = logs.remove(0);
         let end = log.written_offset();
         let mut offset = log.log_start_offset();
@@ -141,6 +147,60 @@ fn engine_cold_read(dir: &Path) -> f64 {
             }
         }
         bytes as f64 / MIB / start.elapsed().as_secs_f64()
+    })
+}
+
+/// Keys the compaction case overwrites.
+const COMPACTION_KEYS: usize = 10_000;
+
+/// Writes `mib` MiB of 16-record batches of 1 KiB keyed records (keys cycling over
+/// COMPACTION_KEYS) and cleans the log once. Returns (log MiB before / seconds of the clean,
+/// MiB before, MiB after).
+fn engine_compaction(dir: &Path, mib: u64) -> (f64, f64, f64) {
+    let dir = dir.to_owned();
+    executor().run(async move {
+        let disk = DmaDisk::new(&dir).await.expect("dma disk");
+        let shard = StorageShard::new(disk, options());
+        let config = LogConfig {
+            segment_bytes: 4 << 20,
+            cleanup_policy: CleanupPolicy::Compact,
+            ..LogConfig::default()
+        };
+        let d = StorageShard::<DmaDisk>::log_dir(&dir, "compact", 0);
+        let log = shard.open_log(d, config).await.expect("open");
+        let value = vec![b'v'; RECORD_BYTES - 24];
+        let batches: Vec<RecordBatch> = (0..COMPACTION_KEYS / 16)
+            .map(|b| {
+                let mut builder = RecordBatchBuilder::new(Compression::None);
+                for r in 0..16 {
+                    let key = format!("key-{:08}", b * 16 + r);
+                    builder.record(now_ms(), Some(key.as_bytes()), Some(&value));
+                }
+                builder.build().expect("batch")
+            })
+            .collect();
+        let mut written = 0u64;
+        let mut i = 0;
+        while written < mib << 20 {
+            let b = &batches[i % batches.len()];
+            log.append(std::slice::from_ref(b), 0, now_ms(), Durability::Written)
+                .await
+                .expect("append");
+            written += b.len() as u64;
+            i += 1;
+        }
+        let before = log.size_bytes() as f64 / MIB;
+        let start = Instant::now();
+        let stats = log
+            .compact(now_ms(), &CleanerOptions::default())
+            .await
+            .expect("compact")
+            .expect("something to clean");
+        let secs = start.elapsed().as_secs_f64();
+        let after = log.size_bytes() as f64 / MIB;
+        shard.close().await;
+        assert!(stats.bytes_read > 0);
+        (before / secs, before, after)
     })
 }
 
@@ -272,6 +332,24 @@ fn main() {
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
     println!("| case | corebus MiB/s | fio MiB/s | ratio |");
     println!("|---|---|---|---|");
+    // COREBUS_BENCH_ONLY=compaction runs the compaction case alone.
+    let only = std::env::var("COREBUS_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "compaction" {
+        let d = fresh(&base, "engine");
+        let (rate, before, after) = engine_compaction(&d, 64);
+        let _ = std::fs::remove_dir_all(&d);
+        let f = fresh(&base, "fio");
+        let fio_read = fio_seq_read(&f, (before * MIB) as u64);
+        let _ = std::fs::remove_dir_all(&f);
+        println!(
+            "| compaction of {before:.0} MiB (10,000 keys, 1 KiB records) to {after:.1} MiB, log MiB cleaned/s vs fio 1 MiB sequential read | {rate:.0} | {} | {} |",
+            fio_read.map_or("n/a".into(), |v| format!("{v:.0}")),
+            ratio(rate, fio_read)
+        );
+        if only == "compaction" {
+            return;
+        }
+    }
     // COREBUS_BENCH_PARTITIONS=16 runs one partition count only (for quick comparisons).
     let counts: Vec<usize> = std::env::var("COREBUS_BENCH_PARTITIONS")
         .ok()

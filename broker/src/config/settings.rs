@@ -447,6 +447,43 @@ pub static SETTINGS: &[Setting] = &[
         "Oldest a record can be and still be uncompacted, in ms.",
     ),
     broker(
+        "log.cleaner.backoff.ms",
+        Long,
+        Some("15000"),
+        POSITIVE,
+        "How long a shard's cleaner sleeps when no compacted log needs cleaning, in ms.",
+    ),
+    broker(
+        "log.cleaner.io.max.bytes.per.second",
+        Double,
+        Some("1.7976931348623157E308"),
+        Validator::RangeF64 {
+            min: 1.0,
+            max: f64::MAX,
+        },
+        "Read plus write bytes per second of each shard's cleaner (default: unthrottled).",
+    ),
+    broker(
+        "log.cleaner.dedupe.buffer.size",
+        Long,
+        Some("134217728"),
+        Validator::Range {
+            min: 1 << 20,
+            max: i64::MAX,
+        },
+        "Bytes of the cleaners' offset maps (32 bytes per key), shared evenly by the shards.",
+    ),
+    broker(
+        "log.cleaner.io.buffer.size",
+        Int,
+        Some("524288"),
+        Validator::Range {
+            min: 4096,
+            max: 64 << 20,
+        },
+        "Bytes a cleaner reads or writes at once, in bytes.",
+    ),
+    broker(
         "log.message.timestamp.type",
         Str,
         Some("CreateTime"),
@@ -496,6 +533,11 @@ pub static SETTINGS: &[Setting] = &[
         "num.recovery.threads.per.data.dir",
         Int,
         "each shard recovers its own partitions.",
+    ),
+    inert(
+        "log.cleaner.threads",
+        Int,
+        "each shard runs one cleaner task for its own partitions.",
     ),
     inert(
         "num.replica.fetchers",

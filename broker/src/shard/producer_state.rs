@@ -82,7 +82,9 @@ impl ProducerStates {
                 h.producer_id,
                 h.producer_epoch,
                 h.base_sequence,
-                h.record_count,
+                // The offset span, not the record count: a batch the log cleaner emptied keeps
+                // its last offset delta (so its last sequence) but holds no records.
+                h.last_offset_delta.saturating_add(1),
                 h.base_offset,
                 h.max_timestamp,
             );

@@ -223,6 +223,7 @@ async fn run_shard(
 ) {
     glommio::spawn_local(serve_mailbox(shard.clone(), mailbox)).detach();
     glommio::spawn_local(retention_ticker(shard.clone())).detach();
+    start_cleaner(&shard);
     accept_loop(shard.clone(), listener).await;
     // Accepting has stopped; connections finish the requests they read and close.
     let drained =
@@ -259,6 +260,41 @@ async fn run_shard(
     // and nothing acknowledged with acks=1 depends on the page cache surviving.
     shard.logs.close().await;
     info!(shard = shard.id.0, "shard stopped");
+}
+
+/// Starts this shard's log cleaner (unless `log.cleaner.enable=false`, in which case compacted
+/// topics keep every record, as in Kafka).
+fn start_cleaner(shard: &Shard) {
+    let s = &shard.config.settings;
+    if !s.bool("log.cleaner.enable") {
+        info!(
+            shard = shard.id.0,
+            "log.cleaner.enable=false: compacted topics are not cleaned"
+        );
+        return;
+    }
+    let defaults = crate::storage::CleanerOptions::default();
+    let shards = shard.mesh.shard_count().max(1) as i64;
+    let io_max = match s.get("log.cleaner.io.max.bytes.per.second") {
+        Some((crate::config::value::Value::Double(v), _)) if v < f64::MAX => v,
+        _ => f64::INFINITY,
+    };
+    let options = crate::storage::CleanerOptions {
+        backoff_ms: s
+            .i64("log.cleaner.backoff.ms")
+            .map_or(defaults.backoff_ms, |v| v.max(1) as u64),
+        io_max_bytes_per_second: io_max,
+        dedupe_buffer_bytes: s
+            .i64("log.cleaner.dedupe.buffer.size")
+            .map_or(defaults.dedupe_buffer_bytes, |v| {
+                (v / shards).max(1) as usize
+            }),
+        io_buffer_bytes: s
+            .i64("log.cleaner.io.buffer.size")
+            .map_or(defaults.io_buffer_bytes, |v| v.max(4096) as usize),
+        ..defaults
+    };
+    shard.logs.storage().start_cleaner(options);
 }
 
 /// Runs retention on this shard's logs every `log.retention.check.interval.ms`.

@@ -123,6 +123,18 @@ impl<B: AlignedBuf> BatchCache<B> {
         }
     }
 
+    /// Drops the log's batches that start below `offset` (the cleaner replaced their segment:
+    /// the cache must not serve records the cleaned log no longer holds).
+    pub(crate) fn drop_below(&mut self, log: u64, offset: i64) {
+        if let Some(entries) = self.logs.get_mut(&log) {
+            while entries.front().is_some_and(|b| b.base_offset < offset) {
+                if let Some(b) = entries.pop_front() {
+                    self.bytes -= b.len;
+                }
+            }
+        }
+    }
+
     pub(crate) fn remove_log(&mut self, log: u64) {
         if let Some(entries) = self.logs.remove(&log) {
             self.bytes -= entries.iter().map(|b| b.len).sum::<usize>();
@@ -177,5 +189,9 @@ mod tests {
         // A gap drops the log's entries rather than serving around it.
         c.insert(1, batch(&buf, 40, 1, 0, 10));
         assert!(c.read(1, 10, 1000, 100).is_none());
+        c.insert(1, batch(&buf, 41, 1, 10, 10));
+        c.drop_below(1, 41);
+        assert!(c.read(1, 40, 1000, 100).is_none());
+        assert_eq!(c.read(1, 41, 1000, 100).unwrap().len(), 1);
     }
 }

@@ -68,8 +68,11 @@ pub struct LogConfig {
     pub delete_retention_ms: i64,
     /// `min.cleanable.dirty.ratio` in per mille (compaction), kept exact as an integer.
     pub min_cleanable_dirty_ratio_permille: u32,
-    /// `min.compaction.lag.ms`.
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
     pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest dirty batch is older is compacted whatever
+    /// its dirty ratio.
+    pub max_compaction_lag_ms: i64,
     /// `write.caching` (Redpanda's name): when false, the default, acks=all waits for the
     /// fdatasync; when true acks=all returns once written, as Kafka does (relying on
     /// replication for power-loss safety).
@@ -104,6 +107,7 @@ impl Default for LogConfig {
             delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
             min_cleanable_dirty_ratio_permille: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO_PERMILLE,
             min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
             write_caching: false,
         }
     }
@@ -148,6 +152,7 @@ impl LogConfig {
             "max.message.bytes" => self.max_message_bytes = parse_i64(name, value, 0)? as u64,
             "delete.retention.ms" => self.delete_retention_ms = parse_i64(name, value, 0)?,
             "min.compaction.lag.ms" => self.min_compaction_lag_ms = parse_i64(name, value, 0)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = parse_i64(name, value, 1)?,
             "min.cleanable.dirty.ratio" => {
                 let ratio: f64 = value
                     .trim()

@@ -66,6 +66,16 @@ impl<D: Disk> FdCache<D> {
         }
     }
 
+    /// Serves `file` for `path` from now on (the cleaner swapped a segment: `file` is the new
+    /// one, opened before the rename, so nobody can open the old one under this name again).
+    /// Holders of the old file keep reading the old contents.
+    pub(crate) fn replace(&self, path: &Path, file: Rc<D::File>) {
+        let tick = self.next_tick();
+        self.files
+            .borrow_mut()
+            .insert(path.to_owned(), (file, tick));
+    }
+
     /// Forgets `path` (the file is being removed or truncated away).
     pub(crate) fn forget(&self, path: &Path) {
         self.files.borrow_mut().remove(path);

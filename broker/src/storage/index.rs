@@ -76,6 +76,11 @@ impl SegmentIndex {
         self.bytes_since_entry += len;
     }
 
+    /// Max timestamp of the segment's first batch (-1 when none): max.compaction.lag.ms.
+    pub(crate) fn first_batch_timestamp(&self) -> i64 {
+        self.times.first().map_or(-1, |t| t.0)
+    }
+
     /// Position of the last indexed batch (0 when none).
     pub(crate) fn last_position(&self) -> u64 {
         self.offsets.last().map_or(0, |e| e.1 as u64)

@@ -23,6 +23,7 @@ use corebus_wire::record::RecordBatch;
 use tracing::{error, warn};
 
 use super::batch_cache::CachedBatch;
+use super::cleaner::CleanerLogState;
 use super::config::{Durability, LogConfig, MessageTimestampType};
 use super::disk::{Disk, DiskFile, OpenMode, align_up};
 use super::error::{Result, StorageError};
@@ -58,6 +59,11 @@ pub(crate) struct LogState<D: Disk> {
     /// Wall clock of the oldest written-but-unsynced append (flush.ms).
     pub oldest_unsynced_ms: Option<i64>,
     pub sync_requested: bool,
+    /// What the log cleaner knows of this log (checkpoint, swap under way).
+    pub cleaner: CleanerLogState,
+    /// Bumped whenever segments are replaced or removed: a read that looked a segment up
+    /// before an await checks it to know its position still means the same file.
+    pub generation: u64,
 }
 
 impl<D: Disk> LogState<D> {

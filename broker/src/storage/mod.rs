@@ -38,15 +38,18 @@
 //! locked memory. Root (CAP_IPC_LOCK) is fine; a non-root deployment needs `ulimit -l` (or
 //! `LimitMEMLOCK=` in systemd) at least the sum of every shard's `io_memory` plus 512 KiB.
 //!
-//! # Not done yet
-//! Compaction (`cleanup.policy=compact`): the setting is accepted (the consumer-offsets topic
-//! needs it) and retention then deletes nothing, but there is no log cleaner yet: a warning is
-//! logged when such a log opens.
+//! # Compaction
+//! `cleanup.policy=compact` (and `compact,delete`) logs are compacted by the shard's log
+//! cleaner ([`cleaner`]): the latest record per key survives, offsets never change (a
+//! compacted log has gaps), tombstones go `delete.retention.ms` after their first clean.
+//! A clean is swapped in crash-safely (`.cleaned` then `.swap` files, finished or discarded
+//! by recovery) and its clean/dirty boundary is checkpointed in `cleaner-checkpoint`.
 //!
 //! Never: knows about requests, clusters or handlers; touches another shard's logs.
 
 mod batch_cache;
 pub mod bounded;
+pub mod cleaner;
 pub mod config;
 pub mod disk;
 pub mod dma_disk;
@@ -68,6 +71,7 @@ pub mod testing;
 mod watermark;
 mod writer;
 
+pub use cleaner::{CleanStats, CleanerOptions};
 pub use config::{CleanupPolicy, Durability, LogConfig, MessageTimestampType, ShardOptions};
 pub use disk::{AlignedBuf, Disk, DiskFile, OpenMode, PAGE_BYTES};
 pub use dma_disk::DmaDisk;

@@ -11,8 +11,12 @@
 //! reuse anyway. One read into an aligned buffer and one send is what Redpanda does; its cost
 //! is measured by `examples/storage_bench.rs` against fio (see BENCHMARKS.md).
 //!
+//! Compacted logs have gaps: a read at an offset the cleaner removed starts at the next batch
+//! (as Kafka's does). A read that finds its segment was swapped by the cleaner (or removed by
+//! retention) while it opened the file looks the segment up again (`LogState::generation`).
 //! Never: returns data at or above the written mark (the high watermark), starts anywhere
-//! but at the batch containing the requested offset, or returns a partial batch.
+//! but at the batch containing the requested offset (or the next one after a gap), or returns
+//! a partial batch.
 
 use std::ops::{ControlFlow, Deref};
 use std::rc::Rc;
@@ -266,7 +270,7 @@ impl<D: Disk> PartitionLog<D> {
                 return Ok(Vec::new());
             };
             self.ensure_index(base).await?;
-            let (path, mut pos, end, interval, next_base) = {
+            let (path, mut pos, end, interval, next_base, generation) = {
                 let state = self.inner.state.borrow();
                 let Some(seg) = state.segments.get(&base) else {
                     return Ok(Vec::new()); // deleted by retention meanwhile
@@ -281,13 +285,17 @@ impl<D: Disk> PartitionLog<D> {
                     seg.written_size,
                     interval,
                     next_base,
+                    state.generation,
                 )
             };
             let io = |e| StorageError::io(format!("reading {}", path.display()), e);
-            let file = self
-                .segment_file(&path, OpenMode::Existing)
-                .await
-                .map_err(io)?;
+            let opened = self.segment_file(&path, OpenMode::Existing).await;
+            // The cleaner may have swapped (or retention removed) the segment while the file
+            // was opened: its position then means nothing in this file. Look it up again.
+            if self.inner.state.borrow().generation != generation {
+                continue;
+            }
+            let file = opened.map_err(io)?;
             let mut want_extra = 0usize;
             while pos < end {
                 let aligned = align_down(pos);
@@ -334,6 +342,19 @@ impl<D: Disk> PartitionLog<D> {
     /// record is older. The time index finds the first batch whose max timestamp qualifies;
     /// inside it the records are read (decompressed if needed) to find the exact record.
     pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>> {
+        loop {
+            if let Some(answer) = self.offset_for_timestamp_once(timestamp).await? {
+                return Ok(answer);
+            }
+        }
+    }
+
+    /// One attempt of `offset_for_timestamp`; None when segments were replaced meanwhile.
+    async fn offset_for_timestamp_once(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<Option<(i64, i64)>>> {
+        let generation = self.inner.state.borrow().generation;
         let (start, hw, bases) = {
             let state = self.inner.state.borrow();
             self.check_usable(&state)?;
@@ -365,17 +386,19 @@ impl<D: Disk> PartitionLog<D> {
             };
             let (path, pos, end) = found;
             let io = |e| StorageError::io(format!("reading {}", path.display()), e);
-            let file = self
-                .segment_file(&path, OpenMode::Existing)
-                .await
-                .map_err(io)?;
+            let opened = self.segment_file(&path, OpenMode::Existing).await;
+            if self.inner.state.borrow().generation != generation {
+                return Ok(None);
+            }
+            let file = opened.map_err(io)?;
             let mut hit = None;
             let chunk = self.inner.core.options.read_chunk_bytes;
             let stop = scan(&*file, pos, end, chunk, false, |h, _, bytes| {
                 if h.next_offset() > hw {
                     return ControlFlow::Break(());
                 }
-                if h.next_offset() > start && h.max_timestamp >= timestamp {
+                // A batch the cleaner emptied holds no record to answer with.
+                if h.next_offset() > start && h.max_timestamp >= timestamp && h.record_count > 0 {
                     hit = Some((*h, Bytes::copy_from_slice(bytes)));
                     return ControlFlow::Break(());
                 }
@@ -384,9 +407,9 @@ impl<D: Disk> PartitionLog<D> {
             .await
             .map_err(io)?;
             if let Some((header, bytes)) = hit {
-                return Ok(Some(first_record_at_or_after(
+                return Ok(Some(Some(first_record_at_or_after(
                     &header, bytes, timestamp, start,
-                )));
+                ))));
             }
             if let ScanEnd::Invalid { position, why } = stop {
                 return Err(StorageError::Corrupt {
@@ -395,7 +418,7 @@ impl<D: Disk> PartitionLog<D> {
                 });
             }
         }
-        Ok(None)
+        Ok(Some(None))
     }
 
     /// The largest timestamp in the log and the first offset of the batch holding it

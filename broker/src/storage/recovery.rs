@@ -3,12 +3,14 @@
 //! Owns: the startup contract. A clean close leaves a `clean-shutdown` marker naming the log
 //! end offset and the active segment's exact size; open trusts those and the index files.
 //! Without the marker (process killed, power lost) the last segment is scanned from its start:
-//! every batch's length, magic, CRC32C and offset continuity are checked, the file is
+//! every batch's length, magic, CRC32C and increasing offsets are checked, the file is
 //! truncated at the first torn or invalid batch (logged with the offset and the bytes cut), its
 //! indexes are rebuilt, and the truncation is synced before any append. Earlier segments need
 //! no scan: a segment is synced and indexed before the next one receives its first write.
 //! Index files that are missing or fail their checksum are rebuilt from their segment.
-//! The marker is removed durably before the log takes appends.
+//! The marker is removed durably before the log takes appends. Before any of this, what an
+//! interrupted clean left is finished or removed (`cleaner::swap`), and the cleaner
+//! checkpoint is loaded.
 //! Never: opens a log whose directory holds a segment that cannot be read at all (that is an
 //! error for the operator, not something to truncate away).
 
@@ -20,6 +22,7 @@ use std::rc::Rc;
 
 use tracing::{info, warn};
 
+use super::cleaner::{CleanerLogState, checkpoint, swap};
 use super::config::LogConfig;
 use super::disk::{AlignedBuf, Disk, DiskFile, OpenMode, PAGE_BYTES, align_down};
 use super::error::{Result, StorageError};
@@ -55,8 +58,8 @@ async fn rebuild<F: DiskFile>(
     let mut valid = 0u64;
     let interval = config.index_interval_bytes;
     let stop = scan(file, 0, size, chunk_bytes, true, |h, pos, bytes| {
-        // Offsets continue exactly where the previous batch ended (no compaction yet).
-        if h.base_offset != next {
+        // Offsets only grow; a compacted segment has gaps between its batches.
+        if h.base_offset < next {
             return ControlFlow::Break(());
         }
         let rel = (h.base_offset - base_offset) as u32;
@@ -90,12 +93,15 @@ impl<D: Disk> PartitionLog<D> {
     ) -> Result<PartitionLog<D>> {
         let disk = core.disk.clone();
         let io = |what: &str, e| StorageError::io(format!("{what} {}", dir.display()), e);
-        if config.cleanup_policy.compacts() {
-            // Not silently: the log keeps every record until a cleaner exists.
-            warn!(dir = %dir.display(), "cleanup.policy=compact: no log cleaner yet, nothing is compacted");
-        }
         disk.create_dir_all(&dir).map_err(|e| io("creating", e))?;
-        let names = disk.list_dir(&dir).map_err(|e| io("listing", e))?;
+        let mut names = disk.list_dir(&dir).map_err(|e| io("listing", e))?;
+        // A clean interrupted by a crash: finish its swap or drop its uncommitted copy first.
+        if swap::recover_leftovers(&disk, &dir, &names)
+            .await
+            .map_err(|e| io("finishing an interrupted clean of", e))?
+        {
+            names = disk.list_dir(&dir).map_err(|e| io("listing", e))?;
+        }
         let mut bases: Vec<i64> = names
             .iter()
             .filter_map(|n| parse_log_file_name(n))
@@ -114,6 +120,7 @@ impl<D: Disk> PartitionLog<D> {
         let clean = read_meta(&disk, &dir, CLEAN_SHUTDOWN_FILE)
             .await
             .and_then(|p| i64s::<3>(&p));
+        let cleaner_checkpoint = checkpoint::read(&disk, &dir).await.unwrap_or_default();
         let start_checkpoint = read_meta(&disk, &dir, LOG_START_FILE)
             .await
             .and_then(|p| i64s::<1>(&p))
@@ -202,6 +209,15 @@ impl<D: Disk> PartitionLog<D> {
             unsynced_records: 0,
             oldest_unsynced_ms: None,
             sync_requested: false,
+            cleaner: CleanerLogState {
+                first_dirty_offset: cleaner_checkpoint
+                    .first_dirty_offset
+                    .clamp(first_base, next_offset),
+                tombstone_horizon_ms: cleaner_checkpoint.tombstone_horizon_ms,
+                swapping: false,
+                uncleanable: None,
+            },
+            generation: 0,
         };
         let inner = Rc::new(LogInner {
             id: core.new_log_id(),
@@ -364,6 +380,7 @@ impl<D: Disk> PartitionLog<D> {
             state.next_offset
         };
         let core = self.inner.core.clone();
+        self.wait_for_swap().await;
         let drained = self.inner.written.wait_for(next).await;
         let result = match (drained, self.offline_reason()) {
             (Ok(()), None) => self.write_clean_state(next).await,

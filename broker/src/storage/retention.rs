@@ -6,6 +6,9 @@
 //! never the active segment, and advances the log start offset to the next segment.
 //! DeleteRecords moves the log start offset (persisted in `log-start-offset`) and deletes
 //! segments wholly below it. `truncate_to` cuts the log end back (replication).
+//! On a compacted log: removal waits for a segment swap of the cleaner under way, and removes
+//! only segments still wholly below the log start offset (the cleaner may have merged the
+//! chosen ones meanwhile); truncation into the compacted part is refused.
 //! Never: deletes a segment a read could still need below the log start offset's segment;
 //! forgets to persist a log start offset before deleting the files below it.
 
@@ -131,11 +134,26 @@ impl<D: Disk> PartitionLog<D> {
         Ok(())
     }
 
-    /// Drops segments from memory first (reads stop finding them), then their files.
+    /// Drops segments from memory first (reads stop finding them), then their files. Only
+    /// segments wholly below the log start offset go: the cleaner may have merged one of
+    /// `bases` into a segment that reaches past it since the caller chose them.
     async fn remove_segments(&self, bases: &[i64]) {
+        self.wait_for_swap().await;
         let removed: Vec<Segment> = {
             let mut state = self.inner.state.borrow_mut();
-            bases
+            let start = state.log_start_offset;
+            let n = state.segments.len();
+            let removable: Vec<i64> = state
+                .segments
+                .values()
+                .take(n.saturating_sub(1))
+                .filter(|s| s.sealed && s.next_offset <= start && bases.contains(&s.base_offset))
+                .map(|s| s.base_offset)
+                .collect();
+            if !removable.is_empty() {
+                state.generation += 1;
+            }
+            removable
                 .iter()
                 .filter_map(|b| state.segments.remove(b))
                 .collect()
@@ -158,11 +176,23 @@ impl<D: Disk> PartitionLog<D> {
 
     /// Cuts the log back so that `offset` is the new log end offset (replication: a follower
     /// dropping a diverged suffix). `offset` must be a batch boundary at or above the log
-    /// start offset; concurrent appends are refused while this runs.
+    /// start offset, and above the compacted part of a cleaned log (the data below a cut there
+    /// may end before the cut, in a compaction gap, and a restart would then derive a lower
+    /// log end offset); concurrent appends are refused while this runs.
     pub async fn truncate_to(&self, offset: i64) -> Result<()> {
         let next = {
             let mut state = self.inner.state.borrow_mut();
             self.check_usable(&state)?;
+            let first_base = state.segments.keys().next().copied().unwrap_or(0);
+            let compacted = state.cleaner.first_dirty_offset > first_base;
+            if compacted && offset <= state.cleaner.first_dirty_offset {
+                // The compacted part is not a place a truncation may cut (see above).
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: state.cleaner.first_dirty_offset + 1,
+                    log_end_offset: state.next_offset,
+                });
+            }
             if offset < state.log_start_offset || offset > state.next_offset {
                 return Err(StorageError::OffsetOutOfRange {
                     offset,
@@ -179,6 +209,8 @@ impl<D: Disk> PartitionLog<D> {
     }
 
     async fn truncate_inner(&self, offset: i64, next: i64) -> Result<()> {
+        // The cleaner starts no swap while `truncating` is set; one already under way ends.
+        self.wait_for_swap().await;
         self.inner.written.wait_for(next).await?;
         // Wait for the write task to finish its queue (seal jobs after the last write).
         while self.inner.state.borrow().writer_running {
@@ -249,8 +281,10 @@ impl<D: Disk> PartitionLog<D> {
             }
             state.appender = Appender::new(base, path.clone(), position, tail);
             state.next_offset = offset;
+            state.generation += 1;
             state.log_start_offset = state.log_start_offset.min(offset);
         }
+        self.lower_cleaner_checkpoint(offset).await;
         self.inner
             .core
             .cache

@@ -2,7 +2,8 @@
 //!
 //! Owns: the disk handle, the fd cache, the batch cache, the group commit of fdatasyncs
 //! (every log that asked for a sync while the previous round ran is synced in the next
-//! round, all at once through io_uring), the `flush.ms` ticker and the retention pass.
+//! round, all at once through io_uring), the `flush.ms` ticker and the retention pass. The
+//! shard's log cleaner is in `cleaner` (started by `start_cleaner`).
 //! Never: touches another shard's logs; is used from another thread (`Rc`, not `Send`).
 
 use std::cell::{Cell, RefCell};
@@ -66,7 +67,11 @@ impl<D: Disk> ShardCore<D> {
         self.next_log_id.get()
     }
 
-    fn live_logs(&self) -> Vec<PartitionLog<D>> {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    pub(crate) fn live_logs(&self) -> Vec<PartitionLog<D>> {
         self.logs
             .borrow()
             .values()
@@ -79,7 +84,7 @@ impl<D: Disk> ShardCore<D> {
 /// The storage engine of one shard. Create it inside the shard's glommio executor; it spawns
 /// the group-commit and flush tasks there. Cheap to clone.
 pub struct StorageShard<D: Disk> {
-    core: Rc<ShardCore<D>>,
+    pub(crate) core: Rc<ShardCore<D>>,
 }
 
 impl<D: Disk> Clone for StorageShard<D> {

@@ -8,7 +8,10 @@
 //! Directory operations (create, rename, remove, truncate) are durable at once: the engine
 //! syncs directories after them, and the crash test is about data, not metadata.
 //!
-//! Also injects faults: a failing write or fsync (EIO) and a full disk (ENOSPC).
+//! Also injects faults: a failing write or fsync (EIO), a full disk (ENOSPC), and a halt
+//! after N more mutating operations (every write, sync, truncate, create, rename or remove
+//! from then on fails, as if the process had died there: tests stop a multi-step operation
+//! such as a segment swap at each of its steps, then [`SimDisk::crash`]).
 //! Never: used outside tests and benchmarks' dry runs; it is deterministic for a given seed.
 
 use std::cell::{Cell, RefCell};
@@ -66,6 +69,23 @@ struct Faults {
     disk_full: Cell<bool>,
     /// Reads served, for tests that check a path never touches the disk.
     reads: Cell<u64>,
+    /// Mutating operations performed so far.
+    mutations: Cell<u64>,
+    /// Mutating operations still allowed before everything fails (None: no halt).
+    halt_after: Cell<Option<u64>>,
+}
+
+impl Faults {
+    /// Counts one mutating operation, or fails it when the disk is halted.
+    fn mutate(&self) -> io::Result<()> {
+        match self.halt_after.get() {
+            Some(0) => return Err(io_err(io::ErrorKind::Other, "halted (process died)")),
+            Some(n) => self.halt_after.set(Some(n - 1)),
+            None => {}
+        }
+        self.mutations.set(self.mutations.get() + 1);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +154,16 @@ impl SimDisk {
         self.faults.disk_full.set(on)
     }
 
+    /// After `ops` more mutating operations, every further one fails (None: lift the halt).
+    pub fn halt_after(&self, ops: Option<u64>) {
+        self.faults.halt_after.set(ops)
+    }
+    /// Mutating operations performed so far (writes, syncs, truncates, creates, renames,
+    /// removes), to size a halt-at-every-step loop.
+    pub fn mutations(&self) -> u64 {
+        self.faults.mutations.get()
+    }
+
     /// The visible contents of a file (tests inspect and corrupt files through these).
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         let fs = self.fs.borrow();
@@ -182,6 +212,7 @@ impl DiskFile for SimFile {
             pos % PAGE_BYTES as u64 == 0 && buf.data.len() % PAGE_BYTES == 0,
             "unaligned direct write"
         );
+        self.faults.mutate()?;
         if self.faults.fail_writes.get() {
             return Err(io_err(io::ErrorKind::Other, "write failed (EIO)"));
         }
@@ -203,6 +234,7 @@ impl DiskFile for SimFile {
     }
     async fn fdatasync(&self) -> io::Result<()> {
         futures_lite::future::yield_now().await;
+        self.faults.mutate()?;
         if self.faults.fail_syncs.get() {
             return Err(io_err(io::ErrorKind::Other, "fdatasync failed (EIO)"));
         }
@@ -212,6 +244,7 @@ impl DiskFile for SimFile {
         Ok(())
     }
     async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.faults.mutate()?;
         let mut f = self.data.borrow_mut();
         let len = len as usize;
         f.visible.resize(len, 0);
@@ -226,6 +259,7 @@ impl DiskFile for SimFile {
         Ok(self.data.borrow().visible.len() as u64)
     }
     async fn preallocate(&self, _len: u64) -> io::Result<()> {
+        self.faults.mutate()?;
         if self.faults.disk_full.get() {
             return Err(io_err(io::ErrorKind::StorageFull, "no space left (ENOSPC)"));
         }
@@ -245,6 +279,7 @@ impl Disk for SimDisk {
         let data = match fs.files.get(path) {
             Some(d) => d.clone(),
             None if mode == OpenMode::CreateIfMissing => {
+                self.faults.mutate()?;
                 let d = Rc::new(RefCell::new(FileData::default()));
                 fs.files.insert(path.to_owned(), d.clone());
                 d
@@ -257,12 +292,14 @@ impl Disk for SimDisk {
         })
     }
     async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.faults.mutate()?;
         match self.fs.borrow_mut().files.remove(path) {
             Some(_) => Ok(()),
             None => Err(io_err(io::ErrorKind::NotFound, "no such file")),
         }
     }
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.faults.mutate()?;
         let mut fs = self.fs.borrow_mut();
         let data = fs
             .files
@@ -272,7 +309,7 @@ impl Disk for SimDisk {
         Ok(())
     }
     async fn sync_dir(&self, _path: &Path) -> io::Result<()> {
-        Ok(())
+        self.faults.mutate()
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.fs.borrow_mut().dirs.insert(path.to_owned());

@@ -46,7 +46,7 @@ const TRANSACTIONAL_BIT: i16 = 0x10;
 /// Attribute bit 5: the batch holds a control record (transaction marker).
 const CONTROL_BIT: i16 = 0x20;
 /// Attribute bit 6: base timestamp holds the delete horizon (compacted tombstones, KIP-534).
-const DELETE_HORIZON_BIT: i16 = 0x40;
+pub(crate) const DELETE_HORIZON_BIT: i16 = 0x40;
 
 /// Which clock a batch's timestamps come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -184,20 +184,15 @@ impl RecordBatchBuilder {
         let mut out = Vec::new();
         let mut body = Vec::new();
         for (offset_delta, record) in self.records.iter().enumerate() {
-            body.clear();
-            body.push(0); // record attributes: unused in magic 2
-            put_varlong(&mut body, record.timestamp.wrapping_sub(base_timestamp));
-            put_varint(&mut body, offset_delta as i32);
-            put_nullable(&mut body, record.key.as_deref());
-            put_nullable(&mut body, record.value.as_deref());
-            put_varint(&mut body, record.headers.len() as i32);
-            for header in &record.headers {
-                put_nullable(&mut body, Some(&header.key));
-                put_nullable(&mut body, header.value.as_deref());
-            }
-            out.reserve(varint_len(body.len() as i32) + body.len());
-            put_varint(&mut out, body.len() as i32);
-            out.extend_from_slice(&body);
+            let fields = RecordFields {
+                attributes: 0, // unused in magic 2
+                timestamp_delta: record.timestamp.wrapping_sub(base_timestamp),
+                offset_delta: offset_delta as i32,
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers: &record.headers,
+            };
+            put_record(&mut out, &mut body, &fields);
         }
         out
     }
@@ -239,6 +234,34 @@ impl RecordBatchBuilder {
         out[crc_start - 4..crc_start].copy_from_slice(&crc.to_be_bytes());
         RecordBatch::parse(Bytes::from(out))
     }
+}
+
+/// One record's fields as they are encoded.
+pub(crate) struct RecordFields<'a> {
+    pub attributes: u8,
+    pub timestamp_delta: i64,
+    pub offset_delta: i32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [RecordHeader],
+}
+
+/// Appends one record, length-prefixed, to `out` (`body` is scratch space, reused).
+pub(crate) fn put_record(out: &mut Vec<u8>, body: &mut Vec<u8>, r: &RecordFields<'_>) {
+    body.clear();
+    body.push(r.attributes);
+    put_varlong(body, r.timestamp_delta);
+    put_varint(body, r.offset_delta);
+    put_nullable(body, r.key);
+    put_nullable(body, r.value);
+    put_varint(body, r.headers.len() as i32);
+    for header in r.headers {
+        put_nullable(body, Some(&header.key));
+        put_nullable(body, header.value.as_deref());
+    }
+    out.reserve(varint_len(body.len() as i32) + body.len());
+    put_varint(out, body.len() as i32);
+    out.extend_from_slice(body);
 }
 
 /// Appends a varint-length-prefixed field, -1 for null.

@@ -18,6 +18,7 @@ mod error;
 // One record's layout is its own concept; the file name follows the layout of the crate.
 #[allow(clippy::module_inception)]
 mod record;
+mod retain;
 
 pub use batch::{
     BATCH_HEADER_BYTES, BATCH_OVERHEAD_BYTES, BatchHeader, RecordBatch, TimestampType,
@@ -27,6 +28,7 @@ pub use batches::RecordBatches;
 pub use builder::{ControlType, RecordBatchBuilder};
 pub use compression::Compression;
 pub use record::{MIN_HEADER_BYTES, MIN_RECORD_BYTES, Record, RecordHeader, Records};
+pub use retain::{RetainedBatch, retain_records};
 
 /// The most bytes [`RecordBatch::records`] decompresses one batch into. Kafka's default
 /// `message.max.bytes` is 1 MiB of compressed data; 64x that leaves room for very
