@@ -140,6 +140,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     .logs
                     .sync_with(&image, id, &shard.config.settings)
                     .await;
+                // Groups are rebuilt from their offsets partitions before any request, from
+                // a client or another shard, can reach them.
+                shard.groups.load(&shard).await;
                 info!(shard = i, cpu, "shard started");
                 run_shard(shard, listener, mailbox).await;
                 Ok(())
@@ -207,6 +210,7 @@ async fn run_shard(
 ) {
     glommio::spawn_local(serve_mailbox(shard.clone(), mailbox)).detach();
     glommio::spawn_local(retention_ticker(shard.clone())).detach();
+    glommio::spawn_local(crate::groups::coordinator::run_timers(shard.clone())).detach();
     accept_loop(shard.clone(), listener).await;
     // Accepting has stopped; connections finish the requests they read and close.
     let drained =
