@@ -380,3 +380,96 @@ def test_kafkajs_group_consumer(broker_factory, node_env):
     committed = c.committed([TopicPartition("kj", p) for p in range(3)], timeout=30)
     c.close()
     assert sum(tp.offset for tp in committed) == 300
+
+
+def test_cooperative_sticky_rebalances(broker_factory):
+    b = broker_factory(extra_args=FAST)
+    create_topic(b.bootstrap, "coop", 12)
+    group = [ChildConsumer(b, "g-coop", "coop", strategy="cooperative-sticky") for _ in range(2)]
+    try:
+        wait_for("two cooperative members", lambda: covers(group, 12) and all(c.assignment() for c in group))
+        # A third member joins: the incremental protocol takes extra rounds (revoke, then
+        # assign); the group ends up with every partition owned exactly once.
+        group.append(ChildConsumer(b, "g-coop", "coop", strategy="cooperative-sticky"))
+        wait_for("three cooperative members", lambda: covers(group, 12) and all(c.assignment() for c in group))
+        values = [f"co{i}" for i in range(600)]
+        produce(b.bootstrap, "coop", values)
+        wait_for("records", lambda: len(all_values(group)) >= len(values))
+        time.sleep(0.5)
+        assert sorted(all_values(group)) == sorted(values)
+        # A member leaves (LeaveGroup on close): the others take its partitions over.
+        group[0].stop()
+        wait_for("the rest to take over", lambda: covers(group[1:], 12))
+    finally:
+        for c in group:
+            c.stop()
+
+
+def test_group_admin_apis_across_shards(broker_factory):
+    from confluent_kafka import ConsumerGroupState, TopicPartition
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AdminClient
+    from kafka import TopicPartition as KTP
+    from kafka.admin import KafkaAdminClient
+
+    data = None
+    b = broker_factory(extra_args=FAST, shards=2)
+    data = b.data_dir
+    create_topic(b.bootstrap, "adm", 2)
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    # Offsets stored by a client outside any generation (generation -1), with metadata, for
+    # groups hashed onto both shards.
+    idle = [f"g-idle-{i}" for i in range(6)]
+    for g in idle:
+        tps = [TopicPartition("adm", 0, 5, metadata=f"meta-{g}"), TopicPartition("adm", 1, 7)]
+        fut = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(g, tps)])
+        fut[g].result(CLIENT_TIMEOUT_SECONDS)
+    got = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(idle[0])])[idle[0]].result(30)
+    by_p = {tp.partition: tp for tp in got.topic_partitions}
+    assert set(by_p) == {0, 1}, got.topic_partitions
+    assert (by_p[0].offset, by_p[0].metadata, by_p[1].offset) == (5, f"meta-{idle[0]}", 7)
+
+    live = ChildConsumer(b, "g-live", "adm")
+    try:
+        wait_for("a live member", lambda: covers([live], 2))
+        listed = admin.list_consumer_groups().result(30)
+        ids = {g.group_id: g.state for g in listed.valid}
+        assert set(idle) | {"g-live"} <= set(ids)
+        assert ids["g-live"] == ConsumerGroupState.STABLE
+        assert ids[idle[0]] == ConsumerGroupState.EMPTY
+        stable = admin.list_consumer_groups(states={ConsumerGroupState.STABLE}).result(30)
+        assert [g.group_id for g in stable.valid] == ["g-live"]
+        desc = admin.describe_consumer_groups(["g-live"])["g-live"].result(30)
+        assert desc.state == ConsumerGroupState.STABLE
+        assert desc.partition_assignor == "range"
+        assert len(desc.members) == 1
+        assert sorted(tp.partition for tp in desc.members[0].assignment.topic_partitions) == [0, 1]
+
+        kadmin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+        # A consuming group keeps the offsets of its topics; an idle one gives them up.
+        live_del = kadmin.delete_group_offsets("g-live", [KTP("adm", 0)])
+        assert any("GroupSubscribedToTopic" in repr(v) or v is not None for v in live_del.values())
+        kadmin.delete_group_offsets(idle[1], [KTP("adm", 0)])
+        left = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(idle[1])])[idle[1]].result(30)
+        assert {tp.partition: tp.offset for tp in left.topic_partitions} == {1: 7}
+
+        # Deleting: a group with members is refused; empty ones go, offsets and all.
+        futs = admin.delete_consumer_groups(["g-live", idle[2]])
+        try:
+            futs["g-live"].result(30)
+            raise AssertionError("a live group was deleted")
+        except Exception as e:  # noqa: BLE001 - the KafkaException carries the code
+            assert "NON_EMPTY_GROUP" in str(e)
+        futs[idle[2]].result(30)
+        kadmin.close()
+    finally:
+        live.stop()
+    assert b.stop() == 0
+    b = broker_factory(data_dir=data, extra_args=FAST, shards=2)
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    ids = {g.group_id for g in admin.list_consumer_groups().result(30).valid}
+    assert idle[2] not in ids, "a deleted group stays deleted after a restart"
+    assert set(idle) - {idle[2]} <= ids
+    got = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(idle[0])])[idle[0]].result(30)
+    assert {tp.partition: (tp.offset, tp.metadata) for tp in got.topic_partitions} == {
+        0: (5, f"meta-{idle[0]}"), 1: (7, None)}

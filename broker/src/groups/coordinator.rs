@@ -394,10 +394,14 @@ impl GroupCoordinator {
             warn!(group = group_id, error = %e, "cannot store committed offsets");
             return Err(ResponseError::CoordinatorNotAvailable);
         }
-        if let Some(e) = self.groups.borrow_mut().get_mut(group_id) {
-            for (topic, partition, value) in values {
-                e.offsets.put(topic, partition, value);
-            }
+        // The timer forgets an empty group with nothing stored, which this one was until
+        // the write finished: bring it back rather than lose durable offsets.
+        let mut groups = self.groups.borrow_mut();
+        let e = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| self.new_group(group_id, now));
+        for (topic, partition, value) in values {
+            e.offsets.put(topic, partition, value);
         }
         Ok(results)
     }

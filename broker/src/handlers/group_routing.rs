@@ -76,7 +76,8 @@ pub async fn coordinator_shard(
         .ok_or(ResponseError::CoordinatorNotAvailable)
 }
 
-/// Runs `f` on the shard coordinating `group_id` (one mesh hop).
+/// Runs `f` on the shard coordinating `group_id` (one mesh hop); a group id too long to
+/// store is INVALID_GROUP_ID.
 pub async fn on_coordinator<T, F, Fut>(
     shard: &Rc<Shard>,
     group_id: &str,
@@ -87,6 +88,9 @@ where
     F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
+    if group_id.len() > MAX_GROUP_STRING_BYTES {
+        return Err(ResponseError::InvalidGroupId);
+    }
     let owner = coordinator_shard(shard, group_id).await?;
     shard
         .on_shard(owner, f)

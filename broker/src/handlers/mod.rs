@@ -10,10 +10,12 @@ pub mod api_versions;
 pub mod common;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod fetch;
@@ -24,9 +26,11 @@ pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
@@ -82,6 +86,10 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::LeaveGroup)
         .with(ApiKey::OffsetCommit)
         .with(ApiKey::OffsetFetch)
+        .with(ApiKey::ListGroups)
+        .with(ApiKey::DescribeGroups)
+        .with(ApiKey::DeleteGroups)
+        .with(ApiKey::OffsetDelete)
 }
 
 /// Runs `request` on this shard; `peer` is the client's address (group members' client host).
@@ -164,6 +172,18 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: SocketAddr) -> Re
         )),
         RequestKind::OffsetFetch(r) => Reply::Respond(ResponseKind::OffsetFetch(
             offset_fetch::handle(shard, r, v).await,
+        )),
+        RequestKind::ListGroups(r) => Reply::Respond(ResponseKind::ListGroups(
+            list_groups::handle(shard, r, v).await,
+        )),
+        RequestKind::DescribeGroups(r) => Reply::Respond(ResponseKind::DescribeGroups(
+            describe_groups::handle(shard, r, v).await,
+        )),
+        RequestKind::DeleteGroups(r) => Reply::Respond(ResponseKind::DeleteGroups(
+            delete_groups::handle(shard, r, v).await,
+        )),
+        RequestKind::OffsetDelete(r) => Reply::Respond(ResponseKind::OffsetDelete(
+            offset_delete::handle(shard, r, v).await,
         )),
         // Unreachable while api_support lists only the APIs above; a safe answer if not.
         _ => {

@@ -17,7 +17,7 @@ use corebus_wire::kafka_protocol::messages::offset_commit_response::{
 use corebus_wire::kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::common::locate_partition;
-use super::group_routing::{MAX_GROUP_STRING_BYTES, on_coordinator};
+use super::group_routing::on_coordinator;
 use crate::groups::coordinator::CommitItem;
 use crate::shard::Shard;
 
@@ -53,9 +53,7 @@ pub async fn handle(
             }
         }
     }
-    let outcome = if group_id.len() > MAX_GROUP_STRING_BYTES {
-        Err(ResponseError::InvalidGroupId)
-    } else if items.is_empty() {
+    let outcome = if items.is_empty() {
         Ok(Vec::new())
     } else {
         let member_id = request.member_id.to_string();

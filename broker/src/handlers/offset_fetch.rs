@@ -19,7 +19,7 @@ use corebus_wire::kafka_protocol::messages::{
 use corebus_wire::kafka_protocol::protocol::StrBytes;
 
 use super::common::str_bytes;
-use super::group_routing::{MAX_GROUP_STRING_BYTES, on_coordinator};
+use super::group_routing::on_coordinator;
 use crate::groups::coordinator::{OffsetAnswer, OffsetQuery};
 use crate::groups::record::OffsetValue;
 use crate::shard::Shard;
@@ -126,9 +126,6 @@ async fn fetch(
     group_id: String,
     query: OffsetQuery,
 ) -> Result<OffsetAnswer, ResponseError> {
-    if group_id.len() > MAX_GROUP_STRING_BYTES {
-        return Err(ResponseError::InvalidGroupId);
-    }
     let g = group_id.clone();
     on_coordinator(shard, &group_id, move |s: Rc<Shard>| async move {
         s.groups.fetch(&g, query)
