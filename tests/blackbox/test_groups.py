@@ -473,3 +473,20 @@ def test_group_admin_apis_across_shards(broker_factory):
     got = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(idle[0])])[idle[0]].result(30)
     assert {tp.partition: (tp.offset, tp.metadata) for tp in got.topic_partitions} == {
         0: (5, f"meta-{idle[0]}"), 1: (7, None)}
+
+
+def test_clients_cannot_write_the_offsets_topic(broker):
+    from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g-internal"})
+    create_topic(broker.bootstrap, "plain", 1)
+    c.commit(offsets=[TopicPartition("plain", 0, 3)], asynchronous=False)
+    errors = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "message.timeout.ms": 10000})
+    p.produce("__consumer_offsets", key=b"k", value=b"garbage", partition=0,
+              on_delivery=lambda err, msg: errors.append(err))
+    p.flush(CLIENT_TIMEOUT_SECONDS)
+    assert len(errors) == 1 and errors[0] is not None
+    assert errors[0].code() == KafkaError.TOPIC_EXCEPTION, errors[0]
+    assert c.committed([TopicPartition("plain", 0)], timeout=30)[0].offset == 3
+    c.close()

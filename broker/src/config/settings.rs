@@ -501,6 +501,20 @@ pub static SETTINGS: &[Setting] = &[
         "Longest metadata string of a committed offset, in bytes.",
     ),
     broker(
+        "offsets.retention.minutes",
+        Int,
+        Some("10080"),
+        POSITIVE_I32,
+        "How long an empty group's committed offsets are kept, in minutes.",
+    ),
+    broker(
+        "offsets.retention.check.interval.ms",
+        Long,
+        Some("600000"),
+        POSITIVE,
+        "How often expired committed offsets are looked for, in ms.",
+    ),
+    broker(
         "group.initial.rebalance.delay.ms",
         Int,
         Some("3000"),

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use super::group::{
     ClassicGroup, Effect, GroupLimits, GroupState, JoinRequest, JoinResult, Reply, SyncResult,
 };
-use super::offsets::GroupOffsets;
+use super::offsets::{GroupOffsets, TopicPartition};
 use super::placement::OFFSETS_TOPIC;
 use super::record::{OffsetValue, RecordKey};
 use super::store::{self, Write};
@@ -41,12 +41,19 @@ pub struct GroupSettings {
     pub limits: GroupLimits,
     /// `offset.metadata.max.bytes`: longest metadata string of a committed offset.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.retention.minutes`, in ms: how long an empty group's offsets are kept.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`
+    pub offsets_retention_check_interval_ms: i64,
 }
 
 /// A group and its offsets.
 struct GroupEntry {
     group: ClassicGroup,
     offsets: GroupOffsets,
+    /// OffsetCommits written but not yet applied to `offsets`: the timer neither forgets
+    /// nor expires offsets of the group meanwhile.
+    commits_in_flight: usize,
 }
 
 /// One partition of an OffsetCommit.
@@ -97,6 +104,7 @@ type Waiters<T> = RefCell<HashMap<(String, String), flume::Sender<T>>>;
 
 pub struct GroupCoordinator {
     settings: GroupSettings,
+    next_retention_check_ms: std::cell::Cell<i64>,
     groups: RefCell<HashMap<String, GroupEntry>>,
     join_waiters: Waiters<JoinResult>,
     sync_waiters: Waiters<SyncResult>,
@@ -106,6 +114,7 @@ impl GroupCoordinator {
     pub fn new(settings: GroupSettings) -> GroupCoordinator {
         GroupCoordinator {
             settings,
+            next_retention_check_ms: std::cell::Cell::new(0),
             groups: RefCell::new(HashMap::new()),
             join_waiters: RefCell::new(HashMap::new()),
             sync_waiters: RefCell::new(HashMap::new()),
@@ -116,6 +125,7 @@ impl GroupCoordinator {
         GroupEntry {
             group: ClassicGroup::new(group_id, self.settings.limits, now),
             offsets: GroupOffsets::default(),
+            commits_in_flight: 0,
         }
     }
 
@@ -157,6 +167,7 @@ impl GroupCoordinator {
                     GroupEntry {
                         group,
                         offsets: l.offsets,
+                        commits_in_flight: 0,
                     },
                 );
             }
@@ -361,6 +372,7 @@ impl GroupCoordinator {
             if let Some(e) = groups.get_mut(group_id) {
                 e.group
                     .check_commit(member_id, instance_id, generation, now)?;
+                e.commits_in_flight += 1;
             }
         }
         let max = self.settings.offset_metadata_max_bytes;
@@ -390,16 +402,17 @@ impl GroupCoordinator {
             ));
             values.push((item.topic, item.partition, value));
         }
-        if let Err(e) = store::write(shard, group_id, writes).await {
-            warn!(group = group_id, error = %e, "cannot store committed offsets");
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
-        // The timer forgets an empty group with nothing stored, which this one was until
-        // the write finished: bring it back rather than lose durable offsets.
+        let written = store::write(shard, group_id, writes).await;
+        // A DeleteGroups may have removed the group meanwhile: durable offsets bring it back.
         let mut groups = self.groups.borrow_mut();
         let e = groups
             .entry(group_id.to_string())
             .or_insert_with(|| self.new_group(group_id, now));
+        e.commits_in_flight = e.commits_in_flight.saturating_sub(1);
+        if let Err(err) = written {
+            warn!(group = group_id, error = %err, "cannot store committed offsets");
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
         for (topic, partition, value) in values {
             e.offsets.put(topic, partition, value);
         }
@@ -616,7 +629,8 @@ impl GroupCoordinator {
                 !(e.group.state() == GroupState::Empty
                     && e.group.generation() == 0
                     && !e.group.has_timers()
-                    && e.offsets.is_empty())
+                    && e.offsets.is_empty()
+                    && e.commits_in_flight == 0)
             });
             for (id, e) in groups.iter_mut() {
                 if e.group.has_timers() {
@@ -629,6 +643,62 @@ impl GroupCoordinator {
         }
         for (id, effects) in fired {
             self.run_effects(shard, &id, effects).await;
+        }
+        if now >= self.next_retention_check_ms.get() {
+            self.next_retention_check_ms
+                .set(now.saturating_add(self.settings.offsets_retention_check_interval_ms));
+            self.expire_offsets(shard, now).await;
+        }
+    }
+
+    /// Removes offsets past `offsets.retention.minutes` (see `GroupOffsets::expired`); an
+    /// empty group left without offsets is deleted too, as Kafka does.
+    async fn expire_offsets(&self, shard: &Shard, now: i64) {
+        let retention_ms = self.settings.offsets_retention_ms;
+        let mut work: Vec<(String, Vec<TopicPartition>, bool)> = Vec::new();
+        for (id, e) in self.groups.borrow().iter() {
+            if e.group.state() != GroupState::Empty || e.commits_in_flight > 0 {
+                continue;
+            }
+            let expired = e
+                .offsets
+                .expired(e.group.state_since_ms(), retention_ms, now);
+            if !expired.is_empty() {
+                let whole_group = expired.len() == e.offsets.len();
+                work.push((id.clone(), expired, whole_group));
+            }
+        }
+        for (id, expired, whole_group) in work {
+            let mut writes: Vec<Write> = expired
+                .iter()
+                .map(|(topic, partition)| {
+                    (
+                        RecordKey::Offset {
+                            group: id.clone(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                        },
+                        None,
+                    )
+                })
+                .collect();
+            if whole_group {
+                writes.push((RecordKey::group_key(&id), None));
+            }
+            if let Err(e) = store::write(shard, &id, writes).await {
+                warn!(group = %id, error = %e, "cannot store expired offsets");
+                continue;
+            }
+            let mut groups = self.groups.borrow_mut();
+            if let Some(e) = groups.get_mut(&id) {
+                for (topic, partition) in &expired {
+                    e.offsets.remove(topic, *partition);
+                }
+                if whole_group && e.offsets.is_empty() && e.group.state() == GroupState::Empty {
+                    groups.remove(&id);
+                }
+            }
+            info!(group = %id, offsets = expired.len(), "expired committed offsets (offsets.retention.minutes)");
         }
     }
 

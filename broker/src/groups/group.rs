@@ -248,7 +248,12 @@ impl ClassicGroup {
             }
             g.members.insert(m.member_id, member);
         }
+        // An empty group keeps the time it became empty (offsets expire from it).
+        if v.current_state_timestamp_ms >= 0 {
+            g.state_since_ms = v.current_state_timestamp_ms.min(now_ms);
+        }
         if !g.members.is_empty() {
+            g.state_since_ms = now_ms;
             g.leader = v
                 .leader
                 .filter(|l| g.members.contains_key(l))
@@ -269,6 +274,10 @@ impl ClassicGroup {
     }
     pub fn state(&self) -> GroupState {
         self.state
+    }
+    /// When the group entered its current state.
+    pub fn state_since_ms(&self) -> i64 {
+        self.state_since_ms
     }
     pub fn generation(&self) -> i32 {
         self.generation

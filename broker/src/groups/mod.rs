@@ -50,6 +50,13 @@ impl GroupSettings {
             },
             offset_metadata_max_bytes: usize::try_from(int("offset.metadata.max.bytes", 4096))
                 .unwrap_or(4096),
+            offsets_retention_ms: s
+                .i64("offsets.retention.minutes")
+                .unwrap_or(10_080)
+                .saturating_mul(60_000),
+            offsets_retention_check_interval_ms: s
+                .i64("offsets.retention.check.interval.ms")
+                .unwrap_or(600_000),
         }
     }
 }
