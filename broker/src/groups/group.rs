@@ -16,139 +16,11 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use corebus_wire::error_code::ResponseError;
 
+pub use super::exchange::{
+    Effect, GroupLimits, GroupState, JoinRequest, JoinResult, JoinedMember, Reply, SyncResult,
+};
 use super::member::{Member, Protocol};
 use super::record::{GroupValue, MemberValue};
-
-/// Kafka's group states, with their wire names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupState {
-    Empty,
-    PreparingRebalance,
-    CompletingRebalance,
-    Stable,
-    Dead,
-}
-
-impl GroupState {
-    pub fn name(self) -> &'static str {
-        match self {
-            GroupState::Empty => "Empty",
-            GroupState::PreparingRebalance => "PreparingRebalance",
-            GroupState::CompletingRebalance => "CompletingRebalance",
-            GroupState::Stable => "Stable",
-            GroupState::Dead => "Dead",
-        }
-    }
-}
-
-/// The group settings the state machine enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupLimits {
-    /// `group.min.session.timeout.ms`
-    pub min_session_timeout_ms: i32,
-    /// `group.max.session.timeout.ms`
-    pub max_session_timeout_ms: i32,
-    /// `group.initial.rebalance.delay.ms`
-    pub initial_rebalance_delay_ms: i32,
-    /// `group.max.size`: members (with those holding a KIP-394 member id) per group.
-    pub max_size_members: usize,
-}
-
-/// A JoinGroup as the state machine sees it.
-#[derive(Debug, Clone)]
-pub struct JoinRequest {
-    /// Empty on a first join.
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    pub session_timeout_ms: i32,
-    pub rebalance_timeout_ms: i32,
-    pub protocol_type: String,
-    pub protocols: Vec<Protocol>,
-    /// JoinGroup v4+: a first join gets MEMBER_ID_REQUIRED and a member id (KIP-394).
-    pub require_known_member_id: bool,
-    /// JoinGroup v9+ (KIP-814).
-    pub supports_skip_assignment: bool,
-}
-
-/// A member as the leader sees it in its JoinGroup answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JoinedMember {
-    pub member_id: String,
-    pub instance_id: Option<String>,
-    pub metadata: Bytes,
-}
-
-/// The answer to a JoinGroup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JoinResult {
-    pub error: Option<ResponseError>,
-    pub generation: i32,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub leader: String,
-    pub member_id: String,
-    pub skip_assignment: bool,
-    /// Filled for the leader only.
-    pub members: Vec<JoinedMember>,
-}
-
-impl JoinResult {
-    pub fn error(error: ResponseError, member_id: &str) -> JoinResult {
-        JoinResult {
-            error: Some(error),
-            generation: -1,
-            member_id: member_id.to_string(),
-            ..JoinResult::default()
-        }
-    }
-}
-
-/// The answer to a SyncGroup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyncResult {
-    pub error: Option<ResponseError>,
-    pub protocol_type: Option<String>,
-    pub protocol_name: Option<String>,
-    pub assignment: Bytes,
-}
-
-impl SyncResult {
-    pub fn error(error: ResponseError) -> SyncResult {
-        SyncResult {
-            error: Some(error),
-            ..SyncResult::default()
-        }
-    }
-}
-
-/// A request answered at once, or left waiting for an effect naming this member id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply<T> {
-    Now(T),
-    Wait(String),
-}
-
-/// What the coordinator must do, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
-    /// Answer the JoinGroup waiting under `member_id`.
-    Join {
-        member_id: String,
-        result: JoinResult,
-    },
-    /// Answer the SyncGroup waiting under `member_id`.
-    Sync {
-        member_id: String,
-        result: SyncResult,
-    },
-    /// Store this membership record (before answering what follows it).
-    Store(GroupValue),
-    /// Store the leader's assignment of `generation`; report the outcome through
-    /// [`ClassicGroup::assignment_stored`].
-    StoreAssignment { generation: i32, value: GroupValue },
-}
 
 /// The join phase of PreparingRebalance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1019,78 +891,10 @@ impl ClassicGroup {
             self.set_state(GroupState::Empty, now_ms);
         }
     }
-
-    // ---- Timers ----
-
-    /// Applies every timeout that has passed at `now_ms`: lapsed KIP-394 member ids, expired
-    /// sessions, the end of the join phase, members that did not sync in time.
-    pub fn tick(&mut self, now_ms: i64) -> Vec<Effect> {
-        let mut effects = Vec::new();
-        let lapsed: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, t)| now_ms >= **t)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if !lapsed.is_empty() {
-            for id in lapsed {
-                self.pending.remove(&id);
-            }
-            effects.extend(self.try_complete_join(now_ms));
-        }
-        let expired: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.expired(now_ms))
-            .map(|m| m.id.clone())
-            .collect();
-        for id in expired {
-            effects.extend(self.remove_member(&id, now_ms));
-        }
-        match self.join {
-            Some(JoinPhase::Initial {
-                deadline_ms,
-                limit_ms,
-                new_member_added,
-            }) if now_ms >= deadline_ms => {
-                if new_member_added && deadline_ms < limit_ms {
-                    let delay = i64::from(self.limits.initial_rebalance_delay_ms);
-                    self.join = Some(JoinPhase::Initial {
-                        deadline_ms: deadline_ms.saturating_add(delay).min(limit_ms),
-                        limit_ms,
-                        new_member_added: false,
-                    });
-                } else {
-                    effects.extend(self.complete_join(now_ms));
-                }
-            }
-            Some(JoinPhase::Normal { deadline_ms }) if now_ms >= deadline_ms => {
-                effects.extend(self.complete_join(now_ms));
-            }
-            _ => {}
-        }
-        if self.state == GroupState::CompletingRebalance
-            && self.pending_assignment.is_none()
-            && self.sync_deadline_ms.is_some_and(|t| now_ms >= t)
-        {
-            let late: Vec<String> = self
-                .members
-                .values()
-                .filter(|m| !m.awaiting_sync)
-                .map(|m| m.id.clone())
-                .collect();
-            for id in late {
-                effects.extend(self.remove_member(&id, now_ms));
-            }
-        }
-        effects
-    }
-
-    /// Whether any timer of this group can fire (the coordinator skips the others).
-    pub fn has_timers(&self) -> bool {
-        !self.members.is_empty() || !self.pending.is_empty() || self.join.is_some()
-    }
 }
+
+#[path = "timers.rs"]
+mod timers;
 
 #[cfg(test)]
 #[path = "group_tests.rs"]

@@ -3,7 +3,8 @@
 //! - `placement`: which `__consumer_offsets` partition (and so which shard) owns a group.
 //! - `record`: the key/value layouts of that topic's records (Kafka's own).
 //! - `store`: writing a group's records durably and replaying a partition at start.
-//! - `member`, `group`: the classic group state machine, pure, with time as an input.
+//! - `member`, `group`: the classic group state machine, pure, with time as an input;
+//!   `exchange`: what it is asked and answers (results and effects).
 //! - `offsets`: a group's committed offsets in memory.
 //! - `coordinator`: one shard's groups, their waiting requests and timers.
 //!
@@ -14,12 +15,15 @@
 //! storage's preallocation step, since the engine preallocates on the first write of a
 //! segment, not when a log opens.
 //!
+//! Offsets of an empty group expire after `offsets.retention.minutes`.
+//!
 //! KIP-848 (ConsumerGroupHeartbeat) is not here yet and is not advertised.
 //!
 //! Never: imports a handler; touches another shard's groups (requests arrive through the
 //! mesh on the owning shard).
 
 pub mod coordinator;
+pub mod exchange;
 pub mod group;
 pub mod member;
 pub mod offsets;
