@@ -380,6 +380,13 @@ def test_kafkajs_group_consumer(broker_factory, node_env):
     committed = c.committed([TopicPartition("kj", p) for p in range(3)], timeout=30)
     c.close()
     assert sum(tp.offset for tp in committed) == 300
+    # A new kafkajs consumer of the group resumes there.
+    produce(b.bootstrap, "kj", [f"m{i}" for i in range(90)])
+    out = subprocess.run(["node", "-e", KAFKAJS_SCRIPT, b.bootstrap, "kj", "g-kjs", "90"],
+                         capture_output=True, text=True, timeout=CLIENT_TIMEOUT_SECONDS,
+                         env=node_env)
+    assert out.returncode == 0, out.stderr
+    assert sorted(json.loads(out.stdout)) == sorted(f"m{i}" for i in range(90))
 
 
 def test_cooperative_sticky_rebalances(broker_factory):
@@ -423,7 +430,8 @@ def test_group_admin_apis_across_shards(broker_factory):
     for g in idle:
         tps = [TopicPartition("adm", 0, 5, metadata=f"meta-{g}"), TopicPartition("adm", 1, 7)]
         fut = admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(g, tps)])
-        fut[g].result(CLIENT_TIMEOUT_SECONDS)
+        done = fut[g].result(CLIENT_TIMEOUT_SECONDS)
+        assert all(tp.error is None for tp in done.topic_partitions), done.topic_partitions
     got = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(idle[0])])[idle[0]].result(30)
     by_p = {tp.partition: tp for tp in got.topic_partitions}
     assert set(by_p) == {0, 1}, got.topic_partitions
@@ -490,3 +498,75 @@ def test_clients_cannot_write_the_offsets_topic(broker):
     assert errors[0].code() == KafkaError.TOPIC_EXCEPTION, errors[0]
     assert c.committed([TopicPartition("plain", 0)], timeout=30)[0].offset == 3
     c.close()
+
+
+def _uvarint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def _read_uvarint(buf, pos):
+    shift = value = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, pos
+
+
+def test_find_coordinator_v4_batches_keys(broker):
+    """FindCoordinator v4 (KIP-699) by hand: several group keys in one request, each
+    answered with this node; a transaction key gets an error of its own."""
+    import socket
+    import struct
+
+    def request(key_type, keys):
+        client = b"raw"
+        header = struct.pack(">hhih", 10, 4, 7, len(client)) + client + b"\x00"
+        body = struct.pack(">b", key_type) + _uvarint(len(keys) + 1)
+        for k in keys:
+            body += _uvarint(len(k) + 1) + k.encode()
+        body += b"\x00"
+        frame = header + body
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=30) as s:
+            s.sendall(struct.pack(">i", len(frame)) + frame)
+            (size,) = struct.unpack(">i", harness._read_exact(s, 4))
+            resp = harness._read_exact(s, size)
+        (corr,) = struct.unpack(">i", resp[:4])
+        assert corr == 7
+        _, pos = _read_uvarint(resp, 4)  # header tagged fields
+        pos += 4  # throttle time
+        n, pos = _read_uvarint(resp, pos)
+        out = []
+        for _ in range(n - 1):
+            klen, pos = _read_uvarint(resp, pos)
+            key = resp[pos:pos + klen - 1].decode()
+            pos += klen - 1
+            (node,) = struct.unpack(">i", resp[pos:pos + 4])
+            pos += 4
+            hlen, pos = _read_uvarint(resp, pos)
+            host = resp[pos:pos + hlen - 1].decode()
+            pos += hlen - 1
+            port, error = struct.unpack(">ih", resp[pos:pos + 6])
+            pos += 6
+            mlen, pos = _read_uvarint(resp, pos)
+            pos += max(mlen - 1, 0)
+            _, pos = _read_uvarint(resp, pos)  # tagged fields
+            out.append((key, node, host, port, error))
+        return out
+
+    got = request(0, ["g-a", "g-b", "g-c"])
+    assert [g[0] for g in got] == ["g-a", "g-b", "g-c"]
+    assert all(g[2:] == ("127.0.0.1", broker.port, 0) for g in got), got
+    txn = request(1, ["txn-1"])
+    assert txn[0][4] == 15, "COORDINATOR_NOT_AVAILABLE until transactions exist"
+
+

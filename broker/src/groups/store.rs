@@ -40,6 +40,14 @@ pub enum StoreError {
     Batch(#[from] corebus_wire::record::RecordError),
 }
 
+/// How long a write waits for its partition to open. Only right after `__consumer_offsets`
+/// was created can a request get here first: the metadata reaches the shards one after the
+/// other, and a shard opens the new logs after it has the new image.
+pub const GROUP_PARTITION_OPEN_WAIT_MS: u64 = 10_000;
+
+/// Pause between looks at a partition that is opening.
+const GROUP_PARTITION_OPEN_POLL_MS: u64 = 5;
+
 /// One record to write: a key and a value, or `None` for a tombstone.
 pub type Write = (RecordKey, Option<Bytes>);
 
@@ -54,12 +62,31 @@ pub fn group_log(shard: &Shard, group_id: &str) -> Result<Log, StoreError> {
         .ok_or(StoreError::NotOpen(partition))
 }
 
+/// The log of `group_id`, waiting (bounded) while it is still being opened.
+async fn open_group_log(shard: &Shard, group_id: &str) -> Result<Log, StoreError> {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(GROUP_PARTITION_OPEN_WAIT_MS);
+    loop {
+        match group_log(shard, group_id) {
+            Err(StoreError::NoTopic | StoreError::NotOpen(_))
+                if std::time::Instant::now() < deadline =>
+            {
+                glommio::timer::sleep(std::time::Duration::from_millis(
+                    GROUP_PARTITION_OPEN_POLL_MS,
+                ))
+                .await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Appends `records` to `group_id`'s partition and waits until they are durable.
 pub async fn write(shard: &Shard, group_id: &str, records: Vec<Write>) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }
-    let log = group_log(shard, group_id)?;
+    let log = open_group_log(shard, group_id).await?;
     let now = now_ms();
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut builder = RecordBatchBuilder::new(Compression::None);
