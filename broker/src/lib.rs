@@ -9,6 +9,7 @@
 //! handler.
 
 pub mod config;
+pub mod groups;
 pub mod handlers;
 pub mod limits;
 pub mod metadata;

@@ -518,6 +518,74 @@ pub static SETTINGS: &[Setting] = &[
         ANY,
         "Kafka's unclean leader election; meaningless with a single replica.",
     ),
+    // --- Consumer groups and committed offsets ---
+    broker(
+        "offsets.topic.num.partitions",
+        Int,
+        Some("50"),
+        POSITIVE_I32,
+        "Partitions of __consumer_offsets, fixed when it is created (on first group use).",
+    ),
+    broker(
+        "offsets.topic.segment.bytes",
+        Int,
+        Some("104857600"),
+        SEGMENT_BYTES,
+        "Segment size of __consumer_offsets, in bytes.",
+    ),
+    broker(
+        "offset.metadata.max.bytes",
+        Int,
+        Some("4096"),
+        // Stored with an i16 length, as in Kafka's record layout.
+        Validator::Range {
+            min: 0,
+            max: i16::MAX as i64,
+        },
+        "Longest metadata string of a committed offset, in bytes.",
+    ),
+    broker(
+        "offsets.retention.minutes",
+        Int,
+        Some("10080"),
+        POSITIVE_I32,
+        "How long an empty group's committed offsets are kept, in minutes.",
+    ),
+    broker(
+        "offsets.retention.check.interval.ms",
+        Long,
+        Some("600000"),
+        POSITIVE,
+        "How often expired committed offsets are looked for, in ms.",
+    ),
+    broker(
+        "group.initial.rebalance.delay.ms",
+        Int,
+        Some("3000"),
+        NON_NEGATIVE_I32,
+        "How long the first rebalance of an empty group waits for more members, in ms.",
+    ),
+    broker(
+        "group.min.session.timeout.ms",
+        Int,
+        Some("6000"),
+        POSITIVE_I32,
+        "Shortest session timeout a group member may ask for, in ms.",
+    ),
+    broker(
+        "group.max.session.timeout.ms",
+        Int,
+        Some("1800000"),
+        POSITIVE_I32,
+        "Longest session timeout a group member may ask for, in ms.",
+    ),
+    broker(
+        "group.max.size",
+        Int,
+        Some("2147483647"),
+        POSITIVE_I32,
+        "Members a classic group may have.",
+    ),
     // --- Kafka settings that do not apply to a thread-per-core single node ---
     inert(
         "num.network.threads",

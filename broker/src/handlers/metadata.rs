@@ -181,5 +181,7 @@ fn topic_entry(meta: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(meta.name.clone()))))
         .with_topic_id(meta.id.0)
+        // Clients leave internal topics out of pattern subscriptions (v1+ carry the flag).
+        .with_is_internal(meta.name == crate::groups::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

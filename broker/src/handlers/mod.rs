@@ -10,21 +10,34 @@ pub mod api_versions;
 pub mod common;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod group_routing;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 pub mod topic_configs;
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use corebus_wire::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
@@ -66,10 +79,21 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::DescribeConfigs)
         .with(ApiKey::AlterConfigs)
         .with(ApiKey::IncrementalAlterConfigs)
+        .with(ApiKey::FindCoordinator)
+        .with(ApiKey::JoinGroup)
+        .with(ApiKey::SyncGroup)
+        .with(ApiKey::Heartbeat)
+        .with(ApiKey::LeaveGroup)
+        .with(ApiKey::OffsetCommit)
+        .with(ApiKey::OffsetFetch)
+        .with(ApiKey::ListGroups)
+        .with(ApiKey::DescribeGroups)
+        .with(ApiKey::DeleteGroups)
+        .with(ApiKey::OffsetDelete)
 }
 
-/// Runs `request` on this shard.
-pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
+/// Runs `request` on this shard; `peer` is the client's address (group members' client host).
+pub async fn handle(shard: &Rc<Shard>, request: Request, peer: SocketAddr) -> Reply {
     if !api_support().supports(request.api_key, request.api_version) {
         // A client only sends what ApiVersions advertised; Kafka closes the connection too.
         warn!(api = ?request.api_key, v = request.api_version, "request for an API or version not advertised; closing");
@@ -77,6 +101,7 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
     }
     let v = request.api_version;
     let key = request.api_key;
+    let client_id = request.header.client_id.clone().unwrap_or_default();
     match request.body {
         RequestKind::ApiVersions(r) => {
             Reply::Respond(ResponseKind::ApiVersions(api_versions::handle(shard, r, v)))
@@ -127,6 +152,39 @@ pub async fn handle(shard: &Rc<Shard>, request: Request) -> Reply {
                 incremental_alter_configs::handle(shard, r, v).await,
             ))
         }
+        RequestKind::FindCoordinator(r) => Reply::Respond(ResponseKind::FindCoordinator(
+            find_coordinator::handle(shard, r, v).await,
+        )),
+        RequestKind::JoinGroup(r) => Reply::Respond(ResponseKind::JoinGroup(
+            join_group::handle(shard, r, v, &client_id, peer).await,
+        )),
+        RequestKind::SyncGroup(r) => Reply::Respond(ResponseKind::SyncGroup(
+            sync_group::handle(shard, r, v).await,
+        )),
+        RequestKind::Heartbeat(r) => Reply::Respond(ResponseKind::Heartbeat(
+            heartbeat::handle(shard, r, v).await,
+        )),
+        RequestKind::LeaveGroup(r) => Reply::Respond(ResponseKind::LeaveGroup(
+            leave_group::handle(shard, r, v).await,
+        )),
+        RequestKind::OffsetCommit(r) => Reply::Respond(ResponseKind::OffsetCommit(
+            offset_commit::handle(shard, r, v).await,
+        )),
+        RequestKind::OffsetFetch(r) => Reply::Respond(ResponseKind::OffsetFetch(
+            offset_fetch::handle(shard, r, v).await,
+        )),
+        RequestKind::ListGroups(r) => Reply::Respond(ResponseKind::ListGroups(
+            list_groups::handle(shard, r, v).await,
+        )),
+        RequestKind::DescribeGroups(r) => Reply::Respond(ResponseKind::DescribeGroups(
+            describe_groups::handle(shard, r, v).await,
+        )),
+        RequestKind::DeleteGroups(r) => Reply::Respond(ResponseKind::DeleteGroups(
+            delete_groups::handle(shard, r, v).await,
+        )),
+        RequestKind::OffsetDelete(r) => Reply::Respond(ResponseKind::OffsetDelete(
+            offset_delete::handle(shard, r, v).await,
+        )),
         // Unreachable while api_support lists only the APIs above; a safe answer if not.
         _ => {
             warn!(api = ?key, "advertised API without a handler; closing");

@@ -11,6 +11,8 @@
 //! refuses gaps (OUT_OF_ORDER_SEQUENCE_NUMBER) and old epochs (INVALID_PRODUCER_EPOCH).
 //! Transactional batches are refused (INVALID_PRODUCER_ID_MAPPING) until transactions exist.
 //!
+//! Clients cannot write to `__consumer_offsets` (INVALID_TOPIC_EXCEPTION, as in Kafka).
+//!
 //! Never: answers before the data is as durable as acks asks; writes part of a partition's
 //! batches when one of them is invalid; touches another shard's log.
 
@@ -161,6 +163,13 @@ fn check_batches(
         ResponseError::UnknownTopicOrPartition.code(),
         "topic deleted".to_string(),
     ))?;
+    // Only the group coordinator writes the offsets topic (its replay trusts the layout).
+    if topic.name == crate::groups::OFFSETS_TOPIC {
+        return Err((
+            ResponseError::InvalidTopicException.code(),
+            format!("Cannot append to internal topic {}", topic.name),
+        ));
+    }
     let setting = |name: &str| {
         lookup(Scope::Topic, name)
             .and_then(|s| shard.config.settings.resolve_topic(s, &topic.configs).value)

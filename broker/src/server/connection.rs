@@ -205,7 +205,7 @@ async fn start_request(
                 request.api_key,
                 request.api_version,
             );
-            let reply = handlers::handle(&shard, request).await;
+            let reply = handlers::handle(&shard, request, peer).await;
             drop(permit);
             let body = match reply {
                 handlers::Reply::Respond(body) => body,

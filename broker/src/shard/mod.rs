@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::groups::{GroupCoordinator, GroupSettings};
 use crate::metadata::MetadataImage;
 use crate::metadata::controller::Controller;
 use mesh::{Mesh, ShardGone};
@@ -104,6 +105,8 @@ pub struct Shard {
     pub logs: partitions::ShardLogs,
     /// KIP-227 sessions of the consumers connected to this shard.
     pub fetch_sessions: RefCell<fetch_sessions::FetchSessions>,
+    /// The consumer groups whose `__consumer_offsets` partition this shard owns.
+    pub groups: GroupCoordinator,
     metadata: RefCell<Arc<MetadataImage>>,
     controller: Option<Rc<Controller>>,
 }
@@ -123,6 +126,7 @@ impl Shard {
     ) -> Shard {
         let budget = config.limits.shard_produce_memory_budget_bytes as u64;
         let shard_count = mesh.shard_count();
+        let groups = GroupCoordinator::new(GroupSettings::from_settings(&config.settings));
         Shard {
             id,
             cpu,
@@ -135,6 +139,7 @@ impl Shard {
             tasks: glommio::sync::Gate::new(),
             logs,
             fetch_sessions: RefCell::new(fetch_sessions::FetchSessions::new(id, shard_count)),
+            groups,
             metadata: RefCell::new(metadata),
             controller,
         }

@@ -147,6 +147,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
                     .logs
                     .sync_with(&image, id, &shard.config.settings)
                     .await;
+                // Groups are rebuilt from their offsets partitions before any request, from
+                // a client or another shard, can reach them.
+                shard.groups.load(&shard).await;
                 info!(shard = i, cpu, "shard started");
                 let _ = ready.send(i);
                 run_shard(shard, listener, mailbox, drained_shards).await;
@@ -224,6 +227,7 @@ async fn run_shard(
     glommio::spawn_local(serve_mailbox(shard.clone(), mailbox)).detach();
     glommio::spawn_local(retention_ticker(shard.clone())).detach();
     start_cleaner(&shard);
+    glommio::spawn_local(crate::groups::coordinator::run_timers(shard.clone())).detach();
     accept_loop(shard.clone(), listener).await;
     // Accepting has stopped; connections finish the requests they read and close.
     let drained =
