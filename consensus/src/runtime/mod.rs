@@ -206,8 +206,13 @@ impl ConsensusNode {
         &self.observed
     }
 
+    /// The same view, to watch from another thread.
+    pub fn observer(&self) -> Arc<Observed> {
+        self.observed.clone()
+    }
+
     /// Waits until the node serves clients (a leader is established and this node is in
-    /// its broadcast phase), polling every `poll`; false after `timeout`.
+    /// its broadcast phase); false after `timeout` or if the node stopped.
     pub fn wait_serving(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         while !self.observed.serving() {
