@@ -3,12 +3,14 @@
 //! Layout: `config` (command line, settings table) and `limits` are read once at start-up;
 //! `shard` runs one pinned glommio executor per core and the messages between them;
 //! `metadata` keeps topics, placement and configs durably; `server` accepts connections and
-//! runs the per-connection request pipeline; `handlers` hold one file per Kafka API.
+//! runs the per-connection request pipeline; `handlers` hold one file per Kafka API;
+//! `consensus` starts this process's consensus role (the `corebus-consensus` crate).
 //!
 //! Dependency direction: handlers sit on shard, metadata and storage; none of those imports a
 //! handler.
 
 pub mod config;
+pub mod consensus;
 pub mod groups;
 pub mod handlers;
 pub mod limits;

@@ -29,6 +29,15 @@ fn main() -> ExitCode {
             "setting accepted for compatibility but has no effect: {why}"
         );
     }
+    if !config.roles.broker {
+        return match corebus_broker::consensus::run_consensus_only(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("corebus consensus node cannot run: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match corebus_broker::shard::runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

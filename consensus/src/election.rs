@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::types::{Epoch, NodeId, Zxid};
 
 /// A vote for `leader`, whose history ends at `zxid` and who adopted `epoch` last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Vote {
     pub leader: NodeId,
     pub zxid: Zxid,
@@ -30,7 +30,7 @@ impl Vote {
 }
 
 /// What the sender of a notification is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum PeerState {
     Looking,
     Following,
@@ -38,7 +38,7 @@ pub enum PeerState {
 }
 
 /// An election message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Notification {
     pub vote: Vote,
     /// The sender's election round (ZooKeeper's logical clock).

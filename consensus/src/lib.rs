@@ -37,10 +37,13 @@
 //! (pings, votes, ACKs) on a latency-sensitive task queue with more shares than the shards'
 //! queues, and the fsync on a separate queue so a slow disk never delays a ping.
 
+pub mod client;
 pub mod election;
 pub mod limits;
 pub mod log;
 pub mod meta;
+pub mod proto;
+pub mod runtime;
 pub mod snapshot;
 pub mod store;
 pub mod tree;

@@ -15,3 +15,32 @@ pub const MAX_TXN_RECORD_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_LOG_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest snapshot file accepted on recovery.
 pub const MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+// The runtime (TCP, timers, disk thread).
+
+/// Largest peer frame. A SYNC carries a leader's retained log (and possibly a snapshot of the
+/// whole tree), so this is generous; a frame past it is refused and the connection closed.
+pub const MAX_PEER_FRAME_BYTES: usize = 512 * 1024 * 1024;
+/// Largest client frame: the largest transaction plus its envelope.
+pub const MAX_CLIENT_FRAME_BYTES: usize = MAX_TXN_RECORD_BYTES + 64 * 1024;
+/// Messages queued for one peer connection; past it the connection is reset (the peer is
+/// told by the break, as TCP would) rather than the node's memory growing without bound.
+pub const PEER_QUEUE_MESSAGES: usize = 16 * 1024;
+/// Events (peer messages, client requests, disk completions) queued for the node's driver;
+/// readers wait when it is full, which back-pressures their sockets.
+pub const DRIVER_QUEUE_EVENTS: usize = 64 * 1024;
+/// Requests one client connection may have outstanding; its socket is not read past it.
+pub const MAX_INFLIGHT_REQUESTS_PER_CLIENT: usize = 1024;
+/// Client connections one node serves at once; more are refused at accept.
+pub const MAX_CLIENT_CONNECTIONS: usize = 4096;
+/// First wait before redialling a peer; doubles per failure up to the maximum.
+pub const PEER_RECONNECT_BACKOFF_MIN_MS: u64 = 20;
+pub const PEER_RECONNECT_BACKOFF_MAX_MS: u64 = 1_000;
+/// Dialling a peer gives up after this and counts as a failure.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// A dialler that connected must send its hello within this, or the connection is closed.
+pub const HELLO_TIMEOUT_MS: u64 = 5_000;
+/// Default length of one protocol tick (the zab timings are in ticks; see `zab::Config::new`).
+pub const DEFAULT_TICK_MS: u64 = 10;
+/// Bytes a connection's reader buffers from its socket.
+pub const SOCKET_READ_BUFFER_BYTES: usize = 64 * 1024;

@@ -11,7 +11,9 @@ use crate::txn::{OpResult, Stat, TreeError, Txn, TxnError, TxnResult, WriteOp};
 use crate::types::Zxid;
 
 /// One node of the tree.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct Node {
     pub data: Vec<u8>,
     /// `num_children` and `data_length` are filled on read, not stored.
@@ -21,7 +23,7 @@ pub struct Node {
 }
 
 /// The whole tree plus the zxid of the last transaction applied to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DataTree {
     nodes: BTreeMap<String, Node>,
     applied: Zxid,

@@ -94,7 +94,7 @@ pub struct Stat {
 }
 
 /// The outcome of one successful write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum OpResult {
     /// The actual path (differs from the request for sequential nodes).
     Created {
@@ -109,7 +109,7 @@ pub enum OpResult {
 }
 
 /// The outcome of a whole transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum TxnResult {
     Write(OpResult),
     Multi(Vec<OpResult>),
@@ -117,7 +117,18 @@ pub enum TxnResult {
 }
 
 /// Why a write (or read) was refused by the tree. Maps one to one onto ZooKeeper's codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    thiserror::Error,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub enum TreeError {
     #[error("no node")]
     NoNode,
@@ -142,7 +153,17 @@ pub enum TreeError {
 }
 
 /// A failed transaction: for a multi, which op failed (nothing was applied).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    thiserror::Error,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 #[error("op {index} failed: {error}")]
 pub struct TxnError {
     pub index: usize,

@@ -191,6 +191,10 @@ def start_broker(data_dir, log_path, extra_args=(), shards=1, command=None, cwd=
                 str(corebus_binary()),
                 "--listen",
                 f"127.0.0.1:{port}",
+                # The embedded consensus node on a port of its own choosing, so that brokers
+                # of parallel tests never contend for the default 9093.
+                "--consensus-listen",
+                "127.0.0.1:0",
                 "--data-dir",
                 str(data_dir),
                 "--shards",

@@ -10,6 +10,7 @@
 //! Never: reads anything at run time (configuration is immutable once the shards start); holds
 //! per-topic overrides (those live in the metadata store).
 
+pub mod consensus;
 pub mod settings;
 pub mod value;
 
@@ -53,6 +54,16 @@ pub struct Cli {
     /// A broker setting, `key=value`; repeatable; beats the --config file
     #[arg(long = "override", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// What this process runs: `consensus`, `broker`, or both
+    #[arg(long, value_name = "ROLES", default_value = "consensus,broker")]
+    pub roles: String,
+    /// Address of this node's consensus role, HOST:PORT [default: the --listen host, port 9093]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub consensus_listen: Option<String>,
+    /// Every member of the consensus group, this node included: `ID@HOST:PORT,...`
+    /// [default: this node alone, an embedded group of one]
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub consensus_peers: Option<String>,
 }
 
 /// Why start-up refused the configuration.
@@ -267,6 +278,8 @@ pub struct Config {
     pub shards: Option<usize>,
     pub limits: Limits,
     pub settings: BrokerSettings,
+    pub roles: consensus::Roles,
+    pub consensus: consensus::ConsensusConfig,
 }
 
 impl Config {
@@ -349,6 +362,18 @@ impl Config {
             ));
         }
         let limits = Limits::from_settings(&settings);
+        let roles = consensus::Roles::parse(&cli.roles)?;
+        let consensus = consensus::resolve_consensus(
+            node_id,
+            &listen,
+            cli.consensus_listen.as_deref(),
+            cli.consensus_peers.as_deref(),
+        )?;
+        if !roles.consensus && !consensus.explicit_peers {
+            return Err(ConfigError::Conflict(
+                "--roles broker needs --consensus-peers: the group this broker uses".into(),
+            ));
+        }
         Ok(Config {
             node_id,
             listen,
@@ -357,6 +382,8 @@ impl Config {
             shards: cli.shards,
             limits,
             settings,
+            roles,
+            consensus,
         })
     }
 }

@@ -54,11 +54,27 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("shard {0} failed: {1}")]
     ShardFailed(usize, String),
+    #[error(transparent)]
+    Consensus(#[from] crate::consensus::ConsensusStartError),
 }
 
 /// Runs the node until SIGTERM/SIGINT; `Ok` after a clean stop.
 pub fn run(config: Config) -> Result<(), StartError> {
     let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    // One process per data directory; held until this function returns.
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    // The consensus role (if any) is up before the broker, and stopped after it.
+    let consensus = crate::consensus::start(&config)?;
+    let result = run_broker(config);
+    crate::consensus::stop(consensus);
+    result
+}
+
+fn run_broker(config: Arc<Config>) -> Result<(), StartError> {
     let cpus = cpus::allowed_cpus().map_err(StartError::Cpus)?;
     let shard_count = config.shards.unwrap_or(cpus.len());
     if shard_count > cpus.len() {
@@ -68,12 +84,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
             "more shards than CPUs: some CPUs run two shards"
         );
     }
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    // One process per data directory; held until this function returns.
-    let _lock = DataDirLock::acquire(&config.data_dir)?;
     let (sockets, bound) = bind_exclusive(&config.listen, shard_count)?;
     let mut image = LocalFileStore::load_or_init(&config.data_dir)?;
     replace_orphans(&config, &mut image, shard_count)?;

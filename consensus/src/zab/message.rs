@@ -12,7 +12,7 @@ use crate::txn::{LogEntry, Txn};
 use crate::types::{ClientId, Epoch, NodeId, RequestId, Zxid};
 
 /// Who must answer the client when a proposal commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Origin {
     pub node: NodeId,
     pub client: ClientId,
@@ -20,7 +20,7 @@ pub struct Origin {
 }
 
 /// How the leader brings a follower's history to its own.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum SyncPlan {
     /// The follower's history is a prefix of ours: send what follows.
     Diff,
@@ -30,7 +30,7 @@ pub enum SyncPlan {
     Snap(Arc<DataTree>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum PeerMessage {
     Vote(Notification),
     /// Follower -> leader: the newest epoch it accepted.

@@ -126,7 +126,7 @@ pub struct ClientRequest {
     pub op: ClientOp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ClientOp {
     /// A write or multi; ordered by the leader.
     Write(Txn),
@@ -144,7 +144,7 @@ pub enum ClientOp {
     Sync,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Response {
     Txn(TxnResult),
     Data { data: Vec<u8>, stat: Stat },
@@ -153,7 +153,9 @@ pub enum Response {
     Synced { through: Zxid },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, thiserror::Error, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub enum ClientError {
     #[error(transparent)]
     Txn(#[from] TxnError),

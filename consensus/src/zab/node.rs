@@ -150,7 +150,7 @@ enum Role {
 }
 
 /// Which role a node plays, for observers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum RoleName {
     Looking,
     Following,

@@ -1,0 +1,259 @@
+//! A client workload against a consensus group, printing JSON: what the black-box test and
+//! the benchmark drive. Not the admin CLI (that is `corebus-ctl consensus`, a later issue).
+//!
+//! - `status --server A`: the node's view of itself.
+//! - `load --servers A,B,C --duration-ms N`: creates unique nodes under a prefix from a few
+//!   concurrent clients for N ms; reports every acknowledged path, every path whose outcome is
+//!   unknown, and the longest time with no write acknowledged (the failover window).
+//! - `dump --server A --prefix P`: sync, then every child of P with its data length.
+//! - `bench --servers A,B,C --clients K --ops N`: each client creates then sets 100-byte nodes;
+//!   committed writes per second and commit latency percentiles.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use corebus_consensus::client::{Client, ClientConfig, CreateMode, Error};
+use corebus_consensus::txn::TreeError;
+use glommio::{LocalExecutorBuilder, Placement};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    Status {
+        #[arg(long)]
+        server: SocketAddr,
+    },
+    Load {
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 10_000)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        #[arg(long, default_value = "/load")]
+        prefix: String,
+        /// Time one write may take, retries included.
+        #[arg(long, default_value_t = 3_000)]
+        request_timeout_ms: u64,
+    },
+    Dump {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long, default_value = "/load")]
+        prefix: String,
+    },
+    Bench {
+        #[arg(long, value_delimiter = ',')]
+        servers: Vec<SocketAddr>,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// create+set pairs per client.
+        #[arg(long, default_value_t = 1_000)]
+        ops: usize,
+        #[arg(long, default_value_t = 100)]
+        data_bytes: usize,
+    },
+}
+
+fn client(servers: Vec<SocketAddr>, request_timeout_ms: u64) -> Result<Client> {
+    let mut cfg = ClientConfig::new(servers);
+    cfg.request_timeout_ms = request_timeout_ms;
+    Ok(Client::new(cfg)?)
+}
+
+async fn ensure(c: &Client, path: &str) -> Result<()> {
+    match c.create(path, b"", CreateMode::Persistent).await {
+        Ok(_)
+        | Err(Error::Tree {
+            error: TreeError::NodeExists,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {path}")),
+    }
+}
+
+async fn status(server: SocketAddr) -> Result<serde_json::Value> {
+    let s = client(vec![server], 2_000)?.status().await?;
+    Ok(json!({
+        "id": s.id.0, "role": format!("{:?}", s.role), "serving": s.serving,
+        "epoch": s.current_epoch, "committed": s.committed.as_u64(),
+        "last_zxid": s.last_zxid.as_u64(), "tree_nodes": s.tree_nodes, "tree_digest": s.tree_digest,
+    }))
+}
+
+#[derive(Default)]
+struct LoadLog {
+    acked: Vec<String>,
+    unknown: Vec<String>,
+    ack_ms: Vec<u64>,
+    errors: Vec<String>,
+}
+
+async fn load(
+    servers: Vec<SocketAddr>,
+    duration_ms: u64,
+    clients: usize,
+    prefix: String,
+    timeout_ms: u64,
+) -> Result<serde_json::Value> {
+    ensure(&client(servers.clone(), 30_000)?, &prefix).await?;
+    let start = Instant::now();
+    let end = start + Duration::from_millis(duration_ms);
+    let log = Rc::new(RefCell::new(LoadLog::default()));
+    let mut tasks = Vec::new();
+    for k in 0..clients {
+        // Each worker starts at a different node, so some writes are forwarded.
+        let mut mine = servers.clone();
+        mine.rotate_left(k % servers.len());
+        let c = client(mine, timeout_ms)?;
+        let (log, prefix) = (log.clone(), prefix.clone());
+        tasks.push(glommio::spawn_local(async move {
+            let mut i = 0u64;
+            while Instant::now() < end {
+                let path = format!("{prefix}/c{k}-{i:08}");
+                i += 1;
+                match c.create(&path, &[b'x'; 100], CreateMode::Persistent).await {
+                    Ok(_) => {
+                        let mut l = log.borrow_mut();
+                        l.acked.push(path);
+                        l.ack_ms.push(start.elapsed().as_millis() as u64);
+                    }
+                    Err(e @ Error::Tree { .. }) => {
+                        log.borrow_mut().errors.push(format!("{path}: {e}"))
+                    }
+                    // Outcome unknown: it may be there or not; the check allows both.
+                    Err(_) => log.borrow_mut().unknown.push(path),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    let mut l = log.take();
+    l.ack_ms.sort_unstable();
+    let (mut gap, mut gap_at) = (0u64, 0u64);
+    for w in l.ack_ms.windows(2) {
+        if w[1] - w[0] > gap {
+            gap = w[1] - w[0];
+            gap_at = w[0];
+        }
+    }
+    Ok(json!({
+        "acked": l.acked, "unknown": l.unknown, "errors": l.errors,
+        "max_gap_ms": gap, "max_gap_at_ms": gap_at,
+        "first_ack_ms": l.ack_ms.first(), "last_ack_ms": l.ack_ms.last(),
+        "duration_ms": duration_ms,
+    }))
+}
+
+async fn dump(server: SocketAddr, prefix: String) -> Result<serde_json::Value> {
+    let c = client(vec![server], 10_000)?;
+    let through = c.sync().await?;
+    let mut names = c.children(&prefix).await?;
+    names.sort();
+    let mut sizes = Vec::with_capacity(names.len());
+    for n in &names {
+        let path = format!("{}/{n}", prefix.trim_end_matches('/'));
+        sizes.push(c.get(&path).await?.0.len());
+    }
+    Ok(json!({ "synced_through": through.as_u64(), "children": names, "data_bytes": sizes }))
+}
+
+async fn bench(
+    servers: Vec<SocketAddr>,
+    clients: usize,
+    ops: usize,
+    data_bytes: usize,
+) -> Result<serde_json::Value> {
+    let prefix = format!("/bench-{}", std::process::id());
+    ensure(&client(servers.clone(), 30_000)?, &prefix).await?;
+    let hist = Rc::new(RefCell::new(Vec::<u64>::with_capacity(clients * ops * 2)));
+    let data = vec![b'b'; data_bytes];
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..clients {
+        let mut mine = servers.clone();
+        mine.rotate_left(k % servers.len());
+        let c = client(mine, 10_000)?;
+        let (hist, prefix, data) = (hist.clone(), prefix.clone(), data.clone());
+        tasks.push(glommio::spawn_local(async move {
+            for i in 0..ops {
+                let path = format!("{prefix}/c{k}-{i}");
+                let t = Instant::now();
+                c.create(&path, &data, CreateMode::Persistent).await?;
+                hist.borrow_mut().push(t.elapsed().as_micros() as u64);
+                let t = Instant::now();
+                c.set(&path, &data, Some(0)).await?;
+                hist.borrow_mut().push(t.elapsed().as_micros() as u64);
+            }
+            Ok::<(), Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mut h = hist.take();
+    h.sort_unstable();
+    let at = |q: f64| {
+        h.get(((h.len() as f64 * q) as usize).min(h.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
+    let writes = (clients * ops * 2) as f64;
+    Ok(json!({
+        "clients": clients, "writes": writes, "seconds": secs, "writes_per_second": writes / secs,
+        "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0),
+    }))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let out = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            match cli.cmd {
+                Cmd::Status { server } => status(server).await,
+                Cmd::Load {
+                    servers,
+                    duration_ms,
+                    clients,
+                    prefix,
+                    request_timeout_ms,
+                } => {
+                    if servers.is_empty() || clients == 0 {
+                        bail!("--servers and --clients must not be empty");
+                    }
+                    load(servers, duration_ms, clients, prefix, request_timeout_ms).await
+                }
+                Cmd::Dump { server, prefix } => dump(server, prefix).await,
+                Cmd::Bench {
+                    servers,
+                    clients,
+                    ops,
+                    data_bytes,
+                } => {
+                    if servers.is_empty() || clients == 0 {
+                        bail!("--servers and --clients must not be empty");
+                    }
+                    bench(servers, clients, ops, data_bytes).await
+                }
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("executor: {e}"))?
+        .join()
+        .map_err(|e| anyhow::anyhow!("executor: {e}"))??;
+    println!("{out}");
+    Ok(())
+}

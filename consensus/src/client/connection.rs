@@ -1,0 +1,149 @@
+//! One client connection to one node: a writer task that gathers queued requests into socket
+//! writes, a reader task that hands each reply to the request waiting for it.
+//!
+//! Owns the socket and the table of requests waiting for replies; never retries (that is
+//! [`super::Client`]'s policy). When the connection breaks every waiting request is told
+//! (its reply channel closes), so nothing waits for a dead socket.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::io::BufReader;
+use futures_lite::{AsyncWriteExt, future};
+use glommio::net::TcpStream;
+use rkyv::util::AlignedVec;
+use tracing::debug;
+
+use crate::limits::{MAX_CLIENT_FRAME_BYTES, SOCKET_READ_BUFFER_BYTES};
+use crate::proto::client::{Reply, ReplyResult, Request, RequestOp};
+use crate::proto::frame::{self, FrameError};
+use crate::proto::{Hello, PROTOCOL_VERSION};
+
+pub(crate) struct Connection {
+    pub server: SocketAddr,
+    writes: flume::Sender<AlignedVec>,
+    pending: RefCell<HashMap<u64, flume::Sender<ReplyResult>>>,
+    next_id: Cell<u64>,
+    broken: Cell<bool>,
+}
+
+impl Connection {
+    pub async fn open(
+        server: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<Rc<Connection>, FrameError> {
+        let stream = TcpStream::connect_timeout(server, connect_timeout)
+            .await
+            .map_err(|e| FrameError::Io(std::io::Error::other(e.to_string())))?;
+        let _ = stream.set_nodelay(true);
+        let (r, mut w) = futures_lite::io::split(stream);
+        let hello = frame::encode(
+            &Hello::Client {
+                version: PROTOCOL_VERSION,
+            },
+            MAX_CLIENT_FRAME_BYTES,
+        )?;
+        let mut first = Vec::new();
+        frame::put_frame(&mut first, &hello);
+        w.write_all(&first).await?;
+        let (writes, queue) = flume::unbounded::<AlignedVec>();
+        let conn = Rc::new(Connection {
+            server,
+            writes,
+            pending: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+            broken: Cell::new(false),
+        });
+        let reader = BufReader::with_capacity(SOCKET_READ_BUFFER_BYTES, r);
+        glommio::spawn_local(read_replies(conn.clone(), reader)).detach();
+        glommio::spawn_local(write_requests(conn.clone(), w, queue)).detach();
+        Ok(conn)
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.get()
+    }
+
+    /// Sends one request; the receiver gets its reply, or closes when the connection breaks.
+    pub fn send(&self, op: RequestOp) -> Result<flume::Receiver<ReplyResult>, FrameError> {
+        if self.broken.get() {
+            return Err(FrameError::Closed);
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let payload = frame::encode(&Request { id, op }, MAX_CLIENT_FRAME_BYTES)?;
+        let (tx, rx) = flume::bounded(1);
+        self.pending.borrow_mut().insert(id, tx);
+        if self.writes.send(payload).is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return Err(FrameError::Closed);
+        }
+        Ok(rx)
+    }
+
+    /// Closes the connection; every waiting request learns it.
+    pub fn break_off(&self) {
+        self.broken.set(true);
+        self.pending.borrow_mut().clear();
+    }
+}
+
+async fn read_replies(
+    conn: Rc<Connection>,
+    mut reader: BufReader<futures_lite::io::ReadHalf<TcpStream>>,
+) {
+    let mut buf = AlignedVec::new();
+    loop {
+        if conn.broken.get() {
+            break;
+        }
+        match frame::read_message::<Reply, _>(&mut reader, &mut buf, MAX_CLIENT_FRAME_BYTES).await {
+            Ok(reply) => {
+                let waiter = conn.pending.borrow_mut().remove(&reply.id);
+                if let Some(tx) = waiter {
+                    let _ = tx.send(reply.result);
+                }
+            }
+            Err(e) => {
+                debug!(server = %conn.server, error = %e, "consensus connection closed");
+                break;
+            }
+        }
+    }
+    conn.break_off();
+}
+
+async fn write_requests(
+    conn: Rc<Connection>,
+    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    queue: flume::Receiver<AlignedVec>,
+) {
+    let mut batch = Vec::new();
+    loop {
+        // Wake up now and then to notice a connection the reader found broken.
+        let next = future::or(async { queue.recv_async().await.ok().map(Some) }, async {
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+            Some(None)
+        })
+        .await;
+        let first = match next {
+            None => break,
+            Some(None) if conn.broken.get() => break,
+            Some(None) => continue,
+            Some(Some(p)) => p,
+        };
+        batch.clear();
+        frame::put_frame(&mut batch, &first);
+        while let Ok(p) = queue.try_recv() {
+            frame::put_frame(&mut batch, &p);
+        }
+        if writer.write_all(&batch).await.is_err() {
+            break;
+        }
+    }
+    conn.break_off();
+    let _ = writer.close().await;
+}
