@@ -1,5 +1,8 @@
-//! `corebus-bench`: the load generator. Filled by the bench-harness issue.
+//! `corebus-bench`: a Kafka load generator and capacity planner that speaks the protocol
+//! itself (through `wire`), so it can load any Kafka-compatible broker.
+
+mod client;
 
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("corebus-bench is not built yet (see the bench-harness issue)")
+    anyhow::bail!("corebus-bench: commands come next")
 }
