@@ -70,8 +70,9 @@ impl Cluster {
         })
     }
 
-    pub fn bootstrap(&self) -> &Rc<Connection> {
-        &self.bootstrap
+    /// Brokers named by the last Metadata answer.
+    pub fn broker_count(&self) -> usize {
+        self.brokers.borrow().len()
     }
 
     /// Metadata for `topics` (without auto-creation); refreshes the broker table.

@@ -31,10 +31,7 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use super::error::ClientError;
-use super::limits::{
-    CONNECT_TIMEOUT_MS, DEFAULT_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, MAX_RESPONSE_FRAME_BYTES,
-    REQUEST_TIMEOUT_MS,
-};
+use super::limits::{CONNECT_TIMEOUT_MS, MAX_RESPONSE_FRAME_BYTES, REQUEST_TIMEOUT_MS};
 use super::versions::{ApiVersionTable, FIRST_API_VERSIONS_VERSION};
 
 /// Encoded requests a connection holds before the writer has sent them, in bytes; a caller
@@ -111,15 +108,6 @@ impl Connection {
         let connection = Connection { inner };
         connection.negotiate().await?;
         Ok(connection)
-    }
-
-    /// [`Connection::connect`] with Kafka's default in-flight bound.
-    pub async fn connect_default(address: &str) -> Result<Connection, ClientError> {
-        Self::connect(address, DEFAULT_MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION).await
-    }
-
-    pub fn address(&self) -> &str {
-        &self.inner.address
     }
 
     /// The negotiated version of `api_key` with this broker.

@@ -27,12 +27,14 @@ const FETCH_ERROR_BACKOFF_MS: u64 = 100;
 pub struct Assignment {
     pub topic: String,
     pub partition: i32,
-    pub leader: i32,
     pub offset: i64,
 }
 
 /// What the consumer hands its caller.
 pub trait RecordSink {
+    /// A fetch answer arrived; its records follow (one clock read per answer, not per
+    /// record).
+    fn begin_response(&self);
     /// One record's value (None for a null value).
     fn record(&self, value: Option<&[u8]>);
     /// A failed fetch or partition error.
@@ -103,6 +105,7 @@ async fn fetch_once(
     if response.error_code != 0 {
         return Err(format!("Fetch: Kafka error {}", response.error_code));
     }
+    sink.begin_response();
     for topic in response.responses {
         for data in topic.partitions {
             let Some(a) = assignments

@@ -27,5 +27,4 @@ pub mod producer;
 pub mod versions;
 
 pub use cluster::Cluster;
-pub use connection::Connection;
 pub use error::ClientError;

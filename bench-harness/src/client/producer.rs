@@ -46,12 +46,10 @@ pub struct ProducerConfig {
 
 /// How one batch ended.
 pub struct BatchOutcome<'a> {
-    pub topic: usize,
     pub partition: i32,
     /// The caller's tags of the batch's records, in order (the harness stores intended send
     /// times here).
     pub tags: &'a [u64],
-    pub bytes: usize,
     /// `Ok(())`, or what went wrong: a Kafka error code or a transport error.
     pub result: Result<(), String>,
 }
@@ -237,10 +235,8 @@ impl Producer {
                 Err(e) => Err(e.clone()),
             };
             (self.on_batch)(BatchOutcome {
-                topic: s.topic,
                 partition: s.partition,
                 tags: &s.batch.tags,
-                bytes: s.batch.bytes,
                 result: outcome,
             });
             self.buffer
