@@ -4,13 +4,18 @@
 //!   run      one workload file against a bootstrap address: live line, summary table,
 //!            DIR/result.json, DIR/report.html
 //!   sink     an acknowledge-only Kafka responder: the harness's own ceiling
+//!   plan     the highest sustainable rate (p99 target, throughput following the offer), and
+//!            brokers/disks/network for a target, with the arithmetic shown
+//!   compare  one workload against two bootstrap addresses, alternated, with ratios
 //!
 //! Exit status: 0 when the run completed with no error and no acknowledged-versus-consumed
 //! mismatch, 1 otherwise (the files are written either way).
 
 mod client;
+mod compare;
 mod cpus;
 mod payload;
+mod plan;
 mod report;
 mod run;
 mod schedule;
@@ -81,6 +86,34 @@ enum Command {
         #[arg(long, default_value = "bench-out")]
         out: PathBuf,
     },
+    /// Steps the offered rate up until the p99 target breaks or throughput stops following;
+    /// with --target-mb-in, plans brokers, disks and network from the measured capacity.
+    Plan {
+        #[arg(long)]
+        brokers: String,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        #[command(flatten)]
+        search: plan::SearchOptions,
+        #[command(flatten)]
+        target: plan::Target,
+        #[arg(long, default_value = "bench-plan")]
+        out: PathBuf,
+    },
+    /// Runs the same workload against A and B, alternated, and prints B/A ratios.
+    Compare {
+        /// Bootstrap of side A, HOST:PORT.
+        a: String,
+        /// Bootstrap of side B, HOST:PORT.
+        b: String,
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        /// Rounds; each runs A and B once (A B, B A, ...).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, default_value = "bench-compare")]
+        out: PathBuf,
+    },
     /// Serves an acknowledge-only Kafka responder (stores nothing) until killed.
     Sink {
         /// Address to listen on, IP:PORT.
@@ -126,6 +159,59 @@ fn real_main(cli: Cli) -> anyhow::Result<bool> {
             report::write(&out, &result).with_context(|| format!("writing {}", out.display()))?;
             println!("   wrote {}/result.json and report.html", out.display());
             Ok(result.errors == 0 && !result.mismatch)
+        }
+        Command::Plan {
+            brokers,
+            workload,
+            search,
+            target,
+            out,
+        } => {
+            let workload = workload.load()?;
+            anyhow::ensure!(
+                target.headroom > 0.0 && target.headroom <= 1.0,
+                "--headroom must be in (0, 1]"
+            );
+            let (steps, best) = plan::search(&brokers, &workload, &search)?;
+            let capacity = best
+                .as_ref()
+                .and_then(|b| plan::plan_capacity(b, workload.replication_factor, &target));
+            print!("{}", plan::render(&steps, best.as_ref(), capacity.as_ref()));
+            std::fs::create_dir_all(&out)?;
+            let json = serde_json::json!({
+                "workload": workload.name,
+                "p99_target_ms": search.p99_target_ms,
+                "steps": steps,
+                "highest_sustainable": best.as_ref().map(|b| &b.throughput),
+                "capacity": capacity,
+            });
+            std::fs::write(out.join("plan.json"), serde_json::to_string_pretty(&json)?)?;
+            if let Some(b) = &best {
+                report::write(&out.join("best"), b)?;
+            }
+            println!("   wrote {}/plan.json", out.display());
+            Ok(best.is_some())
+        }
+        Command::Compare {
+            a,
+            b,
+            workload,
+            rounds,
+            out,
+        } => {
+            let workload = workload.load()?;
+            let comparison = compare::compare(&a, &b, &workload, rounds, &out)?;
+            print!("{}", compare::render(&comparison));
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(
+                out.join("compare.json"),
+                serde_json::to_string_pretty(&comparison)?,
+            )?;
+            println!("   wrote {}/compare.json", out.display());
+            Ok(comparison.a.errors == 0
+                && comparison.b.errors == 0
+                && comparison.a.mismatches == 0
+                && comparison.b.mismatches == 0)
         }
         Command::Sink { listen } => {
             sink::serve(&listen)?;
