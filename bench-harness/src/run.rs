@@ -252,11 +252,13 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
 
     let (report_tx, reports) = flume::unbounded::<Report>();
     let (start_tx, start_rx) = flume::bounded::<Instant>(executors);
-    let stop_consumers = Arc::new(AtomicBool::new(false));
+    let mut start_tx = Some(start_tx);
+    // Set once consumers have read everything (or the drain timed out), or on a failure;
+    // producers look at it too, so a failed run ends early.
+    let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for (plan, &cpu) in plans.into_iter().zip(cpus.iter().cycle()) {
-        let (report_tx, start_rx, stop) =
-            (report_tx.clone(), start_rx.clone(), stop_consumers.clone());
+        let (report_tx, start_rx, stop) = (report_tx.clone(), start_rx.clone(), stop.clone());
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("bench-{}", plan.index))
             .spawn(move || async move {
@@ -285,7 +287,9 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
         match report {
             Some(Report::Ready) => {
                 ready += 1;
-                if ready == executors {
+                if ready == executors
+                    && let Some(start_tx) = &start_tx
+                {
                     let start = Instant::now() + Duration::from_millis(START_DELAY_MS);
                     for _ in 0..executors {
                         let _ = start_tx.send(start);
@@ -336,15 +340,20 @@ pub fn run(options: &RunOptions) -> anyhow::Result<RunResult> {
             }
             Some(Report::Finished) => finished += 1,
             Some(Report::Failed(e)) => {
+                // That executor has returned; the others stop early: producers and
+                // consumers see the stop flag, and any still waiting for the start sees the
+                // start channel close.
+                finished += 1;
                 failure.get_or_insert(e);
-                stop_consumers.store(true, Ordering::Relaxed);
+                stop.store(true, Ordering::Relaxed);
+                start_tx = None;
             }
             None => {}
         }
         if let Some(deadline) = drain_deadline {
             let drained = workload.consumers() == 0 || all.consumed >= all.acked;
             if drained || Instant::now() >= deadline {
-                stop_consumers.store(true, Ordering::Relaxed);
+                stop.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -614,7 +623,12 @@ async fn executor_main(
     let mut generators = Vec::new();
     for (global, producer) in producers {
         let generator = Generator::new(&plan, global, total_producers, stats.clone())?;
-        generators.push(glommio::spawn_local(generator.run(producer, start, end)));
+        generators.push(glommio::spawn_local(generator.run(
+            producer,
+            start,
+            end,
+            stop.clone(),
+        )));
     }
     for g in generators {
         g.await;
@@ -711,14 +725,20 @@ impl Generator {
         })
     }
 
-    async fn run(mut self, producer: Rc<Producer>, start: Instant, end: Instant) {
+    async fn run(
+        mut self,
+        producer: Rc<Producer>,
+        start: Instant,
+        end: Instant,
+        stop: Arc<AtomicBool>,
+    ) {
         let partitions = producer.partitions(self.topic);
         let mut schedule = self.rate.map(|r| Schedule::new(start + self.phase, r));
         glommio::timer::sleep(start.saturating_duration_since(Instant::now())).await;
         let mut key = Vec::new();
         loop {
             let now = Instant::now();
-            if now >= end {
+            if now >= end || stop.load(Ordering::Relaxed) {
                 break;
             }
             let timestamp_ms = unix_ms() as i64;

@@ -82,16 +82,16 @@ pub struct Connection {
 impl Connection {
     /// Connects to `address`, starts the connection's tasks and negotiates versions.
     pub async fn connect(address: &str, max_in_flight: usize) -> Result<Connection, ClientError> {
-        let connect_error = |source| ClientError::Connect {
+        let connect_error = |reason: String| ClientError::Connect {
             address: address.to_owned(),
-            source,
+            reason,
         };
         let stream = TcpStream::connect_timeout(address, Duration::from_millis(CONNECT_TIMEOUT_MS))
             .await
-            .map_err(|e| connect_error(std::io::Error::other(e.to_string())))?;
+            .map_err(|e| connect_error(e.to_string()))?;
         stream
             .set_nodelay(true)
-            .map_err(|e| connect_error(std::io::Error::other(e.to_string())))?;
+            .map_err(|e| connect_error(e.to_string()))?;
         let (reader, writer) = futures_lite::io::split(stream);
         let inner = Rc::new(Inner {
             address: address.to_owned(),

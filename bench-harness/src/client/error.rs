@@ -4,11 +4,10 @@ use corebus_wire::kafka_protocol::messages::ApiKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("connecting to {address}: {source}")]
-    Connect {
-        address: String,
-        source: std::io::Error,
-    },
+    // The reason as text: glommio's error already carries its io::Error in its message, and a
+    // `source` would print it twice in an error chain.
+    #[error("connecting to {address}: {reason}")]
+    Connect { address: String, reason: String },
     #[error("connection to {address} lost: {reason}")]
     ConnectionLost { address: String, reason: String },
     #[error(
