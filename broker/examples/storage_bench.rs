@@ -332,7 +332,8 @@ fn main() {
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(5);
     println!("| case | corebus MiB/s | fio MiB/s | ratio |");
     println!("|---|---|---|---|");
-    // COREBUS_BENCH_ONLY=compaction runs the compaction case alone.
+    // COREBUS_BENCH_ONLY=compaction runs the compaction case alone; =append the append cases
+    // alone (the broker benchmark's baseline).
     let only = std::env::var("COREBUS_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "compaction" {
         let d = fresh(&base, "engine");
@@ -379,6 +380,9 @@ fn main() {
                 ratio(engine, fio_bw)
             );
         }
+    }
+    if only == "append" {
+        return;
     }
     // Cold read: write one partition for `seconds`, then read it back from a new shard.
     let d = fresh(&base, "engine");

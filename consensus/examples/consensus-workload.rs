@@ -6,8 +6,11 @@
 //!   concurrent clients for N ms; reports every acknowledged path, every path whose outcome is
 //!   unknown, and the longest time with no write acknowledged (the failover window).
 //! - `dump --server A --prefix P`: sync, then every child of P with its data length.
-//! - `bench --servers A,B,C --clients K --ops N`: each client creates then sets 100-byte nodes;
-//!   committed writes per second and commit latency percentiles.
+//! - `bench --servers A,B,C --clients K --ops N [--rate W]`: each client creates then sets
+//!   100-byte nodes; committed writes per second and commit latency percentiles. Closed loop
+//!   by default; with `--rate` the clients together offer W writes/s, each write has an
+//!   intended send time and its latency counts from it (coordinated omission corrected).
+//!   scripts/zk-bench.c does the same against ZooKeeper, for scripts/consensus-bench.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -62,6 +65,9 @@ enum Cmd {
         ops: usize,
         #[arg(long, default_value_t = 100)]
         data_bytes: usize,
+        /// Writes per second offered by all clients together; absent: closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
     },
 }
 
@@ -175,27 +181,50 @@ async fn bench(
     clients: usize,
     ops: usize,
     data_bytes: usize,
+    rate: Option<f64>,
 ) -> Result<serde_json::Value> {
     let prefix = format!("/bench-{}", std::process::id());
     ensure(&client(servers.clone(), 30_000)?, &prefix).await?;
+    // Every client has its connection up before the clock starts, as zk-bench's sessions do.
+    let mut conns = Vec::with_capacity(clients);
+    for k in 0..clients {
+        let mut mine = servers.clone();
+        mine.rotate_left(k % servers.len());
+        conns.push(client(mine, 10_000)?);
+    }
+    for c in &conns {
+        c.exists(&prefix).await?;
+    }
     let hist = Rc::new(RefCell::new(Vec::<u64>::with_capacity(clients * ops * 2)));
     let data = vec![b'b'; data_bytes];
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for k in 0..clients {
-        let mut mine = servers.clone();
-        mine.rotate_left(k % servers.len());
-        let c = client(mine, 10_000)?;
+    for (k, c) in conns.into_iter().enumerate() {
         let (hist, prefix, data) = (hist.clone(), prefix.clone(), data.clone());
         tasks.push(glommio::spawn_local(async move {
             for i in 0..ops {
                 let path = format!("{prefix}/c{k}-{i}");
-                let t = Instant::now();
-                c.create(&path, &data, CreateMode::Persistent).await?;
-                hist.borrow_mut().push(t.elapsed().as_micros() as u64);
-                let t = Instant::now();
-                c.set(&path, &data, Some(0)).await?;
-                hist.borrow_mut().push(t.elapsed().as_micros() as u64);
+                for step in 0..2 {
+                    // This client's j-th write is the (j * clients + k)-th of the whole run.
+                    let t0 = match rate {
+                        Some(r) => {
+                            let j = (2 * i + step) * clients + k;
+                            let due = start + Duration::from_secs_f64(j as f64 / r);
+                            let now = Instant::now();
+                            if due > now {
+                                glommio::timer::sleep(due - now).await;
+                            }
+                            due
+                        }
+                        None => Instant::now(),
+                    };
+                    if step == 0 {
+                        c.create(&path, &data, CreateMode::Persistent).await?;
+                    } else {
+                        c.set(&path, &data, Some(0)).await?;
+                    }
+                    hist.borrow_mut().push(t0.elapsed().as_micros() as u64);
+                }
             }
             Ok::<(), Error>(())
         }));
@@ -215,6 +244,7 @@ async fn bench(
     let writes = (clients * ops * 2) as f64;
     Ok(json!({
         "clients": clients, "writes": writes, "seconds": secs, "writes_per_second": writes / secs,
+        "offered_writes_per_second": rate.unwrap_or(0.0),
         "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0),
     }))
 }
@@ -243,11 +273,15 @@ fn main() -> Result<()> {
                     clients,
                     ops,
                     data_bytes,
+                    rate,
                 } => {
                     if servers.is_empty() || clients == 0 {
                         bail!("--servers and --clients must not be empty");
                     }
-                    bench(servers, clients, ops, data_bytes).await
+                    if rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                        bail!("--rate must be a positive number of writes per second");
+                    }
+                    bench(servers, clients, ops, data_bytes, rate).await
                 }
             }
         })
