@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use corebus_broker::storage::{
-    DmaDisk, Durability, LogConfig, MessageTimestampType, ShardOptions, SimDisk, StorageError,
-    StorageShard,
+    Disk, DmaDisk, Durability, LogConfig, MessageTimestampType, ShardOptions, SimDisk,
+    StorageError, StorageShard,
 };
 use storage_common::{expected, make, read_all, run};
 
@@ -200,14 +200,9 @@ fn recovery_cuts_exactly_at_a_corrupt_or_truncated_batch() {
         let mut corrupt = original.clone();
         corrupt[pos12 + 70] ^= 0xff;
         disk.set_contents(&seg, corrupt);
-        let _ = disk.contents(&dir().join("clean-shutdown")).map(|_| ());
-        // Remove the clean marker by simulating a crash-style reopen: marker is gone after the
-        // first open, so open, drop without close, then corrupt again.
-        let log = shard.open_log(dir(), config.clone()).await.unwrap();
-        drop(log);
-        let mut corrupt = original.clone();
-        corrupt[pos12 + 70] ^= 0xff;
-        disk.set_contents(&seg, corrupt);
+        // A crash after writes leaves no clean-shutdown marker (the first write after open
+        // removes it): without it, open scans the segment.
+        disk.remove(&dir().join("clean-shutdown")).await.unwrap();
         let log = shard.open_log(dir(), config.clone()).await.unwrap();
         assert_eq!(log.log_end_offset(), infos[12].base_offset);
         assert_eq!(disk.contents(&seg).unwrap().len(), pos12);
@@ -641,5 +636,66 @@ fn tailing_reads_come_from_the_cache_and_open_files_stay_bounded() {
         for log in &logs {
             assert_eq!(read_all(log).await.len(), 10);
         }
+    });
+}
+
+#[test]
+fn an_untouched_log_keeps_its_clean_marker_and_its_close_writes_nothing() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(0));
+        let marker = dir().join("clean-shutdown");
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        let mut end = 0;
+        for seed in 0..5u64 {
+            let info = log
+                .append(&[make(seed)], 0, 0, Durability::Synced)
+                .await
+                .unwrap();
+            end = info.last_offset + 1;
+        }
+        log.close().await.unwrap();
+        drop(log);
+        assert!(
+            disk.contents(&marker).is_some(),
+            "a clean close writes the marker"
+        );
+
+        // Open and close with nothing in between: the marker stays, nothing is written.
+        let before = disk.mutations();
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        assert_eq!(log.log_end_offset(), end);
+        log.close().await.unwrap();
+        drop(log);
+        assert_eq!(
+            disk.mutations(),
+            before,
+            "an idle open and close mutate nothing"
+        );
+        assert!(disk.contents(&marker).is_some());
+
+        // The first write after open removes the marker durably, before the data: a power
+        // loss then leads to a scan of the segment, never to a stale marker being trusted.
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        let info = log
+            .append(&[make(5)], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        assert!(
+            disk.contents(&marker).is_none(),
+            "the first write removed the marker"
+        );
+        drop(log);
+        disk.crash(7);
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        let end_after = log.log_end_offset();
+        assert!(
+            end_after == end || end_after == info.last_offset + 1,
+            "recovered to the last close ({end}) or past the unsynced write, got {end_after}"
+        );
+        assert_eq!(
+            read_all(&log).await.len(),
+            if end_after == end { 5 } else { 6 }
+        );
     });
 }

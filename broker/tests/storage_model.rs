@@ -68,8 +68,11 @@ impl Model {
     }
 
     /// The cleaner ran and its checkpoint is now `first_dirty`: below it, the latest record
-    /// per key stays (tombstones until their horizon), emptied batches go.
-    fn compact(&mut self, first_dirty: i64, now_ms: i64) {
+    /// per key stays (tombstones until their horizon), emptied batches go; except in the
+    /// active segment (from `active_base`), which the cleaner never rewrites. (A power loss
+    /// can make a cleaned segment active again: when the new last segment lost all its data,
+    /// recovery drops it, so `first_dirty` can then lie inside the active segment.)
+    fn compact(&mut self, first_dirty: i64, active_base: i64, now_ms: i64) {
         let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
         for (base, _, bytes) in self.batches.iter().filter(|b| b.0 < first_dirty) {
             let batch = RecordBatch::parse(Bytes::from(bytes.clone())).unwrap();
@@ -81,7 +84,7 @@ impl Model {
         let horizon = now_ms + DELETE_RETENTION_MS;
         let mut out = Vec::new();
         for (base, next, bytes) in std::mem::take(&mut self.batches) {
-            if base >= first_dirty {
+            if base >= first_dirty || base >= active_base {
                 out.push((base, next, bytes));
                 continue;
             }
@@ -236,7 +239,7 @@ fn check(ops: Vec<Op>) {
                         ..CleanerOptions::default()
                     };
                     if log.compact(now, &options).await.unwrap().is_some() {
-                        model.compact(log.first_dirty_offset(), now);
+                        model.compact(log.first_dirty_offset(), log.active_segment_base(), now);
                     }
                 }
                 Op::Reopen => {

@@ -27,6 +27,7 @@ use super::cleaner::CleanerLogState;
 use super::config::{Durability, LogConfig, MessageTimestampType};
 use super::disk::{Disk, DiskFile, OpenMode, align_up};
 use super::error::{Result, StorageError};
+use super::meta::{CLEAN_SHUTDOWN_FILE, remove_meta};
 use super::segment::Segment;
 use super::shard::ShardCore;
 use super::watermark::Watermark;
@@ -54,6 +55,11 @@ pub(crate) struct LogState<D: Disk> {
     pub closed: bool,
     /// Set while `truncate_to` runs: appends are refused.
     pub truncating: bool,
+    /// The clean-shutdown marker of the previous close is still on disk: nothing has changed
+    /// the active segment since open. It is removed (durably) before the first write or
+    /// truncation, and a close that finds it still there has nothing to write, so idle logs
+    /// cost no I/O to open or close.
+    pub clean_marker_on_disk: bool,
     /// Records written since the last sync was issued (flush.messages).
     pub unsynced_records: i64,
     /// Wall clock of the oldest written-but-unsynced append (flush.ms).
@@ -153,6 +159,10 @@ impl<D: Disk> PartitionLog<D> {
     }
     pub fn segment_count(&self) -> usize {
         self.inner.state.borrow().segments.len()
+    }
+    /// The base offset of the active (last) segment: the cleaner never rewrites it.
+    pub fn active_segment_base(&self) -> i64 {
+        self.inner.state.borrow().active().base_offset
     }
 
     /// A segment file through the shard's fd cache.
@@ -461,6 +471,9 @@ impl<D: Disk> PartitionLog<D> {
     /// Performs one write job. False when the log went offline or gave the appends back.
     async fn write(&self, job: WriteJob<D::Buf>) -> bool {
         let core = &self.inner.core;
+        if let Err(e) = self.remove_clean_marker().await {
+            return self.write_failed(&job, e);
+        }
         let file = match core
             .files
             .get(&job.log_path, OpenMode::CreateIfMissing)
@@ -584,6 +597,17 @@ impl<D: Disk> PartitionLog<D> {
     /// A write failed. A full disk gives back every unwritten append (their callers get
     /// `DiskFull`, the log stays online and takes appends again when space returns); any
     /// other error makes the log offline.
+    /// Removes the previous close's clean-shutdown marker, durably, if it is still on disk:
+    /// from here on the active segment changes, so a crash must be recovered by a scan.
+    pub(crate) async fn remove_clean_marker(&self) -> std::io::Result<()> {
+        if !self.inner.state.borrow().clean_marker_on_disk {
+            return Ok(());
+        }
+        remove_meta(&self.inner.core.disk, &self.inner.dir, CLEAN_SHUTDOWN_FILE).await?;
+        self.inner.state.borrow_mut().clean_marker_on_disk = false;
+        Ok(())
+    }
+
     fn write_failed(&self, job: &WriteJob<D::Buf>, e: std::io::Error) -> bool {
         if e.kind() == std::io::ErrorKind::StorageFull {
             warn!(dir = %self.inner.dir.display(), "disk full: giving back unwritten appends");

@@ -8,7 +8,8 @@
 //! indexes are rebuilt, and the truncation is synced before any append. Earlier segments need
 //! no scan: a segment is synced and indexed before the next one receives its first write.
 //! Index files that are missing or fail their checksum are rebuilt from their segment.
-//! The marker is removed durably before the log takes appends. Before any of this, what an
+//! The marker is removed durably before the first write or truncation after open (not at
+//! open: an idle log keeps it, and its close then has nothing to write). Before any of this, what an
 //! interrupted clean left is finished or removed (`cleaner::swap`), and the cleaner
 //! checkpoint is loaded.
 //! Never: opens a log whose directory holds a segment that cannot be read at all (that is an
@@ -166,7 +167,7 @@ impl<D: Disk> PartitionLog<D> {
             segments.insert(base, seg);
         }
         let last_base = *bases.last().unwrap_or(&0);
-        let (size, next_offset, index) =
+        let (size, next_offset, index, clean_trusted) =
             Self::recover_last(&core, &dir, &config, last_base, clean).await?;
         if let Some(seg) = segments.get_mut(&last_base) {
             seg.size = size;
@@ -176,9 +177,14 @@ impl<D: Disk> PartitionLog<D> {
         }
         let log_path = dir.join(format!("{}.log", file_stem(last_base)));
         let tail = Self::read_tail(&core, &log_path, size).await?;
-        remove_meta(&disk, &dir, CLEAN_SHUTDOWN_FILE)
-            .await
-            .map_err(|e| io("removing the clean-shutdown marker of", e))?;
+        // The marker stays while the log is untouched (see `clean_marker_on_disk`); one that
+        // open did not trust (a mismatch with the files) goes now, before anything else.
+        let clean_marker_on_disk = clean_trusted;
+        if !clean_marker_on_disk {
+            remove_meta(&disk, &dir, CLEAN_SHUTDOWN_FILE)
+                .await
+                .map_err(|e| io("removing the clean-shutdown marker of", e))?;
+        }
         let first_base = bases[0];
         let log_start_offset = start_checkpoint
             .unwrap_or(first_base)
@@ -206,6 +212,7 @@ impl<D: Disk> PartitionLog<D> {
             offline: None,
             closed: false,
             truncating: false,
+            clean_marker_on_disk,
             unsynced_records: 0,
             oldest_unsynced_ms: None,
             sync_requested: false,
@@ -232,14 +239,15 @@ impl<D: Disk> PartitionLog<D> {
         Ok(PartitionLog { inner })
     }
 
-    /// Size, next offset and index of the last segment, truncating a torn tail.
+    /// Size, next offset and index of the last segment, truncating a torn tail; and whether
+    /// the clean-shutdown marker and the index files were trusted as they are.
     async fn recover_last(
         core: &Rc<ShardCore<D>>,
         dir: &std::path::Path,
         config: &LogConfig,
         base: i64,
         clean: Option<[i64; 3]>,
-    ) -> Result<(u64, i64, SegmentIndex)> {
+    ) -> Result<(u64, i64, SegmentIndex, bool)> {
         let seg = Segment::new(dir, base);
         let io = |what: &str, e| StorageError::io(format!("{what} {}", seg.log_path.display()), e);
         let file = core
@@ -253,17 +261,19 @@ impl<D: Disk> PartitionLog<D> {
             && active_size as u64 == file_size
             && log_end >= base
         {
-            let index = match load_index(core, &seg, file_size).await {
-                Some(ix) => ix,
+            // Trusted as a whole only with its index files: a rebuilt index must be written
+            // again at the next close, so that close has work to do.
+            let (index, trusted) = match load_index(core, &seg, file_size).await {
+                Some(ix) => (ix, true),
                 None => {
                     let chunk = core.options.read_chunk_bytes;
                     let r = rebuild(&*file, base, file_size, config, chunk)
                         .await
                         .map_err(|e| io("rebuilding the index of", e))?;
-                    r.index
+                    (r.index, false)
                 }
             };
-            return Ok((file_size, log_end, index));
+            return Ok((file_size, log_end, index, trusted));
         }
         let chunk = core.options.read_chunk_bytes;
         let r = rebuild(&*file, base, file_size, config, chunk)
@@ -290,7 +300,7 @@ impl<D: Disk> PartitionLog<D> {
                 .map_err(|e| io("truncating", e))?;
         }
         file.fdatasync().await.map_err(|e| io("syncing", e))?;
-        Ok((r.valid_size, r.next_offset, r.index))
+        Ok((r.valid_size, r.next_offset, r.index, false))
     }
 
     /// The bytes of the partial last page (they start the next write buffer).
@@ -372,7 +382,8 @@ impl<D: Disk> PartitionLog<D> {
     }
 
     /// Drains writes, syncs, trims the active file to its exact size, writes its index and
-    /// the clean-shutdown marker. The log refuses appends from the first line on.
+    /// the clean-shutdown marker (nothing, when the previous close's marker is still valid).
+    /// The log refuses appends from the first line on.
     pub async fn close(&self) -> Result<()> {
         let next = {
             let mut state = self.inner.state.borrow_mut();
@@ -382,7 +393,10 @@ impl<D: Disk> PartitionLog<D> {
         let core = self.inner.core.clone();
         self.wait_for_swap().await;
         let drained = self.inner.written.wait_for(next).await;
+        let untouched = self.inner.state.borrow().clean_marker_on_disk;
         let result = match (drained, self.offline_reason()) {
+            // Nothing changed since the marker was written: it and the files still agree.
+            (Ok(()), None) if untouched => Ok(()),
             (Ok(()), None) => self.write_clean_state(next).await,
             (Err(e), _) => Err(e),
             (Ok(()), Some(reason)) => Err(StorageError::Offline {

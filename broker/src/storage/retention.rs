@@ -220,6 +220,15 @@ impl<D: Disk> PartitionLog<D> {
         if offset == next {
             return Ok(());
         }
+        self.remove_clean_marker().await.map_err(|e| {
+            StorageError::io(
+                format!(
+                    "removing the clean-shutdown marker of {}",
+                    self.inner.dir.display()
+                ),
+                e,
+            )
+        })?;
         // Find the byte position of `offset` in its segment.
         let base = self
             .inner
