@@ -1,11 +1,12 @@
 //! Storage engine benchmark: append and read throughput of the real engine (glommio DMA) on
 //! one shard, each next to fio running the same I/O pattern in the same session.
 //!
-//! Append: 1 KiB records in 16 KiB batches, one producer task per partition (each waits for
-//! its append before sending the next, as a producer connection with one in-flight request
-//! does), 1 / 16 / 1000 partitions, acknowledged when written or when synced (one fdatasync
-//! per batch, shared by group commit). fio: 16 KiB O_DIRECT writes over the same number of
-//! files, iodepth = partitions (max 128), `--fdatasync=1` for the synced cases.
+//! Append: 1 KiB records in 16 KiB batches (COREBUS_BENCH_BATCH_KIB sets another size), one
+//! producer task per partition (each waits for its append before sending the next, as a
+//! producer connection with one in-flight request does), 1 / 16 / 1000 partitions,
+//! acknowledged when written or when synced (one fdatasync per batch, shared by group
+//! commit). fio: O_DIRECT writes of the batch size over the same number of files, iodepth =
+//! partitions (max 128), `--fdatasync=1` for the synced cases.
 //! Read: a cold log (new shard, empty cache) read sequentially in 1 MiB fetches, against fio
 //! 1 MiB O_DIRECT sequential reads; and tailing reads served by the batch cache.
 //! Compaction: a log of 1 KiB keyed records overwriting 10,000 keys, 4 MiB segments, cleaned
@@ -29,7 +30,23 @@ use corebus_wire::record::{Compression, RecordBatch, RecordBatchBuilder};
 use glommio::{LocalExecutorBuilder, Placement};
 
 const RECORD_BYTES: usize = 1024;
-const BATCH_BYTES: usize = 16 * RECORD_BYTES;
+/// Append batch size: COREBUS_BENCH_BATCH_KIB (1 KiB records), 16 KiB by default.
+fn batch_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("COREBUS_BENCH_BATCH_KIB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&k| (1..=1024).contains(&k))
+            .unwrap_or(16)
+            * RECORD_BYTES
+    })
+}
+
+/// Records in one append batch.
+fn batch_records() -> usize {
+    batch_bytes() / RECORD_BYTES
+}
 const READ_FETCH_BYTES: usize = 1 << 20;
 const MIB: f64 = (1 << 20) as f64;
 
@@ -89,7 +106,7 @@ fn engine_append(dir: &Path, partitions: usize, durability: Durability, seconds:
     let dir = dir.to_owned();
     executor().run(async move {
         let (shard, logs) = open_logs(&dir, "bench", partitions).await;
-        let batch = Rc::new(testing::batch(16, BATCH_BYTES, 0, 1));
+        let batch = Rc::new(testing::batch(batch_records() as i32, batch_bytes(), 0, 1));
         // Warm-up, untimed: every partition's file created and opened, as fio lays out its
         // files before its timed phase (a broker opens its partitions at startup).
         for log in &logs {
@@ -110,7 +127,7 @@ fn engine_append(dir: &Path, partitions: usize, durability: Durability, seconds:
                     let one = std::slice::from_ref(&*batch);
                     while Instant::now() < deadline {
                         log.append(one, 0, 0, durability).await.expect("append");
-                        bytes += BATCH_BYTES as u64;
+                        bytes += batch_bytes() as u64;
                     }
                     bytes
                 })
@@ -141,7 +158,7 @@ fn engine_cold_read(dir: &Path) -> f64 {
             let r = log.read(offset, READ_FETCH_BYTES).await.expect("read");
             bytes += r.len_bytes();
             // Next offset: the batches are 16 records each.
-            offset += (r.len_bytes() / BATCH_BYTES * 16) as i64;
+            offset += (r.len_bytes() / batch_bytes() * batch_records()) as i64;
             if r.is_empty() {
                 break;
             }
@@ -211,7 +228,7 @@ fn engine_tail_read(dir: &Path, seconds: u64) -> f64 {
     executor().run(async move {
         let (shard, mut logs) = open_logs(&dir, "tail", 1).await;
         let log = logs.remove(0);
-        let batch = testing::batch(16, BATCH_BYTES, 0, 1);
+        let batch = testing::batch(batch_records() as i32, batch_bytes(), 0, 1);
         let mut offset = log.written_offset();
         let mut read_bytes = 0usize;
         let mut read_time = Duration::ZERO;
@@ -236,7 +253,7 @@ fn engine_tail_read(dir: &Path, seconds: u64) -> f64 {
                     std::hint::black_box(&sink);
                 }
                 read_bytes += r.len_bytes();
-                offset += (r.len_bytes() / BATCH_BYTES * 16) as i64;
+                offset += (r.len_bytes() / batch_bytes() * batch_records()) as i64;
             }
             read_time += t.elapsed();
         }
@@ -281,7 +298,7 @@ fn fio_append(dir: &Path, partitions: usize, sync: bool, seconds: u64) -> Option
     let mut args = vec![
         "--name=append".to_owned(),
         "--rw=write".to_owned(),
-        format!("--bs={BATCH_BYTES}"),
+        format!("--bs={}", batch_bytes()),
         format!("--nrfiles={partitions}"),
         format!("--filesize={file_bytes}"),
         "--file_service_type=roundrobin".to_owned(),
@@ -370,7 +387,8 @@ fn main() {
             let fio_bw = fio_append(&f, partitions, sync, seconds);
             let _ = std::fs::remove_dir_all(&f);
             println!(
-                "| append 16 KiB batches, {partitions} partition(s), {} | {engine:.0} | {} | {} |",
+                "| append {} KiB batches, {partitions} partition(s), {} | {engine:.0} | {} | {} |",
+                batch_bytes() >> 10,
                 if sync {
                     "fdatasync per batch"
                 } else {
