@@ -4,6 +4,7 @@
 //!
 //! - [`types`]: zxids, epochs, ids. [`txn`]: writes, transactions, results. [`tree`]: the tree.
 //! - [`log`], [`snapshot`], [`meta`]: on-disk formats; [`store`]: the durable store over files.
+//! - [`session`]: client sessions (record, timeout negotiation, the ephemeral-lifetime bound).
 //! - [`election`]: Fast Leader Election votes. [`zab`]: the protocol state machine.
 //! - `sim` (tests, or feature `sim`): the seeded simulator and its checkers.
 //!
@@ -44,6 +45,7 @@ pub mod log;
 pub mod meta;
 pub mod proto;
 pub mod runtime;
+pub mod session;
 pub mod snapshot;
 pub mod store;
 pub mod tree;

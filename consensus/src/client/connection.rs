@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::io::BufReader;
 use futures_lite::{AsyncWriteExt, future};
@@ -28,6 +28,10 @@ pub(crate) struct Connection {
     pending: RefCell<HashMap<u64, flume::Sender<ReplyResult>>>,
     next_id: Cell<u64>,
     broken: Cell<bool>,
+    /// When a request last went out and a reply last came in: the session heartbeat pings
+    /// after a third of its timeout without traffic and leaves after two thirds unanswered.
+    last_sent: Cell<Instant>,
+    last_heard: Cell<Instant>,
 }
 
 impl Connection {
@@ -56,6 +60,8 @@ impl Connection {
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
             broken: Cell::new(false),
+            last_sent: Cell::new(Instant::now()),
+            last_heard: Cell::new(Instant::now()),
         });
         let reader = BufReader::with_capacity(SOCKET_READ_BUFFER_BYTES, r);
         glommio::spawn_local(read_replies(conn.clone(), reader)).detach();
@@ -65,6 +71,14 @@ impl Connection {
 
     pub fn is_broken(&self) -> bool {
         self.broken.get()
+    }
+
+    pub fn last_sent(&self) -> Instant {
+        self.last_sent.get()
+    }
+
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard.get()
     }
 
     /// Sends one request; the receiver gets its reply, or closes when the connection breaks.
@@ -81,6 +95,7 @@ impl Connection {
             self.pending.borrow_mut().remove(&id);
             return Err(FrameError::Closed);
         }
+        self.last_sent.set(Instant::now());
         Ok(rx)
     }
 
@@ -89,6 +104,20 @@ impl Connection {
         self.broken.set(true);
         self.pending.borrow_mut().clear();
     }
+}
+
+/// The reply to a request sent with [`Connection::send`]: `None` when `deadline` passes
+/// first, `Some(Err)` when the connection broke before it.
+pub(crate) async fn reply_by(
+    rx: &flume::Receiver<ReplyResult>,
+    deadline: Instant,
+) -> Option<Result<ReplyResult, flume::RecvError>> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    future::or(async { Some(rx.recv_async().await) }, async {
+        glommio::timer::sleep(remaining).await;
+        None
+    })
+    .await
 }
 
 async fn read_replies(
@@ -102,6 +131,7 @@ async fn read_replies(
         }
         match frame::read_message::<Reply, _>(&mut reader, &mut buf, MAX_CLIENT_FRAME_BYTES).await {
             Ok(reply) => {
+                conn.last_heard.set(Instant::now());
                 let waiter = conn.pending.borrow_mut().remove(&reply.id);
                 if let Some(tx) = waiter {
                     let _ = tx.send(reply.result);

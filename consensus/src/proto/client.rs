@@ -4,7 +4,7 @@
 //! itself; `Status` is answered by the runtime from the node's observable state (for tools
 //! and tests), never by the protocol.
 
-use crate::types::{NodeId, Zxid};
+use crate::types::{NodeId, SessionId, Zxid};
 use crate::zab::{ClientError, ClientOp, Response, RoleName};
 
 /// One request; `id` is chosen by the client (unique per connection) and echoed in the reply.
@@ -18,6 +18,17 @@ pub struct Request {
 pub enum RequestOp {
     Node(ClientOp),
     Status,
+    /// Session requests, in milliseconds; the node's runtime turns them into
+    /// [`ClientOp`]s in ticks and draws the password of a new session.
+    Session(SessionRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum SessionRequest {
+    Create { timeout_ms: u64 },
+    Attach { session: SessionId, password: u64 },
+    Close,
+    Ping,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -31,6 +42,12 @@ pub enum ReplyResult {
     Ok(Response),
     Status(NodeStatus),
     Err(ClientError),
+    /// A session created or attached, with its negotiated timeout.
+    Session {
+        session: SessionId,
+        password: u64,
+        timeout_ms: u64,
+    },
 }
 
 /// A node's view of itself.

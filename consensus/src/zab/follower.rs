@@ -281,6 +281,10 @@ impl Follower {
             }
             PeerMessage::Ping { epoch, round } => {
                 core.send(self.leader, PeerMessage::Pong { epoch, round }, out);
+                if !core.touched.is_empty() {
+                    let sessions = std::mem::take(&mut core.touched).into_iter().collect();
+                    core.send(self.leader, PeerMessage::Touch { epoch, sessions }, out);
+                }
                 Next::Stay
             }
             PeerMessage::SyncReply {

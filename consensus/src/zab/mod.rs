@@ -20,6 +20,8 @@ pub mod history;
 pub mod leader;
 pub mod message;
 pub mod node;
+#[cfg(test)]
+mod session_tests;
 pub mod sync_plan;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -29,10 +31,11 @@ use std::sync::Arc;
 pub use message::{Origin, PeerMessage, SyncPlan};
 pub use node::{Node, RoleName};
 
+use crate::limits::{MAX_SESSION_TIMEOUT_PING_INTERVALS, MIN_SESSION_TIMEOUT_PING_INTERVALS};
 use crate::meta::Epochs;
 use crate::tree::DataTree;
 use crate::txn::{LogEntry, Stat, Txn, TxnError, TxnResult};
-use crate::types::{ClientId, NodeId, RequestId, Zxid};
+use crate::types::{ClientId, NodeId, RequestId, SessionId, Zxid};
 
 /// Deliberate protocol bugs, for proving that the simulator's checkers catch them.
 #[cfg(any(test, feature = "sim"))]
@@ -70,6 +73,9 @@ pub struct Config {
     pub retained_txns: usize,
     /// Proposals in flight (proposed, not committed) before new writes get `NotReady`.
     pub max_outstanding_proposals: u32,
+    /// Bounds of a negotiated session timeout (see [`crate::session`]).
+    pub min_session_timeout_ticks: u32,
+    pub max_session_timeout_ticks: u32,
     #[cfg(any(test, feature = "sim"))]
     pub fault: Fault,
 }
@@ -77,6 +83,7 @@ pub struct Config {
 impl Config {
     /// Defaults for a tick of about 10 ms.
     pub fn new(id: NodeId, members: Vec<NodeId>) -> Config {
+        let ping_interval_ticks = 10;
         Config {
             id,
             members,
@@ -84,10 +91,12 @@ impl Config {
             election_finalize_ticks: 2,
             init_limit_ticks: 100,
             sync_limit_ticks: 50,
-            ping_interval_ticks: 10,
+            ping_interval_ticks,
             snapshot_every_txns: 10_000,
             retained_txns: 1_000,
             max_outstanding_proposals: 1_000,
+            min_session_timeout_ticks: MIN_SESSION_TIMEOUT_PING_INTERVALS * ping_interval_ticks,
+            max_session_timeout_ticks: MAX_SESSION_TIMEOUT_PING_INTERVALS * ping_interval_ticks,
             #[cfg(any(test, feature = "sim"))]
             fault: Fault::None,
         }
@@ -142,15 +151,45 @@ pub enum ClientOp {
     /// Wait until this node has applied everything the leader had proposed when the sync
     /// reached it; a read after that sees every write acknowledged before the sync started.
     Sync,
+    /// Open a session for this connection (committed through the quorum). The node clamps
+    /// the timeout; `password` is the node's secret for the session (the runtime draws it).
+    CreateSession {
+        timeout_ticks: u64,
+        password: u64,
+    },
+    /// Bind this connection to an existing session (after a move to this node).
+    AttachSession {
+        session: SessionId,
+        password: u64,
+    },
+    /// End this connection's session now, deleting its ephemeral nodes.
+    CloseSession,
+    /// The session's heartbeat; any request of an attached connection counts as one too.
+    Ping,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Response {
     Txn(TxnResult),
-    Data { data: Vec<u8>, stat: Stat },
+    Data {
+        data: Vec<u8>,
+        stat: Stat,
+    },
     Exists(Option<Stat>),
     Children(Vec<String>),
-    Synced { through: Zxid },
+    Synced {
+        through: Zxid,
+    },
+    /// A session created or attached: this connection now speaks for it.
+    Session {
+        session: SessionId,
+        password: u64,
+        timeout_ticks: u32,
+    },
+    /// A ping answered; `committed` is how far this node has applied.
+    Pong {
+        committed: Zxid,
+    },
 }
 
 #[derive(
@@ -165,6 +204,15 @@ pub enum ClientError {
     /// The outcome is unknown: the write may still commit (ZooKeeper's ConnectionLoss).
     #[error("connection to the leader lost; outcome unknown")]
     ConnectionLoss,
+    /// The session is gone (expired or closed) or was never known.
+    #[error("session expired")]
+    SessionExpired,
+    #[error("wrong session password")]
+    BadSessionPassword,
+    /// The request needs a session this connection does not hold (an ephemeral create for
+    /// another session, a session transaction sent as a plain write, a close without one).
+    #[error("not permitted on this connection: {reason}")]
+    NotPermitted { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +253,10 @@ pub enum Input {
         peer: NodeId,
     },
     Client(ClientRequest),
+    /// A client connection closed (its session, if any, lives on until it expires).
+    ClientGone {
+        client: ClientId,
+    },
     Synced {
         generation: u64,
         through: Zxid,
