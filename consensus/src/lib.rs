@@ -5,6 +5,7 @@
 //! - [`types`]: zxids, epochs, ids. [`txn`]: writes, transactions, results. [`tree`]: the tree.
 //! - [`log`], [`snapshot`], [`meta`]: on-disk formats; [`store`]: the durable store over files.
 //! - [`session`]: client sessions (record, timeout negotiation, the ephemeral-lifetime bound).
+//! - [`watch`]: watches (one-shot and persistent) and the events a transaction fires.
 //! - [`election`]: Fast Leader Election votes. [`zab`]: the protocol state machine.
 //! - `sim` (tests, or feature `sim`): the seeded simulator and its checkers.
 //!
@@ -51,6 +52,7 @@ pub mod store;
 pub mod tree;
 pub mod txn;
 pub mod types;
+pub mod watch;
 pub mod zab;
 
 #[cfg(any(test, feature = "sim"))]

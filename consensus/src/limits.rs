@@ -55,3 +55,10 @@ pub const MIN_SESSION_TIMEOUT_PING_INTERVALS: u32 = 2;
 pub const MAX_SESSION_TIMEOUT_PING_INTERVALS: u32 = 20;
 /// Live sessions the group holds at once; more `CreateSession`s are refused.
 pub const MAX_SESSIONS: usize = 64 * 1024;
+
+// Watches.
+
+/// Watches one client connection may hold on a node; more are refused.
+pub const MAX_WATCHES_PER_CONNECTION: usize = 64 * 1024;
+/// Watches one re-registration (after a move) may carry.
+pub const MAX_REWATCH_PATHS: usize = MAX_WATCHES_PER_CONNECTION;

@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{free_addr, on_executor, start};
+use common::{on_executor, start_group, start_one, with_one_killed};
 use corebus_consensus::client::{Client, ClientConfig, CreateMode, Error};
-use corebus_consensus::runtime::ConsensusNode;
-use corebus_consensus::types::NodeId;
 
 fn session_client(servers: Vec<SocketAddr>, timeout_ms: u64) -> Client {
     let mut cfg = ClientConfig::new(servers);
@@ -38,10 +35,7 @@ async fn until_gone(observer: &Client, path: &str, limit: Duration) -> Duration 
 #[test]
 fn an_ephemeral_lives_as_long_as_its_session() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let members = BTreeMap::from([(NodeId(1), addr)]);
-    let node = start(1, &members, dir.path());
-    assert!(node.wait_serving(Duration::from_secs(10)));
+    let (addr, node) = start_one(dir.path());
     on_executor(async move || {
         let observer = Client::new(ClientConfig::new(vec![addr])).unwrap();
         observer
@@ -125,16 +119,10 @@ fn an_ephemeral_lives_as_long_as_its_session() {
 #[test]
 fn a_session_moves_off_a_dead_node_and_its_ephemeral_never_disappears() {
     let dir = tempfile::tempdir().unwrap();
-    let members: BTreeMap<NodeId, SocketAddr> = (1..=3).map(|i| (NodeId(i), free_addr())).collect();
-    let nodes: BTreeMap<u64, ConsensusNode> = (1..=3)
-        .map(|i| (i, start(i, &members, dir.path())))
-        .collect();
-    let addrs: Vec<SocketAddr> = members.values().copied().collect();
-    let (stop_tx, stop_rx) = flume::bounded::<SocketAddr>(1);
-    let (stopped_tx, stopped_rx) = flume::bounded::<()>(1);
-    let a = addrs.clone();
-    let tester = std::thread::spawn(move || {
-        on_executor(async move || {
+    let (members, nodes) = start_group(3, dir.path());
+    let a: Vec<SocketAddr> = members.values().copied().collect();
+    with_one_killed(nodes, async move |killer| {
+        {
             let s = session_client(a.clone(), 2_000);
             s.create("/e", b"", CreateMode::Ephemeral).await.unwrap();
             let id = s.session().unwrap().id;
@@ -144,8 +132,7 @@ fn a_session_moves_off_a_dead_node_and_its_ephemeral_never_disappears() {
             cfg.request_timeout_ms = 30_000;
             let observer = Client::new(cfg).unwrap();
             assert!(observer.exists("/e").await.unwrap().is_some());
-            stop_tx.send_async(victim).await.unwrap();
-            stopped_rx.recv_async().await.unwrap();
+            killer.kill(victim).await;
             // Three timeouts after the node died: the node is there at every look.
             let start = Instant::now();
             let mut looks = 0;
@@ -164,19 +151,6 @@ fn a_session_moves_off_a_dead_node_and_its_ephemeral_never_disappears() {
             observer.sync().await.unwrap();
             assert_eq!(observer.exists("/e").await.unwrap(), None);
             assert_eq!(observer.exists("/e2").await.unwrap(), None);
-        })
+        }
     });
-    let victim = stop_rx.recv().unwrap();
-    let mut nodes = nodes;
-    let id = *nodes
-        .iter()
-        .find(|(_, n)| n.local_addr() == victim)
-        .unwrap()
-        .0;
-    nodes.remove(&id).unwrap().stop().unwrap();
-    stopped_tx.send(()).unwrap();
-    tester.join().unwrap();
-    for (_, n) in nodes {
-        n.stop().unwrap();
-    }
 }

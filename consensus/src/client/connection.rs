@@ -18,14 +18,22 @@ use rkyv::util::AlignedVec;
 use tracing::debug;
 
 use crate::limits::{MAX_CLIENT_FRAME_BYTES, SOCKET_READ_BUFFER_BYTES};
-use crate::proto::client::{Reply, ReplyResult, Request, RequestOp};
+use crate::proto::client::{EVENT_ID, Reply, ReplyResult, Request, RequestOp};
 use crate::proto::frame::{self, FrameError};
 use crate::proto::{Hello, PROTOCOL_VERSION};
+use crate::watch::WatchKind;
+use crate::zab::Response;
+
+use super::watches::Watches;
+
+/// A watch to record once the node accepted the request that sets it.
+pub(crate) type Registers = Option<(WatchKind, String)>;
 
 pub(crate) struct Connection {
     pub server: SocketAddr,
     writes: flume::Sender<AlignedVec>,
-    pending: RefCell<HashMap<u64, flume::Sender<ReplyResult>>>,
+    pending: RefCell<HashMap<u64, (flume::Sender<ReplyResult>, Registers)>>,
+    watches: Rc<RefCell<Watches>>,
     next_id: Cell<u64>,
     broken: Cell<bool>,
     /// When a request last went out and a reply last came in: the session heartbeat pings
@@ -38,6 +46,7 @@ impl Connection {
     pub async fn open(
         server: SocketAddr,
         connect_timeout: Duration,
+        watches: Rc<RefCell<Watches>>,
     ) -> Result<Rc<Connection>, FrameError> {
         let stream = TcpStream::connect_timeout(server, connect_timeout)
             .await
@@ -58,6 +67,7 @@ impl Connection {
             server,
             writes,
             pending: RefCell::new(HashMap::new()),
+            watches,
             next_id: Cell::new(1),
             broken: Cell::new(false),
             last_sent: Cell::new(Instant::now()),
@@ -83,6 +93,16 @@ impl Connection {
 
     /// Sends one request; the receiver gets its reply, or closes when the connection breaks.
     pub fn send(&self, op: RequestOp) -> Result<flume::Receiver<ReplyResult>, FrameError> {
+        self.send_registering(op, None)
+    }
+
+    /// As `send`, recording the watch the request sets when the node accepts it (recorded by
+    /// the reader, before it reads any event that could consume the watch).
+    pub fn send_registering(
+        &self,
+        op: RequestOp,
+        registers: Registers,
+    ) -> Result<flume::Receiver<ReplyResult>, FrameError> {
         if self.broken.get() {
             return Err(FrameError::Closed);
         }
@@ -90,7 +110,7 @@ impl Connection {
         self.next_id.set(id + 1);
         let payload = frame::encode(&Request { id, op }, MAX_CLIENT_FRAME_BYTES)?;
         let (tx, rx) = flume::bounded(1);
-        self.pending.borrow_mut().insert(id, tx);
+        self.pending.borrow_mut().insert(id, (tx, registers));
         if self.writes.send(payload).is_err() {
             self.pending.borrow_mut().remove(&id);
             return Err(FrameError::Closed);
@@ -132,8 +152,23 @@ async fn read_replies(
         match frame::read_message::<Reply, _>(&mut reader, &mut buf, MAX_CLIENT_FRAME_BYTES).await {
             Ok(reply) => {
                 conn.last_heard.set(Instant::now());
+                if reply.id == EVENT_ID
+                    && let ReplyResult::Event(event) = reply.result
+                {
+                    conn.watches.borrow_mut().fired(event);
+                    continue;
+                }
+                conn.watches.borrow_mut().saw(reply.zxid);
                 let waiter = conn.pending.borrow_mut().remove(&reply.id);
-                if let Some(tx) = waiter {
+                if let Some((tx, registers)) = waiter {
+                    if let (Some((kind, path)), ReplyResult::Ok(r)) = (registers, &reply.result) {
+                        // `exists` of a missing node sets a creation watch instead.
+                        let kind = match (kind, r) {
+                            (WatchKind::Exist, Response::Exists(Some(_))) => WatchKind::Data,
+                            (k, _) => k,
+                        };
+                        conn.watches.borrow_mut().set(kind, path);
+                    }
                     let _ = tx.send(reply.result);
                 }
             }

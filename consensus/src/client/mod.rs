@@ -20,6 +20,7 @@
 
 mod connection;
 mod session;
+mod watches;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -29,11 +30,13 @@ use std::time::{Duration, Instant};
 use crate::proto::client::{NodeStatus, ReplyResult, RequestOp, SessionRequest};
 use crate::txn::{OpResult, Stat, TreeError, Txn, TxnResult, WriteOp};
 use crate::types::{SessionId, Zxid};
+use crate::watch::{WatchEvent, WatchKind};
 use crate::zab::{ClientError, ClientOp, Response};
 
-use connection::Connection;
+use connection::{Connection, Registers};
 pub use session::SessionHandle;
 use session::SessionState;
+use watches::Watches;
 
 /// Client settings; every duration is in milliseconds.
 #[derive(Debug, Clone)]
@@ -92,6 +95,8 @@ pub enum Error {
     /// The node refused the request for this connection.
     #[error("not permitted: {reason}")]
     NotPermitted { reason: String },
+    #[error("too many watches on one connection (limit {limit})")]
+    TooManyWatches { limit: u64 },
 }
 
 /// How `create` names the node.
@@ -118,6 +123,8 @@ struct Inner {
     /// One connection is established at a time, so concurrent callers never open two
     /// sessions.
     connecting: glommio::sync::Semaphore,
+    watches: Rc<RefCell<Watches>>,
+    events: flume::Receiver<WatchEvent>,
 }
 
 pub struct Client {
@@ -134,8 +141,13 @@ impl Client {
             Some(timeout_ms) => SessionState::Wanted { timeout_ms },
             None => SessionState::Off,
         };
+        // Unbounded: one-shot watches bound it by their number, persistent ones by the write
+        // rate of what they watch; the application is expected to drain it.
+        let (sink, events) = flume::unbounded();
         Ok(Client {
             inner: Rc::new(Inner {
+                watches: Rc::new(RefCell::new(Watches::new(sink))),
+                events,
                 cfg,
                 state: RefCell::new(State {
                     conn: None,
@@ -309,6 +321,61 @@ impl Client {
         }
     }
 
+    /// Watch events, in the order the group applied their changes; each arrives before the
+    /// reply to any request sent after the change. One consumer (receivers share events).
+    pub fn events(&self) -> flume::Receiver<WatchEvent> {
+        self.inner.events.clone()
+    }
+
+    /// `get`, leaving a one-shot watch: the next data change or the deletion is told once.
+    pub async fn get_watch(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
+        match self.i().watch(path, WatchKind::Data).await? {
+            Response::Data { data, stat } => Ok((data, stat)),
+            other => Err(self.inner.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// `exists`, leaving a one-shot watch: creation if missing, else data change or deletion.
+    pub async fn exists_watch(&self, path: &str) -> Result<Option<Stat>, Error> {
+        match self.i().watch(path, WatchKind::Exist).await? {
+            Response::Exists(stat) => Ok(stat),
+            other => Err(self.inner.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// `children`, leaving a one-shot watch on the children list (and the node's deletion).
+    pub async fn children_watch(&self, path: &str) -> Result<Vec<String>, Error> {
+        match self.i().watch(path, WatchKind::Children).await? {
+            Response::Children(names) => Ok(names),
+            other => Err(self.inner.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// A persistent watch on `path` (ZooKeeper's addWatch): with `recursive`, every
+    /// creation, data change and deletion at or below it; without, every change of the node
+    /// and of its children list. Stays until removed.
+    pub async fn add_watch(&self, path: &str, recursive: bool) -> Result<(), Error> {
+        let kind = if recursive {
+            WatchKind::PersistentRecursive
+        } else {
+            WatchKind::Persistent
+        };
+        match self.i().watch(path, kind).await? {
+            Response::Watching => Ok(()),
+            other => Err(self.inner.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn remove_watch(&self, path: &str, kind: WatchKind) -> Result<(), Error> {
+        let op = ClientOp::RemoveWatch {
+            path: path.to_string(),
+            kind,
+        };
+        self.i().read(op).await?;
+        self.inner.watches.borrow_mut().unset(kind, path);
+        Ok(())
+    }
+
     /// The node this client is connected to, if any.
     pub fn server(&self) -> Option<SocketAddr> {
         self.inner.server()
@@ -337,6 +404,20 @@ impl Inner {
         }
     }
 
+    async fn watch(&self, path: &str, kind: WatchKind) -> Result<Response, Error> {
+        let op = RequestOp::Node(ClientOp::Watch {
+            path: path.to_string(),
+            kind,
+        });
+        match self
+            .call_registering(op, Some((kind, path.to_string())), true)
+            .await?
+        {
+            ReplyResult::Ok(r) => Ok(r),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
     fn unexpected(&self, what: String) -> Error {
         let server = self.server().unwrap_or(self.cfg.servers[0]);
         Error::Protocol { server, what }
@@ -345,6 +426,15 @@ impl Inner {
     /// Sends `op` until a node answers it, the deadline passes, or (when `!idempotent`) the
     /// outcome becomes unknown.
     async fn call(&self, op: RequestOp, idempotent: bool) -> Result<ReplyResult, Error> {
+        self.call_registering(op, None, idempotent).await
+    }
+
+    async fn call_registering(
+        &self,
+        op: RequestOp,
+        registers: Registers,
+        idempotent: bool,
+    ) -> Result<ReplyResult, Error> {
         let timeout_ms = self.cfg.request_timeout_ms;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let mut last = String::from("no attempt");
@@ -354,7 +444,7 @@ impl Inner {
                 return Err(Error::Unavailable { timeout_ms, last });
             }
             let conn = self.connection(deadline, &mut last).await?;
-            let rx = match conn.send(op.clone()) {
+            let rx = match conn.send_registering(op.clone(), registers.clone()) {
                 Ok(rx) => rx,
                 Err(e) => {
                     last = format!("{}: {e}", conn.server);
@@ -413,6 +503,9 @@ impl Inner {
                 }
                 Some(Ok(ReplyResult::Err(ClientError::NotPermitted { reason }))) => {
                     return Err(Error::NotPermitted { reason });
+                }
+                Some(Ok(ReplyResult::Err(ClientError::TooManyWatches { limit }))) => {
+                    return Err(Error::TooManyWatches { limit });
                 }
                 Some(Ok(r)) => return Ok(r),
             }
@@ -479,7 +572,7 @@ impl Inner {
             let timeout = Duration::from_millis(self.cfg.connect_timeout_ms)
                 .min(remaining)
                 .max(Duration::from_millis(1));
-            let conn = match Connection::open(server, timeout).await {
+            let conn = match Connection::open(server, timeout, self.watches.clone()).await {
                 Ok(c) => c,
                 Err(e) => {
                     *last = format!("{server}: {e}");

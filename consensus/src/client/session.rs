@@ -51,15 +51,44 @@ pub(super) enum Refused {
     Fatal(Error),
 }
 
-/// Opens or re-attaches the session on a fresh connection, before anything else is sent.
+/// Sets a fresh connection up before anything else is sent on it: opens or re-attaches the
+/// session, then re-registers the watches with the events missed since the last zxid seen.
 pub(super) async fn establish(
     inner: &Inner,
     conn: &Connection,
     deadline: Instant,
 ) -> Result<(), Refused> {
+    let synced = open_or_attach(inner, conn, deadline).await?;
+    let (since, watches) = {
+        let w = inner.watches.borrow();
+        (w.last_zxid(), w.registered())
+    };
+    if watches.is_empty() {
+        return Ok(());
+    }
+    if !synced {
+        // A node behind what we saw would report changes it has not applied as missing.
+        match ask(conn, RequestOp::Node(ClientOp::Sync), deadline).await? {
+            ReplyResult::Ok(Response::Synced { .. }) => {}
+            other => return Err(refused(inner, other)),
+        }
+    }
+    let op = RequestOp::Node(ClientOp::SetWatches { since, watches });
+    match ask(conn, op, deadline).await? {
+        ReplyResult::Ok(Response::Watching) => Ok(()),
+        other => Err(refused(inner, other)),
+    }
+}
+
+/// The session step of [`establish`]; says whether it synced the node.
+async fn open_or_attach(
+    inner: &Inner,
+    conn: &Connection,
+    deadline: Instant,
+) -> Result<bool, Refused> {
     let state = inner.state.borrow().session;
     match state {
-        SessionState::Off => Ok(()),
+        SessionState::Off => Ok(false),
         SessionState::Wanted { timeout_ms } => {
             let op = RequestOp::Session(SessionRequest::Create { timeout_ms });
             match ask(conn, op, deadline).await? {
@@ -75,7 +104,7 @@ pub(super) async fn establish(
                     };
                     debug!(server = %conn.server, session = session.0, timeout_ms, "consensus session opened");
                     inner.state.borrow_mut().session = SessionState::Live(handle);
-                    Ok(())
+                    Ok(false)
                 }
                 other => Err(refused(inner, other)),
             }
@@ -92,7 +121,7 @@ pub(super) async fn establish(
             match ask(conn, op, deadline).await? {
                 ReplyResult::Session { .. } => {
                     debug!(server = %conn.server, session = h.id.0, "consensus session re-attached");
-                    Ok(())
+                    Ok(true)
                 }
                 other => Err(refused(inner, other)),
             }

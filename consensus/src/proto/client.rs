@@ -5,6 +5,7 @@
 //! and tests), never by the protocol.
 
 use crate::types::{NodeId, SessionId, Zxid};
+use crate::watch::WatchEvent;
 use crate::zab::{ClientError, ClientOp, Response, RoleName};
 
 /// One request; `id` is chosen by the client (unique per connection) and echoed in the reply.
@@ -33,15 +34,24 @@ pub enum SessionRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Reply {
+    /// The request's id; [`EVENT_ID`] for a watch event, which answers no request.
     pub id: u64,
+    /// The node's commit point when it sent this; every event of a transaction at or before
+    /// it was sent on this connection before this frame.
+    pub zxid: Zxid,
     pub result: ReplyResult,
 }
+
+/// The id of a pushed watch event (clients number their requests from 1).
+pub const EVENT_ID: u64 = 0;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ReplyResult {
     Ok(Response),
     Status(NodeStatus),
     Err(ClientError),
+    /// A watch fired (always with id [`EVENT_ID`]).
+    Event(WatchEvent),
     /// A session created or attached, with its negotiated timeout.
     Session {
         session: SessionId,

@@ -18,8 +18,10 @@ use std::collections::HashMap;
 use futures_lite::future;
 use tracing::info;
 
-use crate::proto::client::{NodeStatus, Reply, ReplyResult, Request, RequestOp, SessionRequest};
-use crate::types::{ClientId, NodeId, RequestId};
+use crate::proto::client::{
+    EVENT_ID, NodeStatus, Reply, ReplyResult, Request, RequestOp, SessionRequest,
+};
+use crate::types::{ClientId, NodeId, RequestId, Zxid};
 use crate::zab::{
     ClientOp, ClientRequest, DiskOp, Input, Node, Output, PeerMessage, Response, RoleName,
 };
@@ -219,7 +221,8 @@ impl Driver {
                 }
                 RequestOp::Status => {
                     let status = ReplyResult::Status(self.status());
-                    self.reply(client, request.id, status);
+                    let zxid = self.node.committed();
+                    self.reply(client, request.id, zxid, status);
                 }
             },
             Event::Stop => {}
@@ -261,10 +264,10 @@ impl Driver {
         self.password_keys.hash_one(self.password_count)
     }
 
-    fn reply(&self, client: ClientId, id: u64, result: ReplyResult) {
+    fn reply(&self, client: ClientId, id: u64, zxid: Zxid, result: ReplyResult) {
         if let Some(tx) = self.clients.get(&client) {
             // The connection may be closing; its reply is then moot.
-            let _ = tx.send(Reply { id, result });
+            let _ = tx.send(Reply { id, zxid, result });
         }
     }
 
@@ -306,9 +309,14 @@ impl Driver {
                         Ok(resp) => ReplyResult::Ok(resp),
                         Err(e) => ReplyResult::Err(e),
                     };
-                    self.reply(r.client, r.request.0, result);
+                    self.reply(r.client, r.request.0, r.zxid, result);
                 }
-                // Part 2 hangs watches off these.
+                // The same channel as the replies: an event is on the wire before any reply
+                // the node produced after it.
+                Output::Event { client, event } => {
+                    let zxid = event.zxid;
+                    self.reply(client, EVENT_ID, zxid, ReplyResult::Event(event));
+                }
                 Output::Applied { .. } | Output::Installed { .. } => {}
             }
         }

@@ -205,7 +205,7 @@ impl Follower {
                 let applied = match plan {
                     SyncPlan::Diff => Ok(()),
                     SyncPlan::Trunc { after } => core.history.truncate_after(after, out),
-                    SyncPlan::Snap(tree) => core.history.install(tree, out),
+                    SyncPlan::Snap(tree) => core.install(tree, out),
                 };
                 if let Err(e) = applied {
                     tracing::warn!(node = %core.cfg.id, error = %e, "leader's sync contradicts our history");

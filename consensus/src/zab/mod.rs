@@ -36,6 +36,7 @@ use crate::meta::Epochs;
 use crate::tree::DataTree;
 use crate::txn::{LogEntry, Stat, Txn, TxnError, TxnResult};
 use crate::types::{ClientId, NodeId, RequestId, SessionId, Zxid};
+use crate::watch::{WatchEvent, WatchKind};
 
 /// Deliberate protocol bugs, for proving that the simulator's checkers catch them.
 #[cfg(any(test, feature = "sim"))]
@@ -166,6 +167,22 @@ pub enum ClientOp {
     CloseSession,
     /// The session's heartbeat; any request of an attached connection counts as one too.
     Ping,
+    /// Read and set a watch in one step: `Data` answers as `Get` (no watch when the node is
+    /// missing), `Exist` as `Exists` (a data watch if the node exists, else a creation
+    /// watch), `Children` as `Children`; the persistent kinds answer `Watching`.
+    Watch {
+        path: String,
+        kind: WatchKind,
+    },
+    /// Re-register watches after a move; the events missed since `since` come at once.
+    SetWatches {
+        since: Zxid,
+        watches: Vec<(WatchKind, String)>,
+    },
+    RemoveWatch {
+        path: String,
+        kind: WatchKind,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -190,6 +207,8 @@ pub enum Response {
     Pong {
         committed: Zxid,
     },
+    /// A persistent watch set, watches re-registered, or a watch removed.
+    Watching,
 }
 
 #[derive(
@@ -213,6 +232,8 @@ pub enum ClientError {
     /// another session, a session transaction sent as a plain write, a close without one).
     #[error("not permitted on this connection: {reason}")]
     NotPermitted { reason: String },
+    #[error("too many watches on this connection (limit {limit})")]
+    TooManyWatches { limit: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +241,10 @@ pub struct ClientReply {
     pub client: ClientId,
     pub request: RequestId,
     pub result: Result<Response, ClientError>,
+    /// The node's commit point when it answered: every event of a transaction at or before
+    /// it went to this client before this reply (what a moved client's `SetWatches` starts
+    /// from).
+    pub zxid: Zxid,
 }
 
 /// A disk operation; see the module docs for which ones are durable on return.
@@ -278,5 +303,10 @@ pub enum Output {
     /// The tree was replaced by a leader's snapshot at this zxid.
     Installed {
         zxid: Zxid,
+    },
+    /// A watch fired for one of this node's clients. Comes before any later reply to it.
+    Event {
+        client: ClientId,
+        event: WatchEvent,
     },
 }

@@ -21,6 +21,7 @@ use crate::session::negotiate_timeout_ticks;
 use crate::store::Recovered;
 use crate::txn::{Txn, TxnResult, WriteOp};
 use crate::types::{ClientId, Epoch, NodeId, RequestId, SessionId, Zxid};
+use crate::watch::{WatchKind, WatchTable};
 
 /// What a role step asks of the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub(crate) struct Core {
     /// Sessions heard from since the leader last learned of it (a follower reports them
     /// after its next pong; the leader takes them on its next tick).
     pub touched: BTreeSet<SessionId>,
+    /// The watches of this node's client connections.
+    pub watches: WatchTable,
 }
 
 impl Core {
@@ -71,7 +74,35 @@ impl Core {
             client,
             request,
             result,
+            zxid: self.history.committed(),
         }));
+    }
+
+    /// Replaces the tree by a leader's snapshot; every watch is checked again against the
+    /// new tree from the old commit point, as a moved client's would be.
+    pub fn install(
+        &mut self,
+        tree: std::sync::Arc<crate::tree::DataTree>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), HistoryError> {
+        let since = self.history.committed();
+        self.history.install(tree, out)?;
+        let mut by_client: BTreeMap<ClientId, Vec<(WatchKind, String)>> = BTreeMap::new();
+        for (client, kind, path) in self.watches.all() {
+            by_client.entry(client).or_default().push((kind, path));
+        }
+        for (client, watches) in by_client {
+            self.watches.drop_client(client);
+            // The same number of watches as before always fits.
+            let events = self
+                .watches
+                .rewatch(client, since, &watches, self.history.tree())
+                .unwrap_or_default();
+            for event in events {
+                out.push(Output::Event { client, event });
+            }
+        }
+        Ok(())
     }
 
     pub fn set_epochs(&mut self, epochs: Epochs, out: &mut Vec<Output>) {
@@ -87,7 +118,11 @@ impl Core {
             self.cfg.retained_txns,
             out,
         )?;
-        for (zxid, result) in results {
+        for (zxid, result, changes) in results {
+            // Events first: a client must hear of a change before any reply that shows it.
+            for (client, event) in self.watches.trigger(zxid, &changes) {
+                out.push(Output::Event { client, event });
+            }
             if let Some((client, request)) = self.awaiting_commit.remove(&zxid) {
                 let result = match result {
                     Ok(TxnResult::SessionCreated {
@@ -211,6 +246,7 @@ impl Node {
             syncs_waiting: Vec::new(),
             client_sessions: BTreeMap::new(),
             touched: BTreeSet::new(),
+            watches: WatchTable::default(),
         };
         let me = core.cfg.id;
         let members = core.cfg.members.len();
@@ -382,6 +418,7 @@ impl Node {
             Input::Client(req) => self.on_client(req, out),
             Input::ClientGone { client } => {
                 self.core.client_sessions.remove(&client);
+                self.core.watches.drop_client(client);
                 Next::Stay
             }
         };
@@ -471,6 +508,73 @@ impl Node {
         }
     }
 
+    /// Watch requests, answered locally (a watch lives on the node the client talks to).
+    fn watch_op(
+        &mut self,
+        client: ClientId,
+        op: ClientOp,
+        out: &mut Vec<Output>,
+    ) -> Result<Response, ClientError> {
+        let core = &mut self.core;
+        let tree = core.history.tree();
+        let too_many = |e: crate::watch::TooManyWatches| ClientError::TooManyWatches {
+            limit: e.limit as u64,
+        };
+        let tree_err = |error| ClientError::Txn(crate::txn::TxnError { index: 0, error });
+        match op {
+            ClientOp::Watch { path, kind } => match kind {
+                WatchKind::Data => {
+                    let (data, stat) = tree.get(&path).map_err(tree_err)?;
+                    let data = data.to_vec();
+                    core.watches.add(client, kind, &path).map_err(too_many)?;
+                    Ok(Response::Data { data, stat })
+                }
+                WatchKind::Exist => {
+                    let stat = tree.exists(&path).map_err(tree_err)?;
+                    let set = if stat.is_some() {
+                        WatchKind::Data
+                    } else {
+                        WatchKind::Exist
+                    };
+                    core.watches.add(client, set, &path).map_err(too_many)?;
+                    Ok(Response::Exists(stat))
+                }
+                WatchKind::Children => {
+                    let names = tree.children(&path).map_err(tree_err)?;
+                    core.watches.add(client, kind, &path).map_err(too_many)?;
+                    Ok(Response::Children(names))
+                }
+                WatchKind::Persistent | WatchKind::PersistentRecursive => {
+                    crate::tree::validate_path(&path).map_err(tree_err)?;
+                    core.watches.add(client, kind, &path).map_err(too_many)?;
+                    Ok(Response::Watching)
+                }
+            },
+            ClientOp::SetWatches { since, watches } => {
+                if watches.len() > crate::limits::MAX_REWATCH_PATHS {
+                    return Err(ClientError::TooManyWatches {
+                        limit: crate::limits::MAX_REWATCH_PATHS as u64,
+                    });
+                }
+                let events = core
+                    .watches
+                    .rewatch(client, since, &watches, tree)
+                    .map_err(too_many)?;
+                for event in events {
+                    out.push(Output::Event { client, event });
+                }
+                Ok(Response::Watching)
+            }
+            ClientOp::RemoveWatch { path, kind } => {
+                core.watches.remove(client, kind, &path);
+                Ok(Response::Watching)
+            }
+            _ => Err(ClientError::NotPermitted {
+                reason: "not a watch request".into(),
+            }),
+        }
+    }
+
     fn on_client(&mut self, req: ClientRequest, out: &mut Vec<Output>) -> Next {
         let ClientRequest {
             client,
@@ -527,6 +631,15 @@ impl Node {
                     })
                 } else {
                     Err(ClientError::SessionExpired)
+                };
+                self.core.reply(client, request, result, out);
+                return Next::Stay;
+            }
+            ClientOp::Watch { .. } | ClientOp::SetWatches { .. } | ClientOp::RemoveWatch { .. } => {
+                let result = if serving {
+                    self.watch_op(client, op, out)
+                } else {
+                    Err(ClientError::NotReady)
                 };
                 self.core.reply(client, request, result, out);
                 return Next::Stay;
