@@ -21,8 +21,7 @@ import time
 
 import pytest
 
-import harness
-from test_consensus import Group, group, leader_of  # noqa: F401 (group is a fixture)
+from test_consensus import example_binary, group, leader_of  # noqa: F401 (group is a fixture)
 
 NODE_START_TIMEOUT_SECONDS = 30.0
 # The session timeout the holder asks for, and the group's ping interval (10 ticks of 10 ms).
@@ -36,12 +35,7 @@ EVENT_TIMEOUT_SECONDS = 30.0
 
 
 def session_binary():
-    path = harness.corebus_binary().parent / "examples" / "consensus-session"
-    if not path.is_file():
-        raise harness.HarnessError(
-            f"{path} not found: run `cargo build -p corebus-consensus --example consensus-session`"
-        )
-    return path
+    return example_binary("consensus-session")
 
 
 class Driver:

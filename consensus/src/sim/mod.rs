@@ -19,6 +19,7 @@ pub mod invariants;
 pub mod linearizability;
 pub mod network;
 pub mod report;
+pub mod sessions;
 pub mod workload;
 
 use std::cmp::Reverse;
@@ -32,6 +33,7 @@ use self::invariants::Invariants;
 use self::linearizability::Verdict;
 use self::network::{Arrival, NetFaults, Network, Packet};
 pub use self::report::{Coverage, Report, repro_command};
+use self::sessions::{SESSION_CLIENT_BASE, SESSION_TIMEOUT_TICKS, SessionClient};
 use self::workload::{Client, KEYS, Observed};
 use crate::store::LogStore;
 use crate::types::{NodeId, RequestId};
@@ -48,6 +50,8 @@ const CLIENT_TIMEOUT_US: u64 = 1_500_000;
 pub struct SimOptions {
     pub nodes: usize,
     pub clients: usize,
+    /// Clients holding a session and an ephemeral node.
+    pub session_clients: usize,
     pub ops_per_client: u32,
     /// Faults are injected during this much simulated time; then the network heals, every
     /// node restarts and the group must converge within `quiet_ms`.
@@ -63,6 +67,7 @@ impl Default for SimOptions {
         SimOptions {
             nodes: 3,
             clients: 3,
+            session_clients: 2,
             ops_per_client: 20,
             active_ms: 3_000,
             quiet_ms: 3_000,
@@ -112,6 +117,13 @@ enum Event {
         client: usize,
         request: RequestId,
     },
+    SessionWake {
+        client: usize,
+    },
+    /// A dead session client's session must be gone from every serving node by now.
+    SessionGone {
+        client: usize,
+    },
     Restart {
         node: usize,
     },
@@ -142,6 +154,9 @@ struct World {
     ids: Vec<NodeId>,
     slots: Vec<Slot>,
     clients: Vec<Client>,
+    sessions: Vec<SessionClient>,
+    /// When the faults stop (the session checks are about the quiet time after it).
+    end_faults_us: u64,
     seen: Observed,
     inv: Invariants,
     faults_on: bool,
@@ -548,10 +563,15 @@ impl World {
                 );
             }
             Event::ToNode { node, req } => self.step(node, Input::Client(req)),
+            Event::ToClient { client, reply } if client as u64 >= SESSION_CLIENT_BASE => {
+                self.session_reply(client - SESSION_CLIENT_BASE as usize, reply)
+            }
             Event::ToClient { client, reply } => {
                 let moved = self.clients[client].on_reply(self.now, reply, &mut self.seen);
                 self.after_client(client, moved);
             }
+            Event::SessionWake { client } => self.session_wake(client),
+            Event::SessionGone { client } => self.session_gone(client),
             Event::ClientTimeout { client, request } => {
                 if self.clients[client].give_up(request, &mut self.seen) {
                     self.after_client(client, true);
@@ -594,6 +614,144 @@ impl World {
         }
     }
 
+    fn session_timeout_us(&self) -> u64 {
+        u64::from(SESSION_TIMEOUT_TICKS) * TICK_US
+    }
+
+    /// The documented bound on a dead client's ephemeral lifetime ([`crate::session`]):
+    /// timeout + a ping interval + a tick + a commit, plus, as the faults have just stopped
+    /// and every node may be electing, the silence limit and the establishment limit.
+    fn session_bound_us(&self) -> u64 {
+        let ticks = u64::from(SESSION_TIMEOUT_TICKS) + 3 + 1;
+        ticks * TICK_US + self.election_allowance_us() + 50_000 + self.max_fsync_us * 2
+    }
+
+    /// Time for the group to notice a lost leader and establish a new one (the silence
+    /// limit, then at most the establishment limit, which is twice it here).
+    fn election_allowance_us(&self) -> u64 {
+        u64::from(self.tuning.sync_limit_ticks) * 3 * TICK_US
+    }
+
+    fn session_send(&mut self, c: usize, request: RequestId, op: crate::zab::ClientOp) {
+        let node = self.sessions[c].node;
+        let req = ClientRequest {
+            client: self.sessions[c].id,
+            request,
+            op,
+        };
+        let at = self.now + self.rng.random_range(100..500);
+        self.schedule(at, Event::ToNode { node, req });
+    }
+
+    fn session_wake(&mut self, c: usize) {
+        let timeout_us = self.session_timeout_us();
+        let s = &mut self.sessions[c];
+        if s.dead {
+            return;
+        }
+        if self.now >= s.dies_at_us {
+            s.dead = true;
+            let at = self.now + self.session_bound_us();
+            self.schedule(at, Event::SessionGone { client: c });
+            return;
+        }
+        let (moved, send) = s.wake(self.now, timeout_us);
+        if moved {
+            self.sessions[c].node = self.rng.random_range(0..self.ids.len());
+        }
+        if let Some((request, op)) = send {
+            self.session_send(c, request, op);
+        }
+        let at = self.now + timeout_us / 6;
+        self.schedule(at, Event::SessionWake { client: c });
+    }
+
+    fn session_reply(&mut self, c: usize, reply: ClientReply) {
+        let (outcome, follow) = self.sessions[c].on_reply(self.now, reply);
+        if outcome.moved {
+            self.sessions[c].node = self.rng.random_range(0..self.ids.len());
+        }
+        // Once the faults have stopped and the group has had time to settle (re-elect, and
+        // give every session a fresh timeout), a live client must keep its session.
+        let settled = self.end_faults_us + self.session_bound_us() + self.session_timeout_us();
+        // A session opened once the group had re-elected after the faults lives in quiet
+        // time only.
+        let quiet_from = self.end_faults_us + self.election_allowance_us();
+        let quiet_session = self.sessions[c]
+            .opened_at_us
+            .is_some_and(|at| at > quiet_from);
+        let cov = &mut self.report.coverage;
+        cov.sessions_opened += u32::from(outcome.opened);
+        cov.session_moves += u32::from(outcome.reattached);
+        cov.expired_under_faults += u32::from(outcome.expired && self.now <= settled);
+        if outcome.expired && !self.sessions[c].dead && (self.now > settled || quiet_session) {
+            let path = self.sessions[c].path();
+            self.violation(format!(
+                "session client {path} expired at {} us although alive after the faults stopped",
+                self.now
+            ));
+        }
+        if let Some((request, op)) = follow {
+            self.session_send(c, request, op);
+        }
+    }
+
+    fn session_gone(&mut self, c: usize) {
+        let Some(session) = self.sessions[c].session else {
+            return;
+        };
+        self.report.coverage.dead_sessions_checked += 1;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(node) = &slot.node
+                && node.is_serving()
+                && node.tree().session(session).is_some()
+            {
+                let v = format!(
+                    "{}: the session of dead client {} still lives {} us after its death",
+                    self.ids[i],
+                    self.sessions[c].path(),
+                    self.session_bound_us()
+                );
+                self.violation(v);
+                return;
+            }
+        }
+    }
+
+    /// Every ephemeral node has a live owner, and every live session client's acknowledged
+    /// ephemeral node exists while its session does.
+    fn check_ephemerals(&mut self, i: usize) {
+        let Some(node) = &self.slots[i].node else {
+            return;
+        };
+        let tree = node.tree();
+        let mut problems = Vec::new();
+        for (path, n) in tree.iter() {
+            if let Some(owner) = n.stat.ephemeral_owner
+                && tree.session(owner).is_none()
+            {
+                problems.push(format!(
+                    "{}: ephemeral {path} outlived its session",
+                    self.ids[i]
+                ));
+            }
+        }
+        for s in &self.sessions {
+            if let Some(session) = s.session
+                && s.created
+                && tree.session(session).is_some()
+                && tree.exists(&s.path()).ok().flatten().is_none()
+            {
+                problems.push(format!(
+                    "{}: session of {} alive without its ephemeral node",
+                    self.ids[i],
+                    s.path()
+                ));
+            }
+        }
+        self.report.violations.append(&mut problems);
+    }
+
     fn after_client(&mut self, c: usize, moved: bool) {
         if moved {
             self.clients[c].node = self.rng.random_range(0..self.ids.len());
@@ -622,6 +780,25 @@ impl World {
                     .tree_matches(id, node.tree(), self.inv.applied_count(id))
             {
                 self.report.violations.push(problem);
+            }
+            self.check_ephemerals(i);
+        }
+        // A client alive to the end holds its session on every node.
+        for s in &self.sessions {
+            if let Some(session) = s.session
+                && !s.dead
+                && !s.expired
+                && converged
+                && self.slots.iter().any(|slot| {
+                    slot.node
+                        .as_ref()
+                        .is_some_and(|n| n.tree().session(session).is_none())
+                })
+            {
+                self.report.violations.push(format!(
+                    "live session client {} lost its session without being told",
+                    s.path()
+                ));
             }
         }
         if !converged {
@@ -690,6 +867,20 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
         .map(|c| Client::new(c, c % opts.nodes, opts.ops_per_client))
         .collect();
     let tuning = Tuning::draw(&mut rng);
+    let end_faults_us = opts.active_ms * 1000;
+    let sessions = (0..opts.session_clients)
+        .map(|c| {
+            // Even clients start under the faults; half of them die in the quiet time (their
+            // bound is checked). Odd ones start in the quiet time and live to the end (they
+            // must never be expired).
+            let dies_at_us = if c % 2 == 0 && rng.random_bool(0.5) {
+                end_faults_us + rng.random_range(500_000..1_000_000)
+            } else {
+                u64::MAX
+            };
+            SessionClient::new(c, c % opts.nodes, rng.random(), dies_at_us)
+        })
+        .collect();
     let mut w = World {
         opts: opts.clone(),
         rng,
@@ -701,6 +892,8 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
         ids,
         slots,
         clients,
+        sessions,
+        end_faults_us,
         seen: Observed::default(),
         inv: Invariants::default(),
         faults_on: true,
@@ -719,9 +912,17 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
         let at = w.rng.random_range(100_000..300_000);
         w.schedule(at, Event::ClientWake { client: c });
     }
+    let end_faults = opts.active_ms * 1000;
+    for c in 0..opts.session_clients {
+        let at = if c % 2 == 0 {
+            w.rng.random_range(100_000..300_000)
+        } else {
+            end_faults + w.election_allowance_us() + w.rng.random_range(1_000..200_000)
+        };
+        w.schedule(at, Event::SessionWake { client: c });
+    }
     let first_chaos = w.rng.random_range(100_000..500_000);
     w.schedule(first_chaos, Event::Chaos);
-    let end_faults = opts.active_ms * 1000;
     w.schedule(end_faults, Event::EndOfFaults);
     let end = end_faults + opts.quiet_ms * 1000;
     while let Some(Reverse((at, seq))) = w.queue.pop() {

@@ -281,7 +281,7 @@ impl Follower {
             }
             PeerMessage::Ping { epoch, round } => {
                 core.send(self.leader, PeerMessage::Pong { epoch, round }, out);
-                if !core.touched.is_empty() {
+                if !core.touched.is_empty() && core.cfg.fault() != Fault::DropSessionTouches {
                     let sessions = std::mem::take(&mut core.touched).into_iter().collect();
                     core.send(self.leader, PeerMessage::Touch { epoch, sessions }, out);
                 }

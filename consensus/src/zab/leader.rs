@@ -531,6 +531,9 @@ impl Leader {
                 due.push(session);
             }
         }
+        if core.cfg.fault() == Fault::NoSessionExpiry {
+            return Next::Stay;
+        }
         for session in due {
             let before = core.history.last();
             tracing::debug!(node = %core.cfg.id, session = session.0, "session expired");

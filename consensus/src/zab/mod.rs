@@ -49,6 +49,10 @@ pub enum Fault {
     AckBeforeFsync,
     /// The leader commits a proposal on its own durability, without a quorum.
     CommitWithoutQuorum,
+    /// Followers never tell the leader which sessions they heard from.
+    DropSessionTouches,
+    /// The leader never proposes an expiry: dead clients' ephemeral nodes live forever.
+    NoSessionExpiry,
 }
 
 /// Static configuration of one node. Timing is in ticks; the runtime picks the tick length.
@@ -126,6 +130,8 @@ pub(crate) enum Fault {
     None,
     AckBeforeFsync,
     CommitWithoutQuorum,
+    DropSessionTouches,
+    NoSessionExpiry,
 }
 
 /// A request from a client connected to this node.
