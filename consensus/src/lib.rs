@@ -20,9 +20,12 @@
 //! and every live session its acknowledged ephemeral node, on every node; a client that dies
 //! after the faults stop loses its session on every serving node within the bound documented
 //! in [`session`]; a live client whose session was opened after the faults is never
-//! expired. Four deliberately broken variants (`zab::Fault`: acknowledging before fsync,
-//! committing without a quorum, dropping followers' session touches, never expiring) must be
-//! caught. `scripts/sim` runs the long
+//! expired. Watchers keep one-shot watches on the workload's keys across node restarts and
+//! moves: each fires once per change, after the state it was set on, in zxid order, and no
+//! read shows a change before its event arrived. Five deliberately broken variants
+//! (`zab::Fault`: acknowledging before fsync, committing without a quorum, dropping
+//! followers' session touches, never expiring, re-registering watches without the missed
+//! events) must be caught. `scripts/sim` runs the long
 //! sweep; a failing seed prints the command that replays it.
 //!
 //! # Guarantees, as ZooKeeper's

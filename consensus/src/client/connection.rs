@@ -36,6 +36,10 @@ pub(crate) struct Connection {
     watches: Rc<RefCell<Watches>>,
     next_id: Cell<u64>,
     broken: Cell<bool>,
+    /// The client's watches are registered on this connection: only then does a frame's
+    /// stamp say the events up to it were received (a new connection's sync reply, before
+    /// the re-registration, must not move the zxid it re-registers from).
+    watching: Cell<bool>,
     /// When a request last went out and a reply last came in: the session heartbeat pings
     /// after a third of its timeout without traffic and leaves after two thirds unanswered.
     last_sent: Cell<Instant>,
@@ -70,6 +74,7 @@ impl Connection {
             watches,
             next_id: Cell::new(1),
             broken: Cell::new(false),
+            watching: Cell::new(false),
             last_sent: Cell::new(Instant::now()),
             last_heard: Cell::new(Instant::now()),
         });
@@ -81,6 +86,11 @@ impl Connection {
 
     pub fn is_broken(&self) -> bool {
         self.broken.get()
+    }
+
+    /// The watches are registered here (set once the connection is established).
+    pub fn set_watching(&self) {
+        self.watching.set(true);
     }
 
     pub fn last_sent(&self) -> Instant {
@@ -158,7 +168,9 @@ async fn read_replies(
                     conn.watches.borrow_mut().fired(event);
                     continue;
                 }
-                conn.watches.borrow_mut().saw(reply.zxid);
+                if conn.watching.get() {
+                    conn.watches.borrow_mut().saw(reply.zxid);
+                }
                 let waiter = conn.pending.borrow_mut().remove(&reply.id);
                 if let Some((tx, registers)) = waiter {
                     if let (Some((kind, path)), ReplyResult::Ok(r)) = (registers, &reply.result) {

@@ -18,7 +18,7 @@ use tracing::debug;
 use super::connection::Connection;
 use super::{Error, Inner};
 use crate::proto::client::{ReplyResult, RequestOp, SessionRequest};
-use crate::types::SessionId;
+use crate::types::{SessionId, Zxid};
 use crate::zab::{ClientError, ClientOp, Response};
 
 /// A session as the client holds it.
@@ -63,17 +63,22 @@ pub(super) async fn establish(
         let w = inner.watches.borrow();
         (w.last_zxid(), w.registered())
     };
-    if watches.is_empty() {
-        return Ok(());
-    }
-    if !synced {
-        // A node behind what we saw would report changes it has not applied as missing.
+    if !synced && since > Zxid::ZERO {
+        // A node behind what this client saw would show it older data than it has seen (and
+        // report changes it has not applied as missing): ZooKeeper refuses such a node; a
+        // sync brings it up first.
         match ask(conn, RequestOp::Node(ClientOp::Sync), deadline).await? {
             ReplyResult::Ok(Response::Synced { .. }) => {}
             other => return Err(refused(inner, other)),
         }
     }
+    if watches.is_empty() {
+        conn.set_watching();
+        return Ok(());
+    }
     let op = RequestOp::Node(ClientOp::SetWatches { since, watches });
+    // Frames from here on carry events of the re-registered watches.
+    conn.set_watching();
     match ask(conn, op, deadline).await? {
         ReplyResult::Ok(Response::Watching) => Ok(()),
         other => Err(refused(inner, other)),

@@ -20,6 +20,7 @@ pub mod linearizability;
 pub mod network;
 pub mod report;
 pub mod sessions;
+pub mod watchers;
 pub mod workload;
 
 use std::cmp::Reverse;
@@ -34,6 +35,7 @@ use self::linearizability::Verdict;
 use self::network::{Arrival, NetFaults, Network, Packet};
 pub use self::report::{Coverage, Report, repro_command};
 use self::sessions::{SESSION_CLIENT_BASE, SESSION_TIMEOUT_TICKS, SessionClient};
+use self::watchers::{WATCH_CLIENT_BASE, Watcher, watcher_of};
 use self::workload::{Client, KEYS, Observed};
 use crate::store::LogStore;
 use crate::types::{NodeId, RequestId};
@@ -52,6 +54,8 @@ pub struct SimOptions {
     pub clients: usize,
     /// Clients holding a session and an ephemeral node.
     pub session_clients: usize,
+    /// Clients keeping a one-shot watch on a key.
+    pub watchers: usize,
     pub ops_per_client: u32,
     /// Faults are injected during this much simulated time; then the network heals, every
     /// node restarts and the group must converge within `quiet_ms`.
@@ -68,6 +72,7 @@ impl Default for SimOptions {
             nodes: 3,
             clients: 3,
             session_clients: 2,
+            watchers: 2,
             ops_per_client: 20,
             active_ms: 3_000,
             quiet_ms: 3_000,
@@ -75,6 +80,12 @@ impl Default for SimOptions {
             trace: false,
         }
     }
+}
+
+#[derive(Debug)]
+enum WatcherFrame {
+    Reply(ClientReply),
+    Event(crate::watch::WatchEvent),
 }
 
 #[derive(Debug)]
@@ -120,6 +131,21 @@ enum Event {
     SessionWake {
         client: usize,
     },
+    WatchWake {
+        watcher: usize,
+    },
+    /// A frame from `node` (in that incarnation) to a watcher, in connection order.
+    ToWatcher {
+        watcher: usize,
+        node: usize,
+        incarnation: u64,
+        frame: WatcherFrame,
+    },
+    /// A watcher's connection to `node` closed.
+    Gone {
+        node: usize,
+        client: crate::types::ClientId,
+    },
     /// A dead session client's session must be gone from every serving node by now.
     SessionGone {
         client: usize,
@@ -155,6 +181,9 @@ struct World {
     slots: Vec<Slot>,
     clients: Vec<Client>,
     sessions: Vec<SessionClient>,
+    watchers: Vec<Watcher>,
+    /// When the last frame to each watcher arrives: frames of one connection keep their order.
+    watcher_fifo_us: Vec<u64>,
     /// When the faults stop (the session checks are about the quiet time after it).
     end_faults_us: u64,
     seen: Observed,
@@ -342,6 +371,14 @@ impl World {
                     }
                 }
                 Output::Disk(op) => self.disk(i, op),
+                Output::Reply(reply) if reply.client.0 >= WATCH_CLIENT_BASE => {
+                    let w = watcher_of(reply.client);
+                    self.send_to_watcher(w, i, WatcherFrame::Reply(reply));
+                }
+                Output::Event { client, event } if client.0 >= WATCH_CLIENT_BASE => {
+                    let w = watcher_of(client);
+                    self.send_to_watcher(w, i, WatcherFrame::Event(event));
+                }
                 Output::Reply(reply) => {
                     let client = reply.client.0 as usize;
                     let at = self.now + self.rng.random_range(100..500);
@@ -352,7 +389,7 @@ impl World {
                     self.report.coverage.snap_syncs += 1;
                     self.inv.reset(id, zxid, false);
                 }
-                // This workload sets no watches.
+                // Only watchers set watches.
                 Output::Event { .. } => {}
             }
         }
@@ -459,6 +496,7 @@ impl World {
             Event::Tick { node, .. }
             | Event::PeerDown { node, .. }
             | Event::SyncDone { node, .. }
+            | Event::Gone { node, .. }
             | Event::ToNode { node, .. } => Some(*node),
             Event::Packet { to, .. } => Some(*to),
             _ => None,
@@ -571,6 +609,14 @@ impl World {
                 self.after_client(client, moved);
             }
             Event::SessionWake { client } => self.session_wake(client),
+            Event::WatchWake { watcher } => self.watch_wake(watcher),
+            Event::ToWatcher {
+                watcher,
+                node,
+                incarnation,
+                frame,
+            } => self.watcher_frame(watcher, node, incarnation, frame),
+            Event::Gone { node, client } => self.step(node, Input::ClientGone { client }),
             Event::SessionGone { client } => self.session_gone(client),
             Event::ClientTimeout { client, request } => {
                 if self.clients[client].give_up(request, &mut self.seen) {
@@ -609,6 +655,86 @@ impl World {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    fn send_to_watcher(&mut self, w: usize, node: usize, frame: WatcherFrame) {
+        let at = (self.now + self.rng.random_range(100..500)).max(self.watcher_fifo_us[w] + 1);
+        self.watcher_fifo_us[w] = at;
+        let incarnation = self.slots[node].incarnation;
+        let e = Event::ToWatcher {
+            watcher: w,
+            node,
+            incarnation,
+            frame,
+        };
+        self.schedule(at, e);
+    }
+
+    /// Closes a watcher's connection and opens one to a node drawn at random.
+    fn watcher_move(&mut self, w: usize) {
+        let old = self.watchers[w].node;
+        let client = self.watchers[w].id();
+        self.schedule(self.now + 100, Event::Gone { node: old, client });
+        let node = self.rng.random_range(0..self.ids.len());
+        let incarnation = self.slots[node].incarnation;
+        self.watchers[w].reconnect(node, incarnation);
+        self.report.coverage.watcher_moves += 1;
+    }
+
+    fn watch_wake(&mut self, w: usize) {
+        let node = self.watchers[w].node;
+        if self.slots[node].node.is_none()
+            || self.slots[node].incarnation != self.watchers[w].incarnation
+        {
+            // A restarted node's connections are gone, and its watches with them.
+            self.watchers[w].broke();
+        }
+        let peek = self.rng.random_bool(0.5);
+        let send = self.watchers[w].wake(self.now, 500_000, peek);
+        self.watcher_relocate(w);
+        if let Some((request, op)) = send {
+            self.watcher_send(w, request, op);
+        }
+        let at = self.now + self.rng.random_range(5_000..50_000);
+        self.schedule(at, Event::WatchWake { watcher: w });
+    }
+
+    fn watcher_relocate(&mut self, w: usize) {
+        if std::mem::take(&mut self.watchers[w].relocate) {
+            self.watcher_move(w);
+        }
+    }
+
+    fn watcher_send(&mut self, w: usize, request: RequestId, op: crate::zab::ClientOp) {
+        let node = self.watchers[w].node;
+        let req = ClientRequest {
+            client: self.watchers[w].id(),
+            request,
+            op,
+        };
+        let at = self.now + self.rng.random_range(100..500);
+        self.schedule(at, Event::ToNode { node, req });
+    }
+
+    fn watcher_frame(&mut self, w: usize, node: usize, incarnation: u64, frame: WatcherFrame) {
+        let here = &self.watchers[w];
+        if here.node != node || here.incarnation != incarnation {
+            // From a connection it has left.
+            return;
+        }
+        match frame {
+            WatcherFrame::Event(e) => {
+                self.report.coverage.watch_events += 1;
+                self.watchers[w].on_event(e);
+            }
+            WatcherFrame::Reply(r) => {
+                let follow = self.watchers[w].on_reply(self.now, r);
+                self.watcher_relocate(w);
+                if let Some((request, op)) = follow {
+                    self.watcher_send(w, request, op);
                 }
             }
         }
@@ -834,6 +960,9 @@ impl World {
                 )),
             }
         }
+        for w in &mut self.watchers {
+            self.report.violations.append(&mut w.problems);
+        }
         self.report.violations.append(&mut self.seen.problems);
         self.report.violations.append(&mut self.inv.violations);
         self.report.committed = last;
@@ -881,6 +1010,9 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
             SessionClient::new(c, c % opts.nodes, rng.random(), dies_at_us)
         })
         .collect();
+    let watchers = (0..opts.watchers)
+        .map(|k| Watcher::new(k, k % opts.nodes, 1, format!("/k{}", k % KEYS)))
+        .collect();
     let mut w = World {
         opts: opts.clone(),
         rng,
@@ -893,6 +1025,8 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
         slots,
         clients,
         sessions,
+        watchers,
+        watcher_fifo_us: vec![0; opts.watchers],
         end_faults_us,
         seen: Observed::default(),
         inv: Invariants::default(),
@@ -913,6 +1047,10 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
         w.schedule(at, Event::ClientWake { client: c });
     }
     let end_faults = opts.active_ms * 1000;
+    for k in 0..opts.watchers {
+        let at = w.rng.random_range(100_000..300_000);
+        w.schedule(at, Event::WatchWake { watcher: k });
+    }
     for c in 0..opts.session_clients {
         let at = if c % 2 == 0 {
             w.rng.random_range(100_000..300_000)

@@ -40,6 +40,9 @@ pub struct Coverage {
     pub dead_sessions_checked: u32,
     /// Sessions expired while the faults ran (a client cut off too long).
     pub expired_under_faults: u32,
+    /// Watch events the watchers received, and their moves between nodes.
+    pub watch_events: u32,
+    pub watcher_moves: u32,
 }
 
 impl Coverage {
@@ -56,6 +59,8 @@ impl Coverage {
         self.session_moves += o.session_moves;
         self.dead_sessions_checked += o.dead_sessions_checked;
         self.expired_under_faults += o.expired_under_faults;
+        self.watch_events += o.watch_events;
+        self.watcher_moves += o.watcher_moves;
     }
 }
 
@@ -67,6 +72,7 @@ pub fn repro_command(seed: u64, opts: &SimOptions) -> String {
         Fault::CommitWithoutQuorum => " --fault commit-without-quorum".into(),
         Fault::DropSessionTouches => " --fault drop-session-touches".into(),
         Fault::NoSessionExpiry => " --fault no-session-expiry".into(),
+        Fault::NoMissedEvents => " --fault no-missed-events".into(),
     };
     let default = SimOptions::default();
     let mut shape = String::new();
@@ -75,6 +81,9 @@ pub fn repro_command(seed: u64, opts: &SimOptions) -> String {
     }
     if opts.clients != default.clients {
         shape += &format!(" --clients {}", opts.clients);
+    }
+    if opts.watchers != default.watchers {
+        shape += &format!(" --watchers {}", opts.watchers);
     }
     if opts.session_clients != default.session_clients {
         shape += &format!(" --session-clients {}", opts.session_clients);

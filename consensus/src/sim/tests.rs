@@ -40,8 +40,10 @@ fn clean_seeds(range: std::ops::Range<u64>, opts: &SimOptions) {
         c.sessions_opened > 0 && c.dead_sessions_checked > 0,
         "{c:?}"
     );
+    // Watchers heard events.
+    assert!(c.watch_events > 0, "{c:?}");
     if opts.nodes > 1 {
-        assert!(c.session_moves > 0, "{c:?}");
+        assert!(c.session_moves > 0 && c.watcher_moves > 0, "{c:?}");
     }
     // Faults must not stop all progress: the seeds commit writes.
     assert!(committed > range.count() * 5, "only {committed} commits");
@@ -132,7 +134,7 @@ fn checkers_catch_commit_without_quorum() {
 }
 
 #[test]
-fn checkers_catch_broken_session_handling() {
+fn checkers_catch_broken_sessions_and_watches() {
     for (fault, what) in [
         (
             Fault::DropSessionTouches,

@@ -53,6 +53,8 @@ pub enum Fault {
     DropSessionTouches,
     /// The leader never proposes an expiry: dead clients' ephemeral nodes live forever.
     NoSessionExpiry,
+    /// Re-registered watches are set without the events missed since the client's zxid.
+    NoMissedEvents,
 }
 
 /// Static configuration of one node. Timing is in ticks; the runtime picks the tick length.
@@ -132,6 +134,7 @@ pub(crate) enum Fault {
     CommitWithoutQuorum,
     DropSessionTouches,
     NoSessionExpiry,
+    NoMissedEvents,
 }
 
 /// A request from a client connected to this node.
