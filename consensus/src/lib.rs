@@ -4,6 +4,8 @@
 //!
 //! - [`types`]: zxids, epochs, ids. [`txn`]: writes, transactions, results. [`tree`]: the tree.
 //! - [`log`], [`snapshot`], [`meta`]: on-disk formats; [`store`]: the durable store over files.
+//! - [`session`]: client sessions (record, timeout negotiation, the ephemeral-lifetime bound).
+//! - [`watch`]: watches (one-shot and persistent) and the events a transaction fires.
 //! - [`election`]: Fast Leader Election votes. [`zab`]: the protocol state machine.
 //! - `sim` (tests, or feature `sim`): the seeded simulator and its checkers.
 //!
@@ -14,7 +16,16 @@
 //! reordered packets and torn log tails, checking linearizability of writes and CAS per key,
 //! one leader per epoch, one committed order applied by every node, trees equal to the replay
 //! of the committed log, read-your-writes through `sync`, and convergence once faults stop.
-//! Two deliberately broken variants (`zab::Fault`) must be caught. `scripts/sim` runs the long
+//! Clients holding sessions run beside the workload: every ephemeral node has a live owner
+//! and every live session its acknowledged ephemeral node, on every node; a client that dies
+//! after the faults stop loses its session on every serving node within the bound documented
+//! in [`session`]; a live client whose session was opened after the faults is never
+//! expired. Watchers keep one-shot watches on the workload's keys across node restarts and
+//! moves: each fires once per change, after the state it was set on, in zxid order, and no
+//! read shows a change before its event arrived. Five deliberately broken variants
+//! (`zab::Fault`: acknowledging before fsync, committing without a quorum, dropping
+//! followers' session touches, never expiring, re-registering watches without the missed
+//! events) must be caught. `scripts/sim` runs the long
 //! sweep; a failing seed prints the command that replays it.
 //!
 //! # Guarantees, as ZooKeeper's
@@ -25,6 +36,15 @@
 //! after a quorum answered a ping it sent after the sync arrived (Raft's ReadIndex), which is
 //! stronger than ZooKeeper, whose deposed-but-unaware leader can answer a sync stale (the
 //! simulator found exactly that case before this rule).
+//!
+//! Sessions are replicated state: created, closed and expired by committed transactions, so
+//! every node agrees on the live sessions and on each ephemeral node's owner; only the leader
+//! decides an expiry, and a new leader gives every session a fresh timeout. An ephemeral
+//! node outlives a dead client by at most timeout + a ping interval + a tick + a commit, plus
+//! the election time if the leader changes meanwhile ([`session`]). Watches ([`watch`]) are
+//! one-shot or persistent, per connection; a client hears of a change once, in zxid order, and
+//! before any reply on that connection that shows it; after a move it re-registers them and
+//! hears of the one-shot changes it missed (ZooKeeper's SetWatches).
 //!
 //! # The runtime that comes next (not built yet)
 //!
@@ -44,11 +64,13 @@ pub mod log;
 pub mod meta;
 pub mod proto;
 pub mod runtime;
+pub mod session;
 pub mod snapshot;
 pub mod store;
 pub mod tree;
 pub mod txn;
 pub mod types;
+pub mod watch;
 pub mod zab;
 
 #[cfg(any(test, feature = "sim"))]

@@ -44,3 +44,21 @@ pub const HELLO_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_TICK_MS: u64 = 10;
 /// Bytes a connection's reader buffers from its socket.
 pub const SOCKET_READ_BUFFER_BYTES: usize = 64 * 1024;
+
+// Sessions.
+
+/// Bounds of a session's timeout, in leader ping intervals (`zab::Config::ping_interval_ticks`).
+/// ZooKeeper clamps to 2 and 20 of its `tickTime`, which is its quorum heartbeat period; the
+/// heartbeat period here is the ping interval (10 ticks of 10 ms by default; the protocol
+/// tick itself is far shorter than ZooKeeper's), so the defaults are 200 ms to 2 s.
+pub const MIN_SESSION_TIMEOUT_PING_INTERVALS: u32 = 2;
+pub const MAX_SESSION_TIMEOUT_PING_INTERVALS: u32 = 20;
+/// Live sessions the group holds at once; more `CreateSession`s are refused.
+pub const MAX_SESSIONS: usize = 64 * 1024;
+
+// Watches.
+
+/// Watches one client connection may hold on a node; more are refused.
+pub const MAX_WATCHES_PER_CONNECTION: usize = 64 * 1024;
+/// Watches one re-registration (after a move) may carry.
+pub const MAX_REWATCH_PATHS: usize = MAX_WATCHES_PER_CONNECTION;

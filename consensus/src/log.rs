@@ -24,7 +24,11 @@ use crate::txn::{LogEntry, Txn};
 use crate::types::Zxid;
 
 pub const LOG_MAGIC: [u8; 4] = *b"CBZL";
-pub const LOG_FORMAT_VERSION: u16 = 1;
+/// Version 2 added the session transactions (`Txn::CreateSession`, `Txn::CloseSession`) as
+/// new variants after the old ones, so a version 1 record decodes unchanged and version 1
+/// segments are still read; a version 1 build refuses a version 2 segment by its header.
+pub const LOG_FORMAT_VERSION: u16 = 2;
+const LOG_FORMAT_V1: u16 = 1;
 pub const SEGMENT_HEADER_BYTES: usize = 20;
 pub const RECORD_HEADER_BYTES: usize = 16;
 const SEGMENT_PREFIX: &str = "log.";
@@ -192,7 +196,7 @@ pub fn scan_segment(
         });
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != LOG_FORMAT_VERSION {
+    if version != LOG_FORMAT_VERSION && version != LOG_FORMAT_V1 {
         return Err(LogError::UnknownVersion {
             segment: segment(),
             version,
@@ -337,6 +341,66 @@ mod tests {
             if let Ok(scan) = scan {
                 assert!(scan.entries.len() < 2);
             }
+        }
+    }
+
+    /// `Txn` as version 1 wrote it.
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    enum TxnV1 {
+        Write(WriteOp),
+        Multi(Vec<WriteOp>),
+        Noop,
+    }
+
+    #[test]
+    fn version_1_records_decode_as_today_and_sessions_round_trip() {
+        let op = WriteOp::Create {
+            path: "/a".into(),
+            data: vec![1, 2, 3],
+            sequential: true,
+            ephemeral_owner: None,
+        };
+        let cases = [
+            (TxnV1::Write(op.clone()), Txn::Write(op.clone())),
+            (TxnV1::Multi(vec![op.clone()]), Txn::Multi(vec![op])),
+            (TxnV1::Noop, Txn::Noop),
+        ];
+        for (old, now) in cases {
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+            assert_eq!(decode_txn(&bytes), Some(now));
+        }
+        // A version 1 segment header is accepted.
+        let name = segment_name(Zxid::new(1, 1));
+        let mut v1 = segment(1);
+        v1[4..6].copy_from_slice(&LOG_FORMAT_V1.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[..16]);
+        v1[16..20].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            scan_segment(&name, &v1, false, Zxid::ZERO).unwrap().entries,
+            vec![entry(1)]
+        );
+        for txn in [
+            Txn::CreateSession {
+                timeout_ticks: 20,
+                password: u64::MAX,
+            },
+            Txn::CloseSession {
+                session: crate::types::SessionId(5),
+                expired: true,
+            },
+        ] {
+            let e = LogEntry {
+                zxid: Zxid::new(1, 1),
+                txn,
+            };
+            let mut bytes = encode_segment_header(Zxid::new(1, 1));
+            bytes.extend(encode_record(&e).unwrap());
+            assert_eq!(
+                scan_segment(&name, &bytes, false, Zxid::ZERO)
+                    .unwrap()
+                    .entries,
+                vec![e]
+            );
         }
     }
 

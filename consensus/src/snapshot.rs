@@ -9,16 +9,21 @@
 //! payload crc32c u32 | header crc32c u32 | payload (rkyv SnapshotImage)
 //! ```
 //!
+//! Version 2 added the session table; version 1 files (no sessions) are still read.
+//!
 //! rkyv because the project chose it for on-disk images: the format is zero-copy readable and
 //! validated (bytecheck), so a big tree loads without a parse pass written by hand.
 
 use crate::limits::MAX_SNAPSHOT_BYTES;
+use crate::session::SessionInfo;
 use crate::tree::DataTree;
 use crate::txn::Stat;
-use crate::types::Zxid;
+use crate::types::{SessionId, Zxid};
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"CBZS";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+/// The format before sessions, still readable.
+const SNAPSHOT_FORMAT_V1: u16 = 1;
 pub const SNAPSHOT_HEADER_BYTES: usize = 32;
 const SNAPSHOT_PREFIX: &str = "snap.";
 
@@ -40,11 +45,19 @@ pub struct SnapshotNode {
     pub stat: Stat,
 }
 
-/// The stored image: the nodes in path order.
+/// The stored image: the nodes in path order and the live sessions in id order.
 #[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SnapshotImage {
     pub zxid: Zxid,
     pub nodes: Vec<SnapshotNode>,
+    pub sessions: Vec<(SessionId, SessionInfo)>,
+}
+
+/// Version 1's image (before sessions).
+#[derive(Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SnapshotImageV1 {
+    zxid: Zxid,
+    nodes: Vec<SnapshotNode>,
 }
 
 pub fn snapshot_name(zxid: Zxid) -> String {
@@ -62,22 +75,39 @@ pub fn parse_snapshot_name(name: &str) -> Option<Zxid> {
 pub fn encode_snapshot(tree: &DataTree) -> Result<Vec<u8>, SnapshotError> {
     let image = SnapshotImage {
         zxid: tree.applied(),
-        nodes: tree
-            .iter()
-            .map(|(path, node)| SnapshotNode {
-                path: path.to_string(),
-                data: node.data.clone(),
-                stat: node.stat,
-            })
-            .collect(),
+        nodes: image_nodes(tree),
+        sessions: tree.sessions().collect(),
     };
-    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&image)
+    encode_image(&image, SNAPSHOT_FORMAT_VERSION, tree.applied())
+}
+
+fn image_nodes(tree: &DataTree) -> Vec<SnapshotNode> {
+    tree.iter()
+        .map(|(path, node)| SnapshotNode {
+            path: path.to_string(),
+            data: node.data.clone(),
+            stat: node.stat,
+        })
+        .collect()
+}
+
+fn encode_image<T>(image: &T, version: u16, zxid: Zxid) -> Result<Vec<u8>, SnapshotError>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(image)
         .map_err(|e| SnapshotError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(SNAPSHOT_HEADER_BYTES + payload.len());
     out.extend_from_slice(&SNAPSHOT_MAGIC);
-    out.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&tree.applied().as_u64().to_le_bytes());
+    out.extend_from_slice(&zxid.as_u64().to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
     let header_crc = crc32c::crc32c(&out);
@@ -111,7 +141,7 @@ pub fn decode_snapshot(name: &str, bytes: &[u8]) -> Result<DataTree, SnapshotErr
         return Err(bad("magic"));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_FORMAT_V1 {
         return Err(SnapshotError::UnknownVersion {
             name: name.to_string(),
             version,
@@ -131,14 +161,25 @@ pub fn decode_snapshot(name: &str, bytes: &[u8]) -> Result<DataTree, SnapshotErr
     }
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    let image = rkyv::from_bytes::<SnapshotImage, rkyv::rancor::Error>(&aligned)
-        .map_err(|_| bad("payload"))?;
+    let image = if version == SNAPSHOT_FORMAT_V1 {
+        let v1 = rkyv::from_bytes::<SnapshotImageV1, rkyv::rancor::Error>(&aligned)
+            .map_err(|_| bad("payload"))?;
+        SnapshotImage {
+            zxid: v1.zxid,
+            nodes: v1.nodes,
+            sessions: Vec::new(),
+        }
+    } else {
+        rkyv::from_bytes::<SnapshotImage, rkyv::rancor::Error>(&aligned)
+            .map_err(|_| bad("payload"))?
+    };
     if image.zxid != zxid {
         return Err(bad("payload zxid differs from header"));
     }
-    DataTree::from_nodes(
+    DataTree::from_parts(
         zxid,
         image.nodes.into_iter().map(|n| (n.path, n.data, n.stat)),
+        image.sessions,
     )
     .map_err(|_| bad("tree"))
 }
@@ -161,6 +202,47 @@ mod tests {
                 .unwrap();
         }
         t
+    }
+
+    #[test]
+    fn sessions_round_trip_and_version_1_still_reads() {
+        let mut t = tree();
+        let open = Txn::CreateSession {
+            timeout_ticks: 40,
+            password: 0xfeed,
+        };
+        t.apply(Zxid::new(2, 9), &open).unwrap();
+        let owner = t.sessions().next().map(|(id, _)| id);
+        let op = WriteOp::Create {
+            path: "/c/e".into(),
+            data: vec![],
+            sequential: false,
+            ephemeral_owner: owner,
+        };
+        t.apply(Zxid::new(2, 10), &Txn::Write(op)).unwrap();
+        let name = snapshot_name(t.applied());
+        let back = decode_snapshot(&name, &encode_snapshot(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.ephemerals_of(owner.unwrap()).count(), 1);
+
+        let old = tree();
+        let v1 = SnapshotImageV1 {
+            zxid: old.applied(),
+            nodes: image_nodes(&old),
+        };
+        let bytes = encode_image(&v1, SNAPSHOT_FORMAT_V1, old.applied()).unwrap();
+        assert_eq!(
+            decode_snapshot(&snapshot_name(old.applied()), &bytes).unwrap(),
+            old
+        );
+        let mut future = bytes.clone();
+        future[4] = 9;
+        let crc = crc32c::crc32c(&future[..28]);
+        future[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode_snapshot(&snapshot_name(old.applied()), &future),
+            Err(SnapshotError::UnknownVersion { version: 9, .. })
+        ));
     }
 
     #[test]

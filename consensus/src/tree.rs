@@ -3,12 +3,18 @@
 //! Owns applying committed transactions and answering local reads. Applying is deterministic
 //! and total: any transaction on any tree yields a result or a [`TxnError`], never a panic, and
 //! a failed `multi` leaves the tree untouched. Never decides what is committed.
+//!
+//! The tree also holds the table of live sessions (part of the replicated state, so every
+//! node agrees on which sessions exist and who owns each ephemeral node) and an index of each
+//! session's ephemeral nodes, derived from the nodes' `ephemeral_owner` and kept in step on
+//! every change, so closing a session never scans the tree.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::limits::{MAX_MULTI_OPS, MAX_NODE_DATA_BYTES, MAX_PATH_BYTES};
+use crate::limits::{MAX_MULTI_OPS, MAX_NODE_DATA_BYTES, MAX_PATH_BYTES, MAX_SESSIONS};
+use crate::session::SessionInfo;
 use crate::txn::{OpResult, Stat, TreeError, Txn, TxnError, TxnResult, WriteOp};
-use crate::types::Zxid;
+use crate::types::{SessionId, Zxid};
 
 /// One node of the tree.
 #[derive(
@@ -27,6 +33,9 @@ pub struct Node {
 pub struct DataTree {
     nodes: BTreeMap<String, Node>,
     applied: Zxid,
+    sessions: BTreeMap<SessionId, SessionInfo>,
+    /// Derived from `nodes`: each owner's ephemeral paths.
+    ephemerals: BTreeMap<SessionId, BTreeSet<String>>,
 }
 
 impl Default for DataTree {
@@ -74,14 +83,27 @@ impl DataTree {
         DataTree {
             nodes,
             applied: Zxid::ZERO,
+            sessions: BTreeMap::new(),
+            ephemerals: BTreeMap::new(),
         }
     }
 
-    /// Rebuilds a tree from `(path, data, stat)` triples (a snapshot). Children sets are derived;
-    /// a node whose parent is missing is an error, since the snapshot is then corrupt.
+    /// Rebuilds a tree without sessions from `(path, data, stat)` triples; see
+    /// [`DataTree::from_parts`].
     pub fn from_nodes(
         applied: Zxid,
         entries: impl IntoIterator<Item = (String, Vec<u8>, Stat)>,
+    ) -> Result<DataTree, TreeError> {
+        DataTree::from_parts(applied, entries, [])
+    }
+
+    /// Rebuilds a tree from `(path, data, stat)` triples and the live sessions (a snapshot).
+    /// Children sets and the ephemeral index are derived; a node whose parent is missing is an
+    /// error, since the snapshot is then corrupt.
+    pub fn from_parts(
+        applied: Zxid,
+        entries: impl IntoIterator<Item = (String, Vec<u8>, Stat)>,
+        sessions: impl IntoIterator<Item = (SessionId, SessionInfo)>,
     ) -> Result<DataTree, TreeError> {
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         for (path, data, stat) in entries {
@@ -103,7 +125,61 @@ impl DataTree {
                 parent.children.insert(name.to_string());
             }
         }
-        Ok(DataTree { nodes, applied })
+        let mut ephemerals: BTreeMap<SessionId, BTreeSet<String>> = BTreeMap::new();
+        for (path, node) in &nodes {
+            if let Some(owner) = node.stat.ephemeral_owner {
+                ephemerals.entry(owner).or_default().insert(path.clone());
+            }
+        }
+        Ok(DataTree {
+            nodes,
+            applied,
+            sessions: sessions.into_iter().collect(),
+            ephemerals,
+        })
+    }
+
+    /// Live sessions, in id order.
+    pub fn sessions(&self) -> impl Iterator<Item = (SessionId, SessionInfo)> + '_ {
+        self.sessions.iter().map(|(id, s)| (*id, *s))
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<SessionInfo> {
+        self.sessions.get(&id).copied()
+    }
+
+    /// The ephemeral nodes `owner` holds, in path order.
+    pub fn ephemerals_of(&self, owner: SessionId) -> impl Iterator<Item = &str> + '_ {
+        self.ephemerals
+            .get(&owner)
+            .into_iter()
+            .flat_map(|paths| paths.iter().map(String::as_str))
+    }
+
+    /// Every node change goes through here or [`DataTree::take`], so the ephemeral index
+    /// can never disagree with the nodes.
+    fn put(&mut self, path: String, node: Node) {
+        self.take(&path);
+        if let Some(owner) = node.stat.ephemeral_owner {
+            self.ephemerals
+                .entry(owner)
+                .or_default()
+                .insert(path.clone());
+        }
+        self.nodes.insert(path, node);
+    }
+
+    fn take(&mut self, path: &str) -> Option<Node> {
+        let node = self.nodes.remove(path)?;
+        if let Some(owner) = node.stat.ephemeral_owner
+            && let Some(paths) = self.ephemerals.get_mut(&owner)
+        {
+            paths.remove(path);
+            if paths.is_empty() {
+                self.ephemerals.remove(&owner);
+            }
+        }
+        Some(node)
     }
 
     /// The zxid of the last applied transaction.
@@ -160,6 +236,28 @@ impl DataTree {
         self.applied = zxid;
         match txn {
             Txn::Noop => Ok(TxnResult::Noop),
+            Txn::CreateSession {
+                timeout_ticks,
+                password,
+            } => {
+                if self.sessions.len() >= MAX_SESSIONS {
+                    return Err(TxnError {
+                        index: 0,
+                        error: TreeError::TooManySessions,
+                    });
+                }
+                let session = SessionId(zxid.as_u64());
+                let info = SessionInfo {
+                    timeout_ticks: *timeout_ticks,
+                    password: *password,
+                };
+                self.sessions.insert(session, info);
+                Ok(TxnResult::SessionCreated {
+                    session,
+                    timeout_ticks: *timeout_ticks,
+                })
+            }
+            Txn::CloseSession { session, .. } => self.close_session(zxid, *session),
             Txn::Write(op) => {
                 let mut undo = Undo::new();
                 match self.apply_op(zxid, op, &mut undo) {
@@ -193,15 +291,39 @@ impl DataTree {
         }
     }
 
+    /// Deletes every ephemeral node of `session`, then the session, all or nothing.
+    fn close_session(&mut self, zxid: Zxid, session: SessionId) -> Result<TxnResult, TxnError> {
+        if !self.sessions.contains_key(&session) {
+            return Err(TxnError {
+                index: 0,
+                error: TreeError::NoSession,
+            });
+        }
+        let paths: Vec<String> = self.ephemerals_of(session).map(str::to_string).collect();
+        let mut undo = Undo::new();
+        for (index, path) in paths.iter().enumerate() {
+            let op = WriteOp::Delete {
+                path: path.clone(),
+                expected_version: None,
+            };
+            // Ephemeral nodes have no children, so this cannot fail on a sound tree; if it
+            // does the tree is not sound and nothing changes.
+            if let Err(error) = self.apply_op(zxid, &op, &mut undo) {
+                self.rollback(undo);
+                return Err(TxnError { index, error });
+            }
+        }
+        self.sessions.remove(&session);
+        Ok(TxnResult::SessionClosed { deleted: paths })
+    }
+
     fn rollback(&mut self, undo: Undo) {
         // Newest first, so a path touched twice ends at its oldest saved value.
         for (path, old) in undo.into_iter().rev() {
             match old {
-                Some(node) => {
-                    self.nodes.insert(path, node);
-                }
+                Some(node) => self.put(path, node),
                 None => {
-                    self.nodes.remove(&path);
+                    self.take(&path);
                 }
             }
         }
@@ -240,6 +362,11 @@ impl DataTree {
                 if parent.stat.ephemeral_owner.is_some() {
                     return Err(TreeError::NoChildrenForEphemerals);
                 }
+                if let Some(owner) = ephemeral_owner
+                    && !self.sessions.contains_key(owner)
+                {
+                    return Err(TreeError::NoSession);
+                }
                 let actual = if *sequential {
                     format!("{path}{:010}", parent.stat.cversion)
                 } else {
@@ -275,7 +402,7 @@ impl DataTree {
                     children: BTreeSet::new(),
                 };
                 let full = Self::full_stat(&node);
-                self.nodes.insert(actual.clone(), node);
+                self.put(actual.clone(), node);
                 Ok(OpResult::Created {
                     path: actual,
                     stat: full,
@@ -319,7 +446,7 @@ impl DataTree {
                     .ok_or(TreeError::SequenceOverflow)?;
                 self.save(parent_path, undo);
                 self.save(path, undo);
-                self.nodes.remove(path);
+                self.take(path);
                 if let Some(parent) = self.nodes.get_mut(parent_path) {
                     parent.children.remove(name);
                     parent.stat.cversion = cversion;
@@ -501,19 +628,102 @@ mod tests {
                 .error,
             TreeError::NodeExists
         );
-        let eph = Txn::Write(WriteOp::Create {
-            path: "/e".into(),
-            data: vec![],
-            sequential: false,
-            ephemeral_owner: Some(crate::types::SessionId(7)),
-        });
-        t.apply(Zxid::new(1, 3), &eph).unwrap();
+        let owner = open_session(&mut t, Zxid::new(1, 3));
+        t.apply(Zxid::new(1, 4), &Txn::Write(eph("/e", owner.0)))
+            .unwrap();
         assert_eq!(
-            t.apply(Zxid::new(1, 4), &create("/e/x", b""))
+            t.apply(Zxid::new(1, 5), &create("/e/x", b""))
                 .unwrap_err()
                 .error,
             TreeError::NoChildrenForEphemerals
         );
+    }
+
+    fn eph(path: &str, owner: u64) -> WriteOp {
+        WriteOp::Create {
+            path: path.into(),
+            data: vec![],
+            sequential: false,
+            ephemeral_owner: Some(SessionId(owner)),
+        }
+    }
+
+    fn open_session(t: &mut DataTree, zxid: Zxid) -> SessionId {
+        let txn = Txn::CreateSession {
+            timeout_ticks: 30,
+            password: 7,
+        };
+        match t.apply(zxid, &txn).unwrap() {
+            TxnResult::SessionCreated { session, .. } => session,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn closing_a_session_deletes_its_ephemerals_at_once() {
+        let mut t = DataTree::new();
+        t.apply(Zxid::new(1, 1), &create("/b", b"")).unwrap();
+        let s = open_session(&mut t, Zxid::new(1, 2));
+        assert_eq!(s, SessionId(Zxid::new(1, 2).as_u64()));
+        let other = open_session(&mut t, Zxid::new(1, 3));
+        // Ephemerals need a live owner.
+        assert_eq!(
+            t.apply(Zxid::new(1, 4), &Txn::Write(eph("/b/x", 99)))
+                .unwrap_err()
+                .error,
+            TreeError::NoSession
+        );
+        t.apply(Zxid::new(1, 5), &Txn::Write(eph("/b/1", s.0)))
+            .unwrap();
+        t.apply(Zxid::new(1, 6), &Txn::Write(eph("/b/2", s.0)))
+            .unwrap();
+        t.apply(Zxid::new(1, 7), &Txn::Write(eph("/b/3", other.0)))
+            .unwrap();
+        // An ephemeral deleted by hand leaves the index too.
+        let del = Txn::Write(WriteOp::Delete {
+            path: "/b/2".into(),
+            expected_version: None,
+        });
+        t.apply(Zxid::new(1, 8), &del).unwrap();
+        // A failed multi that created an ephemeral leaves no trace in the index.
+        let multi = Txn::Multi(vec![
+            eph("/b/4", s.0),
+            WriteOp::Check {
+                path: "/nope".into(),
+                expected_version: None,
+            },
+        ]);
+        assert!(t.apply(Zxid::new(1, 9), &multi).is_err());
+        assert_eq!(t.ephemerals_of(s).collect::<Vec<_>>(), vec!["/b/1"]);
+        let close = Txn::CloseSession {
+            session: s,
+            expired: true,
+        };
+        let r = t.apply(Zxid::new(1, 10), &close).unwrap();
+        assert_eq!(
+            r,
+            TxnResult::SessionClosed {
+                deleted: vec!["/b/1".to_string()]
+            }
+        );
+        assert_eq!(t.children("/b").unwrap(), vec!["3".to_string()]);
+        assert_eq!(t.session(s), None);
+        assert!(t.session(other).is_some());
+        assert_eq!(t.exists("/b").unwrap().unwrap().pzxid, Zxid::new(1, 10));
+        // Closing twice is refused.
+        assert_eq!(
+            t.apply(Zxid::new(1, 11), &close).unwrap_err().error,
+            TreeError::NoSession
+        );
+        // The index is rebuilt from the nodes alone.
+        let rebuilt = DataTree::from_parts(
+            t.applied(),
+            t.iter()
+                .map(|(p, n)| (p.to_string(), n.data.clone(), n.stat)),
+            t.sessions(),
+        )
+        .unwrap();
+        assert_eq!(rebuilt, t);
     }
 
     #[test]

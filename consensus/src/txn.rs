@@ -55,6 +55,19 @@ pub enum Txn {
     Multi(Vec<WriteOp>),
     /// No change to the tree. A leader may propose it to commit its inherited history sooner.
     Noop,
+    /// Opens a session. Its id is this transaction's zxid (unique group-wide, known to every
+    /// node at apply time without coordination); `password` is chosen by the node the client
+    /// asked, `timeout_ticks` is already clamped to the session limits.
+    CreateSession {
+        timeout_ticks: u32,
+        password: u64,
+    },
+    /// Ends a session and deletes its ephemeral nodes in the same transaction. `expired` when
+    /// the leader decided it (no word from the client within its timeout), not the client.
+    CloseSession {
+        session: SessionId,
+        expired: bool,
+    },
 }
 
 /// A log entry: a transaction at its zxid.
@@ -114,6 +127,14 @@ pub enum TxnResult {
     Write(OpResult),
     Multi(Vec<OpResult>),
     Noop,
+    SessionCreated {
+        session: SessionId,
+        timeout_ticks: u32,
+    },
+    /// The ephemeral nodes the close deleted, in path order.
+    SessionClosed {
+        deleted: Vec<String>,
+    },
 }
 
 /// Why a write (or read) was refused by the tree. Maps one to one onto ZooKeeper's codes.
@@ -150,6 +171,11 @@ pub enum TreeError {
     SequenceOverflow,
     #[error("transaction zxid not after the tree's last applied zxid")]
     OutOfOrder,
+    /// The session is unknown: expired, closed, or never created (ZooKeeper's SESSIONEXPIRED).
+    #[error("session expired or unknown")]
+    NoSession,
+    #[error("too many live sessions")]
+    TooManySessions,
 }
 
 /// A failed transaction: for a multi, which op failed (nothing was applied).

@@ -143,8 +143,8 @@ pub struct ClientId(pub u64);
 )]
 pub struct RequestId(pub u64);
 
-/// A client session (part 2: sessions and ephemeral nodes). Carried in nodes and transactions
-/// already so the formats need no change when sessions arrive.
+/// A client session: the zxid of the transaction that created it, as a number (unique across
+/// the group, and ordered by creation).
 #[derive(
     Debug,
     Clone,
@@ -158,6 +158,8 @@ pub struct RequestId(pub u64);
     rkyv::Serialize,
     rkyv::Deserialize,
 )]
+// The session table is a map keyed by it, archived inside snapshots and SNAP messages.
+#[rkyv(derive(PartialEq, Eq, PartialOrd, Ord))]
 pub struct SessionId(pub u64);
 
 #[cfg(test)]

@@ -1,39 +1,17 @@
 //! The runtime and the client over real TCP and real files, in one process: a node of one,
 //! and a group of three that loses its leader.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
+use common::{free_addr, on_executor, start};
 use corebus_consensus::client::{Client, ClientConfig, CreateMode, Error};
-use corebus_consensus::runtime::{ConsensusNode, RuntimeConfig};
+use corebus_consensus::runtime::ConsensusNode;
 use corebus_consensus::txn::{TreeError, WriteOp};
 use corebus_consensus::types::NodeId;
-use glommio::{LocalExecutorBuilder, Placement};
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-fn on_executor<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -> T {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(move || async move { f().await })
-        .unwrap()
-        .join()
-        .unwrap()
-}
-
-fn start(id: u64, members: &BTreeMap<NodeId, SocketAddr>, dir: &Path) -> ConsensusNode {
-    let cfg = RuntimeConfig::new(
-        NodeId(id),
-        members.clone(),
-        members[&NodeId(id)],
-        dir.join(format!("n{id}")),
-    );
-    ConsensusNode::start(cfg).unwrap()
-}
 
 #[test]
 fn a_node_of_one_serves_every_operation() {

@@ -28,13 +28,18 @@ KILL_AFTER_SECONDS = 3.0
 MAX_FAILOVER_WINDOW_MS = 8_000
 
 
-def workload_binary():
-    path = harness.corebus_binary().parent / "examples" / "consensus-workload"
+def example_binary(name):
+    """A consensus crate example built next to the corebus binary."""
+    path = harness.corebus_binary().parent / "examples" / name
     if not path.is_file():
         raise harness.HarnessError(
-            f"{path} not found: run `cargo build -p corebus-consensus --example consensus-workload`"
+            f"{path} not found: run `cargo build -p corebus-consensus --example {name}`"
         )
     return path
+
+
+def workload_binary():
+    return example_binary("consensus-workload")
 
 
 def workload(*args, timeout=60):

@@ -32,10 +32,15 @@ fn main() -> ExitCode {
             "--nodes" => opts.nodes = number() as usize,
             "--clients" => opts.clients = number() as usize,
             "--ops" => opts.ops_per_client = number() as u32,
+            "--session-clients" => opts.session_clients = number() as usize,
+            "--watchers" => opts.watchers = number() as usize,
             "--fault" => {
                 opts.fault = match value.as_str() {
                     "ack-before-fsync" => Fault::AckBeforeFsync,
                     "commit-without-quorum" => Fault::CommitWithoutQuorum,
+                    "drop-session-touches" => Fault::DropSessionTouches,
+                    "no-session-expiry" => Fault::NoSessionExpiry,
+                    "no-missed-events" => Fault::NoMissedEvents,
                     "none" => Fault::None,
                     _ => usage(&args[i]),
                 }
@@ -94,7 +99,7 @@ fn main() -> ExitCode {
 
 fn usage(bad: &str) -> ! {
     eprintln!(
-        "bad argument {bad}\nusage: consensus-sim [--seed N | --seeds COUNT --from N] [--nodes N] [--clients N] [--ops N] [--fault ack-before-fsync|commit-without-quorum]"
+        "bad argument {bad}\nusage: consensus-sim [--seed N | --seeds COUNT --from N] [--nodes N] [--clients N] [--ops N] [--session-clients N] [--watchers N] [--fault ack-before-fsync|commit-without-quorum|drop-session-touches|no-session-expiry|no-missed-events]"
     );
     std::process::exit(2)
 }

@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::io::BufReader;
 use futures_lite::{AsyncWriteExt, future};
@@ -18,22 +18,39 @@ use rkyv::util::AlignedVec;
 use tracing::debug;
 
 use crate::limits::{MAX_CLIENT_FRAME_BYTES, SOCKET_READ_BUFFER_BYTES};
-use crate::proto::client::{Reply, ReplyResult, Request, RequestOp};
+use crate::proto::client::{EVENT_ID, Reply, ReplyResult, Request, RequestOp};
 use crate::proto::frame::{self, FrameError};
 use crate::proto::{Hello, PROTOCOL_VERSION};
+use crate::watch::WatchKind;
+use crate::zab::Response;
+
+use super::watches::Watches;
+
+/// A watch to record once the node accepted the request that sets it.
+pub(crate) type Registers = Option<(WatchKind, String)>;
 
 pub(crate) struct Connection {
     pub server: SocketAddr,
     writes: flume::Sender<AlignedVec>,
-    pending: RefCell<HashMap<u64, flume::Sender<ReplyResult>>>,
+    pending: RefCell<HashMap<u64, (flume::Sender<ReplyResult>, Registers)>>,
+    watches: Rc<RefCell<Watches>>,
     next_id: Cell<u64>,
     broken: Cell<bool>,
+    /// The client's watches are registered on this connection: only then does a frame's
+    /// stamp say the events up to it were received (a new connection's sync reply, before
+    /// the re-registration, must not move the zxid it re-registers from).
+    watching: Cell<bool>,
+    /// When a request last went out and a reply last came in: the session heartbeat pings
+    /// after a third of its timeout without traffic and leaves after two thirds unanswered.
+    last_sent: Cell<Instant>,
+    last_heard: Cell<Instant>,
 }
 
 impl Connection {
     pub async fn open(
         server: SocketAddr,
         connect_timeout: Duration,
+        watches: Rc<RefCell<Watches>>,
     ) -> Result<Rc<Connection>, FrameError> {
         let stream = TcpStream::connect_timeout(server, connect_timeout)
             .await
@@ -54,8 +71,12 @@ impl Connection {
             server,
             writes,
             pending: RefCell::new(HashMap::new()),
+            watches,
             next_id: Cell::new(1),
             broken: Cell::new(false),
+            watching: Cell::new(false),
+            last_sent: Cell::new(Instant::now()),
+            last_heard: Cell::new(Instant::now()),
         });
         let reader = BufReader::with_capacity(SOCKET_READ_BUFFER_BYTES, r);
         glommio::spawn_local(read_replies(conn.clone(), reader)).detach();
@@ -67,8 +88,31 @@ impl Connection {
         self.broken.get()
     }
 
+    /// The watches are registered here (set once the connection is established).
+    pub fn set_watching(&self) {
+        self.watching.set(true);
+    }
+
+    pub fn last_sent(&self) -> Instant {
+        self.last_sent.get()
+    }
+
+    pub fn last_heard(&self) -> Instant {
+        self.last_heard.get()
+    }
+
     /// Sends one request; the receiver gets its reply, or closes when the connection breaks.
     pub fn send(&self, op: RequestOp) -> Result<flume::Receiver<ReplyResult>, FrameError> {
+        self.send_registering(op, None)
+    }
+
+    /// As `send`, recording the watch the request sets when the node accepts it (recorded by
+    /// the reader, before it reads any event that could consume the watch).
+    pub fn send_registering(
+        &self,
+        op: RequestOp,
+        registers: Registers,
+    ) -> Result<flume::Receiver<ReplyResult>, FrameError> {
         if self.broken.get() {
             return Err(FrameError::Closed);
         }
@@ -76,11 +120,12 @@ impl Connection {
         self.next_id.set(id + 1);
         let payload = frame::encode(&Request { id, op }, MAX_CLIENT_FRAME_BYTES)?;
         let (tx, rx) = flume::bounded(1);
-        self.pending.borrow_mut().insert(id, tx);
+        self.pending.borrow_mut().insert(id, (tx, registers));
         if self.writes.send(payload).is_err() {
             self.pending.borrow_mut().remove(&id);
             return Err(FrameError::Closed);
         }
+        self.last_sent.set(Instant::now());
         Ok(rx)
     }
 
@@ -89,6 +134,20 @@ impl Connection {
         self.broken.set(true);
         self.pending.borrow_mut().clear();
     }
+}
+
+/// The reply to a request sent with [`Connection::send`]: `None` when `deadline` passes
+/// first, `Some(Err)` when the connection broke before it.
+pub(crate) async fn reply_by(
+    rx: &flume::Receiver<ReplyResult>,
+    deadline: Instant,
+) -> Option<Result<ReplyResult, flume::RecvError>> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    future::or(async { Some(rx.recv_async().await) }, async {
+        glommio::timer::sleep(remaining).await;
+        None
+    })
+    .await
 }
 
 async fn read_replies(
@@ -102,8 +161,26 @@ async fn read_replies(
         }
         match frame::read_message::<Reply, _>(&mut reader, &mut buf, MAX_CLIENT_FRAME_BYTES).await {
             Ok(reply) => {
+                conn.last_heard.set(Instant::now());
+                if reply.id == EVENT_ID
+                    && let ReplyResult::Event(event) = reply.result
+                {
+                    conn.watches.borrow_mut().fired(event);
+                    continue;
+                }
+                if conn.watching.get() {
+                    conn.watches.borrow_mut().saw(reply.zxid);
+                }
                 let waiter = conn.pending.borrow_mut().remove(&reply.id);
-                if let Some(tx) = waiter {
+                if let Some((tx, registers)) = waiter {
+                    if let (Some((kind, path)), ReplyResult::Ok(r)) = (registers, &reply.result) {
+                        // `exists` of a missing node sets a creation watch instead.
+                        let kind = match (kind, r) {
+                            (WatchKind::Exist, Response::Exists(Some(_))) => WatchKind::Data,
+                            (k, _) => k,
+                        };
+                        conn.watches.borrow_mut().set(kind, path);
+                    }
                     let _ = tx.send(reply.result);
                 }
             }

@@ -12,22 +12,31 @@
 //! Async on glommio, no thread of its own: usable from a broker shard or a CLI's executor. A
 //! `Client` is one connection at a time, pipelined: many tasks of one executor may call it
 //! concurrently. Never: blocks the executor; retries a write that may have happened.
+//!
+//! With [`ClientConfig::session_timeout_ms`] the client holds a session (ZooKeeper's): it
+//! opens one on its first connection, heartbeats it, and re-attaches it (sync, then id and
+//! password) on every later connection, so its ephemeral nodes survive a move to another node
+//! within the timeout; see [`session`] for the timing.
 
 mod connection;
+mod session;
+mod watches;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
-
-use crate::proto::client::{NodeStatus, ReplyResult, RequestOp};
+use crate::proto::client::{NodeStatus, ReplyResult, RequestOp, SessionRequest};
 use crate::txn::{OpResult, Stat, TreeError, Txn, TxnResult, WriteOp};
-use crate::types::Zxid;
+use crate::types::{SessionId, Zxid};
+use crate::watch::{WatchEvent, WatchKind};
 use crate::zab::{ClientError, ClientOp, Response};
 
-use connection::Connection;
+use connection::{Connection, Registers};
+pub use session::SessionHandle;
+use session::SessionState;
+use watches::Watches;
 
 /// Client settings; every duration is in milliseconds.
 #[derive(Debug, Clone)]
@@ -40,6 +49,9 @@ pub struct ClientConfig {
     pub connect_timeout_ms: u64,
     /// Wait before trying the next node after `NotReady` or a failed connect.
     pub retry_backoff_ms: u64,
+    /// Hold a session with this timeout (the group clamps it to its bounds and the client
+    /// uses the one it got). `None`: no session, so no ephemeral nodes.
+    pub session_timeout_ms: Option<u64>,
 }
 
 impl ClientConfig {
@@ -49,6 +61,7 @@ impl ClientConfig {
             request_timeout_ms: 10_000,
             connect_timeout_ms: 1_000,
             retry_backoff_ms: 20,
+            session_timeout_ms: None,
         }
     }
 }
@@ -72,6 +85,18 @@ pub enum Error {
     NoServers,
     #[error("unexpected reply from {server}: {what}")]
     Protocol { server: SocketAddr, what: String },
+    /// The session is gone: expired by the group, closed, or refused on re-attach. Its
+    /// ephemeral nodes are deleted; a new `Client` is needed for a new session.
+    #[error("consensus session {session:?} expired")]
+    SessionExpired { session: Option<SessionId> },
+    /// An ephemeral create or a session close on a client configured without a session.
+    #[error("this client holds no session (set session_timeout_ms)")]
+    NoSession,
+    /// The node refused the request for this connection.
+    #[error("not permitted: {reason}")]
+    NotPermitted { reason: String },
+    #[error("too many watches on one connection (limit {limit})")]
+    TooManyWatches { limit: u64 },
 }
 
 /// How `create` names the node.
@@ -80,16 +105,30 @@ pub enum CreateMode {
     Persistent,
     /// The name gets a 10-digit suffix from the parent's child version.
     Sequential,
+    /// Deleted when this client's session ends (closed or expired). Needs a session.
+    Ephemeral,
+    EphemeralSequential,
 }
 
 struct State {
     conn: Option<Rc<Connection>>,
     next_server: usize,
+    session: SessionState,
+    heartbeat_started: bool,
+}
+
+struct Inner {
+    cfg: ClientConfig,
+    state: RefCell<State>,
+    /// One connection is established at a time, so concurrent callers never open two
+    /// sessions.
+    connecting: glommio::sync::Semaphore,
+    watches: Rc<RefCell<Watches>>,
+    events: flume::Receiver<WatchEvent>,
 }
 
 pub struct Client {
-    cfg: ClientConfig,
-    state: RefCell<State>,
+    inner: Rc<Inner>,
 }
 
 impl Client {
@@ -98,25 +137,94 @@ impl Client {
         if cfg.servers.is_empty() {
             return Err(Error::NoServers);
         }
+        let session = match cfg.session_timeout_ms {
+            Some(timeout_ms) => SessionState::Wanted { timeout_ms },
+            None => SessionState::Off,
+        };
+        // Unbounded: one-shot watches bound it by their number, persistent ones by the write
+        // rate of what they watch; the application is expected to drain it.
+        let (sink, events) = flume::unbounded();
         Ok(Client {
-            cfg,
-            state: RefCell::new(State {
-                conn: None,
-                next_server: 0,
+            inner: Rc::new(Inner {
+                watches: Rc::new(RefCell::new(Watches::new(sink))),
+                events,
+                cfg,
+                state: RefCell::new(State {
+                    conn: None,
+                    next_server: 0,
+                    session,
+                    heartbeat_started: false,
+                }),
+                connecting: glommio::sync::Semaphore::new(1),
             }),
         })
     }
 
+    /// The client's state, starting the session heartbeat the first time (it needs the
+    /// executor, which `new` may not run on).
+    fn i(&self) -> &Rc<Inner> {
+        let inner = &self.inner;
+        let start = {
+            let mut st = inner.state.borrow_mut();
+            let start = !st.heartbeat_started && st.session != SessionState::Off;
+            st.heartbeat_started |= start;
+            start
+        };
+        if start {
+            glommio::spawn_local(session::heartbeat(Rc::downgrade(inner))).detach();
+        }
+        inner
+    }
+
+    /// The session this client holds, once one is open (after the first connection).
+    pub fn session(&self) -> Option<SessionHandle> {
+        match self.inner.state.borrow().session {
+            SessionState::Live(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Opens the session now if it is not open yet (it opens on first use anyway).
+    pub async fn open_session(&self) -> Result<SessionHandle, Error> {
+        self.i().live_session().await
+    }
+
+    /// Ends the session now: its ephemeral nodes are deleted at once. Not retried (a close
+    /// whose reply is lost may or may not have happened; the session then expires anyway).
+    pub async fn close_session(&self) -> Result<(), Error> {
+        let handle = self.i().live_session().await?;
+        let r = self
+            .inner
+            .call(RequestOp::Session(SessionRequest::Close), false)
+            .await?;
+        match r {
+            ReplyResult::Ok(Response::Txn(TxnResult::SessionClosed { .. })) => {
+                self.i().state.borrow_mut().session = SessionState::Closed(handle.id);
+                Ok(())
+            }
+            other => Err(self.i().unexpected(format!("{other:?}"))),
+        }
+    }
+
     pub async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String, Error> {
+        let ephemeral_owner = match mode {
+            CreateMode::Ephemeral | CreateMode::EphemeralSequential => {
+                Some(self.i().live_session().await?.id)
+            }
+            CreateMode::Persistent | CreateMode::Sequential => None,
+        };
         let op = WriteOp::Create {
             path: path.to_string(),
             data: data.to_vec(),
-            sequential: mode == CreateMode::Sequential,
-            ephemeral_owner: None,
+            sequential: matches!(
+                mode,
+                CreateMode::Sequential | CreateMode::EphemeralSequential
+            ),
+            ephemeral_owner,
         };
-        match self.write(Txn::Write(op)).await? {
+        match self.i().write(Txn::Write(op)).await? {
             TxnResult::Write(OpResult::Created { path, .. }) => Ok(path),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Err(self.i().unexpected(format!("{other:?}"))),
         }
     }
 
@@ -132,9 +240,9 @@ impl Client {
             data: data.to_vec(),
             expected_version,
         };
-        match self.write(Txn::Write(op)).await? {
+        match self.i().write(Txn::Write(op)).await? {
             TxnResult::Write(OpResult::Set { stat }) => Ok(stat),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Err(self.i().unexpected(format!("{other:?}"))),
         }
     }
 
@@ -143,75 +251,139 @@ impl Client {
             path: path.to_string(),
             expected_version,
         };
-        match self.write(Txn::Write(op)).await? {
+        match self.i().write(Txn::Write(op)).await? {
             TxnResult::Write(OpResult::Deleted) => Ok(()),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Err(self.i().unexpected(format!("{other:?}"))),
         }
     }
 
     /// Several writes atomically: all apply, or none and the error names the failing op.
     pub async fn multi(&self, ops: Vec<WriteOp>) -> Result<Vec<OpResult>, Error> {
-        match self.write(Txn::Multi(ops)).await? {
+        match self.i().write(Txn::Multi(ops)).await? {
             TxnResult::Multi(results) => Ok(results),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Err(self.i().unexpected(format!("{other:?}"))),
         }
     }
 
     pub async fn get(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
         match self
+            .i()
             .read(ClientOp::Get {
                 path: path.to_string(),
             })
             .await?
         {
             Response::Data { data, stat } => Ok((data, stat)),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Err(self.i().unexpected(format!("{other:?}"))),
         }
     }
 
     pub async fn exists(&self, path: &str) -> Result<Option<Stat>, Error> {
         match self
+            .i()
             .read(ClientOp::Exists {
                 path: path.to_string(),
             })
             .await?
         {
             Response::Exists(stat) => Ok(stat),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Err(self.i().unexpected(format!("{other:?}"))),
         }
     }
 
     pub async fn children(&self, path: &str) -> Result<Vec<String>, Error> {
         match self
+            .i()
             .read(ClientOp::Children {
                 path: path.to_string(),
             })
             .await?
         {
             Response::Children(names) => Ok(names),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Err(self.i().unexpected(format!("{other:?}"))),
         }
     }
 
     /// Waits until the connected node has applied every write acknowledged before the call;
     /// reads after it (on this client) see them. Returns the zxid the node reached.
     pub async fn sync(&self) -> Result<Zxid, Error> {
-        match self.read(ClientOp::Sync).await? {
+        match self.i().read(ClientOp::Sync).await? {
             Response::Synced { through } => Ok(through),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Err(self.i().unexpected(format!("{other:?}"))),
         }
     }
 
     /// The connected node's view of itself (role, zxids, a digest of its tree).
     pub async fn status(&self) -> Result<NodeStatus, Error> {
-        match self.call(RequestOp::Status, true).await? {
+        match self.i().call(RequestOp::Status, true).await? {
             ReplyResult::Status(s) => Ok(s),
-            other => Err(self.unexpected(format!("{other:?}"))),
+            other => Err(self.i().unexpected(format!("{other:?}"))),
         }
+    }
+
+    /// Watch events, in the order the group applied their changes; each arrives before the
+    /// reply to any request sent after the change. One consumer (receivers share events).
+    pub fn events(&self) -> flume::Receiver<WatchEvent> {
+        self.inner.events.clone()
+    }
+
+    /// `get`, leaving a one-shot watch: the next data change or the deletion is told once.
+    pub async fn get_watch(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
+        match self.i().watch(path, WatchKind::Data).await? {
+            Response::Data { data, stat } => Ok((data, stat)),
+            other => Err(self.inner.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// `exists`, leaving a one-shot watch: creation if missing, else data change or deletion.
+    pub async fn exists_watch(&self, path: &str) -> Result<Option<Stat>, Error> {
+        match self.i().watch(path, WatchKind::Exist).await? {
+            Response::Exists(stat) => Ok(stat),
+            other => Err(self.inner.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// `children`, leaving a one-shot watch on the children list (and the node's deletion).
+    pub async fn children_watch(&self, path: &str) -> Result<Vec<String>, Error> {
+        match self.i().watch(path, WatchKind::Children).await? {
+            Response::Children(names) => Ok(names),
+            other => Err(self.inner.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// A persistent watch on `path` (ZooKeeper's addWatch): with `recursive`, every
+    /// creation, data change and deletion at or below it; without, every change of the node
+    /// and of its children list. Stays until removed.
+    pub async fn add_watch(&self, path: &str, recursive: bool) -> Result<(), Error> {
+        let kind = if recursive {
+            WatchKind::PersistentRecursive
+        } else {
+            WatchKind::Persistent
+        };
+        match self.i().watch(path, kind).await? {
+            Response::Watching => Ok(()),
+            other => Err(self.inner.unexpected(format!("{other:?}"))),
+        }
+    }
+
+    pub async fn remove_watch(&self, path: &str, kind: WatchKind) -> Result<(), Error> {
+        let op = ClientOp::RemoveWatch {
+            path: path.to_string(),
+            kind,
+        };
+        self.i().read(op).await?;
+        self.inner.watches.borrow_mut().unset(kind, path);
+        Ok(())
     }
 
     /// The node this client is connected to, if any.
     pub fn server(&self) -> Option<SocketAddr> {
+        self.inner.server()
+    }
+}
+
+impl Inner {
+    fn server(&self) -> Option<SocketAddr> {
         self.state.borrow().conn.as_ref().map(|c| c.server)
     }
 
@@ -232,6 +404,20 @@ impl Client {
         }
     }
 
+    async fn watch(&self, path: &str, kind: WatchKind) -> Result<Response, Error> {
+        let op = RequestOp::Node(ClientOp::Watch {
+            path: path.to_string(),
+            kind,
+        });
+        match self
+            .call_registering(op, Some((kind, path.to_string())), true)
+            .await?
+        {
+            ReplyResult::Ok(r) => Ok(r),
+            other => Err(self.unexpected(format!("{other:?}"))),
+        }
+    }
+
     fn unexpected(&self, what: String) -> Error {
         let server = self.server().unwrap_or(self.cfg.servers[0]);
         Error::Protocol { server, what }
@@ -240,6 +426,15 @@ impl Client {
     /// Sends `op` until a node answers it, the deadline passes, or (when `!idempotent`) the
     /// outcome becomes unknown.
     async fn call(&self, op: RequestOp, idempotent: bool) -> Result<ReplyResult, Error> {
+        self.call_registering(op, None, idempotent).await
+    }
+
+    async fn call_registering(
+        &self,
+        op: RequestOp,
+        registers: Registers,
+        idempotent: bool,
+    ) -> Result<ReplyResult, Error> {
         let timeout_ms = self.cfg.request_timeout_ms;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let mut last = String::from("no attempt");
@@ -248,11 +443,8 @@ impl Client {
             if now >= deadline {
                 return Err(Error::Unavailable { timeout_ms, last });
             }
-            let conn = match self.connection(deadline, &mut last).await {
-                Some(c) => c,
-                None => return Err(Error::Unavailable { timeout_ms, last }),
-            };
-            let rx = match conn.send(op.clone()) {
+            let conn = self.connection(deadline, &mut last).await?;
+            let rx = match conn.send_registering(op.clone(), registers.clone()) {
                 Ok(rx) => rx,
                 Err(e) => {
                     last = format!("{}: {e}", conn.server);
@@ -260,13 +452,7 @@ impl Client {
                     continue;
                 }
             };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let reply = future::or(async { Some(rx.recv_async().await) }, async {
-                glommio::timer::sleep(remaining).await;
-                None
-            })
-            .await;
-            match reply {
+            match connection::reply_by(&rx, deadline).await {
                 None => {
                     // A node that does not answer in time is not one to keep talking to.
                     self.drop_connection(&conn);
@@ -300,10 +486,26 @@ impl Client {
                     self.backoff(deadline).await;
                 }
                 Some(Ok(ReplyResult::Err(ClientError::Txn(e)))) => {
+                    if e.error == TreeError::NoSession && self.session_id().is_some() {
+                        // Our session is gone from the tree: it expired.
+                        return Err(self.mark_expired());
+                    }
                     return Err(Error::Tree {
                         index: e.index,
                         error: e.error,
                     });
+                }
+                Some(Ok(ReplyResult::Err(
+                    ClientError::SessionExpired | ClientError::BadSessionPassword,
+                ))) => {
+                    self.drop_connection(&conn);
+                    return Err(self.mark_expired());
+                }
+                Some(Ok(ReplyResult::Err(ClientError::NotPermitted { reason }))) => {
+                    return Err(Error::NotPermitted { reason });
+                }
+                Some(Ok(ReplyResult::Err(ClientError::TooManyWatches { limit }))) => {
+                    return Err(Error::TooManyWatches { limit });
                 }
                 Some(Ok(r)) => return Ok(r),
             }
@@ -324,19 +526,41 @@ impl Client {
         }
     }
 
-    /// The current connection, or a new one to the next server in turn.
-    async fn connection(&self, deadline: Instant, last: &mut String) -> Option<Rc<Connection>> {
+    fn current(&self) -> Option<Rc<Connection>> {
+        let st = self.state.borrow();
+        st.conn.as_ref().filter(|c| !c.is_broken()).cloned()
+    }
+
+    /// The current connection, or a new one to the next server in turn, with the session
+    /// opened or re-attached on it before anything else is sent.
+    async fn connection(
+        &self,
+        deadline: Instant,
+        last: &mut String,
+    ) -> Result<Rc<Connection>, Error> {
+        let timeout_ms = self.cfg.request_timeout_ms;
+        if let Some(c) = self.current() {
+            return Ok(c);
+        }
+        // Whoever holds the permit connects; the others then find its connection.
+        let _permit = self
+            .connecting
+            .acquire_permit(1)
+            .await
+            .map_err(|_| Error::Unavailable {
+                timeout_ms,
+                last: "client closed".into(),
+            })?;
         loop {
-            {
-                let st = self.state.borrow();
-                if let Some(c) = &st.conn
-                    && !c.is_broken()
-                {
-                    return Some(c.clone());
-                }
+            if let Some(c) = self.current() {
+                return Ok(c);
             }
+            self.session_usable()?;
             if Instant::now() >= deadline {
-                return None;
+                return Err(Error::Unavailable {
+                    timeout_ms,
+                    last: last.clone(),
+                });
             }
             let server = {
                 let mut st = self.state.borrow_mut();
@@ -348,22 +572,27 @@ impl Client {
             let timeout = Duration::from_millis(self.cfg.connect_timeout_ms)
                 .min(remaining)
                 .max(Duration::from_millis(1));
-            match Connection::open(server, timeout).await {
-                Ok(c) => {
-                    let mut st = self.state.borrow_mut();
-                    // Another task of this executor may have connected meanwhile; keep one.
-                    if let Some(existing) = &st.conn
-                        && !existing.is_broken()
-                    {
-                        c.break_off();
-                        return Some(existing.clone());
-                    }
-                    st.conn = Some(c.clone());
-                    return Some(c);
-                }
+            let conn = match Connection::open(server, timeout, self.watches.clone()).await {
+                Ok(c) => c,
                 Err(e) => {
                     *last = format!("{server}: {e}");
                     self.backoff(deadline).await;
+                    continue;
+                }
+            };
+            match session::establish(self, &conn, deadline).await {
+                Ok(()) => {
+                    self.state.borrow_mut().conn = Some(conn.clone());
+                    return Ok(conn);
+                }
+                Err(session::Refused::Retry(why)) => {
+                    conn.break_off();
+                    *last = format!("{server}: {why}");
+                    self.backoff(deadline).await;
+                }
+                Err(session::Refused::Fatal(e)) => {
+                    conn.break_off();
+                    return Err(e);
                 }
             }
         }

@@ -4,7 +4,8 @@
 //! itself; `Status` is answered by the runtime from the node's observable state (for tools
 //! and tests), never by the protocol.
 
-use crate::types::{NodeId, Zxid};
+use crate::types::{NodeId, SessionId, Zxid};
+use crate::watch::WatchEvent;
 use crate::zab::{ClientError, ClientOp, Response, RoleName};
 
 /// One request; `id` is chosen by the client (unique per connection) and echoed in the reply.
@@ -18,19 +19,45 @@ pub struct Request {
 pub enum RequestOp {
     Node(ClientOp),
     Status,
+    /// Session requests, in milliseconds; the node's runtime turns them into
+    /// [`ClientOp`]s in ticks and draws the password of a new session.
+    Session(SessionRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum SessionRequest {
+    Create { timeout_ms: u64 },
+    Attach { session: SessionId, password: u64 },
+    Close,
+    Ping,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Reply {
+    /// The request's id; [`EVENT_ID`] for a watch event, which answers no request.
     pub id: u64,
+    /// The node's commit point when it sent this; every event of a transaction at or before
+    /// it was sent on this connection before this frame.
+    pub zxid: Zxid,
     pub result: ReplyResult,
 }
+
+/// The id of a pushed watch event (clients number their requests from 1).
+pub const EVENT_ID: u64 = 0;
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ReplyResult {
     Ok(Response),
     Status(NodeStatus),
     Err(ClientError),
+    /// A watch fired (always with id [`EVENT_ID`]).
+    Event(WatchEvent),
+    /// A session created or attached, with its negotiated timeout.
+    Session {
+        session: SessionId,
+        password: u64,
+        timeout_ms: u64,
+    },
 }
 
 /// A node's view of itself.

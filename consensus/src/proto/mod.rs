@@ -16,7 +16,8 @@ pub mod frame;
 use crate::types::NodeId;
 
 /// Bumped on any change to a frame's shape; a peer or client with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2: sessions (requests, replies, `Touch`, the session table in a SNAP's tree).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The first frame of a connection: who is calling.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

@@ -18,9 +18,13 @@ use std::collections::HashMap;
 use futures_lite::future;
 use tracing::info;
 
-use crate::proto::client::{NodeStatus, Reply, ReplyResult, Request, RequestOp};
-use crate::types::{ClientId, NodeId, RequestId};
-use crate::zab::{ClientRequest, DiskOp, Input, Node, Output, PeerMessage, RoleName};
+use crate::proto::client::{
+    EVENT_ID, NodeStatus, Reply, ReplyResult, Request, RequestOp, SessionRequest,
+};
+use crate::types::{ClientId, NodeId, RequestId, Zxid};
+use crate::zab::{
+    ClientOp, ClientRequest, DiskOp, Input, Node, Output, PeerMessage, Response, RoleName,
+};
 
 use super::disk::{DiskCmd, DiskEvent};
 use super::peers::PeerLink;
@@ -104,6 +108,11 @@ pub(crate) struct Driver {
     pub links: HashMap<NodeId, PeerLink>,
     pub disk: flume::Sender<DiskCmd>,
     pub observed: std::sync::Arc<Observed>,
+    /// Length of one protocol tick: session timeouts cross the wire in milliseconds.
+    tick_ms: u64,
+    /// Draws session passwords (std's per-process random keys: no seedable state to leak).
+    password_keys: std::collections::hash_map::RandomState,
+    password_count: u64,
     clients: HashMap<ClientId, flume::Sender<Reply>>,
     out: Vec<Output>,
     last_role: Cell<Option<RoleName>>,
@@ -115,12 +124,16 @@ impl Driver {
         links: HashMap<NodeId, PeerLink>,
         disk: flume::Sender<DiskCmd>,
         observed: std::sync::Arc<Observed>,
+        tick_ms: u64,
     ) -> Driver {
         Driver {
             node,
             links,
             disk,
             observed,
+            tick_ms: tick_ms.max(1),
+            password_keys: std::collections::hash_map::RandomState::new(),
+            password_count: 0,
             clients: HashMap::new(),
             out: Vec::new(),
             last_role: Cell::new(None),
@@ -175,6 +188,7 @@ impl Driver {
             }
             Event::ClientClosed { client } => {
                 self.clients.remove(&client);
+                self.node.step(Input::ClientGone { client }, out);
             }
             Event::Request { client, request } => match request.op {
                 RequestOp::Node(op) => self.node.step(
@@ -185,9 +199,30 @@ impl Driver {
                     }),
                     out,
                 ),
+                RequestOp::Session(s) => {
+                    let op = match s {
+                        SessionRequest::Create { timeout_ms } => ClientOp::CreateSession {
+                            timeout_ticks: timeout_ms.div_ceil(self.tick_ms),
+                            password: self.draw_password(),
+                        },
+                        SessionRequest::Attach { session, password } => {
+                            ClientOp::AttachSession { session, password }
+                        }
+                        SessionRequest::Close => ClientOp::CloseSession,
+                        SessionRequest::Ping => ClientOp::Ping,
+                    };
+                    let request = RequestId(request.id);
+                    let req = ClientRequest {
+                        client,
+                        request,
+                        op,
+                    };
+                    self.node.step(Input::Client(req), out);
+                }
                 RequestOp::Status => {
                     let status = ReplyResult::Status(self.status());
-                    self.reply(client, request.id, status);
+                    let zxid = self.node.committed();
+                    self.reply(client, request.id, zxid, status);
                 }
             },
             Event::Stop => {}
@@ -223,10 +258,16 @@ impl Driver {
         }
     }
 
-    fn reply(&self, client: ClientId, id: u64, result: ReplyResult) {
+    fn draw_password(&mut self) -> u64 {
+        use std::hash::BuildHasher;
+        self.password_count += 1;
+        self.password_keys.hash_one(self.password_count)
+    }
+
+    fn reply(&self, client: ClientId, id: u64, zxid: Zxid, result: ReplyResult) {
         if let Some(tx) = self.clients.get(&client) {
             // The connection may be closing; its reply is then moot.
-            let _ = tx.send(Reply { id, result });
+            let _ = tx.send(Reply { id, zxid, result });
         }
     }
 
@@ -256,12 +297,26 @@ impl Driver {
                 }
                 Output::Reply(r) => {
                     let result = match r.result {
+                        Ok(Response::Session {
+                            session,
+                            password,
+                            timeout_ticks,
+                        }) => ReplyResult::Session {
+                            session,
+                            password,
+                            timeout_ms: u64::from(timeout_ticks) * self.tick_ms,
+                        },
                         Ok(resp) => ReplyResult::Ok(resp),
                         Err(e) => ReplyResult::Err(e),
                     };
-                    self.reply(r.client, r.request.0, result);
+                    self.reply(r.client, r.request.0, r.zxid, result);
                 }
-                // Part 2 hangs watches off these.
+                // The same channel as the replies: an event is on the wire before any reply
+                // the node produced after it.
+                Output::Event { client, event } => {
+                    let zxid = event.zxid;
+                    self.reply(client, EVENT_ID, zxid, ReplyResult::Event(event));
+                }
                 Output::Applied { .. } | Output::Installed { .. } => {}
             }
         }

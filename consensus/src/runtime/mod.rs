@@ -288,7 +288,7 @@ async fn run(
         stop,
     );
     let acceptor = glommio::spawn_local_into(acceptor, protocol_tq);
-    let driver = driver::Driver::new(node, links, disk, observed);
+    let driver = driver::Driver::new(node, links, disk, observed, cfg.tick_ms);
     let result = match glommio::spawn_local_into(driver.run(events, disk_events), protocol_tq) {
         Ok(t) => t.await,
         Err(e) => Err(DriverError::Disk(format!("cannot spawn the driver: {e}"))),

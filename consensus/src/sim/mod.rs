@@ -19,6 +19,8 @@ pub mod invariants;
 pub mod linearizability;
 pub mod network;
 pub mod report;
+pub mod sessions;
+pub mod watchers;
 pub mod workload;
 
 use std::cmp::Reverse;
@@ -32,6 +34,8 @@ use self::invariants::Invariants;
 use self::linearizability::Verdict;
 use self::network::{Arrival, NetFaults, Network, Packet};
 pub use self::report::{Coverage, Report, repro_command};
+use self::sessions::{SESSION_CLIENT_BASE, SESSION_TIMEOUT_TICKS, SessionClient};
+use self::watchers::{WATCH_CLIENT_BASE, Watcher, watcher_of};
 use self::workload::{Client, KEYS, Observed};
 use crate::store::LogStore;
 use crate::types::{NodeId, RequestId};
@@ -48,6 +52,10 @@ const CLIENT_TIMEOUT_US: u64 = 1_500_000;
 pub struct SimOptions {
     pub nodes: usize,
     pub clients: usize,
+    /// Clients holding a session and an ephemeral node.
+    pub session_clients: usize,
+    /// Clients keeping a one-shot watch on a key.
+    pub watchers: usize,
     pub ops_per_client: u32,
     /// Faults are injected during this much simulated time; then the network heals, every
     /// node restarts and the group must converge within `quiet_ms`.
@@ -63,6 +71,8 @@ impl Default for SimOptions {
         SimOptions {
             nodes: 3,
             clients: 3,
+            session_clients: 2,
+            watchers: 2,
             ops_per_client: 20,
             active_ms: 3_000,
             quiet_ms: 3_000,
@@ -70,6 +80,12 @@ impl Default for SimOptions {
             trace: false,
         }
     }
+}
+
+#[derive(Debug)]
+enum WatcherFrame {
+    Reply(ClientReply),
+    Event(crate::watch::WatchEvent),
 }
 
 #[derive(Debug)]
@@ -112,6 +128,28 @@ enum Event {
         client: usize,
         request: RequestId,
     },
+    SessionWake {
+        client: usize,
+    },
+    WatchWake {
+        watcher: usize,
+    },
+    /// A frame from `node` (in that incarnation) to a watcher, in connection order.
+    ToWatcher {
+        watcher: usize,
+        node: usize,
+        incarnation: u64,
+        frame: WatcherFrame,
+    },
+    /// A watcher's connection to `node` closed.
+    Gone {
+        node: usize,
+        client: crate::types::ClientId,
+    },
+    /// A dead session client's session must be gone from every serving node by now.
+    SessionGone {
+        client: usize,
+    },
     Restart {
         node: usize,
     },
@@ -142,6 +180,12 @@ struct World {
     ids: Vec<NodeId>,
     slots: Vec<Slot>,
     clients: Vec<Client>,
+    sessions: Vec<SessionClient>,
+    watchers: Vec<Watcher>,
+    /// When the last frame to each watcher arrives: frames of one connection keep their order.
+    watcher_fifo_us: Vec<u64>,
+    /// When the faults stop (the session checks are about the quiet time after it).
+    end_faults_us: u64,
     seen: Observed,
     inv: Invariants,
     faults_on: bool,
@@ -327,6 +371,14 @@ impl World {
                     }
                 }
                 Output::Disk(op) => self.disk(i, op),
+                Output::Reply(reply) if reply.client.0 >= WATCH_CLIENT_BASE => {
+                    let w = watcher_of(reply.client);
+                    self.send_to_watcher(w, i, WatcherFrame::Reply(reply));
+                }
+                Output::Event { client, event } if client.0 >= WATCH_CLIENT_BASE => {
+                    let w = watcher_of(client);
+                    self.send_to_watcher(w, i, WatcherFrame::Event(event));
+                }
                 Output::Reply(reply) => {
                     let client = reply.client.0 as usize;
                     let at = self.now + self.rng.random_range(100..500);
@@ -337,6 +389,8 @@ impl World {
                     self.report.coverage.snap_syncs += 1;
                     self.inv.reset(id, zxid, false);
                 }
+                // Only watchers set watches.
+                Output::Event { .. } => {}
             }
         }
     }
@@ -442,6 +496,7 @@ impl World {
             Event::Tick { node, .. }
             | Event::PeerDown { node, .. }
             | Event::SyncDone { node, .. }
+            | Event::Gone { node, .. }
             | Event::ToNode { node, .. } => Some(*node),
             Event::Packet { to, .. } => Some(*to),
             _ => None,
@@ -546,10 +601,23 @@ impl World {
                 );
             }
             Event::ToNode { node, req } => self.step(node, Input::Client(req)),
+            Event::ToClient { client, reply } if client as u64 >= SESSION_CLIENT_BASE => {
+                self.session_reply(client - SESSION_CLIENT_BASE as usize, reply)
+            }
             Event::ToClient { client, reply } => {
                 let moved = self.clients[client].on_reply(self.now, reply, &mut self.seen);
                 self.after_client(client, moved);
             }
+            Event::SessionWake { client } => self.session_wake(client),
+            Event::WatchWake { watcher } => self.watch_wake(watcher),
+            Event::ToWatcher {
+                watcher,
+                node,
+                incarnation,
+                frame,
+            } => self.watcher_frame(watcher, node, incarnation, frame),
+            Event::Gone { node, client } => self.step(node, Input::ClientGone { client }),
+            Event::SessionGone { client } => self.session_gone(client),
             Event::ClientTimeout { client, request } => {
                 if self.clients[client].give_up(request, &mut self.seen) {
                     self.after_client(client, true);
@@ -592,6 +660,224 @@ impl World {
         }
     }
 
+    fn send_to_watcher(&mut self, w: usize, node: usize, frame: WatcherFrame) {
+        let at = (self.now + self.rng.random_range(100..500)).max(self.watcher_fifo_us[w] + 1);
+        self.watcher_fifo_us[w] = at;
+        let incarnation = self.slots[node].incarnation;
+        let e = Event::ToWatcher {
+            watcher: w,
+            node,
+            incarnation,
+            frame,
+        };
+        self.schedule(at, e);
+    }
+
+    /// Closes a watcher's connection and opens one to a node drawn at random.
+    fn watcher_move(&mut self, w: usize) {
+        let old = self.watchers[w].node;
+        let client = self.watchers[w].id();
+        self.schedule(self.now + 100, Event::Gone { node: old, client });
+        let node = self.rng.random_range(0..self.ids.len());
+        let incarnation = self.slots[node].incarnation;
+        self.watchers[w].reconnect(node, incarnation);
+        self.report.coverage.watcher_moves += 1;
+    }
+
+    fn watch_wake(&mut self, w: usize) {
+        let node = self.watchers[w].node;
+        if self.slots[node].node.is_none()
+            || self.slots[node].incarnation != self.watchers[w].incarnation
+        {
+            // A restarted node's connections are gone, and its watches with them.
+            self.watchers[w].broke();
+        }
+        let peek = self.rng.random_bool(0.5);
+        let send = self.watchers[w].wake(self.now, 500_000, peek);
+        self.watcher_relocate(w);
+        if let Some((request, op)) = send {
+            self.watcher_send(w, request, op);
+        }
+        let at = self.now + self.rng.random_range(5_000..50_000);
+        self.schedule(at, Event::WatchWake { watcher: w });
+    }
+
+    fn watcher_relocate(&mut self, w: usize) {
+        if std::mem::take(&mut self.watchers[w].relocate) {
+            self.watcher_move(w);
+        }
+    }
+
+    fn watcher_send(&mut self, w: usize, request: RequestId, op: crate::zab::ClientOp) {
+        let node = self.watchers[w].node;
+        let req = ClientRequest {
+            client: self.watchers[w].id(),
+            request,
+            op,
+        };
+        let at = self.now + self.rng.random_range(100..500);
+        self.schedule(at, Event::ToNode { node, req });
+    }
+
+    fn watcher_frame(&mut self, w: usize, node: usize, incarnation: u64, frame: WatcherFrame) {
+        let here = &self.watchers[w];
+        if here.node != node || here.incarnation != incarnation {
+            // From a connection it has left.
+            return;
+        }
+        match frame {
+            WatcherFrame::Event(e) => {
+                self.report.coverage.watch_events += 1;
+                self.watchers[w].on_event(e);
+            }
+            WatcherFrame::Reply(r) => {
+                let follow = self.watchers[w].on_reply(self.now, r);
+                self.watcher_relocate(w);
+                if let Some((request, op)) = follow {
+                    self.watcher_send(w, request, op);
+                }
+            }
+        }
+    }
+
+    fn session_timeout_us(&self) -> u64 {
+        u64::from(SESSION_TIMEOUT_TICKS) * TICK_US
+    }
+
+    /// The documented bound on a dead client's ephemeral lifetime ([`crate::session`]):
+    /// timeout + a ping interval + a tick + a commit, plus, as the faults have just stopped
+    /// and every node may be electing, the silence limit and the establishment limit.
+    fn session_bound_us(&self) -> u64 {
+        let ticks = u64::from(SESSION_TIMEOUT_TICKS) + 3 + 1;
+        ticks * TICK_US + self.election_allowance_us() + 50_000 + self.max_fsync_us * 2
+    }
+
+    /// Time for the group to notice a lost leader and establish a new one (the silence
+    /// limit, then at most the establishment limit, which is twice it here).
+    fn election_allowance_us(&self) -> u64 {
+        u64::from(self.tuning.sync_limit_ticks) * 3 * TICK_US
+    }
+
+    fn session_send(&mut self, c: usize, request: RequestId, op: crate::zab::ClientOp) {
+        let node = self.sessions[c].node;
+        let req = ClientRequest {
+            client: self.sessions[c].id,
+            request,
+            op,
+        };
+        let at = self.now + self.rng.random_range(100..500);
+        self.schedule(at, Event::ToNode { node, req });
+    }
+
+    fn session_wake(&mut self, c: usize) {
+        let timeout_us = self.session_timeout_us();
+        let s = &mut self.sessions[c];
+        if s.dead {
+            return;
+        }
+        if self.now >= s.dies_at_us {
+            s.dead = true;
+            let at = self.now + self.session_bound_us();
+            self.schedule(at, Event::SessionGone { client: c });
+            return;
+        }
+        let (moved, send) = s.wake(self.now, timeout_us);
+        if moved {
+            self.sessions[c].node = self.rng.random_range(0..self.ids.len());
+        }
+        if let Some((request, op)) = send {
+            self.session_send(c, request, op);
+        }
+        let at = self.now + timeout_us / 6;
+        self.schedule(at, Event::SessionWake { client: c });
+    }
+
+    fn session_reply(&mut self, c: usize, reply: ClientReply) {
+        let (outcome, follow) = self.sessions[c].on_reply(self.now, reply);
+        if outcome.moved {
+            self.sessions[c].node = self.rng.random_range(0..self.ids.len());
+        }
+        // Once the faults have stopped and the group has had time to settle (re-elect, and
+        // give every session a fresh timeout), a live client must keep its session.
+        let settled = self.end_faults_us + self.session_bound_us() + self.session_timeout_us();
+        // A session opened once the group had re-elected after the faults lives in quiet
+        // time only.
+        let quiet_from = self.end_faults_us + self.election_allowance_us();
+        let quiet_session = self.sessions[c]
+            .opened_at_us
+            .is_some_and(|at| at > quiet_from);
+        let cov = &mut self.report.coverage;
+        cov.sessions_opened += u32::from(outcome.opened);
+        cov.session_moves += u32::from(outcome.reattached);
+        cov.expired_under_faults += u32::from(outcome.expired && self.now <= settled);
+        if outcome.expired && !self.sessions[c].dead && (self.now > settled || quiet_session) {
+            let path = self.sessions[c].path();
+            self.violation(format!(
+                "session client {path} expired at {} us although alive after the faults stopped",
+                self.now
+            ));
+        }
+        if let Some((request, op)) = follow {
+            self.session_send(c, request, op);
+        }
+    }
+
+    fn session_gone(&mut self, c: usize) {
+        let Some(session) = self.sessions[c].session else {
+            return;
+        };
+        self.report.coverage.dead_sessions_checked += 1;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(node) = &slot.node
+                && node.is_serving()
+                && node.tree().session(session).is_some()
+            {
+                let v = format!(
+                    "{}: the session of dead client {} still lives {} us after its death",
+                    self.ids[i],
+                    self.sessions[c].path(),
+                    self.session_bound_us()
+                );
+                self.violation(v);
+                return;
+            }
+        }
+    }
+
+    /// Every ephemeral node has a live owner, and every live session client's acknowledged
+    /// ephemeral node exists while its session does.
+    fn check_ephemerals(&mut self, i: usize) {
+        let Some(node) = &self.slots[i].node else {
+            return;
+        };
+        let tree = node.tree();
+        let mut problems = Vec::new();
+        for (path, n) in tree.iter() {
+            if let Some(owner) = n.stat.ephemeral_owner
+                && tree.session(owner).is_none()
+            {
+                problems.push(format!(
+                    "{}: ephemeral {path} outlived its session",
+                    self.ids[i]
+                ));
+            }
+        }
+        for s in &self.sessions {
+            if let Some(session) = s.session
+                && s.created
+                && tree.session(session).is_some()
+                && tree.exists(&s.path()).ok().flatten().is_none()
+            {
+                problems.push(format!(
+                    "{}: session of {} alive without its ephemeral node",
+                    self.ids[i],
+                    s.path()
+                ));
+            }
+        }
+        self.report.violations.append(&mut problems);
+    }
+
     fn after_client(&mut self, c: usize, moved: bool) {
         if moved {
             self.clients[c].node = self.rng.random_range(0..self.ids.len());
@@ -620,6 +906,25 @@ impl World {
                     .tree_matches(id, node.tree(), self.inv.applied_count(id))
             {
                 self.report.violations.push(problem);
+            }
+            self.check_ephemerals(i);
+        }
+        // A client alive to the end holds its session on every node.
+        for s in &self.sessions {
+            if let Some(session) = s.session
+                && !s.dead
+                && !s.expired
+                && converged
+                && self.slots.iter().any(|slot| {
+                    slot.node
+                        .as_ref()
+                        .is_some_and(|n| n.tree().session(session).is_none())
+                })
+            {
+                self.report.violations.push(format!(
+                    "live session client {} lost its session without being told",
+                    s.path()
+                ));
             }
         }
         if !converged {
@@ -655,6 +960,9 @@ impl World {
                 )),
             }
         }
+        for w in &mut self.watchers {
+            self.report.violations.append(&mut w.problems);
+        }
         self.report.violations.append(&mut self.seen.problems);
         self.report.violations.append(&mut self.inv.violations);
         self.report.committed = last;
@@ -688,6 +996,23 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
         .map(|c| Client::new(c, c % opts.nodes, opts.ops_per_client))
         .collect();
     let tuning = Tuning::draw(&mut rng);
+    let end_faults_us = opts.active_ms * 1000;
+    let sessions = (0..opts.session_clients)
+        .map(|c| {
+            // Even clients start under the faults; half of them die in the quiet time (their
+            // bound is checked). Odd ones start in the quiet time and live to the end (they
+            // must never be expired).
+            let dies_at_us = if c % 2 == 0 && rng.random_bool(0.5) {
+                end_faults_us + rng.random_range(500_000..1_000_000)
+            } else {
+                u64::MAX
+            };
+            SessionClient::new(c, c % opts.nodes, rng.random(), dies_at_us)
+        })
+        .collect();
+    let watchers = (0..opts.watchers)
+        .map(|k| Watcher::new(k, k % opts.nodes, 1, format!("/k{}", k % KEYS)))
+        .collect();
     let mut w = World {
         opts: opts.clone(),
         rng,
@@ -699,6 +1024,10 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
         ids,
         slots,
         clients,
+        sessions,
+        watchers,
+        watcher_fifo_us: vec![0; opts.watchers],
+        end_faults_us,
         seen: Observed::default(),
         inv: Invariants::default(),
         faults_on: true,
@@ -717,9 +1046,21 @@ pub fn run(seed: u64, opts: &SimOptions) -> Report {
         let at = w.rng.random_range(100_000..300_000);
         w.schedule(at, Event::ClientWake { client: c });
     }
+    let end_faults = opts.active_ms * 1000;
+    for k in 0..opts.watchers {
+        let at = w.rng.random_range(100_000..300_000);
+        w.schedule(at, Event::WatchWake { watcher: k });
+    }
+    for c in 0..opts.session_clients {
+        let at = if c % 2 == 0 {
+            w.rng.random_range(100_000..300_000)
+        } else {
+            end_faults + w.election_allowance_us() + w.rng.random_range(1_000..200_000)
+        };
+        w.schedule(at, Event::SessionWake { client: c });
+    }
     let first_chaos = w.rng.random_range(100_000..500_000);
     w.schedule(first_chaos, Event::Chaos);
-    let end_faults = opts.active_ms * 1000;
     w.schedule(end_faults, Event::EndOfFaults);
     let end = end_faults + opts.quiet_ms * 1000;
     while let Some(Reverse((at, seq))) = w.queue.pop() {

@@ -33,6 +33,16 @@ pub struct Coverage {
     pub snapshots_written: u32,
     pub connection_breaks: u32,
     pub leaders_established: u32,
+    pub sessions_opened: u32,
+    /// Sessions re-attached on another node.
+    pub session_moves: u32,
+    /// Dead clients whose session was checked gone within the bound.
+    pub dead_sessions_checked: u32,
+    /// Sessions expired while the faults ran (a client cut off too long).
+    pub expired_under_faults: u32,
+    /// Watch events the watchers received, and their moves between nodes.
+    pub watch_events: u32,
+    pub watcher_moves: u32,
 }
 
 impl Coverage {
@@ -45,6 +55,12 @@ impl Coverage {
         self.snapshots_written += o.snapshots_written;
         self.connection_breaks += o.connection_breaks;
         self.leaders_established += o.leaders_established;
+        self.sessions_opened += o.sessions_opened;
+        self.session_moves += o.session_moves;
+        self.dead_sessions_checked += o.dead_sessions_checked;
+        self.expired_under_faults += o.expired_under_faults;
+        self.watch_events += o.watch_events;
+        self.watcher_moves += o.watcher_moves;
     }
 }
 
@@ -54,6 +70,9 @@ pub fn repro_command(seed: u64, opts: &SimOptions) -> String {
         Fault::None => String::new(),
         Fault::AckBeforeFsync => " --fault ack-before-fsync".into(),
         Fault::CommitWithoutQuorum => " --fault commit-without-quorum".into(),
+        Fault::DropSessionTouches => " --fault drop-session-touches".into(),
+        Fault::NoSessionExpiry => " --fault no-session-expiry".into(),
+        Fault::NoMissedEvents => " --fault no-missed-events".into(),
     };
     let default = SimOptions::default();
     let mut shape = String::new();
@@ -62,6 +81,12 @@ pub fn repro_command(seed: u64, opts: &SimOptions) -> String {
     }
     if opts.clients != default.clients {
         shape += &format!(" --clients {}", opts.clients);
+    }
+    if opts.watchers != default.watchers {
+        shape += &format!(" --watchers {}", opts.watchers);
+    }
+    if opts.session_clients != default.session_clients {
+        shape += &format!(" --session-clients {}", opts.session_clients);
     }
     if opts.ops_per_client != default.ops_per_client {
         shape += &format!(" --ops {}", opts.ops_per_client);

@@ -35,6 +35,16 @@ fn clean_seeds(range: std::ops::Range<u64>, opts: &SimOptions) {
             "{c:?}"
         );
     }
+    // Sessions ran: opened, moved between nodes, dead ones checked against the bound.
+    assert!(
+        c.sessions_opened > 0 && c.dead_sessions_checked > 0,
+        "{c:?}"
+    );
+    // Watchers heard events.
+    assert!(c.watch_events > 0, "{c:?}");
+    if opts.nodes > 1 {
+        assert!(c.session_moves > 0 && c.watcher_moves > 0, "{c:?}");
+    }
     // Faults must not stop all progress: the seeds commit writes.
     assert!(committed > range.count() * 5, "only {committed} commits");
     assert_eq!(
@@ -121,4 +131,23 @@ fn checkers_catch_commit_without_quorum() {
         caught.is_some(),
         "committing without a quorum went unnoticed in 200 seeds"
     );
+}
+
+#[test]
+fn checkers_catch_broken_sessions_and_watches() {
+    for (fault, what) in [
+        (
+            Fault::DropSessionTouches,
+            "followers dropping session touches",
+        ),
+        (
+            Fault::NoSessionExpiry,
+            "a leader that never expires sessions",
+        ),
+    ] {
+        assert!(
+            first_caught(fault, 200).is_some(),
+            "{what} went unnoticed in 200 seeds"
+        );
+    }
 }

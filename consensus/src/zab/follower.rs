@@ -205,7 +205,7 @@ impl Follower {
                 let applied = match plan {
                     SyncPlan::Diff => Ok(()),
                     SyncPlan::Trunc { after } => core.history.truncate_after(after, out),
-                    SyncPlan::Snap(tree) => core.history.install(tree, out),
+                    SyncPlan::Snap(tree) => core.install(tree, out),
                 };
                 if let Err(e) = applied {
                     tracing::warn!(node = %core.cfg.id, error = %e, "leader's sync contradicts our history");
@@ -281,6 +281,10 @@ impl Follower {
             }
             PeerMessage::Ping { epoch, round } => {
                 core.send(self.leader, PeerMessage::Pong { epoch, round }, out);
+                if !core.touched.is_empty() && core.cfg.fault() != Fault::DropSessionTouches {
+                    let sessions = std::mem::take(&mut core.touched).into_iter().collect();
+                    core.send(self.leader, PeerMessage::Touch { epoch, sessions }, out);
+                }
                 Next::Stay
             }
             PeerMessage::SyncReply {

@@ -14,6 +14,7 @@ use crate::store::Recovered;
 use crate::tree::DataTree;
 use crate::txn::{LogEntry, TxnError, TxnResult};
 use crate::types::Zxid;
+use crate::watch::{self, Change};
 
 /// A broken protocol invariant; the node leaves its role rather than corrupt its state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,8 +29,9 @@ pub enum HistoryError {
     StaleSnapshot { snapshot: Zxid, committed: Zxid },
 }
 
-/// What committing returns per applied transaction: its zxid and result, for the replies.
-pub type Applied = Vec<(Zxid, Result<TxnResult, TxnError>)>;
+/// What committing returns per applied transaction: its zxid and result (for the replies)
+/// and the changes it made (for the watches).
+pub type Applied = Vec<(Zxid, Result<TxnResult, TxnError>, Vec<Change>)>;
 
 #[derive(Debug)]
 pub struct History {
@@ -238,7 +240,10 @@ impl History {
         {
             let r = self.tree.apply(e.zxid, &e.txn);
             out.push(Output::Applied { entry: e.clone() });
-            results.push((e.zxid, r));
+            let changes = r
+                .as_ref()
+                .map_or_else(|_| Vec::new(), |r| watch::changes_of(&e.txn, r));
+            results.push((e.zxid, r, changes));
         }
         self.committed = through;
         self.since_snapshot += results.len() as u64;

@@ -16,7 +16,7 @@ use super::{ClientError, ClientOp, Fault, Output, PeerMessage};
 use crate::election::Vote;
 use crate::meta::Epochs;
 use crate::txn::{LogEntry, Txn};
-use crate::types::{ClientId, Epoch, NodeId, RequestId, Zxid};
+use crate::types::{ClientId, Epoch, NodeId, RequestId, SessionId, Zxid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -71,6 +71,11 @@ pub(crate) struct Leader {
     round: u64,
     /// Syncs waiting for a quorum to answer a ping of at least their round.
     pending_syncs: Vec<PendingSync>,
+    /// When each live session was last heard of, in this leader's ticks. Empty at the start
+    /// of every leadership: each session gets a fresh timeout from its first tick.
+    session_seen: BTreeMap<SessionId, u64>,
+    /// Sessions whose expiry is proposed and not yet applied.
+    expiring: BTreeSet<SessionId>,
 }
 
 /// A sync the leader answers once its leadership is confirmed after the sync arrived (as
@@ -101,6 +106,8 @@ impl Leader {
             next_ping: 0,
             round: 0,
             pending_syncs: Vec::new(),
+            session_seen: BTreeMap::new(),
+            expiring: BTreeSet::new(),
         };
         let next = l.try_choose_epoch(core, out);
         (l, next)
@@ -407,13 +414,21 @@ impl Leader {
             } => self.propose(
                 core,
                 txn,
-                Origin {
+                Some(Origin {
                     node: from,
                     client,
                     request,
-                },
+                }),
                 out,
             ),
+            PeerMessage::Touch { epoch, sessions } => {
+                if epoch == self.epoch {
+                    for s in sessions {
+                        self.session_seen.insert(s, core.now);
+                    }
+                }
+                Next::Stay
+            }
             PeerMessage::SyncRequest {
                 client, request, ..
             } => {
@@ -425,11 +440,13 @@ impl Leader {
         }
     }
 
+    /// Proposes `txn`; `origin` is the client to answer, `None` for the leader's own (an
+    /// expiry), which under back-pressure is simply not proposed (the next tick retries).
     fn propose(
         &mut self,
         core: &mut Core,
         txn: Txn,
-        origin: Origin,
+        origin: Option<Origin>,
         out: &mut Vec<Output>,
     ) -> Next {
         let last = core.history.last();
@@ -440,6 +457,9 @@ impl Leader {
             (true, false) => last.counter,
         };
         if outstanding >= core.cfg.max_outstanding_proposals {
+            let Some(origin) = origin else {
+                return Next::Stay;
+            };
             if origin.node == core.cfg.id {
                 core.reply(
                     origin.client,
@@ -473,20 +493,62 @@ impl Leader {
         if core.cfg.fault() == Fault::AckBeforeFsync {
             core.history.pretend_durable();
         }
-        if origin.node == core.cfg.id {
-            core.awaiting_commit
-                .insert(zxid, (origin.client, origin.request));
+        if let Some(o) = origin
+            && o.node == core.cfg.id
+        {
+            core.awaiting_commit.insert(zxid, (o.client, o.request));
         }
         let ids: Vec<NodeId> = self.in_flight().collect();
         for id in ids {
             let msg = PeerMessage::Propose {
                 epoch: self.epoch,
                 entry: entry.clone(),
-                origin: Some(origin),
+                origin,
             };
             core.send(id, msg, out);
         }
         self.try_commit(core, out)
+    }
+
+    /// Takes the sessions heard of since the last tick, arms every session this leadership has
+    /// not seen yet with a fresh timeout, and proposes the expiry of each one silent past its
+    /// timeout. Expiry goes through the quorum like any write, so every node deletes the
+    /// session's ephemeral nodes at the same zxid.
+    fn expire_sessions(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
+        let now = core.now;
+        for s in std::mem::take(&mut core.touched) {
+            self.session_seen.insert(s, now);
+        }
+        let tree = core.history.tree();
+        self.session_seen.retain(|s, _| tree.session(*s).is_some());
+        self.expiring.retain(|s| tree.session(*s).is_some());
+        let mut due = Vec::new();
+        for (session, info) in tree.sessions() {
+            let seen = *self.session_seen.entry(session).or_insert(now);
+            if now.saturating_sub(seen) > u64::from(info.timeout_ticks)
+                && !self.expiring.contains(&session)
+            {
+                due.push(session);
+            }
+        }
+        if core.cfg.fault() == Fault::NoSessionExpiry {
+            return Next::Stay;
+        }
+        for session in due {
+            let before = core.history.last();
+            tracing::debug!(node = %core.cfg.id, session = session.0, "session expired");
+            let txn = Txn::CloseSession {
+                session,
+                expired: true,
+            };
+            if self.propose(core, txn, None, out) == Next::Look {
+                return Next::Look;
+            }
+            if core.history.last() != before {
+                self.expiring.insert(session);
+            }
+        }
+        Next::Stay
     }
 
     fn try_commit(&mut self, core: &mut Core, out: &mut Vec<Output>) -> Next {
@@ -551,11 +613,11 @@ impl Leader {
             ClientOp::Write(txn) => self.propose(
                 core,
                 txn,
-                Origin {
+                Some(Origin {
                     node: core.cfg.id,
                     client,
                     request,
-                },
+                }),
                 out,
             ),
             ClientOp::Sync => {
@@ -655,6 +717,9 @@ impl Leader {
         if core.now >= self.next_ping {
             self.next_ping = core.now + u64::from(core.cfg.ping_interval_ticks);
             self.ping(core, out);
+        }
+        if self.expire_sessions(core, out) == Next::Look {
+            return Next::Look;
         }
         let limit = u64::from(core.cfg.sync_limit_ticks);
         let alive = self

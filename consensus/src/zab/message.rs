@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::election::Notification;
 use crate::tree::DataTree;
 use crate::txn::{LogEntry, Txn};
-use crate::types::{ClientId, Epoch, NodeId, RequestId, Zxid};
+use crate::types::{ClientId, Epoch, NodeId, RequestId, SessionId, Zxid};
 
 /// Who must answer the client when a proposal commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -115,6 +115,12 @@ pub enum PeerMessage {
         epoch: Epoch,
         client: ClientId,
         request: RequestId,
+    },
+    /// Follower -> leader, after its answer to a ping: the sessions it heard from since the
+    /// last one (ZooKeeper's learners report session touches with their pings).
+    Touch {
+        epoch: Epoch,
+        sessions: Vec<SessionId>,
     },
     /// Leader -> follower: answer the sync once you have applied `through`.
     SyncReply {

@@ -20,6 +20,8 @@ pub mod history;
 pub mod leader;
 pub mod message;
 pub mod node;
+#[cfg(test)]
+mod session_tests;
 pub mod sync_plan;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -29,10 +31,12 @@ use std::sync::Arc;
 pub use message::{Origin, PeerMessage, SyncPlan};
 pub use node::{Node, RoleName};
 
+use crate::limits::{MAX_SESSION_TIMEOUT_PING_INTERVALS, MIN_SESSION_TIMEOUT_PING_INTERVALS};
 use crate::meta::Epochs;
 use crate::tree::DataTree;
 use crate::txn::{LogEntry, Stat, Txn, TxnError, TxnResult};
-use crate::types::{ClientId, NodeId, RequestId, Zxid};
+use crate::types::{ClientId, NodeId, RequestId, SessionId, Zxid};
+use crate::watch::{WatchEvent, WatchKind};
 
 /// Deliberate protocol bugs, for proving that the simulator's checkers catch them.
 #[cfg(any(test, feature = "sim"))]
@@ -45,6 +49,12 @@ pub enum Fault {
     AckBeforeFsync,
     /// The leader commits a proposal on its own durability, without a quorum.
     CommitWithoutQuorum,
+    /// Followers never tell the leader which sessions they heard from.
+    DropSessionTouches,
+    /// The leader never proposes an expiry: dead clients' ephemeral nodes live forever.
+    NoSessionExpiry,
+    /// Re-registered watches are set without the events missed since the client's zxid.
+    NoMissedEvents,
 }
 
 /// Static configuration of one node. Timing is in ticks; the runtime picks the tick length.
@@ -70,6 +80,9 @@ pub struct Config {
     pub retained_txns: usize,
     /// Proposals in flight (proposed, not committed) before new writes get `NotReady`.
     pub max_outstanding_proposals: u32,
+    /// Bounds of a negotiated session timeout (see [`crate::session`]).
+    pub min_session_timeout_ticks: u32,
+    pub max_session_timeout_ticks: u32,
     #[cfg(any(test, feature = "sim"))]
     pub fault: Fault,
 }
@@ -77,6 +90,7 @@ pub struct Config {
 impl Config {
     /// Defaults for a tick of about 10 ms.
     pub fn new(id: NodeId, members: Vec<NodeId>) -> Config {
+        let ping_interval_ticks = 10;
         Config {
             id,
             members,
@@ -84,10 +98,12 @@ impl Config {
             election_finalize_ticks: 2,
             init_limit_ticks: 100,
             sync_limit_ticks: 50,
-            ping_interval_ticks: 10,
+            ping_interval_ticks,
             snapshot_every_txns: 10_000,
             retained_txns: 1_000,
             max_outstanding_proposals: 1_000,
+            min_session_timeout_ticks: MIN_SESSION_TIMEOUT_PING_INTERVALS * ping_interval_ticks,
+            max_session_timeout_ticks: MAX_SESSION_TIMEOUT_PING_INTERVALS * ping_interval_ticks,
             #[cfg(any(test, feature = "sim"))]
             fault: Fault::None,
         }
@@ -116,6 +132,9 @@ pub(crate) enum Fault {
     None,
     AckBeforeFsync,
     CommitWithoutQuorum,
+    DropSessionTouches,
+    NoSessionExpiry,
+    NoMissedEvents,
 }
 
 /// A request from a client connected to this node.
@@ -142,15 +161,63 @@ pub enum ClientOp {
     /// Wait until this node has applied everything the leader had proposed when the sync
     /// reached it; a read after that sees every write acknowledged before the sync started.
     Sync,
+    /// Open a session for this connection (committed through the quorum). The node clamps
+    /// the timeout; `password` is the node's secret for the session (the runtime draws it).
+    CreateSession {
+        timeout_ticks: u64,
+        password: u64,
+    },
+    /// Bind this connection to an existing session (after a move to this node).
+    AttachSession {
+        session: SessionId,
+        password: u64,
+    },
+    /// End this connection's session now, deleting its ephemeral nodes.
+    CloseSession,
+    /// The session's heartbeat; any request of an attached connection counts as one too.
+    Ping,
+    /// Read and set a watch in one step: `Data` answers as `Get` (no watch when the node is
+    /// missing), `Exist` as `Exists` (a data watch if the node exists, else a creation
+    /// watch), `Children` as `Children`; the persistent kinds answer `Watching`.
+    Watch {
+        path: String,
+        kind: WatchKind,
+    },
+    /// Re-register watches after a move; the events missed since `since` come at once.
+    SetWatches {
+        since: Zxid,
+        watches: Vec<(WatchKind, String)>,
+    },
+    RemoveWatch {
+        path: String,
+        kind: WatchKind,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Response {
     Txn(TxnResult),
-    Data { data: Vec<u8>, stat: Stat },
+    Data {
+        data: Vec<u8>,
+        stat: Stat,
+    },
     Exists(Option<Stat>),
     Children(Vec<String>),
-    Synced { through: Zxid },
+    Synced {
+        through: Zxid,
+    },
+    /// A session created or attached: this connection now speaks for it.
+    Session {
+        session: SessionId,
+        password: u64,
+        timeout_ticks: u32,
+    },
+    /// A ping answered; `committed` is how far this node has applied.
+    Pong {
+        committed: Zxid,
+    },
+    /// A persistent watch set, watches re-registered, or a watch removed.
+    Watching,
 }
 
 #[derive(
@@ -165,6 +232,17 @@ pub enum ClientError {
     /// The outcome is unknown: the write may still commit (ZooKeeper's ConnectionLoss).
     #[error("connection to the leader lost; outcome unknown")]
     ConnectionLoss,
+    /// The session is gone (expired or closed) or was never known.
+    #[error("session expired")]
+    SessionExpired,
+    #[error("wrong session password")]
+    BadSessionPassword,
+    /// The request needs a session this connection does not hold (an ephemeral create for
+    /// another session, a session transaction sent as a plain write, a close without one).
+    #[error("not permitted on this connection: {reason}")]
+    NotPermitted { reason: String },
+    #[error("too many watches on this connection (limit {limit})")]
+    TooManyWatches { limit: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +250,10 @@ pub struct ClientReply {
     pub client: ClientId,
     pub request: RequestId,
     pub result: Result<Response, ClientError>,
+    /// The node's commit point when it answered: every event of a transaction at or before
+    /// it went to this client before this reply (what a moved client's `SetWatches` starts
+    /// from).
+    pub zxid: Zxid,
 }
 
 /// A disk operation; see the module docs for which ones are durable on return.
@@ -205,6 +287,10 @@ pub enum Input {
         peer: NodeId,
     },
     Client(ClientRequest),
+    /// A client connection closed (its session, if any, lives on until it expires).
+    ClientGone {
+        client: ClientId,
+    },
     Synced {
         generation: u64,
         through: Zxid,
@@ -226,5 +312,10 @@ pub enum Output {
     /// The tree was replaced by a leader's snapshot at this zxid.
     Installed {
         zxid: Zxid,
+    },
+    /// A watch fired for one of this node's clients. Comes before any later reply to it.
+    Event {
+        client: ClientId,
+        event: WatchEvent,
     },
 }

@@ -17,8 +17,11 @@ use super::{
 };
 use crate::election::{Election, ElectionAction, Notification, PeerState, Vote};
 use crate::meta::Epochs;
+use crate::session::negotiate_timeout_ticks;
 use crate::store::Recovered;
-use crate::types::{ClientId, Epoch, NodeId, RequestId, Zxid};
+use crate::txn::{Txn, TxnResult, WriteOp};
+use crate::types::{ClientId, Epoch, NodeId, RequestId, SessionId, Zxid};
+use crate::watch::{WatchKind, WatchTable};
 
 /// What a role step asks of the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,13 @@ pub(crate) struct Core {
     pub syncs_sent: BTreeSet<(ClientId, RequestId)>,
     /// Syncs answered by the leader, waiting for the commit point to reach `through`.
     pub syncs_waiting: Vec<(Zxid, ClientId, RequestId)>,
+    /// The session each of this node's client connections speaks for.
+    pub client_sessions: BTreeMap<ClientId, SessionId>,
+    /// Sessions heard from since the leader last learned of it (a follower reports them
+    /// after its next pong; the leader takes them on its next tick).
+    pub touched: BTreeSet<SessionId>,
+    /// The watches of this node's client connections.
+    pub watches: WatchTable,
 }
 
 impl Core {
@@ -64,7 +74,35 @@ impl Core {
             client,
             request,
             result,
+            zxid: self.history.committed(),
         }));
+    }
+
+    /// Replaces the tree by a leader's snapshot; every watch is checked again against the
+    /// new tree from the old commit point, as a moved client's would be.
+    pub fn install(
+        &mut self,
+        tree: std::sync::Arc<crate::tree::DataTree>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), HistoryError> {
+        let since = self.history.committed();
+        self.history.install(tree, out)?;
+        let mut by_client: BTreeMap<ClientId, Vec<(WatchKind, String)>> = BTreeMap::new();
+        for (client, kind, path) in self.watches.all() {
+            by_client.entry(client).or_default().push((kind, path));
+        }
+        for (client, watches) in by_client {
+            self.watches.drop_client(client);
+            // The same number of watches as before always fits.
+            let events = self
+                .watches
+                .rewatch(client, since, &watches, self.history.tree())
+                .unwrap_or_default();
+            for event in events {
+                out.push(Output::Event { client, event });
+            }
+        }
+        Ok(())
     }
 
     pub fn set_epochs(&mut self, epochs: Epochs, out: &mut Vec<Output>) {
@@ -80,9 +118,36 @@ impl Core {
             self.cfg.retained_txns,
             out,
         )?;
-        for (zxid, result) in results {
+        for (zxid, result, changes) in results {
+            // Events first: a client must hear of a change before any reply that shows it.
+            for (client, event) in self.watches.trigger(zxid, &changes) {
+                out.push(Output::Event { client, event });
+            }
             if let Some((client, request)) = self.awaiting_commit.remove(&zxid) {
-                let result = result.map(Response::Txn).map_err(ClientError::Txn);
+                let result = match result {
+                    Ok(TxnResult::SessionCreated {
+                        session,
+                        timeout_ticks,
+                    }) => {
+                        self.client_sessions.insert(client, session);
+                        let password = self
+                            .history
+                            .tree()
+                            .session(session)
+                            .map_or(0, |s| s.password);
+                        Ok(Response::Session {
+                            session,
+                            password,
+                            timeout_ticks,
+                        })
+                    }
+                    Ok(r @ TxnResult::SessionClosed { .. }) => {
+                        self.client_sessions.remove(&client);
+                        Ok(Response::Txn(r))
+                    }
+                    Ok(r) => Ok(Response::Txn(r)),
+                    Err(e) => Err(ClientError::Txn(e)),
+                };
                 self.reply(client, request, result, out);
             }
         }
@@ -179,6 +244,9 @@ impl Node {
             forwarded: BTreeSet::new(),
             syncs_sent: BTreeSet::new(),
             syncs_waiting: Vec::new(),
+            client_sessions: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            watches: WatchTable::default(),
         };
         let me = core.cfg.id;
         let members = core.cfg.members.len();
@@ -348,6 +416,11 @@ impl Node {
                 }
             }
             Input::Client(req) => self.on_client(req, out),
+            Input::ClientGone { client } => {
+                self.core.client_sessions.remove(&client);
+                self.core.watches.drop_client(client);
+                Next::Stay
+            }
         };
         if next == Next::Look {
             tracing::debug!(node = %self.core.cfg.id, "leaving role, looking");
@@ -376,6 +449,138 @@ impl Node {
         }
     }
 
+    /// The session this connection speaks for, if it is still alive here.
+    fn live_session(&self, client: ClientId) -> Option<SessionId> {
+        let session = *self.core.client_sessions.get(&client)?;
+        self.core.history.tree().session(session).map(|_| session)
+    }
+
+    /// Session requests answered by this node alone, and the translation of the others into
+    /// writes. `Err` is the reply to give at once; `Ok(op)` continues as a normal request.
+    fn session_op(&mut self, client: ClientId, op: ClientOp) -> Result<ClientOp, ClientError> {
+        let not_permitted = |reason: &str| ClientError::NotPermitted {
+            reason: reason.to_string(),
+        };
+        match op {
+            ClientOp::CreateSession {
+                timeout_ticks,
+                password,
+            } => {
+                let cfg = &self.core.cfg;
+                let timeout_ticks = negotiate_timeout_ticks(
+                    timeout_ticks,
+                    cfg.min_session_timeout_ticks,
+                    cfg.max_session_timeout_ticks,
+                );
+                Ok(ClientOp::Write(Txn::CreateSession {
+                    timeout_ticks,
+                    password,
+                }))
+            }
+            ClientOp::CloseSession => match self.live_session(client) {
+                Some(session) => Ok(ClientOp::Write(Txn::CloseSession {
+                    session,
+                    expired: false,
+                })),
+                None => Err(ClientError::SessionExpired),
+            },
+            ClientOp::Write(Txn::CreateSession { .. } | Txn::CloseSession { .. }) => Err(
+                not_permitted("session transactions are made by the session requests"),
+            ),
+            ClientOp::Write(txn) => {
+                let ops: &[WriteOp] = match &txn {
+                    Txn::Write(op) => std::slice::from_ref(op),
+                    Txn::Multi(ops) => ops,
+                    _ => &[],
+                };
+                let own = self.core.client_sessions.get(&client).copied();
+                let foreign = ops.iter().any(|op| {
+                    matches!(op, WriteOp::Create { ephemeral_owner: Some(owner), .. } if Some(*owner) != own)
+                });
+                if foreign {
+                    return Err(not_permitted(
+                        "an ephemeral node's owner must be this connection's session",
+                    ));
+                }
+                Ok(ClientOp::Write(txn))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Watch requests, answered locally (a watch lives on the node the client talks to).
+    fn watch_op(
+        &mut self,
+        client: ClientId,
+        op: ClientOp,
+        out: &mut Vec<Output>,
+    ) -> Result<Response, ClientError> {
+        let core = &mut self.core;
+        let tree = core.history.tree();
+        let too_many = |e: crate::watch::TooManyWatches| ClientError::TooManyWatches {
+            limit: e.limit as u64,
+        };
+        let tree_err = |error| ClientError::Txn(crate::txn::TxnError { index: 0, error });
+        match op {
+            ClientOp::Watch { path, kind } => match kind {
+                WatchKind::Data => {
+                    let (data, stat) = tree.get(&path).map_err(tree_err)?;
+                    let data = data.to_vec();
+                    core.watches.add(client, kind, &path).map_err(too_many)?;
+                    Ok(Response::Data { data, stat })
+                }
+                WatchKind::Exist => {
+                    let stat = tree.exists(&path).map_err(tree_err)?;
+                    let set = if stat.is_some() {
+                        WatchKind::Data
+                    } else {
+                        WatchKind::Exist
+                    };
+                    core.watches.add(client, set, &path).map_err(too_many)?;
+                    Ok(Response::Exists(stat))
+                }
+                WatchKind::Children => {
+                    let names = tree.children(&path).map_err(tree_err)?;
+                    core.watches.add(client, kind, &path).map_err(too_many)?;
+                    Ok(Response::Children(names))
+                }
+                WatchKind::Persistent | WatchKind::PersistentRecursive => {
+                    crate::tree::validate_path(&path).map_err(tree_err)?;
+                    core.watches.add(client, kind, &path).map_err(too_many)?;
+                    Ok(Response::Watching)
+                }
+            },
+            ClientOp::SetWatches { since, watches } => {
+                if watches.len() > crate::limits::MAX_REWATCH_PATHS {
+                    return Err(ClientError::TooManyWatches {
+                        limit: crate::limits::MAX_REWATCH_PATHS as u64,
+                    });
+                }
+                // The broken variant claims the client missed nothing.
+                let since = if core.cfg.fault() == super::Fault::NoMissedEvents {
+                    tree.applied()
+                } else {
+                    since
+                };
+                let events = core
+                    .watches
+                    .rewatch(client, since, &watches, tree)
+                    .map_err(too_many)?;
+                for event in events {
+                    out.push(Output::Event { client, event });
+                }
+                Ok(Response::Watching)
+            }
+            ClientOp::RemoveWatch { path, kind } => {
+                core.watches.remove(client, kind, &path);
+                Ok(Response::Watching)
+            }
+            _ => Err(ClientError::NotPermitted {
+                reason: "not a watch request".into(),
+            }),
+        }
+    }
+
     fn on_client(&mut self, req: ClientRequest, out: &mut Vec<Output>) -> Next {
         let ClientRequest {
             client,
@@ -383,6 +588,17 @@ impl Node {
             op,
         } = req;
         let serving = self.is_serving();
+        // Any request of an attached connection keeps its session alive.
+        if let Some(session) = self.core.client_sessions.get(&client) {
+            self.core.touched.insert(*session);
+        }
+        let op = match self.session_op(client, op) {
+            Ok(op) => op,
+            Err(e) => {
+                self.core.reply(client, request, Err(e), out);
+                return Next::Stay;
+            }
+        };
         let tree = self.core.history.tree();
         let read = match &op {
             ClientOp::Get { path } => Some(tree.get(path).map(|(d, stat)| Response::Data {
@@ -391,7 +607,53 @@ impl Node {
             })),
             ClientOp::Exists { path } => Some(tree.exists(path).map(Response::Exists)),
             ClientOp::Children { path } => Some(tree.children(path).map(Response::Children)),
-            ClientOp::Write(_) | ClientOp::Sync => None,
+            ClientOp::AttachSession { session, password } => {
+                let result = match tree.session(*session) {
+                    _ if !serving => Err(ClientError::NotReady),
+                    None => Err(ClientError::SessionExpired),
+                    Some(info) if info.password != *password => {
+                        Err(ClientError::BadSessionPassword)
+                    }
+                    Some(info) => {
+                        let session = *session;
+                        self.core.client_sessions.insert(client, session);
+                        self.core.touched.insert(session);
+                        Ok(Response::Session {
+                            session,
+                            password: info.password,
+                            timeout_ticks: info.timeout_ticks,
+                        })
+                    }
+                };
+                self.core.reply(client, request, result, out);
+                return Next::Stay;
+            }
+            ClientOp::Ping => {
+                let result = if !serving {
+                    Err(ClientError::NotReady)
+                } else if self.live_session(client).is_some() {
+                    Ok(Response::Pong {
+                        committed: self.core.history.committed(),
+                    })
+                } else {
+                    Err(ClientError::SessionExpired)
+                };
+                self.core.reply(client, request, result, out);
+                return Next::Stay;
+            }
+            ClientOp::Watch { .. } | ClientOp::SetWatches { .. } | ClientOp::RemoveWatch { .. } => {
+                let result = if serving {
+                    self.watch_op(client, op, out)
+                } else {
+                    Err(ClientError::NotReady)
+                };
+                self.core.reply(client, request, result, out);
+                return Next::Stay;
+            }
+            ClientOp::Write(_)
+            | ClientOp::Sync
+            | ClientOp::CreateSession { .. }
+            | ClientOp::CloseSession => None,
         };
         if let Some(read) = read {
             let result = if serving {
