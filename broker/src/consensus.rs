@@ -7,7 +7,7 @@
 //!   up it says so every [`QUORUM_WAIT_LOG_MS`], and the runtime names each peer it cannot
 //!   reach.
 //! - Broker role alone: the group is elsewhere; start-up checks that it answers and logs the
-//!   outcome (the broker's metadata does not live in the tree yet, so it does not wait).
+//!   outcome (loading the metadata from the tree, `metadata::open`, is what waits for it).
 //!
 //! The store lives in `<data dir>/consensus/`. Never: touches the broker's metadata.
 
@@ -154,7 +154,7 @@ pub fn run_consensus_only(config: &Config) -> Result<(), ConsensusStartError> {
 
 /// Runs `f` with a client of `servers` on a short-lived executor of its own (start-up runs on
 /// the main thread, which has none).
-fn with_client<T: Send + 'static>(
+pub(crate) fn with_client<T: Send + 'static>(
     servers: Vec<std::net::SocketAddr>,
     timeout_ms: u64,
     f: impl AsyncFnOnce(Client) -> T + Send + 'static,

@@ -96,12 +96,16 @@ where
         .map_err(|gone| MetadataError::Invalid(gone.to_string()))?
 }
 
-/// The per-item error when the metadata change itself failed.
+/// The per-item error when the metadata change itself failed: a consensus group that did not
+/// answer in time is REQUEST_TIMED_OUT (retriable: the change may yet show up), a controller
+/// without the store or overtaken by another writer is NOT_CONTROLLER (retriable).
 pub fn metadata_failure(e: &MetadataError) -> ItemError {
-    ItemError::new(
-        ResponseError::UnknownServerError,
-        format!("metadata store: {e}"),
-    )
+    let code = match e {
+        MetadataError::Unavailable(_) => ResponseError::RequestTimedOut,
+        MetadataError::NotController | MetadataError::Conflict(_) => ResponseError::NotController,
+        _ => ResponseError::UnknownServerError,
+    };
+    ItemError::new(code, format!("metadata store: {e}"))
 }
 
 #[cfg(test)]

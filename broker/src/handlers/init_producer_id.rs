@@ -57,7 +57,13 @@ pub async fn handle(
             .with_producer_epoch(0),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot allocate a producer id");
-            refuse(ResponseError::KafkaStorageError)
+            // Clients retry these two; a storage failure is for the local file failing.
+            refuse(match e {
+                MetadataError::Unavailable(_)
+                | MetadataError::Conflict(_)
+                | MetadataError::NotController => ResponseError::CoordinatorNotAvailable,
+                _ => ResponseError::KafkaStorageError,
+            })
         }
         Err(_) => refuse(ResponseError::CoordinatorNotAvailable),
     }

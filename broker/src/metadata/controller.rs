@@ -8,8 +8,7 @@
 
 use std::sync::Arc;
 
-use super::local_file::LocalFileStore;
-use super::{MetadataCommand, MetadataError, MetadataImage, MetadataStore};
+use super::{MetadataCommand, MetadataError, MetadataImage, MetadataStore, Store};
 use crate::shard::ShardId;
 use crate::shard::mesh::Mesh;
 
@@ -18,14 +17,14 @@ use crate::shard::mesh::Mesh;
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 pub struct Controller {
-    store: LocalFileStore,
+    store: Store,
     mesh: Mesh,
     turn: glommio::sync::Semaphore,
     producer_ids: std::cell::Cell<(i64, i64)>,
 }
 
 impl Controller {
-    pub fn new(store: LocalFileStore, mesh: Mesh) -> Controller {
+    pub fn new(store: Store, mesh: Mesh) -> Controller {
         Controller {
             store,
             mesh,
@@ -44,18 +43,32 @@ impl Controller {
         &self,
         decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataCommand>, R),
     ) -> Result<R, MetadataError> {
+        self.transact_image(decide).await.map(|(r, _)| r)
+    }
+
+    /// `transact`, also returning the image the change made.
+    async fn transact_image<R>(
+        &self,
+        decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataCommand>, R),
+    ) -> Result<(R, Arc<MetadataImage>), MetadataError> {
         let _turn = self
             .turn
             .acquire_permit(1)
             .await
             .map_err(|e| MetadataError::Invalid(format!("controller closed: {e}")))?;
-        let (cmds, result) = decide(&self.store.current());
+        // A store that fell behind (a write of unknown outcome) catches up first, so `decide`
+        // sees a change that did happen instead of making it twice.
+        if let Some(caught_up) = self.store.refresh().await? {
+            self.install_everywhere(caught_up).await;
+        }
+        let current = self.store.current();
+        let (cmds, result) = decide(&current);
         if cmds.is_empty() {
-            return Ok(result);
+            return Ok((result, current));
         }
         let image = self.store.apply(cmds).await?;
-        self.install_everywhere(image).await;
-        Ok(result)
+        self.install_everywhere(image.clone()).await;
+        Ok((result, image))
     }
 
     /// A new producer id, never handed out before, also across crashes.
@@ -65,18 +78,21 @@ impl Controller {
             self.producer_ids.set((next + 1, end));
             return Ok(next);
         }
-        let start = self
-            .transact(|img| {
+        let ((), image) = self
+            .transact_image(|_| {
                 (
                     vec![MetadataCommand::AllocateProducerIds {
                         count: PRODUCER_ID_BLOCK_SIZE,
                     }],
-                    img.next_producer_id,
+                    (),
                 )
             })
             .await?;
-        self.producer_ids
-            .set((start + 1, start + PRODUCER_ID_BLOCK_SIZE));
+        // The block ends where the committed counter now stands: a store that had to retry
+        // its compare-and-set took the block from wherever the counter had got to.
+        let end = image.next_producer_id;
+        let start = end - PRODUCER_ID_BLOCK_SIZE;
+        self.producer_ids.set((start + 1, end));
         Ok(start)
     }
 

@@ -28,33 +28,38 @@ impl LocalFileStore {
     /// Reads the image from `data_dir`, or creates and persists a new cluster's image when
     /// there is none. Runs before the executors start (plain blocking I/O).
     pub fn load_or_init(data_dir: &Path) -> Result<MetadataImage, MetadataError> {
-        let path = data_dir.join(METADATA_FILE_NAME);
-        match fs::read(&path) {
-            Ok(bytes) => {
-                let mut img: MetadataImage =
-                    serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if img.format_version > IMAGE_FORMAT_VERSION {
-                    return Err(MetadataError::Corrupt {
-                        path,
-                        reason: format!(
-                            "format version {} is newer than this corebus ({})",
-                            img.format_version, IMAGE_FORMAT_VERSION
-                        ),
-                    });
-                }
-                img.reindex();
-                Ok(img)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let img = MetadataImage::new_cluster();
-                write_atomically(&path, &encode(&img)?)?;
-                Ok(img)
-            }
-            Err(source) => Err(MetadataError::Io { path, source }),
+        if let Some(img) = Self::read_existing(data_dir)? {
+            return Ok(img);
         }
+        let img = MetadataImage::new_cluster();
+        write_atomically(&data_dir.join(METADATA_FILE_NAME), &encode(&img)?)?;
+        Ok(img)
+    }
+
+    /// The image in `data_dir`'s metadata file, `None` when there is no file.
+    pub fn read_existing(data_dir: &Path) -> Result<Option<MetadataImage>, MetadataError> {
+        let path = data_dir.join(METADATA_FILE_NAME);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(MetadataError::Io { path, source }),
+        };
+        let mut img: MetadataImage =
+            serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        if img.format_version > IMAGE_FORMAT_VERSION {
+            return Err(MetadataError::Corrupt {
+                path,
+                reason: format!(
+                    "format version {} is newer than this corebus ({})",
+                    img.format_version, IMAGE_FORMAT_VERSION
+                ),
+            });
+        }
+        img.reindex();
+        Ok(Some(img))
     }
 
     /// A store over an image loaded by `load_or_init`; must be built on the executor that

@@ -1,15 +1,19 @@
 //! Cluster metadata: topics with their ids, partition counts and owning shards, per-topic
-//! settings and the producer-id allocator, behind the `MetadataStore` interface. The first
-//! store is a local file written atomically (`local_file`); the consensus store takes its place
-//! later behind the same trait. The `controller` (on shard 0) serialises changes and installs
-//! each committed image on every shard.
+//! settings and the producer-id allocator, behind the `MetadataStore` interface. Two stores:
+//! the consensus tree (`consensus_store`, the default whenever the node has the consensus role
+//! or `--consensus-peers`) and a local file written atomically (`local_file`, for a broker
+//! without a consensus group, and the source of a one-time import). `open` picks and loads the
+//! store at start-up. The `controller` (on shard 0) serialises changes and installs each
+//! committed image on every shard.
 //!
 //! Never: is read from disk on the request path (every shard holds the current image in
 //! memory); hands out a producer id before the block holding it is durable.
 
+pub mod consensus_store;
 pub mod controller;
 pub mod image;
 pub mod local_file;
+pub mod open;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +40,16 @@ pub enum MetadataError {
     Corrupt { path: PathBuf, reason: String },
     #[error("metadata store is not on this shard")]
     NotController,
+    /// The consensus group did not take or answer the change in time (a write may or may not
+    /// have happened; the store reads the tree again before the next one).
+    #[error("consensus group unavailable: {0}")]
+    Unavailable(String),
+    /// Another writer changed the tree under this controller.
+    #[error("metadata changed by another writer: {0}")]
+    Conflict(String),
+    /// A node of the consensus tree holds something this build cannot read.
+    #[error("metadata node {path} is unreadable: {reason}")]
+    BadNode { path: String, reason: String },
 }
 
 /// Where metadata lives. Changes are applied in the order `apply` is called and are durable
@@ -47,4 +61,38 @@ pub trait MetadataStore {
     fn current(&self) -> Arc<MetadataImage>;
     /// Applies `cmds` atomically (all or none) and makes the result durable.
     async fn apply(&self, cmds: Vec<MetadataCommand>) -> Result<Arc<MetadataImage>, MetadataError>;
+    /// Brings `current()` up to date when the store may be behind (after a write of unknown
+    /// outcome); `Some` with the new image when it changed.
+    async fn refresh(&self) -> Result<Option<Arc<MetadataImage>>, MetadataError> {
+        Ok(None)
+    }
+}
+
+/// The store this node runs with (see `open`).
+pub enum Store {
+    Local(local_file::LocalFileStore),
+    Consensus(consensus_store::ConsensusStore),
+}
+
+impl MetadataStore for Store {
+    fn current(&self) -> Arc<MetadataImage> {
+        match self {
+            Store::Local(s) => s.current(),
+            Store::Consensus(s) => s.current(),
+        }
+    }
+
+    async fn apply(&self, cmds: Vec<MetadataCommand>) -> Result<Arc<MetadataImage>, MetadataError> {
+        match self {
+            Store::Local(s) => s.apply(cmds).await,
+            Store::Consensus(s) => s.apply(cmds).await,
+        }
+    }
+
+    async fn refresh(&self) -> Result<Option<Arc<MetadataImage>>, MetadataError> {
+        match self {
+            Store::Local(s) => s.refresh().await,
+            Store::Consensus(s) => s.refresh().await,
+        }
+    }
 }

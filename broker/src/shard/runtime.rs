@@ -18,13 +18,11 @@ use tracing::{error, info, warn};
 
 use super::mesh::{Job, Mesh, serve_mailbox};
 use super::partitions::ShardLogs;
-use super::placement::place;
 use super::{NodeInfo, Shard, ShardId, cpus};
 use crate::config::Config;
 use crate::limits::{SHUTDOWN_GRACE_MS, SHUTDOWN_POLL_MS};
+use crate::metadata::MetadataError;
 use crate::metadata::controller::Controller;
-use crate::metadata::local_file::LocalFileStore;
-use crate::metadata::{MetadataCommand, MetadataError, MetadataImage};
 use crate::server::accept_loop;
 use crate::server::listener::{BindError, bind_exclusive};
 use crate::storage::{DataDirLock, StorageError};
@@ -69,12 +67,18 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     // The consensus role (if any) is up before the broker, and stopped after it.
     let consensus = crate::consensus::start(&config)?;
-    let result = run_broker(config);
+    // The metadata store talks to the node's own consensus role where it has one (its actual
+    // address: `--consensus-listen` may have asked for port 0).
+    let own = consensus.as_ref().map(|n| n.local_addr());
+    let result = run_broker(config, own);
     crate::consensus::stop(consensus);
     result
 }
 
-fn run_broker(config: Arc<Config>) -> Result<(), StartError> {
+fn run_broker(
+    config: Arc<Config>,
+    own_consensus: Option<std::net::SocketAddr>,
+) -> Result<(), StartError> {
     let cpus = cpus::allowed_cpus().map_err(StartError::Cpus)?;
     let shard_count = config.shards.unwrap_or(cpus.len());
     if shard_count > cpus.len() {
@@ -85,8 +89,10 @@ fn run_broker(config: Arc<Config>) -> Result<(), StartError> {
         );
     }
     let (sockets, bound) = bind_exclusive(&config.listen, shard_count)?;
-    let mut image = LocalFileStore::load_or_init(&config.data_dir)?;
-    replace_orphans(&config, &mut image, shard_count)?;
+    let opened = crate::metadata::open::open(&config, shard_count, own_consensus)?;
+    let image = opened.image().clone();
+    // The store itself is built on shard 0, the controller's.
+    let mut opened = Some(opened);
     let node = Arc::new(NodeInfo {
         node_id: config.node_id,
         host: match &config.advertised {
@@ -124,16 +130,18 @@ fn run_broker(config: Arc<Config>) -> Result<(), StartError> {
         let fd = socket.into_raw_fd();
         let ready = ready_tx.clone();
         let drained_shards = drained_shards.clone();
+        let store = if i == 0 { opened.take() } else { None };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
             .spawn(move || async move {
                 // SAFETY: fd is a listening TCP socket whose ownership moved here.
                 let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
                 let id = ShardId(i as u16);
-                let controller = (id == ShardId::CONTROLLER).then(|| {
-                    let store = LocalFileStore::new(&config.data_dir, (*image).clone());
-                    Rc::new(Controller::new(store, mesh.clone()))
-                });
+                let controller = match store.map(|s| s.into_store(&config.data_dir)) {
+                    Some(Ok(store)) => Some(Rc::new(Controller::new(store, mesh.clone()))),
+                    Some(Err(e)) => return Err(format!("metadata store: {e}")),
+                    None => None,
+                };
                 // Direct I/O is prepared before anything else opens a DMA file here.
                 let logs = match ShardLogs::new(&config.data_dir).await {
                     Ok(l) => l,
@@ -350,34 +358,4 @@ fn advertised_host(bound: &std::net::SocketAddr) -> String {
         (0, Ok(name)) if !name.is_empty() => name.to_string(),
         _ => "localhost".to_string(),
     }
-}
-
-/// Places partitions whose recorded shard no longer exists (the node was restarted with fewer
-/// shards) and records the new owners before anything serves them.
-fn replace_orphans(
-    config: &Config,
-    image: &mut MetadataImage,
-    shard_count: usize,
-) -> Result<(), MetadataError> {
-    let mut cmds = Vec::new();
-    for t in image.topics.values() {
-        for (p, meta) in t.partitions.iter().enumerate() {
-            if usize::from(meta.shard.0) >= shard_count {
-                cmds.push(MetadataCommand::PlacePartition {
-                    id: t.id,
-                    partition: p as i32,
-                    shard: place(t.id.0, p as i32, shard_count),
-                });
-            }
-        }
-    }
-    if cmds.is_empty() {
-        return Ok(());
-    }
-    info!(
-        moved = cmds.len(),
-        shards = shard_count,
-        "shard count changed: partitions placed again"
-    );
-    LocalFileStore::apply_blocking(&config.data_dir, image, cmds)
 }

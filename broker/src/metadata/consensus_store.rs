@@ -1,0 +1,615 @@
+//! The consensus metadata store: the image kept as nodes of the consensus tree, one node per
+//! topic, one per topic's settings, a counter node for producer ids. A change is one `multi`
+//! (all its nodes or none), committed in the group's log before `apply` returns.
+//!
+//! Tree layout (in the spirit of Kafka's ZooKeeper layout; values are versioned JSON, see
+//! below):
+//!
+//! | path | holds |
+//! |---|---|
+//! | `/corebus/cluster/id` | `{"version":1,"cluster_id":"<32 hex>"}` |
+//! | `/corebus/topics/<name>` | `{"version":1,"id":"<uuid>","partitions":[<shard of p0>, ...]}` |
+//! | `/corebus/config/topics/<name>` | `{"version":1,"configs":{"<key>":"<value>", ...}}` (created with the topic, `{}` when none) |
+//! | `/corebus/producer-ids` | `{"version":1,"next":<first id not handed out>}` |
+//! | `/corebus/brokers/ids` | reserved: one ephemeral child per live broker (its session's registration) |
+//! | `/corebus/controller` | reserved: the controller's ephemeral node |
+//! | `/corebus/import-in-progress` | exists only while a local metadata file is being imported |
+//!
+//! Values are JSON because the image already is (`local_file` writes it with serde): one
+//! encoding for metadata, readable with any consensus client. Every value carries `version`; a
+//! newer version than this build knows, unparsable bytes or impossible values (a nil topic id,
+//! a topic without partitions) are a [`MetadataError::BadNode`] naming the path, never a panic.
+//!
+//! Producer ids: the counter node is advanced by compare-and-set on its version. A stale
+//! version (someone else advanced it) re-reads the counter and retries, at most
+//! [`PRODUCER_ID_CAS_ATTEMPTS`] times; a block is committed before any id of it is used, so no
+//! id is handed out twice, across restarts included.
+//!
+//! Failures: every call to the group is bounded by [`METADATA_STORE_TIMEOUT_MS`]. A write whose
+//! outcome is unknown (timeout, lost connection) marks the store stale: the next change first
+//! reads the whole tree again (`refresh`), so a change that did happen is seen rather than
+//! repeated. Until then `current()` keeps serving the last image.
+//!
+//! The image's `epoch` is this process's count of installed images (the shards install only a
+//! newer one), not a property of the tree.
+//!
+//! Never: writes outside `/corebus`; reuses a producer id; creates the reserved ephemeral
+//! nodes (the sessions of the consensus crate own those); panics on what it reads.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use corebus_consensus::client::{Client, ClientConfig, CreateMode, Error as ClientError};
+use corebus_consensus::limits::MAX_MULTI_OPS;
+use corebus_consensus::txn::{OpResult, TreeError, WriteOp};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+use uuid::Uuid;
+
+use super::{
+    MetadataCommand, MetadataError, MetadataImage, MetadataStore, PartitionMeta, TopicId, TopicMeta,
+};
+use crate::shard::ShardId;
+
+/// The version of the node values this build writes; newer ones are refused.
+pub const TREE_FORMAT_VERSION: u32 = 1;
+/// Time one call to the consensus group may take (retries on other members included).
+pub const METADATA_STORE_TIMEOUT_MS: u64 = 5_000;
+/// Compare-and-set attempts on the producer-id counter before a change gives up.
+pub const PRODUCER_ID_CAS_ATTEMPTS: usize = 16;
+/// Bytes of node values one import `multi` carries (well under the group's record limit).
+const IMPORT_MULTI_BYTES: usize = 4 * 1024 * 1024;
+
+pub const ROOT: &str = "/corebus";
+pub const CLUSTER: &str = "/corebus/cluster";
+pub const CLUSTER_ID: &str = "/corebus/cluster/id";
+pub const TOPICS: &str = "/corebus/topics";
+pub const CONFIG: &str = "/corebus/config";
+pub const TOPIC_CONFIGS: &str = "/corebus/config/topics";
+pub const PRODUCER_IDS: &str = "/corebus/producer-ids";
+pub const BROKERS: &str = "/corebus/brokers";
+/// Reserved for broker registrations (ephemeral children, one per broker session).
+pub const BROKER_IDS: &str = "/corebus/brokers/ids";
+/// Reserved for the controller's ephemeral node; never created by this store.
+pub const CONTROLLER: &str = "/corebus/controller";
+pub const IMPORT_MARKER: &str = "/corebus/import-in-progress";
+
+/// The persistent nodes every corebus tree has, parents first.
+const SKELETON: [&str; 7] = [
+    ROOT,
+    CLUSTER,
+    TOPICS,
+    CONFIG,
+    TOPIC_CONFIGS,
+    BROKERS,
+    BROKER_IDS,
+];
+
+pub fn topic_path(name: &str) -> String {
+    format!("{TOPICS}/{name}")
+}
+
+pub fn topic_config_path(name: &str) -> String {
+    format!("{TOPIC_CONFIGS}/{name}")
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    version: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct TopicNode {
+    version: u32,
+    id: Uuid,
+    /// The owning shard of each partition, by partition number.
+    partitions: Vec<u16>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct ConfigNode {
+    version: u32,
+    configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct ProducerIdsNode {
+    version: u32,
+    next: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct ClusterIdNode {
+    version: u32,
+    cluster_id: String,
+}
+
+fn bad(path: &str, reason: impl Into<String>) -> MetadataError {
+    MetadataError::BadNode {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // These types are maps of strings and numbers: serialising them cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// Decodes a node value, refusing an unknown format version.
+fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, MetadataError> {
+    let env: Envelope = serde_json::from_slice(bytes)
+        .map_err(|e| bad(path, format!("not a corebus value: {e}")))?;
+    if env.version == 0 || env.version > TREE_FORMAT_VERSION {
+        return Err(bad(
+            path,
+            format!(
+                "format version {} is not one this corebus reads (1..={TREE_FORMAT_VERSION})",
+                env.version
+            ),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| bad(path, e.to_string()))
+}
+
+fn topic_value(t: &TopicMeta) -> Vec<u8> {
+    encode(&TopicNode {
+        version: TREE_FORMAT_VERSION,
+        id: t.id.0,
+        partitions: t.partitions.iter().map(|p| p.shard.0).collect(),
+    })
+}
+
+fn config_value(configs: &BTreeMap<String, String>) -> Vec<u8> {
+    encode(&ConfigNode {
+        version: TREE_FORMAT_VERSION,
+        configs: configs.clone(),
+    })
+}
+
+fn producer_ids_value(next: i64) -> Vec<u8> {
+    encode(&ProducerIdsNode {
+        version: TREE_FORMAT_VERSION,
+        next,
+    })
+}
+
+fn cluster_id_value(id: &str) -> Vec<u8> {
+    encode(&ClusterIdNode {
+        version: TREE_FORMAT_VERSION,
+        cluster_id: id.to_string(),
+    })
+}
+
+fn decode_topic(
+    name: &str,
+    path: &str,
+    bytes: &[u8],
+    configs: BTreeMap<String, String>,
+) -> Result<TopicMeta, MetadataError> {
+    let node: TopicNode = decode(path, bytes)?;
+    if node.id.is_nil() {
+        return Err(bad(path, "nil topic id"));
+    }
+    if node.partitions.is_empty() {
+        return Err(bad(path, "a topic without partitions"));
+    }
+    Ok(TopicMeta {
+        name: name.to_string(),
+        id: TopicId(node.id),
+        partitions: node
+            .partitions
+            .into_iter()
+            .map(|s| PartitionMeta { shard: ShardId(s) })
+            .collect(),
+        configs,
+    })
+}
+
+fn decode_producer_ids(bytes: &[u8]) -> Result<i64, MetadataError> {
+    let node: ProducerIdsNode = decode(PRODUCER_IDS, bytes)?;
+    if node.next < 0 {
+        return Err(bad(
+            PRODUCER_IDS,
+            format!("negative next producer id {}", node.next),
+        ));
+    }
+    Ok(node.next)
+}
+
+/// What a failed call to the group means for the caller.
+fn group_error(e: ClientError) -> MetadataError {
+    match e {
+        ClientError::Tree { index, error } => {
+            MetadataError::Conflict(format!("the tree refused op {index}: {error}"))
+        }
+        other => MetadataError::Unavailable(other.to_string()),
+    }
+}
+
+/// The image read from the tree with the data version of every node it came from, so the
+/// next change can compare-and-set against what was read.
+#[derive(Debug, Clone)]
+pub struct LoadedTree {
+    pub image: MetadataImage,
+    versions: HashMap<String, u32>,
+}
+
+struct State {
+    image: Arc<MetadataImage>,
+    versions: HashMap<String, u32>,
+    /// A write's outcome is unknown: read the tree again before the next change.
+    stale: bool,
+}
+
+pub struct ConsensusStore {
+    client: Client,
+    state: RefCell<State>,
+    writer: glommio::sync::Semaphore,
+}
+
+/// A client whose every call is bounded by [`METADATA_STORE_TIMEOUT_MS`].
+pub fn metadata_client(servers: Vec<SocketAddr>) -> Result<Client, MetadataError> {
+    let mut cfg = ClientConfig::new(servers);
+    cfg.request_timeout_ms = METADATA_STORE_TIMEOUT_MS;
+    cfg.connect_timeout_ms = cfg.connect_timeout_ms.min(METADATA_STORE_TIMEOUT_MS);
+    Client::new(cfg).map_err(group_error)
+}
+
+impl ConsensusStore {
+    /// A store over `loaded` (read by [`ConsensusStore::load`] at start-up); must be built on
+    /// the executor that will use it.
+    pub fn new(client: Client, loaded: LoadedTree) -> ConsensusStore {
+        ConsensusStore {
+            client,
+            state: RefCell::new(State {
+                image: Arc::new(loaded.image),
+                versions: loaded.versions,
+                stale: false,
+            }),
+            writer: glommio::sync::Semaphore::new(1),
+        }
+    }
+
+    /// Creates the skeleton, cluster id and producer-id counter where missing, then reads the
+    /// whole tree. Creating is idempotent, so two brokers starting at once agree on one id.
+    pub async fn load(client: &Client) -> Result<LoadedTree, MetadataError> {
+        for path in SKELETON {
+            create_if_missing(client, path, b"").await?;
+        }
+        let fresh = MetadataImage::new_cluster();
+        create_if_missing(client, CLUSTER_ID, &cluster_id_value(&fresh.cluster_id)).await?;
+        create_if_missing(
+            client,
+            PRODUCER_IDS,
+            &producer_ids_value(fresh.next_producer_id),
+        )
+        .await?;
+        read_tree(client).await
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The tree as this store last read or wrote it.
+    pub fn loaded(&self) -> LoadedTree {
+        let st = self.state.borrow();
+        LoadedTree {
+            image: (*st.image).clone(),
+            versions: st.versions.clone(),
+        }
+    }
+
+    /// Imports an image from the old local metadata file into a tree that has no topics (or
+    /// whose earlier import was cut short): topics and their settings, the cluster id, and a
+    /// producer-id counter past both the file's and the tree's. Large images go in several
+    /// `multi`s; a marker node says an import is under way so a crash in between resumes it.
+    pub async fn import(&self, file: &MetadataImage) -> Result<Arc<MetadataImage>, MetadataError> {
+        let _turn = self.turn().await?;
+        let current = self.current();
+        let resuming = self
+            .client
+            .exists(IMPORT_MARKER)
+            .await
+            .map_err(group_error)?
+            .is_some();
+        let mut chunks: Vec<Vec<WriteOp>> = vec![Vec::new()];
+        let mut bytes = 0;
+        if !resuming {
+            chunks[0].push(create_op(IMPORT_MARKER, Vec::new()));
+        }
+        for t in file.topics.values() {
+            if current.topics.contains_key(&t.name) {
+                continue;
+            }
+            let (tv, cv) = (topic_value(t), config_value(&t.configs));
+            let len = tv.len() + cv.len();
+            let last = chunks.last().map_or(0, Vec::len);
+            if last + 2 > MAX_MULTI_OPS || (bytes + len > IMPORT_MULTI_BYTES && last > 0) {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += len;
+            if let Some(c) = chunks.last_mut() {
+                c.push(create_op(&topic_path(&t.name), tv));
+                c.push(create_op(&topic_config_path(&t.name), cv));
+            }
+        }
+        let next_pid = file.next_producer_id.max(current.next_producer_id);
+        let version = self.version(PRODUCER_IDS)?;
+        chunks.push(vec![
+            WriteOp::SetData {
+                path: PRODUCER_IDS.into(),
+                data: producer_ids_value(next_pid),
+                expected_version: Some(version),
+            },
+            WriteOp::SetData {
+                path: CLUSTER_ID.into(),
+                data: cluster_id_value(&file.cluster_id),
+                expected_version: None,
+            },
+            WriteOp::Delete {
+                path: IMPORT_MARKER.into(),
+                expected_version: None,
+            },
+        ]);
+        for ops in chunks.into_iter().filter(|c| !c.is_empty()) {
+            if let Err(e) = self.client.multi(ops).await {
+                self.state.borrow_mut().stale = true;
+                return Err(group_error(e));
+            }
+        }
+        let loaded = read_tree(&self.client).await?;
+        info!(
+            topics = loaded.image.topics.len(),
+            next_producer_id = loaded.image.next_producer_id,
+            "local metadata file imported into the consensus tree"
+        );
+        Ok(self.install_loaded(loaded))
+    }
+
+    async fn turn(&self) -> Result<glommio::sync::Permit<'_>, MetadataError> {
+        self.writer
+            .acquire_permit(1)
+            .await
+            .map_err(|e| MetadataError::Invalid(format!("metadata writer closed: {e}")))
+    }
+
+    fn version(&self, path: &str) -> Result<u32, MetadataError> {
+        self.state
+            .borrow()
+            .versions
+            .get(path)
+            .copied()
+            .ok_or_else(|| bad(path, "node was not read from the tree"))
+    }
+
+    fn install_loaded(&self, loaded: LoadedTree) -> Arc<MetadataImage> {
+        let mut st = self.state.borrow_mut();
+        let mut image = loaded.image;
+        image.epoch = st.image.epoch + 1;
+        let image = Arc::new(image);
+        st.image = image.clone();
+        st.versions = loaded.versions;
+        st.stale = false;
+        image
+    }
+
+    /// Re-reads the counter after a compare-and-set lost to another writer.
+    async fn reread_producer_ids(&self) -> Result<i64, MetadataError> {
+        let (data, stat) = self.client.get(PRODUCER_IDS).await.map_err(group_error)?;
+        let next = decode_producer_ids(&data)?;
+        self.state
+            .borrow_mut()
+            .versions
+            .insert(PRODUCER_IDS.into(), stat.version);
+        Ok(next)
+    }
+}
+
+impl MetadataStore for ConsensusStore {
+    fn current(&self) -> Arc<MetadataImage> {
+        self.state.borrow().image.clone()
+    }
+
+    async fn refresh(&self) -> Result<Option<Arc<MetadataImage>>, MetadataError> {
+        if !self.state.borrow().stale {
+            return Ok(None);
+        }
+        let _turn = self.turn().await?;
+        if !self.state.borrow().stale {
+            return Ok(None);
+        }
+        let loaded = read_tree(&self.client).await?;
+        info!("metadata re-read from the consensus tree after a write of unknown outcome");
+        Ok(Some(self.install_loaded(loaded)))
+    }
+
+    async fn apply(&self, cmds: Vec<MetadataCommand>) -> Result<Arc<MetadataImage>, MetadataError> {
+        let _turn = self.turn().await?;
+        if self.state.borrow().stale {
+            return Err(MetadataError::Unavailable(
+                "the metadata must be read again from the consensus group first".into(),
+            ));
+        }
+        let mut base = (*self.current()).clone();
+        for _ in 0..PRODUCER_ID_CAS_ATTEMPTS {
+            let mut next = base.clone();
+            for c in cmds.iter().cloned() {
+                next.apply(c)?;
+            }
+            let ops = self.diff(&base, &next)?;
+            if ops.is_empty() {
+                return Ok(self.current());
+            }
+            let paths: Vec<String> = ops.iter().map(|o| o.path().to_string()).collect();
+            match self.client.multi(ops).await {
+                Ok(results) => {
+                    let mut st = self.state.borrow_mut();
+                    for (path, r) in paths.into_iter().zip(results) {
+                        match r {
+                            OpResult::Created { stat, .. } | OpResult::Set { stat } => {
+                                st.versions.insert(path, stat.version);
+                            }
+                            OpResult::Deleted => {
+                                st.versions.remove(&path);
+                            }
+                            OpResult::Checked => {}
+                        }
+                    }
+                    next.epoch = st.image.epoch + 1;
+                    let next = Arc::new(next);
+                    st.image = next.clone();
+                    return Ok(next);
+                }
+                Err(ClientError::Tree {
+                    index,
+                    error: TreeError::BadVersion,
+                }) if paths.get(index).is_some_and(|p| p == PRODUCER_IDS) => {
+                    // Another writer advanced the counter: take ours from where it is now.
+                    base.next_producer_id = self.reread_producer_ids().await?;
+                }
+                Err(e) => {
+                    // Refused (the tree is not what was read) or of unknown outcome: either
+                    // way the tree is read again before the next change.
+                    self.state.borrow_mut().stale = true;
+                    return Err(group_error(e));
+                }
+            }
+        }
+        Err(MetadataError::Conflict(format!(
+            "the producer-id counter changed under {PRODUCER_ID_CAS_ATTEMPTS} attempts in a row"
+        )))
+    }
+}
+
+impl ConsensusStore {
+    /// The writes that turn the tree of `from` into that of `to`; every change to a node read
+    /// before is conditional on the version read.
+    fn diff(
+        &self,
+        from: &MetadataImage,
+        to: &MetadataImage,
+    ) -> Result<Vec<WriteOp>, MetadataError> {
+        let mut ops = Vec::new();
+        for (name, old) in &from.topics {
+            if to.topics.get(name).is_none_or(|t| t.id != old.id) {
+                for path in [topic_config_path(name), topic_path(name)] {
+                    let expected_version = Some(self.version(&path)?);
+                    ops.push(WriteOp::Delete {
+                        path,
+                        expected_version,
+                    });
+                }
+            }
+        }
+        for (name, new) in &to.topics {
+            match from.topics.get(name).filter(|t| t.id == new.id) {
+                None => {
+                    ops.push(create_op(&topic_path(name), topic_value(new)));
+                    ops.push(create_op(
+                        &topic_config_path(name),
+                        config_value(&new.configs),
+                    ));
+                }
+                Some(old) => {
+                    if old.partitions != new.partitions {
+                        ops.push(self.set_op(topic_path(name), topic_value(new))?);
+                    }
+                    if old.configs != new.configs {
+                        ops.push(self.set_op(topic_config_path(name), config_value(&new.configs))?);
+                    }
+                }
+            }
+        }
+        if from.next_producer_id != to.next_producer_id {
+            ops.push(self.set_op(PRODUCER_IDS.into(), producer_ids_value(to.next_producer_id))?);
+        }
+        if ops.len() > MAX_MULTI_OPS {
+            return Err(MetadataError::Invalid(format!(
+                "one change of {} tree writes; at most {MAX_MULTI_OPS}",
+                ops.len()
+            )));
+        }
+        Ok(ops)
+    }
+
+    fn set_op(&self, path: String, data: Vec<u8>) -> Result<WriteOp, MetadataError> {
+        let expected_version = Some(self.version(&path)?);
+        Ok(WriteOp::SetData {
+            path,
+            data,
+            expected_version,
+        })
+    }
+}
+
+fn create_op(path: &str, data: Vec<u8>) -> WriteOp {
+    WriteOp::Create {
+        path: path.to_string(),
+        data,
+        sequential: false,
+        ephemeral_owner: None,
+    }
+}
+
+async fn create_if_missing(client: &Client, path: &str, data: &[u8]) -> Result<(), MetadataError> {
+    match client.create(path, data, CreateMode::Persistent).await {
+        Ok(_)
+        | Err(ClientError::Tree {
+            error: TreeError::NodeExists,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(group_error(e)),
+    }
+}
+
+/// Reads the image out of the tree. Only the controller writes, so reading node by node after
+/// a `sync` sees one consistent state.
+async fn read_tree(client: &Client) -> Result<LoadedTree, MetadataError> {
+    client.sync().await.map_err(group_error)?;
+    let mut versions = HashMap::new();
+    let (data, _) = client.get(CLUSTER_ID).await.map_err(group_error)?;
+    let cluster: ClusterIdNode = decode(CLUSTER_ID, &data)?;
+    let (data, stat) = client.get(PRODUCER_IDS).await.map_err(group_error)?;
+    let next_producer_id = decode_producer_ids(&data)?;
+    versions.insert(PRODUCER_IDS.to_string(), stat.version);
+    let mut image = MetadataImage::new_cluster();
+    image.cluster_id = cluster.cluster_id;
+    image.next_producer_id = next_producer_id;
+    image.epoch = 0;
+    for name in client.children(TOPICS).await.map_err(group_error)? {
+        let cpath = topic_config_path(&name);
+        let (data, cstat) = client
+            .get(&cpath)
+            .await
+            .map_err(|e| missing_or(e, &cpath))?;
+        let config: ConfigNode = decode(&cpath, &data)?;
+        let tpath = topic_path(&name);
+        let (data, tstat) = client.get(&tpath).await.map_err(group_error)?;
+        let topic = decode_topic(&name, &tpath, &data, config.configs)?;
+        versions.insert(cpath, cstat.version);
+        versions.insert(tpath.clone(), tstat.version);
+        image
+            .apply(MetadataCommand::CreateTopic(topic))
+            .map_err(|e| bad(&tpath, e.to_string()))?;
+    }
+    Ok(LoadedTree { image, versions })
+}
+
+fn missing_or(e: ClientError, path: &str) -> MetadataError {
+    match e {
+        ClientError::Tree {
+            error: TreeError::NoNode,
+            ..
+        } => bad(path, "a topic without its settings node"),
+        other => group_error(other),
+    }
+}
+
+#[cfg(test)]
+mod tests;
