@@ -699,3 +699,42 @@ fn an_untouched_log_keeps_its_clean_marker_and_its_close_writes_nothing() {
         );
     });
 }
+
+/// A deleted topic's log is discarded: its writes drain, but it neither syncs nor writes the
+/// clean-shutdown marker (both wasted on a directory about to go), so it succeeds even when
+/// syncs fail, where a clean close does not; afterwards it refuses appends.
+#[test]
+fn discard_drains_without_syncing_or_marking_clean() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(0));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        for seed in 0..10u64 {
+            log.append(&[make(seed)], 0, 0, Durability::Written)
+                .await
+                .unwrap();
+        }
+        disk.set_fail_syncs(true);
+        log.discard().await.expect("discard needs no sync");
+        assert!(
+            disk.contents(&dir().join("clean-shutdown")).is_none(),
+            "a discarded log writes no clean-shutdown marker"
+        );
+        assert!(
+            log.append(&[make(99)], 0, 0, Durability::Written)
+                .await
+                .is_err(),
+            "a discarded log refuses appends"
+        );
+
+        // The same log closed cleanly needs the sync, and says so.
+        let other = PathBuf::from("/data/t-1");
+        disk.set_fail_syncs(false);
+        let log = shard.open_log(other, small_config()).await.unwrap();
+        log.append(&[make(1)], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        disk.set_fail_syncs(true);
+        assert!(log.close().await.is_err(), "a clean close must sync");
+    });
+}

@@ -92,6 +92,10 @@ impl ShardLogs {
             .filter(|(id, _)| image.topic_by_id(**id).is_none())
             .map(|(id, (name, _))| (*id, name.clone()))
             .collect();
+        // Deleted topics' logs are discarded (no sync, no marker) concurrently, as opening is:
+        // a topic of 10,000 partitions closed cleanly in turn kept DeleteTopics waiting for
+        // longer than clients wait.
+        let mut removed_logs = Vec::new();
         for (id, name) in gone {
             self.topics.borrow_mut().remove(&id);
             let keys: Vec<PartitionKey> = self
@@ -103,16 +107,19 @@ impl ShardLogs {
                 .collect();
             for key in keys {
                 self.producers.borrow_mut().remove(&key);
-                let removed = self.logs.borrow_mut().remove(&key);
-                if let Some(log) = removed {
-                    if let Err(e) = log.close().await {
-                        warn!(dir = %log.dir().display(), error = %e, "closing a deleted partition failed");
-                    }
-                    set_aside(log.dir(), id);
+                if let Some(log) = self.logs.borrow_mut().remove(&key) {
+                    removed_logs.push((id, log));
                 }
             }
             info!(topic = %name, "topic deleted: its partitions on this shard are set aside");
         }
+        run_bounded(removed_logs, CONCURRENT_LOG_OPENS_CLOSES, |(id, log)| async move {
+            if let Err(e) = log.discard().await {
+                warn!(dir = %log.dir().display(), error = %e, "closing a deleted partition failed");
+            }
+            set_aside(log.dir(), id);
+        })
+        .await;
         let mut to_open = Vec::new();
         for topic in image.topics.values() {
             let config_changed = self
