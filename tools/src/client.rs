@@ -354,10 +354,13 @@ impl Cluster {
     /// then connects to it.
     pub fn coordinator(&mut self, group: &str) -> Result<i32, ClientError> {
         let key = StrBytes::from_string(group.to_owned());
-        let request = FindCoordinatorRequest::default()
-            .with_key(key.clone())
-            .with_key_type(COORDINATOR_KEY_GROUP)
-            .with_coordinator_keys(vec![key]);
+        // The encoder refuses a field the chosen version does not have.
+        let request = if self.bootstrap.version(ApiKey::FindCoordinator)? >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
+        } else {
+            FindCoordinatorRequest::default().with_key(key)
+        }
+        .with_key_type(COORDINATOR_KEY_GROUP);
         let mut attempt = 0;
         loop {
             attempt += 1;

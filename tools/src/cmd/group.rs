@@ -17,8 +17,8 @@ use corebus_wire::kafka_protocol::messages::offset_commit_request::{
 };
 use corebus_wire::kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use corebus_wire::kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
-    OffsetFetchRequest, RequestKind, ResponseKind,
+    ApiKey, DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest,
+    OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind,
 };
 use corebus_wire::kafka_protocol::protocol::{Decodable, Message, StrBytes};
 use serde_json::{Value, json};
@@ -34,6 +34,8 @@ const INACTIVE_STATES: [&str; 2] = ["Empty", "Dead"];
 const CONSUMER_PROTOCOL: &str = "consumer";
 /// OffsetFetch's "no committed offset" value.
 const NO_OFFSET: i64 = -1;
+/// The first OffsetFetch version that asks for groups as an array.
+const OFFSET_FETCH_GROUPS_VERSION: i16 = 8;
 
 #[derive(Subcommand)]
 pub enum GroupCommand {
@@ -208,60 +210,52 @@ fn committed_offsets(
     coordinator: i32,
     group: &str,
 ) -> Result<BTreeMap<TopicPartition, i64>, Failure> {
-    let request = OffsetFetchRequest::default()
-        .with_group_id(group_id(group))
-        .with_topics(None)
-        .with_groups(vec![
+    let conn = cluster.broker(coordinator)?;
+    // The encoder refuses a field the chosen version does not have: v8 moved to `groups`.
+    let request = if conn.version(ApiKey::OffsetFetch)? >= OFFSET_FETCH_GROUPS_VERSION {
+        OffsetFetchRequest::default().with_groups(vec![
             OffsetFetchRequestGroup::default()
                 .with_group_id(group_id(group))
                 .with_topics(None),
-        ]);
-    let ResponseKind::OffsetFetch(r) = cluster
-        .broker(coordinator)?
-        .call(RequestKind::OffsetFetch(request))?
-    else {
+        ])
+    } else {
+        OffsetFetchRequest::default()
+            .with_group_id(group_id(group))
+            .with_topics(None)
+    };
+    let ResponseKind::OffsetFetch(r) = conn.call(RequestKind::OffsetFetch(request))? else {
         return Err(unexpected("OffsetFetch"));
     };
-    let mut rows = Vec::new();
-    let code = match r.groups.into_iter().find(|g| g.group_id.as_str() == group) {
-        Some(g) => {
-            for t in g.topics {
-                for p in t.partitions {
-                    rows.push((
-                        t.name.to_string(),
-                        p.partition_index,
-                        p.committed_offset,
-                        p.error_code,
-                    ));
-                }
-            }
-            g.error_code
-        }
-        None => {
-            for t in r.topics {
-                for p in t.partitions {
-                    rows.push((
-                        t.name.to_string(),
-                        p.partition_index,
-                        p.committed_offset,
-                        p.error_code,
-                    ));
-                }
-            }
-            r.error_code
-        }
+    // The two shapes are different generated types with the same fields.
+    macro_rules! rows_of {
+        ($topics:expr) => {
+            $topics
+                .into_iter()
+                .flat_map(|t| {
+                    let name = t.name.to_string();
+                    t.partitions.into_iter().map(move |p| {
+                        let at = (name.clone(), p.partition_index);
+                        (at, p.committed_offset, p.error_code)
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+    }
+    let (rows, code) = match r.groups.into_iter().find(|g| g.group_id.as_str() == group) {
+        Some(g) => (rows_of!(g.topics), g.error_code),
+        None => (rows_of!(r.topics), r.error_code),
     };
     if code != 0 {
         return Err(kafka_error(code, &format!("offsets of group {group}"), None).into());
     }
     let mut out = BTreeMap::new();
-    for (topic, partition, offset, error) in rows {
+    for (at, offset, error) in rows {
         if error != 0 {
-            let context = format!("offset of group {group} at {topic}/{partition}");
+            let context = format!("offset of group {group} at {}/{}", at.0, at.1);
             return Err(kafka_error(error, &context, None).into());
         }
         if offset != NO_OFFSET {
-            out.insert((topic, partition), offset);
+            out.insert(at, offset);
         }
     }
     Ok(out)
@@ -544,16 +538,13 @@ fn seek(cluster: &mut Cluster, args: &SeekArgs, format: Format) -> Outcome {
             by_topic.entry(t).or_default().push(
                 OffsetCommitRequestPartition::default()
                     .with_partition_index(*p)
-                    .with_committed_offset(*o)
-                    .with_committed_leader_epoch(-1)
-                    .with_committed_metadata(Some(StrBytes::from_static_str(""))),
+                    .with_committed_offset(*o),
             );
         }
         let request = OffsetCommitRequest::default()
             .with_group_id(group_id(group))
             .with_generation_id_or_member_epoch(-1)
             .with_member_id(StrBytes::from_static_str(""))
-            .with_retention_time_ms(-1)
             .with_topics(
                 by_topic
                     .into_iter()
