@@ -405,6 +405,7 @@ def test_consensus_ls_get_and_watch_the_brokers_tree(broker):
 
     subtree = [x["path"] for x in ctl_json("consensus", "--consensus", addr, "ls", "/corebus", "-r")]
     assert "/corebus/topics/demo" in subtree and "/corebus/config/topics/demo" in subtree
+    assert subtree == sorted(subtree) and set(paths) < set(subtree)
 
     code, _, err = ctl("consensus", "--consensus", addr, "get", "/corebus/nothing", check=False)
     assert code == 1 and "no such node" in err

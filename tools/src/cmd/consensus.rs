@@ -5,7 +5,7 @@
 //! Reads start with a `sync`, so they see every write the group acknowledged before the
 //! command started, whichever member answers. Never writes to the tree.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -150,8 +150,8 @@ fn stat_row(path: &str, s: &Stat) -> Vec<Value> {
     ]
 }
 
-async fn ls(c: Client, path: &str, recursive: bool, format: Format) -> Outcome {
-    c.sync().await.map_err(|e| failure("sync", e))?;
+/// The rows of `ls` in path order, so that a subtree reads as a tree.
+fn print_rows(format: Format, rows: BTreeMap<String, Vec<Value>>) {
     let mut table = Table::new(&[
         "path",
         "version",
@@ -159,10 +159,18 @@ async fn ls(c: Client, path: &str, recursive: bool, format: Format) -> Outcome {
         "children",
         "ephemeral_owner",
     ]);
-    let mut listed = 0usize;
+    for row in rows.into_values() {
+        table.row(row);
+    }
+    print_table(format, &table);
+}
+
+async fn ls(c: Client, path: &str, recursive: bool, format: Format) -> Outcome {
+    c.sync().await.map_err(|e| failure("sync", e))?;
+    let mut rows = BTreeMap::new();
     let mut queue = VecDeque::from([path.to_owned()]);
     while let Some(parent) = queue.pop_front() {
-        let mut names = match c.children(&parent).await {
+        let names = match c.children(&parent).await {
             Ok(n) => n,
             // Deleted since its parent was listed: nothing below it any more.
             Err(ConsensusError::Tree {
@@ -171,26 +179,25 @@ async fn ls(c: Client, path: &str, recursive: bool, format: Format) -> Outcome {
             }) if parent != path => continue,
             Err(e) => return Err(failure(&parent, e)),
         };
-        names.sort();
         for name in names {
             let child = join(&parent, &name);
             let Some(s) = c.exists(&child).await.map_err(|e| failure(&child, e))? else {
                 continue;
             };
-            if listed == MAX_LIST_NODES {
-                print_table(format, &table);
+            if rows.len() == MAX_LIST_NODES {
+                print_rows(format, rows);
                 return Err(Failure::Refused(format!(
                     "listing stopped after {MAX_LIST_NODES} nodes"
                 )));
             }
-            listed += 1;
-            table.row(stat_row(&child, &s));
             if recursive && s.num_children > 0 {
-                queue.push_back(child);
+                queue.push_back(child.clone());
             }
+            let row = stat_row(&child, &s);
+            rows.insert(child, row);
         }
     }
-    print_table(format, &table);
+    print_rows(format, rows);
     Ok(())
 }
 
