@@ -1,5 +1,5 @@
 //! A client workload against a consensus group, printing JSON: what the black-box test and
-//! the benchmark drive. Not the admin CLI (that is `corebus-ctl consensus`, a later issue).
+//! the benchmark drive. Not the admin CLI (that is `corebus-ctl consensus`).
 //!
 //! - `status --server A`: the node's view of itself.
 //! - `load --servers A,B,C --duration-ms N`: creates unique nodes under a prefix from a few

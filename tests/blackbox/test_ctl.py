@@ -211,3 +211,260 @@ def test_relative_data_dir_restarts_clean(tmp_path):
     finally:
         assert b.stop() == 0, b.log_tail()
     assert "cannot open partition log" not in b.log_tail(), b.log_tail()
+
+
+# --- group commands -------------------------------------------------------------------------
+
+# Joins in seconds rather than Kafka's default 3 s initial rebalance delay.
+FAST_GROUPS = ("--override", "group.initial.rebalance.delay.ms=100")
+GROUP_TIMEOUT_SECONDS = 30
+RECORDS_PER_PARTITION = 10
+# Record i of each partition is stamped BASE + i * STEP (CreateTime), so a timestamp seek has
+# an exact answer.
+TIMESTAMP_STEP_MS = 1_000
+
+
+def wait_for(what, predicate, timeout=GROUP_TIMEOUT_SECONDS, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"{what} within {timeout}s")
+
+
+def group_state(b, group):
+    code, out, _ = ctl("--format", "json", "group", "describe", group, brokers=b, check=False)
+    return json.loads(out)[0]["state"] if code == 0 else None
+
+
+def first_reads(b, group, topic, want):
+    """What a new member of `group` reads first: {partition: first offset}, after `want`
+    records (it commits nothing and leaves)."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({
+        "bootstrap.servers": b, "group.id": group, "client.id": "ctl-reader",
+        "enable.auto.commit": False, "auto.offset.reset": "latest",
+    })
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + GROUP_TIMEOUT_SECONDS
+    while len(got) < want and time.monotonic() < deadline:
+        for m in c.consume(100, timeout=0.5):
+            assert m.error() is None, m.error()
+            got.append((m.partition(), m.offset()))
+    c.close()
+    assert len(got) == want, got
+    first = {}
+    for p, o in got:
+        first[p] = min(first.get(p, o), o)
+    wait_for(f"{group} empty again", lambda: group_state(b, group) == "Empty")
+    return first
+
+
+def test_group_list_describe_seek_delete_with_a_real_consumer_group(tmp_path):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    broker = harness.start_broker(tmp_path / "data", tmp_path / "broker.log", extra_args=FAST_GROUPS)
+    try:
+        b = broker.bootstrap
+        ctl("topic", "create", "orders", "-p", "2", brokers=b)
+        base_ms = int(time.time() * 1000) - 3_600_000
+        p = Producer({"bootstrap.servers": b, "linger.ms": 0})
+        for partition in (0, 1):
+            for i in range(RECORDS_PER_PARTITION):
+                p.produce("orders", f"v{partition}-{i}".encode(), partition=partition,
+                          timestamp=base_ms + i * TIMESTAMP_STEP_MS)
+        assert p.flush(30) == 0
+
+        # A real consumer group reads everything and commits 7 on partition 0, 3 on 1.
+        c = Consumer({
+            "bootstrap.servers": b, "group.id": "g1", "client.id": "ctl-test",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        })
+        c.subscribe(["orders"])
+        seen = 0
+        deadline = time.monotonic() + GROUP_TIMEOUT_SECONDS
+        while seen < 2 * RECORDS_PER_PARTITION and time.monotonic() < deadline:
+            for m in c.consume(100, timeout=0.5):
+                assert m.error() is None, m.error()
+                seen += 1
+        assert seen == 2 * RECORDS_PER_PARTITION
+        c.commit(offsets=[TopicPartition("orders", 0, 7), TopicPartition("orders", 1, 3)],
+                 asynchronous=False)
+
+        listed = ctl_json("group", "list", brokers=b)
+        assert [(g["group"], g["protocol_type"], g["state"]) for g in listed] == [("g1", "consumer", "Stable")]
+
+        d = ctl_json("group", "describe", "g1", brokers=b)[0]
+        assert d["state"] == "Stable" and d["protocol_type"] == "consumer"
+        [member] = d["members"]
+        assert member["client_id"] == "ctl-test" and member["assignment"] == ["orders:0,1"]
+        rows = {r["partition"]: r for r in d["offsets"]}
+        assert [(rows[i]["committed"], rows[i]["log_end"], rows[i]["lag"]) for i in (0, 1)] == [(7, 10, 3), (3, 10, 7)]
+        assert all(r["member_id"] == member["member_id"] and r["client_id"] == "ctl-test" for r in rows.values())
+        assert d["total_lag"] == 10
+        _, text, _ = ctl("group", "describe", "g1", brokers=b)
+        assert "LOG_END" in text and "LAG" in text and "ctl-test" in text
+
+        # While the group has a member: seek and delete are refused, nothing changes.
+        code, _, err = ctl("group", "seek", "g1", "--to", "earliest", brokers=b, check=False)
+        assert code == 1 and "active members" in err, err
+        code, out, _ = ctl("group", "delete", "g1", brokers=b, check=False)
+        assert code == 1 and "NON_EMPTY_GROUP" in out
+        assert ctl_json("group", "describe", "g1", brokers=b)[0]["total_lag"] == 10
+
+        c.close()
+        wait_for("g1 empty", lambda: group_state(b, "g1") == "Empty")
+        d = ctl_json("group", "describe", "g1", brokers=b)[0]
+        assert d["members"] == [] and d["total_lag"] == 10
+
+        # Earliest: a new member reads from 0.
+        reset = ctl_json("group", "seek", "g1", "--to", "earliest", brokers=b)
+        assert [(r["partition"], r["old"], r["new"], r["error"]) for r in reset] == [(0, 7, 0, None), (1, 3, 0, None)]
+        assert first_reads(b, "g1", "orders", 2 * RECORDS_PER_PARTITION) == {0: 0, 1: 0}
+
+        # An offset: exactly there; beyond the end, clamped to it (as Kafka's tool does).
+        ctl("group", "seek", "g1", "--to", "8", brokers=b)
+        assert first_reads(b, "g1", "orders", 4) == {0: 8, 1: 8}
+        clamped = ctl_json("group", "seek", "g1", "--to", "1000", "--dry-run", brokers=b)
+        assert [r["new"] for r in clamped] == [10, 10]
+        assert {r["partition"]: r["committed"] for r in ctl_json("group", "describe", "g1", brokers=b)[0]["offsets"]} == {0: 8, 1: 8}
+
+        # A timestamp: the first record at or after it.
+        ctl("group", "seek", "g1", "--to-timestamp", str(base_ms + 5 * TIMESTAMP_STEP_MS), brokers=b)
+        assert first_reads(b, "g1", "orders", 10) == {0: 5, 1: 5}
+
+        # Latest, for one named topic: no lag left.
+        ctl("group", "seek", "g1", "--to", "latest", "--topic", "orders", brokers=b)
+        assert ctl_json("group", "describe", "g1", brokers=b)[0]["total_lag"] == 0
+        code, _, err = ctl("group", "seek", "g1", "--to", "soon", brokers=b, check=False)
+        assert code == 1 and "earliest, latest or an offset" in err
+
+        ctl("group", "delete", "g1", brokers=b)
+        assert ctl_json("group", "list", brokers=b) == []
+        code, _, err = ctl("group", "describe", "g1", brokers=b, check=False)
+        assert code == 1 and "does not exist" in err
+        code, _, err = ctl("group", "seek", "g1", "--to", "earliest", brokers=b, check=False)
+        assert code == 1 and "--topic" in err
+    finally:
+        assert broker.stop() == 0, broker.log_tail()
+
+
+# --- consensus commands ---------------------------------------------------------------------
+
+
+def consensus_addr(broker):
+    """The embedded consensus node's address (the harness lets it pick a port)."""
+    marker = "consensus node listening listen="
+    line = next(l for l in broker.log_tail(200_000).splitlines() if marker in l)
+    return line.split(marker, 1)[1].split()[0]
+
+
+def test_consensus_ls_get_and_watch_the_brokers_tree(broker):
+    addr = consensus_addr(broker)
+    b = broker.bootstrap
+    listed = ctl_json("consensus", "--consensus", addr, "ls", "/corebus")
+    paths = [x["path"] for x in listed]
+    assert {"/corebus/cluster", "/corebus/topics", "/corebus/config", "/corebus/brokers"} <= set(paths)
+    assert paths == sorted(paths)
+    # COREBUS_CONSENSUS is the default for --consensus; text is a table.
+    env = dict(os.environ, COREBUS_CONSENSUS=addr)
+    out = subprocess.run([str(ctl_binary()), "consensus", "ls", "/corebus"], capture_output=True,
+                         text=True, timeout=CTL_TIMEOUT_SECONDS, env=env, check=True).stdout
+    assert out.splitlines()[0].split()[:2] == ["PATH", "VERSION"] and "/corebus/topics" in out
+
+    # watch sees the topic being created, then exits after --count 1.
+    watcher = subprocess.Popen(
+        [str(ctl_binary()), "--format", "json", "consensus", "--consensus", addr,
+         "watch", "/corebus/topics", "-r", "--count", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert watcher.stderr.readline().strip() == "watching /corebus/topics"
+        created = ctl_json("topic", "create", "demo", "-p", "3", brokers=b)[0]
+        out, err = watcher.communicate(timeout=CTL_TIMEOUT_SECONDS)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    assert watcher.returncode == 0, err
+    [event] = [json.loads(x) for x in out.splitlines()]
+    assert event["type"] == "NodeCreated" and event["path"] == "/corebus/topics/demo"
+    assert event["zxid"].startswith("0x")
+
+    node = ctl_json("consensus", "--consensus", addr, "get", "/corebus/topics/demo")
+    assert node["encoding"] == "utf-8"
+    value = json.loads(node["data"])
+    assert value["id"].replace("-", "") == created["id"].replace("-", "")
+    assert len(value["partitions"]) == 3
+    assert node["version"] == 0 and node["ephemeral_owner"] is None
+    assert node["czxid"] == event["zxid"] and node["data_bytes"] == len(node["data"].encode())
+
+    subtree = [x["path"] for x in ctl_json("consensus", "--consensus", addr, "ls", "/corebus", "-r")]
+    assert "/corebus/topics/demo" in subtree and "/corebus/config/topics/demo" in subtree
+    assert subtree == sorted(subtree) and set(paths) < set(subtree)
+
+    code, _, err = ctl("consensus", "--consensus", addr, "get", "/corebus/nothing", check=False)
+    assert code == 1 and "no such node" in err
+    code, _, err = ctl("consensus", "--consensus", f"127.0.0.1:{harness.free_port()}",
+                       "--timeout-ms", "500", "stat", check=False)
+    assert code == 3, err
+    code, _, err = ctl("consensus", "--consensus", "nowhere", "stat", check=False)
+    assert code == 2 and "--consensus" in err
+
+
+def test_consensus_stat_on_a_three_node_group(tmp_path, request):
+    from test_consensus import Group
+
+    group = Group(tmp_path)
+    try:
+        for i in group.ports:
+            group.start(i)
+
+        def settled():
+            code, out, _ = ctl("--format", "json", "consensus", "--consensus", group.servers(),
+                               "stat", check=False)
+            if code != 0:
+                return None
+            nodes = json.loads(out)
+            leaders = [n for n in nodes if n["role"] == "leading"]
+            if len(leaders) != 1 or not all(n["serving"] for n in nodes):
+                return None
+            followers = leaders[0]["followers"]
+            if len(followers) != 2 or not all(f["state"] == "synced" for f in followers):
+                return None
+            return nodes
+
+        nodes = wait_for("one leader with two synced followers", settled)
+        [leader] = [n for n in nodes if n["role"] == "leading"]
+        others = [n for n in nodes if n is not leader]
+        assert all(n["role"] == "following" and n["followers"] == [] for n in others)
+        assert {f["id"] for f in leader["followers"]} == {n["id"] for n in others}
+        assert len({n["epoch"] for n in nodes}) == 1
+        for f in leader["followers"]:
+            assert isinstance(f["lag"], int) and f["lag"] >= 0
+            assert f["acked_zxid"].startswith("0x") and f["last_heard_ms"] >= 0
+        _, text, _ = ctl("consensus", "--consensus", group.servers(), "stat")
+        assert "role: leading" in text and "LAG" in text
+
+        # A follower killed: the leader drops it, and stat names the node that did not answer.
+        victim = others[0]["id"]
+        group.kill9(victim)
+        leader_addr = group.addr(leader["id"])
+
+        def dropped():
+            st = ctl_json("consensus", "--consensus", leader_addr, "stat")[0]
+            return st if [f["id"] for f in st["followers"]] == [others[1]["id"]] else None
+
+        wait_for("the leader to drop the killed follower", dropped)
+        code, out, err = ctl("--format", "json", "consensus", "--consensus", group.servers(),
+                             "--timeout-ms", "1000", "stat", check=False)
+        assert code == 3 and group.addr(victim) in err
+        answers = json.loads(out)
+        assert sum("error" in n for n in answers) == 1
+    finally:
+        report = getattr(request.node, "report_call", None)
+        group.stop_all(report is not None and report.failed)

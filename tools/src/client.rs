@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use corebus_wire::kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, MetadataRequest, MetadataResponse, RequestHeader, RequestKind,
-    ResponseKind,
+    ApiKey, ApiVersionsRequest, FindCoordinatorRequest, MetadataRequest, MetadataResponse,
+    RequestHeader, RequestKind, ResponseKind,
 };
 use corebus_wire::kafka_protocol::protocol::StrBytes;
 use corebus_wire::request::request_api_key;
@@ -30,6 +30,11 @@ pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// What the broker sees as `client.id`.
 const CLIENT_ID: &str = "corebus-ctl";
+/// FindCoordinator key type of a consumer group (Kafka's `CoordinatorType.GROUP`).
+const COORDINATOR_KEY_GROUP: i8 = 0;
+/// FindCoordinator attempts while the coordinator is loading or moving, and the wait between.
+pub const COORDINATOR_ATTEMPTS: usize = 20;
+pub const COORDINATOR_RETRY_MS: u64 = 250;
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -341,6 +346,59 @@ impl Cluster {
                 .insert(b.node_id.0, format!("{}:{}", b.host.as_str(), b.port));
         }
         Ok(m)
+    }
+
+    /// The broker id of the coordinator of consumer group `group` (FindCoordinator, both the
+    /// single-key shape before v4 and the batched one after), retried while the cluster
+    /// answers with a retriable error such as COORDINATOR_LOAD_IN_PROGRESS. `broker(id)`
+    /// then connects to it.
+    pub fn coordinator(&mut self, group: &str) -> Result<i32, ClientError> {
+        let key = StrBytes::from_string(group.to_owned());
+        // The encoder refuses a field the chosen version does not have.
+        let request = if self.bootstrap.version(ApiKey::FindCoordinator)? >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![key])
+        } else {
+            FindCoordinatorRequest::default().with_key(key)
+        }
+        .with_key_type(COORDINATOR_KEY_GROUP);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let ResponseKind::FindCoordinator(r) = self
+                .bootstrap
+                .call(RequestKind::FindCoordinator(request.clone()))?
+            else {
+                return Err(self
+                    .bootstrap
+                    .protocol(ApiKey::FindCoordinator, "not a FindCoordinator answer"));
+            };
+            let (code, message, id, addr) = match r.coordinators.first() {
+                Some(c) => (
+                    c.error_code,
+                    c.error_message.clone(),
+                    c.node_id.0,
+                    format!("{}:{}", c.host.as_str(), c.port),
+                ),
+                None => (
+                    r.error_code,
+                    r.error_message.clone(),
+                    r.node_id.0,
+                    format!("{}:{}", r.host.as_str(), r.port),
+                ),
+            };
+            if code == 0 {
+                self.brokers.insert(id, addr);
+                return Ok(id);
+            }
+            if !ErrorCode::from_code(code).is_retriable() || attempt >= COORDINATOR_ATTEMPTS {
+                return Err(kafka_error(
+                    code,
+                    &format!("coordinator of group {group}"),
+                    message.as_ref(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(COORDINATOR_RETRY_MS));
+        }
     }
 
     /// A connection to broker `id` (from the last Metadata).

@@ -1,6 +1,7 @@
 //! `corebus-ctl`: the admin CLI, in the spirit of Redpanda's rpk. The cluster commands speak
 //! the Kafka protocol (through `wire`), so they work against any Kafka broker; `log` reads a
-//! partition directory offline through the storage engine's own format code.
+//! partition directory offline through the storage engine's own format code; `consensus`
+//! speaks to the consensus group through its own client.
 //!
 //! Exit codes scripts can trust: 0 done; 1 the cluster or the data refused or failed the
 //! operation (a Kafka error code, a verification failure); 2 bad usage; 3 the cluster could
@@ -8,6 +9,7 @@
 
 mod client;
 mod cmd;
+mod offsets;
 mod output;
 mod partitioner;
 
@@ -50,9 +52,14 @@ enum Command {
     Produce(cmd::produce::ProduceArgs),
     /// Consume records and print them
     Consume(cmd::consume::ConsumeArgs),
+    /// Consumer groups: list, describe (members, offsets, lag), delete, seek
+    #[command(subcommand)]
+    Group(cmd::group::GroupCommand),
     /// Offline inspection of a partition directory (like kafka-dump-log)
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
+    /// The consensus group: the metadata tree (ls, get, watch) and its members (stat)
+    Consensus(cmd::consensus::ConsensusArgs),
 }
 
 /// Why a command failed, and the exit code it maps to.
@@ -95,7 +102,9 @@ fn main() -> ExitCode {
         Command::Topic(c) => cmd::topic::run(c, &cli.brokers, cli.format),
         Command::Produce(a) => cmd::produce::run(a, &cli.brokers, cli.format),
         Command::Consume(a) => cmd::consume::run(a, &cli.brokers, cli.format),
+        Command::Group(c) => cmd::group::run(c, &cli.brokers, cli.format),
         Command::Log(c) => cmd::log::run(c, cli.format),
+        Command::Consensus(a) => cmd::consensus::run(a, cli.format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

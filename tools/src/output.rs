@@ -91,20 +91,24 @@ fn text_of(v: &Value) -> String {
     }
 }
 
+/// A report made of named sections as one JSON object (for a command that prints several
+/// reports as one array).
+fn sections_json(sections: &[(&str, Section)]) -> Value {
+    let mut m = Map::new();
+    for (name, s) in sections {
+        let v = match s {
+            Section::Table(t) => t.to_json(),
+            Section::Value(v) => v.clone(),
+        };
+        m.insert((*name).to_owned(), v);
+    }
+    Value::Object(m)
+}
+
 /// Prints a report made of named sections (each a table, or a single value).
 pub fn print_sections(format: Format, sections: &[(&str, Section)]) {
     match format {
-        Format::Json => {
-            let mut m = Map::new();
-            for (name, s) in sections {
-                let v = match s {
-                    Section::Table(t) => t.to_json(),
-                    Section::Value(v) => v.clone(),
-                };
-                m.insert((*name).to_owned(), v);
-            }
-            println!("{}", Value::Object(m));
-        }
+        Format::Json => println!("{}", sections_json(sections)),
         Format::Text => {
             let mut first = true;
             for (name, s) in sections {
@@ -119,6 +123,25 @@ pub fn print_sections(format: Format, sections: &[(&str, Section)]) {
                     }
                 }
                 first = false;
+            }
+        }
+    }
+}
+
+/// Prints several reports of named sections: a JSON array of objects, or the reports one
+/// after the other with a blank line between them.
+pub fn print_reports(format: Format, reports: &[Vec<(&str, Section)>]) {
+    match format {
+        Format::Json => {
+            let out: Vec<Value> = reports.iter().map(|r| sections_json(r)).collect();
+            println!("{}", Value::Array(out));
+        }
+        Format::Text => {
+            for (i, r) in reports.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print_sections(format, r);
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use crate::types::{NodeId, SessionId, Zxid};
 use crate::watch::WatchEvent;
-use crate::zab::{ClientError, ClientOp, Response, RoleName};
+use crate::zab::{ClientError, ClientOp, FollowerProgress, Response, RoleName};
 
 /// One request; `id` is chosen by the client (unique per connection) and echoed in the reply.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -73,4 +73,8 @@ pub struct NodeStatus {
     pub tree_nodes: u64,
     /// CRC32C over every node's path, data and stat in path order: equal trees, equal digests.
     pub tree_digest: u32,
+    /// On the leader, each follower it is connected to; empty on any other node.
+    pub followers: Vec<FollowerProgress>,
+    /// The node's tick, the unit of [`FollowerProgress::silent_ticks`].
+    pub tick_ms: u64,
 }

@@ -17,7 +17,8 @@ use crate::types::NodeId;
 
 /// Bumped on any change to a frame's shape; a peer or client with another version is refused.
 /// Version 2: sessions (requests, replies, `Touch`, the session table in a SNAP's tree).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: `NodeStatus` carries the leader's view of its followers and the tick.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The first frame of a connection: who is calling.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

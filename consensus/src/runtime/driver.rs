@@ -255,6 +255,8 @@ impl Driver {
             last_zxid: self.node.last_zxid(),
             tree_nodes: tree.len() as u64,
             tree_digest: digest,
+            followers: self.node.followers(),
+            tick_ms: self.tick_ms,
         }
     }
 

@@ -48,6 +48,9 @@ enum Stage {
 struct Slot {
     stage: Stage,
     acked: Zxid,
+    /// Our last zxid when we sent it SYNC and NEWLEADER: it holds everything through it
+    /// durably once it acked NEWLEADER (its ACKs count only this epoch's proposals).
+    synced_to: Zxid,
     last_heard: u64,
     /// The newest ping round it answered.
     pong_round: u64,
@@ -91,6 +94,32 @@ struct PendingSync {
     request: RequestId,
 }
 
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct FollowerProgress {
+    pub id: NodeId,
+    /// It adopted this epoch and takes proposals; `false` while it is being synced.
+    pub synced: bool,
+    /// The newest zxid it holds durably as far as we know (its sync point or its last ACK);
+    /// zero until it is synced.
+    pub acked: Zxid,
+    /// This epoch's proposals we hold that it has not acknowledged; `None` until synced.
+    pub lag: Option<u32>,
+    /// Ticks since we last heard from it.
+    pub silent_ticks: u64,
+}
+
+/// How many of `epoch`'s proposals a history ending at `last` holds after `point`, when
+/// `point` holds every earlier epoch's entries of that history (the commit point, or a
+/// synced follower's position). Proposals of an epoch are numbered from 1.
+fn proposals_after(epoch: Epoch, last: Zxid, point: Zxid) -> u32 {
+    match (last.epoch == epoch.0, point.epoch == epoch.0) {
+        (false, _) => 0,
+        (true, true) => last.counter.saturating_sub(point.counter),
+        (true, false) => last.counter,
+    }
+}
+
 impl Leader {
     pub fn start(core: &mut Core, vote: Vote, out: &mut Vec<Output>) -> (Leader, Next) {
         let mut l = Leader {
@@ -127,6 +156,29 @@ impl Leader {
 
     pub fn is_serving(&self) -> bool {
         self.phase == Phase::Broadcast
+    }
+
+    /// Each connected follower's progress, for observers (`stat`).
+    pub fn followers(&self, core: &Core) -> Vec<FollowerProgress> {
+        let last = core.history.last();
+        self.slots
+            .iter()
+            .map(|(id, s)| {
+                let synced = s.stage == Stage::Synced;
+                let acked = if synced {
+                    s.acked.max(s.synced_to)
+                } else {
+                    Zxid::ZERO
+                };
+                FollowerProgress {
+                    id: *id,
+                    synced,
+                    acked,
+                    lag: synced.then(|| proposals_after(self.epoch, last, acked)),
+                    silent_ticks: core.now.saturating_sub(s.last_heard),
+                }
+            })
+            .collect()
     }
 
     fn in_flight(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -242,6 +294,7 @@ impl Leader {
         };
         let (plan, entries) = sync_plan::plan(&core.history, *f_last, *f_committed, ends);
         let committed = core.history.committed();
+        slot.synced_to = core.history.last();
         core.send(
             id,
             PeerMessage::Sync {
@@ -306,6 +359,7 @@ impl Leader {
                 let slot = Slot {
                     stage: Stage::Info,
                     acked: Zxid::ZERO,
+                    synced_to: Zxid::ZERO,
                     last_heard: core.now,
                     pong_round: 0,
                     summary: None,
@@ -450,12 +504,7 @@ impl Leader {
         out: &mut Vec<Output>,
     ) -> Next {
         let last = core.history.last();
-        let committed = core.history.committed();
-        let outstanding = match (last.epoch == self.epoch.0, committed.epoch == self.epoch.0) {
-            (false, _) => 0,
-            (true, true) => last.counter - committed.counter,
-            (true, false) => last.counter,
-        };
+        let outstanding = proposals_after(self.epoch, last, core.history.committed());
         if outstanding >= core.cfg.max_outstanding_proposals {
             let Some(origin) = origin else {
                 return Next::Stay;
@@ -738,9 +787,10 @@ impl Leader {
 #[cfg(test)]
 mod tests {
     use crate::election::{Notification, PeerState, Vote};
+    use crate::txn::{Txn, WriteOp};
     use crate::types::{ClientId, Epoch, NodeId, RequestId, Zxid};
     use crate::zab::testkit::{fresh_node, peer, sent};
-    use crate::zab::{Fault, Node, PeerMessage, RoleName};
+    use crate::zab::{ClientOp, ClientRequest, Fault, Input, Node, PeerMessage, RoleName};
 
     /// Node 1 of {1, 2, 3} elected and established in epoch 1 with node 2.
     fn established_leader() -> Node {
@@ -789,6 +839,70 @@ mod tests {
         peer(&mut n, 2, PeerMessage::AckNewLeader { epoch: Epoch(1) });
         assert!(n.is_serving());
         n
+    }
+
+    #[test]
+    fn the_leader_reports_each_followers_position_and_lag() {
+        let mut n = established_leader();
+        let follower = |n: &Node, id: u64| {
+            n.followers()
+                .into_iter()
+                .find(|f| f.id == NodeId(id))
+                .expect("a follower slot")
+        };
+        // Synced with nothing to hold: no lag.
+        let f = follower(&n, 2);
+        assert!(f.synced);
+        assert_eq!((f.acked, f.lag), (Zxid::ZERO, Some(0)));
+
+        for (request, path) in [(1, "/a"), (2, "/b")] {
+            let write = ClientOp::Write(Txn::Write(WriteOp::Create {
+                path: path.into(),
+                data: vec![],
+                sequential: false,
+                ephemeral_owner: None,
+            }));
+            let req = ClientRequest {
+                client: ClientId(7),
+                request: RequestId(request),
+                op: write,
+            };
+            n.step(Input::Client(req), &mut vec![]);
+        }
+        assert_eq!(follower(&n, 2).lag, Some(2));
+        peer(
+            &mut n,
+            2,
+            PeerMessage::Ack {
+                epoch: Epoch(1),
+                zxid: Zxid::new(1, 1),
+            },
+        );
+        let f = follower(&n, 2);
+        assert_eq!((f.acked, f.lag), (Zxid::new(1, 1), Some(1)));
+
+        // A follower still in discovery has no position yet.
+        peer(
+            &mut n,
+            3,
+            PeerMessage::FollowerInfo {
+                accepted_epoch: Epoch(0),
+            },
+        );
+        let f = follower(&n, 3);
+        assert!(!f.synced);
+        assert_eq!(f.lag, None);
+
+        for _ in 0..3 {
+            n.step(Input::Tick, &mut vec![]);
+        }
+        assert_eq!(follower(&n, 2).silent_ticks, 3);
+        // Only a leader has followers.
+        assert!(
+            fresh_node(2, &[1, 2, 3], Fault::None)
+                .followers()
+                .is_empty()
+        );
     }
 
     #[test]

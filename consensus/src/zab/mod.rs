@@ -28,6 +28,7 @@ pub(crate) mod testkit;
 
 use std::sync::Arc;
 
+pub use leader::FollowerProgress;
 pub use message::{Origin, PeerMessage, SyncPlan};
 pub use node::{Node, RoleName};
 

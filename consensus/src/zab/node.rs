@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::follower::Follower;
 use super::history::{History, HistoryError};
-use super::leader::Leader;
+use super::leader::{FollowerProgress, Leader};
 use super::{
     ClientError, ClientOp, ClientReply, ClientRequest, Config, DiskOp, Input, Output, PeerMessage,
     Response,
@@ -293,6 +293,14 @@ impl Node {
 
     pub fn committed(&self) -> Zxid {
         self.core.history.committed()
+    }
+
+    /// The followers' progress while leading (empty in any other role).
+    pub fn followers(&self) -> Vec<FollowerProgress> {
+        match &self.role {
+            Role::Leading(l) => l.followers(&self.core),
+            _ => Vec::new(),
+        }
     }
 
     pub fn last_zxid(&self) -> Zxid {

@@ -7,18 +7,14 @@ use std::io::Write;
 
 use clap::Args;
 use corebus_wire::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use corebus_wire::kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsTopic,
-};
-use corebus_wire::kafka_protocol::messages::{
-    BrokerId, FetchRequest, ListOffsetsRequest, RequestKind, ResponseKind,
-};
+use corebus_wire::kafka_protocol::messages::{BrokerId, FetchRequest, RequestKind, ResponseKind};
 use corebus_wire::kafka_protocol::protocol::StrBytes;
 use corebus_wire::record::{Record, RecordBatches, TimestampType};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::client::{Cluster, error_text};
+use crate::offsets::{EARLIEST, LATEST, list_offsets};
 use crate::output::Format;
 use crate::{Failure, Outcome};
 
@@ -29,9 +25,6 @@ const FETCH_PARTITION_MAX_BYTES: i32 = 1 << 20;
 const FETCH_MAX_BYTES: i32 = 16 << 20;
 /// Decompressed bytes one batch may expand to.
 const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
-/// ListOffsets timestamps that mean latest and earliest.
-const LATEST: i64 = -1;
-const EARLIEST: i64 = -2;
 
 #[derive(Args)]
 pub struct ConsumeArgs {
@@ -357,53 +350,6 @@ fn resolve_starts(
         }
     }
     Ok(())
-}
-
-/// ListOffsets of `parts` at `leader` for one timestamp: partition -> offset (-1: none).
-fn list_offsets(
-    cluster: &mut Cluster,
-    topic: &str,
-    leader: i32,
-    parts: &[i32],
-    timestamp: i64,
-) -> Result<BTreeMap<i32, i64>, Failure> {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![
-            ListOffsetsTopic::default()
-                .with_name(StrBytes::from_string(topic.to_owned()).into())
-                .with_partitions(
-                    parts
-                        .iter()
-                        .map(|i| {
-                            ListOffsetsPartition::default()
-                                .with_partition_index(*i)
-                                .with_current_leader_epoch(-1)
-                                .with_timestamp(timestamp)
-                        })
-                        .collect(),
-                ),
-        ]);
-    let ResponseKind::ListOffsets(r) = cluster
-        .broker(leader)?
-        .call(RequestKind::ListOffsets(request))?
-    else {
-        return Err(Failure::Refused(
-            "ListOffsets got another response kind".into(),
-        ));
-    };
-    let mut out = BTreeMap::new();
-    for p in r.topics.iter().flat_map(|t| &t.partitions) {
-        if p.error_code != 0 {
-            return Err(Failure::Refused(format!(
-                "{topic}/{}: {}",
-                p.partition_index,
-                error_text(p.error_code, None)
-            )));
-        }
-        out.insert(p.partition_index, p.offset);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

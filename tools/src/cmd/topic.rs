@@ -19,7 +19,7 @@ use corebus_wire::kafka_protocol::protocol::StrBytes;
 use serde_json::{Value, json};
 
 use crate::client::{Cluster, error_text, kafka_error};
-use crate::output::{Format, Section, Table, print_sections, print_table};
+use crate::output::{Format, Section, Table, print_reports, print_table};
 use crate::{Failure, Outcome};
 
 /// How long the cluster may take to create, delete or grow topics.
@@ -274,7 +274,7 @@ fn describe(cluster: &mut Cluster, topics: &[String], format: Format) -> Outcome
     else {
         return Err(unexpected("DescribeConfigs"));
     };
-    let mut sections = Vec::new();
+    let mut reports = Vec::new();
     for t in &meta.topics {
         let topic = t.name.as_ref().map_or("", |n| n.as_str()).to_owned();
         let mut parts = Table::new(&["partition", "leader", "epoch", "replicas", "isr"]);
@@ -317,35 +317,14 @@ fn describe(cluster: &mut Cluster, topics: &[String], format: Format) -> Outcome
                 cfg.row(vec![json!(c.name.as_str()), value, json!(source)]);
             }
         }
-        sections.push((topic, t.topic_id.to_string(), parts, cfg));
+        reports.push(vec![
+            ("name", Section::Value(json!(topic))),
+            ("id", Section::Value(json!(t.topic_id.to_string()))),
+            ("partitions", Section::Table(parts)),
+            ("configs", Section::Table(cfg)),
+        ]);
     }
-    match format {
-        Format::Json => {
-            let out: Vec<Value> = sections
-                .iter()
-                .map(|(n, id, p, c)| {
-                    json!({"name": n, "id": id, "partitions": p.to_json(), "configs": c.to_json()})
-                })
-                .collect();
-            println!("{}", Value::Array(out));
-        }
-        Format::Text => {
-            for (i, (n, id, p, c)) in sections.into_iter().enumerate() {
-                if i > 0 {
-                    println!();
-                }
-                print_sections(
-                    format,
-                    &[
-                        ("name", Section::Value(json!(n))),
-                        ("id", Section::Value(json!(id))),
-                        ("partitions", Section::Table(p)),
-                        ("configs", Section::Table(c)),
-                    ],
-                );
-            }
-        }
-    }
+    print_reports(format, &reports);
     Ok(())
 }
 
