@@ -531,7 +531,9 @@ mod tests {
             }
         );
         let c = Config::load(&cli(&["--metrics-listen", "0.0.0.0:9100"])).unwrap();
-        assert!(matches!(c.metrics, MetricsListen::On { explicit: true, ref addr } if addr.port == 9100));
+        assert!(
+            matches!(c.metrics, MetricsListen::On { explicit: true, ref addr } if addr.port == 9100)
+        );
         let c = Config::load(&cli(&["--metrics-listen", "off"])).unwrap();
         assert_eq!(c.metrics, MetricsListen::Off);
         let e = Config::load(&cli(&["--metrics-listen", "nowhere"])).unwrap_err();

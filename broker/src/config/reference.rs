@@ -15,7 +15,8 @@ use super::settings::{SETTINGS, Scope, Setting, Support};
 use super::value::{ConfigType, Validator};
 
 /// The command that regenerates `docs/configuration.md`.
-pub const REGENERATE: &str = "cargo run -q --bin corebus -- --print-config-reference > docs/configuration.md";
+pub const REGENERATE: &str =
+    "cargo run -q --bin corebus -- --print-config-reference > docs/configuration.md";
 
 /// The whole reference, Markdown.
 pub fn markdown() -> String {
@@ -239,6 +240,9 @@ mod tests {
         for flag in ["--listen", "--metrics-listen", "--log-format", "--override"] {
             assert!(md.contains(&format!("| `{flag}` |")), "{flag}");
         }
-        assert!(md.contains("| `--log-format` | `human`, `json` | `human` |"), "{md}");
+        assert!(
+            md.contains("| `--log-format` | `human`, `json` | `human` |"),
+            "{md}"
+        );
     }
 }

@@ -120,6 +120,14 @@ impl Family<'_, '_> {
         Ok(())
     }
 
+    /// A family of one unlabelled gauge.
+    fn gauge(&mut self, name: &str, help: &str, value: i64) -> fmt::Result {
+        let m = self
+            .encoder
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        ConstGauge::new(value).encode(m)
+    }
+
     fn histograms<'h>(
         &mut self,
         name: &str,
@@ -160,15 +168,19 @@ impl Collector for NodeMetrics {
         let gauge_per_shard = |get: fn(&ShardSnapshot) -> u64| {
             answered
                 .iter()
-                .map(move |s| (shard_label(s.shard), i64::try_from(get(s)).unwrap_or(i64::MAX)))
+                .map(move |s| {
+                    (
+                        shard_label(s.shard),
+                        i64::try_from(get(s)).unwrap_or(i64::MAX),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
 
-        f.gauges(
+        f.gauge(
             "corebus_ready",
             "1 when every shard serves and the metadata is loaded (what /ready answers 200 to).",
-            None,
-            [(Labels::new(), i64::from(self.ready))],
+            i64::from(self.ready),
         )?;
         f.gauges(
             "corebus_shard_up",
@@ -221,14 +233,10 @@ impl Collector for NodeMetrics {
             None,
             per_shard(|s| s.connections_accepted),
         )?;
-        f.gauges(
+        f.gauge(
             "corebus_connections_open",
             "Client connections open on the node (bounded by max.connections).",
-            None,
-            [(
-                Labels::new(),
-                i64::try_from(self.connections_open).unwrap_or(i64::MAX),
-            )],
+            i64::try_from(self.connections_open).unwrap_or(i64::MAX),
         )?;
         f.histograms(
             "corebus_produce_latency",
@@ -301,30 +309,26 @@ impl Collector for NodeMetrics {
                     .iter()
                     .map(|(name, r)| (vec![("role", name.to_string())], i64::from(*r == c.role))),
             )?;
-            f.gauges(
+            f.gauge(
                 "corebus_consensus_serving",
                 "1 when this node's consensus role serves requests (it is in a quorum).",
-                None,
-                [(Labels::new(), i64::from(c.serving))],
+                i64::from(c.serving),
             )?;
             let zxid = |z: u64| i64::try_from(z).unwrap_or(i64::MAX);
-            f.gauges(
+            f.gauge(
                 "corebus_consensus_last_zxid",
                 "The last zxid in this node's consensus log (64-bit: epoch << 32 | counter).",
-                None,
-                [(Labels::new(), zxid(c.last_zxid))],
+                zxid(c.last_zxid),
             )?;
-            f.gauges(
+            f.gauge(
                 "corebus_consensus_committed_zxid",
                 "The last zxid this node knows to be committed (64-bit: epoch << 32 | counter).",
-                None,
-                [(Labels::new(), zxid(c.committed_zxid))],
+                zxid(c.committed_zxid),
             )?;
-            f.gauges(
+            f.gauge(
                 "corebus_consensus_epoch",
                 "The epoch of this node's last zxid.",
-                None,
-                [(Labels::new(), i64::from((c.last_zxid >> 32) as u32))],
+                i64::from((c.last_zxid >> 32) as u32),
             )?;
         }
         Ok(())
@@ -340,7 +344,10 @@ mod tests {
     fn encodes_counters_histograms_and_eof() {
         let mut s = ShardSnapshot {
             shard: 0,
-            requests: vec![(0, RequestOutcome::Code(0), 2), (0, RequestOutcome::Code(3), 1)],
+            requests: vec![
+                (0, RequestOutcome::Code(0), 2),
+                (0, RequestOutcome::Code(3), 1),
+            ],
             received_bytes: 100,
             ..ShardSnapshot::default()
         };
@@ -356,15 +363,25 @@ mod tests {
             text.contains(r#"corebus_requests_total{shard="0",api="Produce",error="NONE"} 2"#),
             "{text}"
         );
-        assert!(text.contains(r#"error="UNKNOWN_TOPIC_OR_PARTITION"} 1"#), "{text}");
-        assert!(text.contains(r#"corebus_network_received_bytes_total{shard="0"} 100"#), "{text}");
+        assert!(
+            text.contains(r#"error="UNKNOWN_TOPIC_OR_PARTITION"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"corebus_network_received_bytes_total{shard="0"} 100"#),
+            "{text}"
+        );
         assert!(text.contains(r#"corebus_shard_up{shard="1"} 0"#), "{text}");
         assert!(
             text.contains(r#"corebus_produce_latency_seconds_bucket{le="0.0025",shard="0"} 1"#)
-                || text.contains(r#"corebus_produce_latency_seconds_bucket{shard="0",le="0.0025"} 1"#),
+                || text
+                    .contains(r#"corebus_produce_latency_seconds_bucket{shard="0",le="0.0025"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"corebus_produce_latency_seconds_count{shard="0"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"corebus_produce_latency_seconds_count{shard="0"} 1"#),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

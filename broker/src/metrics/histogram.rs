@@ -12,8 +12,8 @@ use std::time::Duration;
 /// Upper bounds of the latency buckets, in seconds, from 50 us (an fdatasync on a busy NVMe
 /// core) to 10 s (a long-polling fetch at its default `max.wait.ms` is 0.5 s).
 pub const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-    0.5, 1.0, 2.5, 5.0, 10.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
 ];
 
 /// Buckets including the implicit `+Inf` one.

@@ -133,7 +133,11 @@ fn serve(server: &tiny_http::Server, endpoint: &Endpoint) {
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Status, content type and body of the answer to `method path`.
-fn route(method: &tiny_http::Method, url: &str, endpoint: &Endpoint) -> (u16, &'static str, String) {
+fn route(
+    method: &tiny_http::Method,
+    url: &str,
+    endpoint: &Endpoint,
+) -> (u16, &'static str, String) {
     use tiny_http::Method;
     if !matches!(method, Method::Get | Method::Head) {
         return (405, TEXT, "only GET and HEAD\n".into());
@@ -153,6 +157,10 @@ fn route(method: &tiny_http::Method, url: &str, endpoint: &Endpoint) -> (u16, &'
             Phase::Starting => (503, TEXT, "starting\n".into()),
             Phase::Stopping => (503, TEXT, "stopping\n".into()),
         },
-        _ => (404, TEXT, "not found: try /metrics, /health or /ready\n".into()),
+        _ => (
+            404,
+            TEXT,
+            "not found: try /metrics, /health or /ready\n".into(),
+        ),
     }
 }

@@ -47,9 +47,9 @@ pub fn response_error_code(response: &ResponseKind) -> i16 {
                 .iter()
                 .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
         ),
-        R::Metadata(r) => first(
-            std::iter::once(r.error_code).chain(r.topics.iter().map(|t| t.error_code)),
-        ),
+        R::Metadata(r) => {
+            first(std::iter::once(r.error_code).chain(r.topics.iter().map(|t| t.error_code)))
+        }
         R::CreateTopics(r) => first(r.topics.iter().map(|t| t.error_code)),
         R::DeleteTopics(r) => first(r.responses.iter().map(|t| t.error_code)),
         R::CreatePartitions(r) => first(r.results.iter().map(|t| t.error_code)),
@@ -70,14 +70,14 @@ pub fn response_error_code(response: &ResponseKind) -> i16 {
                         .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
                 ),
         ),
-        R::FindCoordinator(r) => first(
-            std::iter::once(r.error_code).chain(r.coordinators.iter().map(|c| c.error_code)),
-        ),
+        R::FindCoordinator(r) => {
+            first(std::iter::once(r.error_code).chain(r.coordinators.iter().map(|c| c.error_code)))
+        }
         R::DescribeGroups(r) => first(r.groups.iter().map(|g| g.error_code)),
         R::DeleteGroups(r) => first(r.results.iter().map(|g| g.error_code)),
-        R::DescribeLogDirs(r) => first(
-            std::iter::once(r.error_code).chain(r.results.iter().map(|d| d.error_code)),
-        ),
+        R::DescribeLogDirs(r) => {
+            first(std::iter::once(r.error_code).chain(r.results.iter().map(|d| d.error_code)))
+        }
         R::DescribeProducers(r) => first(
             r.topics
                 .iter()
@@ -89,9 +89,9 @@ pub fn response_error_code(response: &ResponseKind) -> i16 {
         R::JoinGroup(r) => r.error_code,
         R::SyncGroup(r) => r.error_code,
         R::Heartbeat(r) => r.error_code,
-        R::LeaveGroup(r) => first(
-            std::iter::once(r.error_code).chain(r.members.iter().map(|m| m.error_code)),
-        ),
+        R::LeaveGroup(r) => {
+            first(std::iter::once(r.error_code).chain(r.members.iter().map(|m| m.error_code)))
+        }
         R::ListGroups(r) => r.error_code,
         R::OffsetDelete(r) => first(
             std::iter::once(r.error_code).chain(

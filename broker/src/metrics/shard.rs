@@ -57,7 +57,11 @@ impl ShardMetrics {
 
     /// Every (API key, outcome, count), sorted, for a snapshot.
     pub fn requests(&self) -> Vec<(i16, RequestOutcome, u64)> {
-        let mut all: Vec<_> = self.requests.iter().map(|(&(a, o), &n)| (a, o, n)).collect();
+        let mut all: Vec<_> = self
+            .requests
+            .iter()
+            .map(|(&(a, o), &n)| (a, o, n))
+            .collect();
         all.sort_unstable();
         all
     }

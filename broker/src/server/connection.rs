@@ -32,9 +32,9 @@ use corebus_wire::response::{encode_api_versions_fallback, encode_response};
 
 use super::split::{ReadHalf, WriteHalf, split};
 use crate::handlers;
+use crate::limits::SOCKET_READ_CHUNK_BYTES;
 use crate::metrics::response_error::{fetch_error_code, response_error_code};
 use crate::metrics::shard::RequestOutcome;
-use crate::limits::SOCKET_READ_CHUNK_BYTES;
 use crate::shard::Shard;
 
 /// Bytes of an undecodable frame shown in the log line about it.

@@ -92,7 +92,10 @@ impl Observed {
 
     /// The last zxid this node knows to be committed (as of its latest step).
     pub fn committed_zxid(&self) -> Zxid {
-        Zxid::from_u64(self.committed_zxid.load(std::sync::atomic::Ordering::Relaxed))
+        Zxid::from_u64(
+            self.committed_zxid
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn mark_stopped(&self) {
