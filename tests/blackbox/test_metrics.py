@@ -11,6 +11,7 @@ that is taken.
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -223,3 +224,45 @@ def test_an_explicit_address_that_is_taken_stops_start_up(tmp_path):
         )
     assert p.returncode != 0
     assert f"cannot listen for metrics on 127.0.0.1:{port}" in p.stderr, p.stderr
+
+
+def test_alive_but_not_ready_while_the_metadata_waits_for_a_quorum(tmp_path):
+    # Node 1 of a two-member consensus group whose other member never starts: the broker waits
+    # for the group to serve the metadata (up to 30 s), with the probes already answering.
+    metrics_port = harness.free_port()
+    peers = f"1@127.0.0.1:{harness.free_port()},2@127.0.0.1:{harness.free_port()}"
+    log_path = tmp_path / "broker.log"
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen(
+            [
+                str(harness.corebus_binary()),
+                "--listen", f"127.0.0.1:{harness.free_port()}",
+                "--node-id", "1",
+                "--consensus-peers", peers,
+                "--data-dir", str(tmp_path / "data"),
+                "--shards", "1",
+                "--metrics-listen", f"127.0.0.1:{metrics_port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + harness.BROKER_START_TIMEOUT_SECONDS
+        while True:
+            assert p.poll() is None, log_path.read_text()
+            try:
+                status = get(metrics_port, "/health")[0]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(harness.PROBE_INTERVAL_SECONDS)
+        assert status == 200
+        assert get(metrics_port, "/ready") == (503, "text/plain; charset=utf-8", "starting\n")
+        samples, _ = scrape(metrics_port)
+        assert total(samples, "corebus_ready") == 0
+        assert total(samples, "corebus_shard_up") == 0
+        assert total(samples, "corebus_consensus_serving") == 0
+        assert total(samples, "corebus_consensus_role", role="leading") == 0
+    finally:
+        p.kill()
+        p.wait()
