@@ -5,7 +5,10 @@
 //! It runs on one plain std thread with the small blocking `tiny_http` server rather than on
 //! a shard: scrapes and probes are rare, a blocking thread cannot stall a reactor, and the
 //! shards' state stays single-threaded (a scrape asks each shard for a snapshot through the
-//! existing mesh, see `snapshot::collect`).
+//! existing mesh, see `snapshot::collect`). Requests are answered one at a time on that
+//! thread; `tiny_http` reads each connection on a helper thread of its own pool (four kept,
+//! more while more connections are open), so this port is for scrapers and probes, not for
+//! the open network: it binds loopback unless told otherwise.
 //!
 //! Owns: [`MetricsServer`], [`Endpoint`]. Never: reads a shard's state from this thread;
 //! answers a scrape later than `SHARD_SNAPSHOT_TIMEOUT_MS` after asking the shards.
