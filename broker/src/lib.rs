@@ -4,7 +4,9 @@
 //! `shard` runs one pinned glommio executor per core and the messages between them;
 //! `metadata` keeps topics, placement and configs durably; `server` accepts connections and
 //! runs the per-connection request pipeline; `handlers` hold one file per Kafka API;
-//! `consensus` starts this process's consensus role (the `corebus-consensus` crate).
+//! `consensus` starts this process's consensus role (the `corebus-consensus` crate);
+//! `metrics` keeps per-shard counters and serves `/metrics`, `/health` and `/ready`;
+//! `logging` installs the log subscriber.
 //!
 //! Dependency direction: handlers sit on shard, metadata and storage; none of those imports a
 //! handler.
@@ -14,7 +16,9 @@ pub mod consensus;
 pub mod groups;
 pub mod handlers;
 pub mod limits;
+pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod server;
 pub mod shard;
 pub mod storage;

@@ -7,15 +7,15 @@ use corebus_broker::config::{Cli, Config};
 use tracing::{error, warn};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("COREBUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    if cli.print_config_reference {
+        print!("{}", corebus_broker::config::reference::markdown());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = corebus_broker::logging::init(&cli) {
+        eprintln!("corebus: {e}");
+        return ExitCode::from(2);
+    }
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {

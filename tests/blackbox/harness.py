@@ -177,11 +177,21 @@ def _tail(path, max_bytes=4000):
         return ""
 
 
-def start_broker(data_dir, log_path, extra_args=(), shards=1, command=None, cwd=None):
+def start_broker(
+    data_dir,
+    log_path,
+    extra_args=(),
+    shards=1,
+    command=None,
+    cwd=None,
+    metrics_listen="127.0.0.1:0",
+):
     """Starts a broker on a free loopback port with `data_dir` and waits until it answers
     ApiVersions. `command` replaces the corebus command line (the harness self-test uses it
     to stand in a fake broker); it gets `{port}` and `{data_dir}` substituted. A relative
-    `data_dir` is relative to `cwd` (the broker's working directory)."""
+    `data_dir` is relative to `cwd` (the broker's working directory). `metrics_listen` is
+    passed as `--metrics-listen` (a port of the broker's choosing by default, so brokers of
+    parallel tests never contend for the default 9644; None passes nothing)."""
     (Path(cwd) / data_dir if cwd else data_dir).mkdir(parents=True, exist_ok=True)
     last_error = None
     for _ in range(BROKER_START_ATTEMPTS):
@@ -199,6 +209,7 @@ def start_broker(data_dir, log_path, extra_args=(), shards=1, command=None, cwd=
                 str(data_dir),
                 "--shards",
                 str(shards),
+                *(["--metrics-listen", metrics_listen] if metrics_listen else []),
                 *extra_args,
             ]
         else:

@@ -11,6 +11,7 @@
 //! per-topic overrides (those live in the metadata store).
 
 pub mod consensus;
+pub mod reference;
 pub mod settings;
 pub mod value;
 
@@ -64,6 +65,44 @@ pub struct Cli {
     /// [default: this node alone, an embedded group of one]
     #[arg(long, value_name = "ID@HOST:PORT,...")]
     pub consensus_peers: Option<String>,
+    /// Where to serve /metrics (Prometheus), /health and /ready, HOST:PORT, or `off`
+    /// [default: 127.0.0.1:9644; when that default is taken the node starts without it and
+    /// says so, an explicit address that cannot be bound stops start-up]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub metrics_listen: Option<String>,
+    /// Log line format on stderr: `human` or `json` (one JSON object per line)
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Log levels, `tracing` directives: `info`, `warn,corebus_broker::storage=debug`, ...
+    /// [default: $COREBUS_LOG, else $RUST_LOG, else `info`]
+    #[arg(long, value_name = "DIRECTIVES")]
+    pub log_level: Option<String>,
+    /// Print the configuration reference (every flag and setting, Markdown) and exit
+    #[arg(long)]
+    pub print_config_reference: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line with `timestamp`, `level`, `target`, `message` and the
+    /// event's fields.
+    Json,
+}
+
+/// The metrics listener's address when `--metrics-listen` is not given (Redpanda's admin
+/// port).
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9644";
+
+/// Where the metrics endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// `--metrics-listen off`.
+    Off,
+    /// `explicit`: given on the command line, so failing to bind it stops start-up.
+    On { addr: HostPort, explicit: bool },
 }
 
 /// Why start-up refused the configuration.
@@ -280,6 +319,7 @@ pub struct Config {
     pub settings: BrokerSettings,
     pub roles: consensus::Roles,
     pub consensus: consensus::ConsensusConfig,
+    pub metrics: MetricsListen,
 }
 
 impl Config {
@@ -374,6 +414,17 @@ impl Config {
                 "--roles broker needs --consensus-peers: the group this broker uses".into(),
             ));
         }
+        let metrics = match cli.metrics_listen.as_deref().map(str::trim) {
+            Some(off) if off.eq_ignore_ascii_case("off") => MetricsListen::Off,
+            Some(text) => MetricsListen::On {
+                addr: metrics_listener(text)?,
+                explicit: true,
+            },
+            None => MetricsListen::On {
+                addr: metrics_listener(DEFAULT_METRICS_LISTEN)?,
+                explicit: false,
+            },
+        };
         Ok(Config {
             node_id,
             listen,
@@ -384,6 +435,7 @@ impl Config {
             settings,
             roles,
             consensus,
+            metrics,
         })
     }
 }
@@ -420,6 +472,17 @@ fn listener(origin: &str, text: &str) -> Result<HostPort, ConfigError> {
     Ok(HostPort { host, port })
 }
 
+/// Parses `--metrics-listen HOST:PORT`.
+fn metrics_listener(text: &str) -> Result<HostPort, ConfigError> {
+    let (host, port) = parse_host_port(text).map_err(|reason| ConfigError::Malformed {
+        name: "--metrics-listen".to_string(),
+        value: text.to_string(),
+        origin: "command line".to_string(),
+        reason: format!("{reason} (or `off`)"),
+    })?;
+    Ok(HostPort { host, port })
+}
+
 /// Reads a Kafka `server.properties` file (Java properties syntax: `=`/`:` separators, `#`/`!`
 /// comments, line continuations and escapes).
 fn read_properties(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
@@ -452,6 +515,29 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.settings.i64("num.partitions"), Some(1));
+    }
+
+    #[test]
+    fn metrics_listener_default_explicit_and_off() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(
+            c.metrics,
+            MetricsListen::On {
+                addr: HostPort {
+                    host: "127.0.0.1".into(),
+                    port: 9644
+                },
+                explicit: false
+            }
+        );
+        let c = Config::load(&cli(&["--metrics-listen", "0.0.0.0:9100"])).unwrap();
+        assert!(
+            matches!(c.metrics, MetricsListen::On { explicit: true, ref addr } if addr.port == 9100)
+        );
+        let c = Config::load(&cli(&["--metrics-listen", "off"])).unwrap();
+        assert_eq!(c.metrics, MetricsListen::Off);
+        let e = Config::load(&cli(&["--metrics-listen", "nowhere"])).unwrap_err();
+        assert!(e.to_string().contains("--metrics-listen"), "{e}");
     }
 
     #[test]

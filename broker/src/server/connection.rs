@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
@@ -32,6 +33,8 @@ use corebus_wire::response::{encode_api_versions_fallback, encode_response};
 use super::split::{ReadHalf, WriteHalf, split};
 use crate::handlers;
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
+use crate::metrics::response_error::{fetch_error_code, response_error_code};
+use crate::metrics::shard::RequestOutcome;
 use crate::shard::Shard;
 
 /// Bytes of an undecodable frame shown in the log line about it.
@@ -57,7 +60,8 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketA
     let depth = shard.config.limits.max_inflight_requests_per_connection;
     let (queue_tx, queue_rx) =
         local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(depth);
-    let write_task = glommio::spawn_local(write_responses(writer, queue_rx, peer)).detach();
+    let write_task =
+        glommio::spawn_local(write_responses(shard.clone(), writer, queue_rx, peer)).detach();
     read_requests(&shard, reader, queue_tx, peer).await;
     // The sender is gone: the writer drains what is owed and ends.
     let _ = write_task.await;
@@ -115,7 +119,10 @@ async fn read_requests(
                 debug!(%peer, "peer closed the connection");
                 return;
             }
-            Some(Ok(n)) => buf.truncate(start + n),
+            Some(Ok(n)) => {
+                shard.count(|m| m.received_bytes += n as u64);
+                buf.truncate(start + n);
+            }
             Some(Err(e)) => {
                 debug!(%peer, error = %e, "read failed");
                 return;
@@ -187,6 +194,7 @@ async fn start_request(
         Err(e) => {
             let shown = &raw[..raw.len().min(MALFORMED_FRAME_LOGGED_BYTES)];
             warn!(%peer, error = %e, frame_start = ?Bytes::copy_from_slice(shown), "malformed request; closing the connection");
+            shard.count(|m| m.malformed_requests += 1);
             return (ready(Outcome::Close), true);
         }
     };
@@ -205,30 +213,12 @@ async fn start_request(
                 request.api_key,
                 request.api_version,
             );
+            let started = Instant::now();
             let reply = handlers::handle(&shard, request, peer).await;
             drop(permit);
-            let body = match reply {
-                handlers::Reply::Respond(body) => body,
-                handlers::Reply::Fetch(fetch) => {
-                    return match super::gather::frame_fetch(corr, version, fetch) {
-                        Ok(pieces) => Outcome::RespondPieces(pieces),
-                        Err(e) => {
-                            warn!(error = %e, "cannot encode the Fetch response; closing the connection");
-                            Outcome::Close
-                        }
-                    };
-                }
-                handlers::Reply::Nothing => return Outcome::Silent,
-                handlers::Reply::Close => return Outcome::Close,
-            };
-            let mut out = BytesMut::new();
-            match encode_response(corr, key, version, &body, &mut out) {
-                Ok(()) => Outcome::Respond(out.freeze()),
-                Err(e) => {
-                    warn!(error = %e, "cannot encode the response; closing the connection");
-                    Outcome::Close
-                }
-            }
+            let (outcome, counted) = respond(corr, key, version, reply);
+            shard.count(|m| m.record_request(key as i16, counted, started.elapsed()));
+            outcome
         }
         .instrument(span),
     )
@@ -236,7 +226,41 @@ async fn start_request(
     (task, false)
 }
 
+/// Frames `reply`; returns what the writer does and how the request counts in the metrics.
+fn respond(
+    corr: i32,
+    key: ApiKey,
+    version: i16,
+    reply: handlers::Reply,
+) -> (Outcome, RequestOutcome) {
+    let body = match reply {
+        handlers::Reply::Respond(body) => body,
+        handlers::Reply::Fetch(fetch) => {
+            let code = fetch_error_code(&fetch.response);
+            return match super::gather::frame_fetch(corr, version, fetch) {
+                Ok(pieces) => (Outcome::RespondPieces(pieces), RequestOutcome::Code(code)),
+                Err(e) => {
+                    warn!(error = %e, "cannot encode the Fetch response; closing the connection");
+                    (Outcome::Close, RequestOutcome::Closed)
+                }
+            };
+        }
+        handlers::Reply::Nothing => return (Outcome::Silent, RequestOutcome::NoResponse),
+        handlers::Reply::Close => return (Outcome::Close, RequestOutcome::Closed),
+    };
+    let code = response_error_code(&body);
+    let mut out = BytesMut::new();
+    match encode_response(corr, key, version, &body, &mut out) {
+        Ok(()) => (Outcome::Respond(out.freeze()), RequestOutcome::Code(code)),
+        Err(e) => {
+            warn!(error = %e, "cannot encode the response; closing the connection");
+            (Outcome::Close, RequestOutcome::Closed)
+        }
+    }
+}
+
 async fn write_responses(
+    shard: Rc<Shard>,
     mut writer: WriteHalf,
     queue: local_channel::LocalReceiver<glommio::task::JoinHandle<Outcome>>,
     peer: SocketAddr,
@@ -248,6 +272,7 @@ async fn write_responses(
                     debug!(%peer, error = %e, "write failed");
                     break;
                 }
+                shard.count(|m| m.sent_bytes += bytes.len() as u64);
             }
             Some(Outcome::RespondPieces(pieces)) => {
                 for piece in pieces {
@@ -255,6 +280,7 @@ async fn write_responses(
                         debug!(%peer, error = %e, "write failed");
                         break 'responses;
                     }
+                    shard.count(|m| m.sent_bytes += piece.len() as u64);
                 }
             }
             Some(Outcome::Silent) => {}

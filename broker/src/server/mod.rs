@@ -46,6 +46,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             warn!(%peer, max = shard.config.limits.max_connections, "max.connections reached; closing the new connection");
             continue;
         }
+        shard.count(|m| m.connections_accepted += 1);
         let span = info_span!("conn", %peer, shard = shard.id.0);
         let s = shard.clone();
         let spawned = shard.tasks.spawn(

@@ -57,6 +57,20 @@ impl Mesh {
             .map_err(|_| ShardGone(target))
     }
 
+    /// Sends `job` to `target` without waiting for it to run, from a plain thread, giving up
+    /// after `timeout` when the mailbox stays full (the metrics thread: a scrape must not hang
+    /// behind a saturated shard).
+    pub fn post_timeout(
+        &self,
+        target: ShardId,
+        job: Job,
+        timeout: std::time::Duration,
+    ) -> Result<(), ShardGone> {
+        self.mailbox(target)?
+            .send_timeout(job, timeout)
+            .map_err(|_| ShardGone(target))
+    }
+
     /// Runs `f` on `target` and returns its result.
     pub async fn call<T, F, Fut>(&self, target: ShardId, f: F) -> Result<T, ShardGone>
     where

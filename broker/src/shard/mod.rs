@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::groups::{GroupCoordinator, GroupSettings};
 use crate::metadata::MetadataImage;
 use crate::metadata::controller::Controller;
+use crate::metrics::shard::ShardMetrics;
 use mesh::{Mesh, ShardGone};
 
 /// A shard's index, 0-based; shard 0 also hosts the metadata controller.
@@ -107,6 +108,8 @@ pub struct Shard {
     pub fetch_sessions: RefCell<fetch_sessions::FetchSessions>,
     /// The consumer groups whose `__consumer_offsets` partition this shard owns.
     pub groups: GroupCoordinator,
+    /// This shard's counters (plain state; the metrics endpoint asks for a snapshot by message).
+    pub metrics: RefCell<ShardMetrics>,
     metadata: RefCell<Arc<MetadataImage>>,
     controller: Option<Rc<Controller>>,
 }
@@ -140,6 +143,7 @@ impl Shard {
             logs,
             fetch_sessions: RefCell::new(fetch_sessions::FetchSessions::new(id, shard_count)),
             groups,
+            metrics: RefCell::new(ShardMetrics::default()),
             metadata: RefCell::new(metadata),
             controller,
         }
@@ -197,6 +201,11 @@ impl Shard {
                 (n < max).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// Adds to this shard's counters (one short borrow; never held across an await).
+    pub fn count(&self, f: impl FnOnce(&mut ShardMetrics)) {
+        f(&mut self.metrics.borrow_mut());
     }
 
     pub fn release_connection(&self) {

@@ -72,6 +72,17 @@ impl ShardLogs {
         f(self.producers.borrow_mut().entry(key).or_default())
     }
 
+    /// Partitions whose log is open on this shard (metrics).
+    pub fn partition_count(&self) -> usize {
+        self.logs.borrow().len()
+    }
+
+    /// Bytes of record batches on disk over this shard's open logs (metrics; one pass over
+    /// the logs' segment tables, no I/O).
+    pub fn size_bytes(&self) -> u64 {
+        self.logs.borrow().values().map(|l| l.size_bytes()).sum()
+    }
+
     pub fn storage(&self) -> &StorageShard<DmaDisk> {
         &self.storage
     }

@@ -19,10 +19,12 @@ use tracing::{error, info, warn};
 use super::mesh::{Job, Mesh, serve_mailbox};
 use super::partitions::ShardLogs;
 use super::{NodeInfo, Shard, ShardId, cpus};
-use crate::config::Config;
+use crate::config::{Config, MetricsListen};
 use crate::limits::{SHUTDOWN_GRACE_MS, SHUTDOWN_POLL_MS};
 use crate::metadata::MetadataError;
 use crate::metadata::controller::Controller;
+use crate::metrics::health::Health;
+use crate::metrics::http::{Endpoint, MetricsServer};
 use crate::server::accept_loop;
 use crate::server::listener::{BindError, bind_exclusive};
 use crate::storage::{DataDirLock, StorageError};
@@ -54,6 +56,8 @@ pub enum StartError {
     ShardFailed(usize, String),
     #[error(transparent)]
     Consensus(#[from] crate::consensus::ConsensusStartError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::http::MetricsBindError),
 }
 
 /// Runs the node until SIGTERM/SIGINT; `Ok` after a clean stop.
@@ -70,7 +74,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // The metadata store talks to the node's own consensus role where it has one (its actual
     // address: `--consensus-listen` may have asked for port 0).
     let own = consensus.as_ref().map(|n| n.local_addr());
-    let result = run_broker(config, own);
+    let observed = consensus.as_ref().map(|n| n.observer());
+    let result = run_broker(config, own, observed);
     crate::consensus::stop(consensus);
     result
 }
@@ -78,6 +83,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 fn run_broker(
     config: Arc<Config>,
     own_consensus: Option<std::net::SocketAddr>,
+    observed: Option<Arc<corebus_consensus::runtime::Observed>>,
 ) -> Result<(), StartError> {
     let cpus = cpus::allowed_cpus().map_err(StartError::Cpus)?;
     let shard_count = config.shards.unwrap_or(cpus.len());
@@ -89,6 +95,63 @@ fn run_broker(
         );
     }
     let (sockets, bound) = bind_exclusive(&config.listen, shard_count)?;
+    let (mesh, mailboxes) = Mesh::new(shard_count);
+    let connections = Arc::new(AtomicUsize::new(0));
+    // Up before recovery and the metadata load, so probes see "alive, not ready" meanwhile.
+    let health = Health::new();
+    let metrics = start_metrics(
+        &config,
+        Endpoint {
+            health: health.clone(),
+            mesh: Some(mesh.clone()),
+            connections: connections.clone(),
+            consensus: observed,
+        },
+    )?;
+    let result = run_shards(
+        config,
+        own_consensus,
+        shard_count,
+        &cpus,
+        (sockets, bound),
+        (mesh, mailboxes),
+        connections,
+        &health,
+    );
+    health.set_stopping();
+    if let Some(m) = metrics {
+        m.stop();
+    }
+    result
+}
+
+/// Starts the metrics listener as configured: `None` when it is off, or when the default
+/// address is taken (said in a warning; an explicit address that cannot be bound is an error).
+fn start_metrics(config: &Config, endpoint: Endpoint) -> Result<Option<MetricsServer>, StartError> {
+    match &config.metrics {
+        MetricsListen::Off => Ok(None),
+        MetricsListen::On { addr, explicit } => match MetricsServer::start(addr, endpoint) {
+            Ok(server) => Ok(Some(server)),
+            Err(e) if !explicit => {
+                warn!(error = %e, "running without /metrics, /health and /ready: pass --metrics-listen HOST:PORT (or off)");
+                Ok(None)
+            }
+            Err(e) => Err(StartError::Metrics(e)),
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_shards(
+    config: Arc<Config>,
+    own_consensus: Option<std::net::SocketAddr>,
+    shard_count: usize,
+    cpus: &[usize],
+    (sockets, bound): (Vec<socket2::Socket>, std::net::SocketAddr),
+    (mesh, mailboxes): (Mesh, Vec<flume::Receiver<Job>>),
+    connections: Arc<AtomicUsize>,
+    health: &Health,
+) -> Result<(), StartError> {
     let opened = crate::metadata::open::open(&config, shard_count, own_consensus)?;
     let image = opened.image().clone();
     // The store itself is built on shard 0, the controller's.
@@ -101,8 +164,6 @@ fn run_broker(
         },
         port: i32::from(config.advertised.as_ref().map_or(bound.port(), |a| a.port)),
     });
-    let (mesh, mailboxes) = Mesh::new(shard_count);
-    let connections = Arc::new(AtomicUsize::new(0));
     let image = Arc::new(image);
 
     // Signals are blocked into a thread of their own before the shards start, so no shard
@@ -182,10 +243,15 @@ fn run_broker(
     }
     drop(ready_tx);
     // A shard that fails to start drops its sender; the join below reports its error.
+    let mut started = 0;
     for _ in 0..shard_count {
         if ready_rx.recv().is_err() {
             break;
         }
+        started += 1;
+    }
+    if started == shard_count {
+        health.set_ready();
     }
     info!(
         listen = %bound,
@@ -197,6 +263,7 @@ fn run_broker(
     );
 
     let signal_mesh = mesh.clone();
+    let signal_health = health.clone();
     let signal_thread = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -205,6 +272,7 @@ fn run_broker(
                     signal = sig,
                     "stopping: no new connections, finishing in-flight requests"
                 );
+                signal_health.set_stopping();
                 for s in 0..signal_mesh.shard_count() {
                     let job: Job =
                         Box::new(|shard: Rc<Shard>| Box::pin(async move { shard.shutdown.fire() }));

@@ -389,7 +389,12 @@ impl<D: Disk> PartitionLog<D> {
             (target, seg.log_path.clone(), state.unsynced_records)
         };
         let result = match self.segment_file(&path, OpenMode::Existing).await {
-            Ok(file) => file.fdatasync().await,
+            Ok(file) => {
+                let started = std::time::Instant::now();
+                let synced = file.fdatasync().await;
+                self.inner.core.record_fsync(started.elapsed());
+                synced
+            }
             Err(e) => Err(e),
         };
         match result {

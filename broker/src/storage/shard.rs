@@ -22,6 +22,7 @@ use super::error::Result;
 use super::fd_cache::FdCache;
 use super::log::{LogInner, PartitionLog, WeakLog};
 use super::watermark::Watermark;
+use crate::metrics::histogram::LatencyHistogram;
 
 /// Logs of one shard opened or closed at once (each costs a few fsyncs, which overlap
 /// through io_uring; the fd cache holds far more files than this).
@@ -45,12 +46,18 @@ pub(crate) struct ShardCore<D: Disk> {
     logs: RefCell<HashMap<u64, WeakLog<D>>>,
     next_log_id: Cell<u64>,
     closed: Cell<bool>,
+    /// Latency of the group commit's fdatasyncs (metrics).
+    fsync_latency: RefCell<LatencyHistogram>,
 }
 
 impl<D: Disk> ShardCore<D> {
     pub(crate) fn queue_sync(&self, log: WeakLog<D>) {
         self.sync_queue.borrow_mut().push(log);
         self.sync_events.advance(self.sync_events.get() + 1);
+    }
+
+    pub(crate) fn record_fsync(&self, latency: Duration) {
+        self.fsync_latency.borrow_mut().observe(latency);
     }
 
     pub(crate) fn register(&self, log: &Rc<LogInner<D>>) {
@@ -107,6 +114,7 @@ impl<D: Disk> StorageShard<D> {
             logs: RefCell::new(HashMap::new()),
             next_log_id: Cell::new(0),
             closed: Cell::new(false),
+            fsync_latency: RefCell::new(LatencyHistogram::default()),
         });
         let events = core.sync_events.clone();
         glommio::spawn_local(group_commit(Rc::downgrade(&core), events)).detach();
@@ -166,6 +174,10 @@ impl<D: Disk> StorageShard<D> {
     }
     pub fn open_files(&self) -> usize {
         self.core.files.open_count()
+    }
+    /// Latency of every group-commit fdatasync so far (metrics).
+    pub fn fsync_latency(&self) -> LatencyHistogram {
+        *self.core.fsync_latency.borrow()
     }
 }
 

@@ -60,6 +60,9 @@ pub struct Observed {
     /// 0 looking, 1 following, 2 leading; bit 7 set when serving.
     pub state: std::sync::atomic::AtomicU8,
     stopped: std::sync::atomic::AtomicBool,
+    /// The last zxid in this node's log and the last committed one, 64-bit form (metrics).
+    last_zxid: std::sync::atomic::AtomicU64,
+    committed_zxid: std::sync::atomic::AtomicU64,
 }
 
 impl Observed {
@@ -72,6 +75,27 @@ impl Observed {
         let serving = if node.is_serving() { 0x80 } else { 0 };
         self.state
             .store(role | serving, std::sync::atomic::Ordering::Relaxed);
+        self.last_zxid.store(
+            node.last_zxid().as_u64(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.committed_zxid.store(
+            node.committed().as_u64(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The last zxid in this node's log (as of its latest step).
+    pub fn last_zxid(&self) -> Zxid {
+        Zxid::from_u64(self.last_zxid.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The last zxid this node knows to be committed (as of its latest step).
+    pub fn committed_zxid(&self) -> Zxid {
+        Zxid::from_u64(
+            self.committed_zxid
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     pub(crate) fn mark_stopped(&self) {
