@@ -4,11 +4,14 @@
 //! `shard` runs one pinned glommio executor per core and the messages between them;
 //! `metadata` keeps topics, placement and configs durably; `server` accepts connections and
 //! runs the per-connection request pipeline; `handlers` hold one file per Kafka API;
-//! `consensus` starts this process's consensus role (the `corebus-consensus` crate).
+//! `consensus` starts this process's consensus role (the `corebus-consensus` crate);
+//! `cluster` registers the broker in the consensus tree, elects the controller and watches
+//! the live brokers.
 //!
 //! Dependency direction: handlers sit on shard, metadata and storage; none of those imports a
 //! handler.
 
+pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod groups;
