@@ -322,7 +322,7 @@ pub async fn leave(shard: &Shard) {
     })
     .await;
     match closed {
-        Ok(()) => info!("consensus session closed: registration removed"),
+        Ok(()) => info!("consensus session closed: its ephemeral nodes are gone"),
         Err(e) => warn!(error = %e, "consensus session not closed; it expires instead"),
     }
 }

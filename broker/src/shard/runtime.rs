@@ -176,6 +176,8 @@ fn run_broker(
                     Ok(m) => m,
                     Err(e) => {
                         let _ = ready.send(Err(i));
+                        // The session opened for it ends now rather than at its timeout.
+                        crate::cluster::watcher::leave(&shard).await;
                         return Err(format!("cannot join the cluster: {e}"));
                     }
                 };
