@@ -164,6 +164,13 @@ fn changes_are_in_the_tree_and_load_back() {
     n.stop().unwrap();
 }
 
+/// The tree of the node at `addr`, read through a client of its own.
+async fn load_tree(addr: SocketAddr) -> LoadedTree {
+    ConsensusStore::load(&metadata_client(vec![addr], None).unwrap())
+        .await
+        .unwrap()
+}
+
 async fn block(s: &ConsensusStore) -> std::ops::Range<i64> {
     let img = s
         .apply(vec![MetadataCommand::AllocateProducerIds { count: 1000 }])
@@ -178,9 +185,7 @@ fn producer_id_blocks_retry_a_stale_counter_and_never_overlap() {
     let addr = free_addr();
     let n = node(dir.path(), addr);
     on_executor(async move || {
-        let loaded = ConsensusStore::load(&metadata_client(vec![addr], None).unwrap())
-            .await
-            .unwrap();
+        let loaded = load_tree(addr).await;
         let one = ConsensusStore::new(metadata_client(vec![addr], None).unwrap(), loaded.clone());
         let two = ConsensusStore::new(metadata_client(vec![addr], None).unwrap(), loaded);
         let mut blocks = vec![block(&one).await];
@@ -265,9 +270,7 @@ fn only_the_controller_changes_topics_and_a_replaced_one_is_fenced() {
     let addr = free_addr();
     let n = node(dir.path(), addr);
     on_executor(async move || {
-        let loaded = ConsensusStore::load(&metadata_client(vec![addr], None).unwrap())
-            .await
-            .unwrap();
+        let loaded = load_tree(addr).await;
         let session = || metadata_client(vec![addr], Some(2_000)).unwrap();
         let one = ConsensusStore::new(session(), loaded.clone());
         let two = ConsensusStore::new(session(), loaded);
