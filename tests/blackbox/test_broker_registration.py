@@ -6,7 +6,8 @@ real client of the real group), Kafka clients (confluent-kafka) against the brok
 - A single node registers itself (`/corebus/brokers/ids/1`, ephemeral, versioned JSON with
   its advertised listener) and is the controller (`/corebus/controller` under the same
   session, its epoch in `/corebus/controller_epoch`); Metadata and DescribeCluster say so.
-- A broker on a group of three: the consensus node its session is connected to is killed with
+- A broker on a group of three: the consensus node its session is connected to (a follower, and
+  the leader) is killed with
   SIGKILL; the session moves, the registration never disappears (a watcher on another node is
   told nothing) and the broker keeps serving produce and consume.
 - A broker killed with SIGKILL loses its registration within the documented bound (session
@@ -205,11 +206,20 @@ def test_single_node_registers_itself_and_is_the_controller(broker):
     assert "single" in get_node(addr, "/corebus/topics")["children"]
 
 
+@pytest.mark.parametrize("victim_role", ["follower", "leader"])
 def test_session_moves_off_a_killed_consensus_node_and_the_registration_stays(
-    group, drivers, broker_factory
+    group, drivers, broker_factory, victim_role
 ):
     statuses = serving_group(group)
-    b = group_broker(broker_factory, group, 7)
+    leader = leader_of(statuses)
+    wanted = leader if victim_role == "leader" else next(i for i in group.ports if i != leader)
+    # A broker-only node tries the members in id order, and their ids are only names to it:
+    # the wanted node is listed first, so the session opens there.
+    order = [wanted] + [i for i in group.ports if i != wanted]
+    peers = ",".join(f"{n}@{group.addr(i)}" for n, i in enumerate(order, start=1))
+    b = broker_factory(
+        extra_args=["--roles", "broker", "--node-id", "7", "--consensus-peers", peers, *SESSION_OVERRIDE]
+    )
     assert wait_view(b.bootstrap, [7], 7) == ([7], 7)
     produce(b.bootstrap, "moving", [f"before-{i}" for i in range(20)])
     victim_addr = session_server(b)
@@ -222,7 +232,9 @@ def test_session_moves_off_a_killed_consensus_node_and_the_registration_stays(
         "--max-ms", str(3 * SESSION_TIMEOUT_MS + LEADER_CHANGE_ALLOWANCE_MS + 3_000),
     )
     watcher.expect("watching")
-    role = "leader" if leader_of(statuses) == victim else "follower"
+    assert victim == wanted, (victim, wanted)
+    role = victim_role
+    print(f"\nthe broker's session is on consensus node {victim} (the {role}); killing it")
     group.kill9(victim)
     _, done = watcher.expect("done", timeout=3 * SESSION_TIMEOUT_MS / 1000 + 60)
     assert done["count"] == 0, f"the registration changed after killing the {role}: {watcher.seen}"
