@@ -7,10 +7,13 @@
 //! `consensus` starts this process's consensus role (the `corebus-consensus` crate);
 //! `metrics` keeps per-shard counters and serves `/metrics`, `/health` and `/ready`;
 //! `logging` installs the log subscriber.
+//! `cluster` registers the broker in the consensus tree, elects the controller and watches
+//! the live brokers.
 //!
 //! Dependency direction: handlers sit on shard, metadata and storage; none of those imports a
 //! handler.
 
+pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub mod groups;

@@ -9,6 +9,8 @@
 //! - `watch --server A --path P --linger-ms N --max-ms M`: `exists` with a watch on P
 //!   (which must exist), prints `watching`, then every event as it arrives; N ms after the
 //!   first event (or after M ms at most) prints `done` with the number of events.
+//! - `get --server A --path P`: sync, then one line with the node's data (as UTF-8 text),
+//!   data version and ephemeral owner, or `"exists": false`; and its children.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use corebus_consensus::client::{Client, ClientConfig, CreateMode};
+use corebus_consensus::client::{Client, ClientConfig, CreateMode, Error};
+use corebus_consensus::txn::TreeError;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde_json::json;
 
@@ -45,6 +48,12 @@ enum Cmd {
         linger_ms: u64,
         #[arg(long, default_value_t = 60_000)]
         max_ms: u64,
+    },
+    Get {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        path: String,
     },
 }
 
@@ -122,6 +131,30 @@ async fn watch(server: SocketAddr, path: String, linger_ms: u64, max_ms: u64) ->
     Ok(())
 }
 
+async fn get(server: SocketAddr, path: String) -> Result<()> {
+    let mut cfg = ClientConfig::new(vec![server]);
+    cfg.request_timeout_ms = 30_000;
+    let c = Client::new(cfg)?;
+    c.sync().await?;
+    match c.get(&path).await {
+        Ok((data, stat)) => {
+            let mut children = c.children(&path).await?;
+            children.sort();
+            say(json!({
+                "event": "node", "path": path, "exists": true,
+                "data": String::from_utf8_lossy(&data), "version": stat.version,
+                "ephemeral_owner": stat.ephemeral_owner.map(|s| s.0), "children": children,
+            }));
+        }
+        Err(Error::Tree {
+            error: TreeError::NoNode,
+            ..
+        }) => say(json!({"event": "node", "path": path, "exists": false})),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -143,6 +176,7 @@ fn main() -> Result<()> {
                     linger_ms,
                     max_ms,
                 } => watch(server, path, linger_ms, max_ms).await,
+                Cmd::Get { server, path } => get(server, path).await,
             }
         })
         .map_err(|e| anyhow::anyhow!("executor: {e}"))?

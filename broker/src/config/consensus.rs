@@ -83,9 +83,12 @@ fn resolve(flag: &str, text: &str, host: &str, port: u16) -> Result<SocketAddr, 
         .ok_or_else(|| bad(flag, text, format!("{host:?} resolves to no address")))
 }
 
-/// Resolves the consensus flags for node `node_id` whose Kafka listener is `listen`.
+/// Resolves the consensus flags for node `node_id` whose Kafka listener is `listen`. A node
+/// with the consensus role must be among the members; a broker-only node uses the group and
+/// need not be.
 pub fn resolve_consensus(
     node_id: i32,
+    roles: Roles,
     listen: &HostPort,
     consensus_listen: Option<&str>,
     peers: Option<&str>,
@@ -137,7 +140,7 @@ pub fn resolve_consensus(
     if members.is_empty() {
         return Err(bad(flag, text, "no members given".into()));
     }
-    if !members.contains_key(&me) {
+    if roles.consensus && !members.contains_key(&me) {
         return Err(bad(
             flag,
             text,
@@ -146,8 +149,12 @@ pub fn resolve_consensus(
             ),
         ));
     }
-    // Without --consensus-listen the node listens where the group expects it.
-    let listen_addr = given_listen.unwrap_or(members[&me]);
+    // Without --consensus-listen the node listens where the group expects it (a broker-only
+    // node listens for no consensus traffic; the address is unused).
+    let listen_addr = match (given_listen, members.get(&me)) {
+        (Some(a), _) | (None, Some(&a)) => a,
+        (None, None) => resolve(flag, text, &listen.host, DEFAULT_CONSENSUS_PORT)?,
+    };
     Ok(ConsensusConfig {
         listen: listen_addr,
         members,
@@ -179,7 +186,7 @@ mod tests {
 
     #[test]
     fn defaults_to_a_group_of_one_next_to_the_listener() {
-        let c = resolve_consensus(1, &host(), None, None).unwrap();
+        let c = resolve_consensus(1, Roles::BOTH, &host(), None, None).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9093");
         assert_eq!(c.members, BTreeMap::from([(1, c.listen)]));
         assert!(!c.explicit_peers);
@@ -188,10 +195,11 @@ mod tests {
     #[test]
     fn peers_are_checked() {
         let peers = "1@127.0.0.1:7001,2@127.0.0.1:7002,3@127.0.0.1:7003";
-        let c = resolve_consensus(2, &host(), Some("127.0.0.1:7002"), Some(peers)).unwrap();
+        let c = resolve_consensus(2, Roles::BOTH, &host(), Some("127.0.0.1:7002"), Some(peers))
+            .unwrap();
         assert_eq!(c.members.len(), 3);
         assert_eq!(c.members[&3].port(), 7003);
-        let c = resolve_consensus(3, &host(), None, Some(peers)).unwrap();
+        let c = resolve_consensus(3, Roles::BOTH, &host(), None, Some(peers)).unwrap();
         assert_eq!(c.listen.port(), 7003, "listens at its own member address");
         for (id, p) in [
             (4, peers),
@@ -201,10 +209,18 @@ mod tests {
             (1, "1@127.0.0.1"),
             (1, ","),
         ] {
-            let e = resolve_consensus(id, &host(), None, Some(p)).unwrap_err();
+            let e = resolve_consensus(id, Roles::BOTH, &host(), None, Some(p)).unwrap_err();
             assert!(e.to_string().contains("--consensus-peers"), "{p}: {e}");
         }
-        let e = resolve_consensus(1, &host(), Some("nowhere"), None).unwrap_err();
+        let e = resolve_consensus(1, Roles::BOTH, &host(), Some("nowhere"), None).unwrap_err();
         assert!(e.to_string().contains("--consensus-listen"), "{e}");
+        // A broker-only node uses the group without being one of its members.
+        let broker = Roles {
+            consensus: false,
+            broker: true,
+        };
+        let c = resolve_consensus(4, broker, &host(), None, Some(peers)).unwrap();
+        assert_eq!(c.members.len(), 3);
+        assert!(!c.members.contains_key(&4) && c.explicit_peers);
     }
 }

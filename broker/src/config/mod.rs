@@ -405,6 +405,7 @@ impl Config {
         let roles = consensus::Roles::parse(&cli.roles)?;
         let consensus = consensus::resolve_consensus(
             node_id,
+            roles,
             &listen,
             cli.consensus_listen.as_deref(),
             cli.consensus_peers.as_deref(),

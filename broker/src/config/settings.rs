@@ -182,6 +182,27 @@ pub static SETTINGS: &[Setting] = &[
         "The address clients are told to connect to; defaults to the listener.",
     ),
     broker(
+        "broker.rack",
+        Str,
+        None,
+        ANY,
+        "The rack of this broker, published in its registration in the consensus tree \
+         (replica placement will read it; nothing else does yet).",
+    ),
+    broker(
+        "corebus.consensus.session.timeout.ms",
+        Int,
+        Some("2000"),
+        Validator::Range {
+            min: 200,
+            max: 2_000,
+        },
+        "The timeout of the broker's consensus session (Kafka's zookeeper.session.timeout.ms), \
+         in ms, within the group's bounds (2 to 20 ping intervals: 200 to 2000 ms). The \
+         broker's registration and controller node outlive a broker killed with SIGKILL by \
+         about this much.",
+    ),
+    broker(
         "log.dirs",
         Str,
         None,

@@ -1,5 +1,7 @@
-//! Metadata (key 3): this node as the only broker, leader and controller; topics with their
-//! ids (KIP-516) and partitions; auto-creation of unknown topics with `num.partitions` when the
+//! Metadata (key 3): the live brokers and the controller as the cluster view has them (the
+//! registrations in the consensus tree; this node alone without a group), this node as the
+//! leader of every partition it serves (replication comes later); topics with their ids
+//! (KIP-516) and partitions; auto-creation of unknown topics with `num.partitions` when the
 //! broker allows it (`auto.create.topics.enable`) and the request does.
 //!
 //! Never: reports a topic that is not in the metadata image; creates a topic named by id.
@@ -82,6 +84,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
         }
     }
     let wanted = auto_create_missing(shard, wanted).await;
+    let cluster = shard.cluster();
     let topics = wanted
         .into_iter()
         .map(|w| match w {
@@ -95,15 +98,21 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
                 .with_error_code(ResponseError::UnknownServerError.code()),
         })
         .collect();
-    MetadataResponse::default()
-        .with_brokers(vec![
+    let brokers = cluster
+        .brokers
+        .iter()
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(node.node_id))
-                .with_host(str_bytes(node.host.clone()))
-                .with_port(node.port),
-        ])
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
-        .with_controller_id(BrokerId(node.node_id))
+        .with_controller_id(BrokerId(cluster.controller_wire_id()))
         .with_topics(topics)
 }
 

@@ -11,9 +11,15 @@
 //! | `/corebus/topics/<name>` | `{"version":1,"id":"<uuid>","partitions":[<shard of p0>, ...]}` |
 //! | `/corebus/config/topics/<name>` | `{"version":1,"configs":{"<key>":"<value>", ...}}` (created with the topic, `{}` when none) |
 //! | `/corebus/producer-ids` | `{"version":1,"next":<first id not handed out>}` |
-//! | `/corebus/brokers/ids` | reserved: one ephemeral child per live broker (its session's registration) |
-//! | `/corebus/controller` | reserved: the controller's ephemeral node |
+//! | `/corebus/brokers/ids/<node id>` | ephemeral, one per live broker, under its session: `{"version":1,"node_id":N,"listeners":[{"name":"PLAINTEXT","host":"..","port":P}],"rack":null\|".."}` (`crate::cluster::registration`) |
+//! | `/corebus/controller` | ephemeral, the controller's, under its session: `{"version":1,"node_id":N,"epoch":E}` (`crate::cluster::election`) |
+//! | `/corebus/controller_epoch` | `{"version":1,"epoch":E}`: the latest controller's epoch, bumped by compare-and-set in the same `multi` that creates `/corebus/controller`; every topic change of the controller carries a check of its data version (the fence) |
 //! | `/corebus/import-in-progress` | exists only while a local metadata file is being imported |
+//!
+//! The ephemeral nodes outlive a broker killed with SIGKILL by at most the consensus
+//! session bound (`corebus_consensus::session`: session timeout + a ping interval + a tick +
+//! a commit, plus an election if the group's leader changes meanwhile); a clean shutdown
+//! closes the session and they go at once.
 //!
 //! Values are JSON because the image already is (`local_file` writes it with serde): one
 //! encoding for metadata, readable with any consensus client. Every value carries `version`; a
@@ -33,8 +39,17 @@
 //! The image's `epoch` is this process's count of installed images (the shards install only a
 //! newer one), not a property of the tree.
 //!
-//! Never: writes outside `/corebus`; reuses a producer id; creates the reserved ephemeral
-//! nodes (the sessions of the consensus crate own those); panics on what it reads.
+//! Writers: only the controller changes topics. The store's [`WriterRole`] says what this
+//! broker may write: `Unfenced` at start-up (before the cluster machinery runs: the import
+//! and the re-placement of orphans, as a single node always did), `Controller` with the
+//! version of `/corebus/controller_epoch` it won (added to each topic change as a check, so
+//! a controller that was replaced fails with [`MetadataError::NotController`] instead of
+//! overwriting its successor's change), or `Follower` (topic changes are refused with
+//! `NotController`; producer-id blocks are still taken, by compare-and-set on the counter,
+//! which fences itself).
+//!
+//! Never: writes outside `/corebus`; reuses a producer id; creates the ephemeral nodes
+//! (`crate::cluster` does, under the broker's session); panics on what it reads.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -71,10 +86,12 @@ pub const CONFIG: &str = "/corebus/config";
 pub const TOPIC_CONFIGS: &str = "/corebus/config/topics";
 pub const PRODUCER_IDS: &str = "/corebus/producer-ids";
 pub const BROKERS: &str = "/corebus/brokers";
-/// Reserved for broker registrations (ephemeral children, one per broker session).
+/// Broker registrations (ephemeral children, one per broker session; `crate::cluster`).
 pub const BROKER_IDS: &str = "/corebus/brokers/ids";
-/// Reserved for the controller's ephemeral node; never created by this store.
+/// The controller's ephemeral node (`crate::cluster::election`); never created by this store.
 pub const CONTROLLER: &str = "/corebus/controller";
+/// The latest controller epoch; created here at 0, bumped by each new controller.
+pub const CONTROLLER_EPOCH: &str = "/corebus/controller_epoch";
 pub const IMPORT_MARKER: &str = "/corebus/import-in-progress";
 
 /// The persistent nodes every corebus tree has, parents first.
@@ -127,20 +144,51 @@ struct ClusterIdNode {
     cluster_id: String,
 }
 
-fn bad(path: &str, reason: impl Into<String>) -> MetadataError {
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct ControllerEpochNode {
+    version: u32,
+    epoch: u64,
+}
+
+/// The value of [`CONTROLLER_EPOCH`] holding `epoch`.
+pub fn controller_epoch_value(epoch: u64) -> Vec<u8> {
+    encode(&ControllerEpochNode {
+        version: TREE_FORMAT_VERSION,
+        epoch,
+    })
+}
+
+/// The epoch held by a [`CONTROLLER_EPOCH`] value.
+pub fn decode_controller_epoch(bytes: &[u8]) -> Result<u64, MetadataError> {
+    let node: ControllerEpochNode = decode(CONTROLLER_EPOCH, bytes)?;
+    Ok(node.epoch)
+}
+
+/// What this broker may write (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterRole {
+    /// Start-up, before the cluster machinery runs: writes as a single node always did.
+    Unfenced,
+    /// The controller, holding `/corebus/controller_epoch` at data version `fence_version`.
+    Controller { fence_version: u32 },
+    /// Another broker is (or none is yet) the controller: topic changes are refused.
+    Follower,
+}
+
+pub(crate) fn bad(path: &str, reason: impl Into<String>) -> MetadataError {
     MetadataError::BadNode {
         path: path.to_string(),
         reason: reason.into(),
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     // These types are maps of strings and numbers: serialising them cannot fail.
     serde_json::to_vec(value).unwrap_or_default()
 }
 
 /// Decodes a node value, refusing an unknown format version.
-fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, MetadataError> {
+pub(crate) fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, MetadataError> {
     let env: Envelope = serde_json::from_slice(bytes)
         .map_err(|e| bad(path, format!("not a corebus value: {e}")))?;
     if env.version == 0 || env.version > TREE_FORMAT_VERSION {
@@ -221,7 +269,7 @@ fn decode_producer_ids(bytes: &[u8]) -> Result<i64, MetadataError> {
 }
 
 /// What a failed call to the group means for the caller.
-fn group_error(e: ClientError) -> MetadataError {
+pub(crate) fn group_error(e: ClientError) -> MetadataError {
     match e {
         ClientError::Tree { index, error } => {
             MetadataError::Conflict(format!("the tree refused op {index}: {error}"))
@@ -243,6 +291,7 @@ struct State {
     versions: HashMap<String, u32>,
     /// A write's outcome is unknown: read the tree again before the next change.
     stale: bool,
+    role: WriterRole,
 }
 
 pub struct ConsensusStore {
@@ -251,10 +300,16 @@ pub struct ConsensusStore {
     writer: glommio::sync::Semaphore,
 }
 
-/// A client whose every call is bounded by [`METADATA_STORE_TIMEOUT_MS`].
-pub fn metadata_client(servers: Vec<SocketAddr>) -> Result<Client, MetadataError> {
+/// A client whose every call is bounded by [`METADATA_STORE_TIMEOUT_MS`]; with
+/// `session_timeout_ms` it holds a consensus session (the broker's, which owns its
+/// registration and, when it wins, the controller node).
+pub fn metadata_client(
+    servers: Vec<SocketAddr>,
+    session_timeout_ms: Option<u64>,
+) -> Result<Client, MetadataError> {
     let mut cfg = ClientConfig::new(servers);
     cfg.request_timeout_ms = METADATA_STORE_TIMEOUT_MS;
+    cfg.session_timeout_ms = session_timeout_ms;
     cfg.connect_timeout_ms = cfg.connect_timeout_ms.min(METADATA_STORE_TIMEOUT_MS);
     Client::new(cfg).map_err(group_error)
 }
@@ -269,6 +324,7 @@ impl ConsensusStore {
                 image: Arc::new(loaded.image),
                 versions: loaded.versions,
                 stale: false,
+                role: WriterRole::Unfenced,
             }),
             writer: glommio::sync::Semaphore::new(1),
         }
@@ -288,11 +344,30 @@ impl ConsensusStore {
             &producer_ids_value(fresh.next_producer_id),
         )
         .await?;
+        create_if_missing(client, CONTROLLER_EPOCH, &controller_epoch_value(0)).await?;
         read_tree(client).await
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    pub fn role(&self) -> WriterRole {
+        self.state.borrow().role
+    }
+
+    /// Says what this broker may write from now on (`crate::cluster` calls it as the
+    /// controller node comes and goes).
+    pub fn set_role(&self, role: WriterRole) {
+        self.state.borrow_mut().role = role;
+    }
+
+    /// Reads the whole tree again and installs it (a broker that is not the controller, told
+    /// by a watch that topics changed); returns the new image.
+    pub async fn reload(&self) -> Result<Arc<MetadataImage>, MetadataError> {
+        let _turn = self.turn().await?;
+        let loaded = read_tree(&self.client).await?;
+        Ok(self.install_loaded(loaded))
     }
 
     /// The tree as this store last read or wrote it.
@@ -442,10 +517,11 @@ impl MetadataStore for ConsensusStore {
             for c in cmds.iter().cloned() {
                 next.apply(c)?;
             }
-            let ops = self.diff(&base, &next)?;
+            let mut ops = self.diff(&base, &next)?;
             if ops.is_empty() {
                 return Ok(self.current());
             }
+            self.fence(&mut ops)?;
             let paths: Vec<String> = ops.iter().map(|o| o.path().to_string()).collect();
             match self.client.multi(ops).await {
                 Ok(results) => {
@@ -473,6 +549,16 @@ impl MetadataStore for ConsensusStore {
                     // Another writer advanced the counter: take ours from where it is now.
                     base.next_producer_id = self.reread_producer_ids().await?;
                 }
+                Err(ClientError::Tree {
+                    index,
+                    error: TreeError::BadVersion | TreeError::NoNode,
+                }) if paths.get(index).is_some_and(|p| p == CONTROLLER_EPOCH) => {
+                    // A newer controller was elected: this broker must not write any more.
+                    let mut st = self.state.borrow_mut();
+                    st.stale = true;
+                    st.role = WriterRole::Follower;
+                    return Err(MetadataError::NotController);
+                }
                 Err(e) => {
                     // Refused (the tree is not what was read) or of unknown outcome: either
                     // way the tree is read again before the next change.
@@ -488,6 +574,25 @@ impl MetadataStore for ConsensusStore {
 }
 
 impl ConsensusStore {
+    /// Applies the writer rule to a change: topic changes carry the controller's fence, or
+    /// are refused on a broker that is not the controller.
+    fn fence(&self, ops: &mut Vec<WriteOp>) -> Result<(), MetadataError> {
+        if ops.iter().all(|o| o.path() == PRODUCER_IDS) {
+            return Ok(());
+        }
+        match self.role() {
+            WriterRole::Unfenced => Ok(()),
+            WriterRole::Follower => Err(MetadataError::NotController),
+            WriterRole::Controller { fence_version } => {
+                ops.push(WriteOp::Check {
+                    path: CONTROLLER_EPOCH.into(),
+                    expected_version: Some(fence_version),
+                });
+                Ok(())
+            }
+        }
+    }
+
     /// The writes that turn the tree of `from` into that of `to`; every change to a node read
     /// before is conditional on the version read.
     fn diff(
@@ -529,7 +634,8 @@ impl ConsensusStore {
         if from.next_producer_id != to.next_producer_id {
             ops.push(self.set_op(PRODUCER_IDS.into(), producer_ids_value(to.next_producer_id))?);
         }
-        if ops.len() > MAX_MULTI_OPS {
+        // One op of room for the controller's fence.
+        if ops.len() + 1 > MAX_MULTI_OPS {
             return Err(MetadataError::Invalid(format!(
                 "one change of {} tree writes; at most {MAX_MULTI_OPS}",
                 ops.len()

@@ -1,4 +1,6 @@
-//! The metadata controller, hosted on shard 0: the only writer of the metadata store. A change
+//! The metadata controller, hosted on shard 0: the only writer of the metadata store (with
+//! the consensus store, only on the broker that holds `/corebus/controller`; the store refuses
+//! topic changes elsewhere, see `consensus_store`). A change
 //! is decided against the latest image, committed durably, and then installed on every shard
 //! before the caller hears of it, so a client that created a topic through one connection sees
 //! it through any other.
@@ -35,6 +37,26 @@ impl Controller {
 
     pub fn image(&self) -> Arc<MetadataImage> {
         self.store.current()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Reads the consensus tree again and installs it on every shard (changes another broker
+    /// made, told by a watch); ordered with the changes of this controller.
+    pub async fn reload(&self) -> Result<(), MetadataError> {
+        let Some(store) = self.store.consensus() else {
+            return Ok(());
+        };
+        let _turn = self
+            .turn
+            .acquire_permit(1)
+            .await
+            .map_err(|e| MetadataError::Invalid(format!("controller closed: {e}")))?;
+        let image = store.reload().await?;
+        self.install_everywhere(image).await;
+        Ok(())
     }
 
     /// Runs `decide` on the latest image; commits the commands it returns (none: nothing is

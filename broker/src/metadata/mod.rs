@@ -38,7 +38,8 @@ pub enum MetadataError {
     },
     #[error("metadata file {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("metadata store is not on this shard")]
+    /// This broker is not the controller (or was replaced by a newer one).
+    #[error("this broker is not the controller")]
     NotController,
     /// The consensus group did not take or answer the change in time (a write may or may not
     /// have happened; the store reads the tree again before the next one).
@@ -72,6 +73,16 @@ pub trait MetadataStore {
 pub enum Store {
     Local(local_file::LocalFileStore),
     Consensus(consensus_store::ConsensusStore),
+}
+
+impl Store {
+    /// The consensus store, when this node keeps its metadata in the tree.
+    pub fn consensus(&self) -> Option<&consensus_store::ConsensusStore> {
+        match self {
+            Store::Consensus(s) => Some(s),
+            Store::Local(_) => None,
+        }
+    }
 }
 
 impl MetadataStore for Store {

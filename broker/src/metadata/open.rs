@@ -54,13 +54,19 @@ impl Opened {
         }
     }
 
-    /// The store; build it on the executor that will use it (shard 0).
-    pub fn into_store(self, data_dir: &Path) -> Result<Store, MetadataError> {
+    /// The store; build it on the executor that will use it (shard 0). A consensus store's
+    /// client holds the broker's session, with `session_timeout_ms`.
+    pub fn into_store(
+        self,
+        data_dir: &Path,
+        session_timeout_ms: u64,
+    ) -> Result<Store, MetadataError> {
         Ok(match self {
             Opened::Local(image) => Store::Local(LocalFileStore::new(data_dir, image)),
-            Opened::Consensus { servers, loaded } => {
-                Store::Consensus(ConsensusStore::new(metadata_client(servers)?, loaded))
-            }
+            Opened::Consensus { servers, loaded } => Store::Consensus(ConsensusStore::new(
+                metadata_client(servers, Some(session_timeout_ms))?,
+                loaded,
+            )),
         })
     }
 }

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::{BrokerEndpoint, ClusterView};
 use crate::config::Config;
 use crate::groups::{GroupCoordinator, GroupSettings};
 use crate::metadata::MetadataImage;
@@ -111,6 +112,8 @@ pub struct Shard {
     /// This shard's counters (plain state; the metrics endpoint asks for a snapshot by message).
     pub metrics: RefCell<ShardMetrics>,
     metadata: RefCell<Arc<MetadataImage>>,
+    /// The live brokers and the controller, as shard 0 last installed them.
+    cluster: RefCell<Arc<ClusterView>>,
     controller: Option<Rc<Controller>>,
 }
 
@@ -130,6 +133,12 @@ impl Shard {
         let budget = config.limits.shard_produce_memory_budget_bytes as u64;
         let shard_count = mesh.shard_count();
         let groups = GroupCoordinator::new(GroupSettings::from_settings(&config.settings));
+        let me = BrokerEndpoint::of(&node, crate::cluster::rack(&config));
+        let cluster = if crate::metadata::open::uses_consensus(&config) {
+            ClusterView::starting(me)
+        } else {
+            ClusterView::alone(me)
+        };
         Shard {
             id,
             cpu,
@@ -145,6 +154,7 @@ impl Shard {
             groups,
             metrics: RefCell::new(ShardMetrics::default()),
             metadata: RefCell::new(metadata),
+            cluster: RefCell::new(Arc::new(cluster)),
             controller,
         }
     }
@@ -168,6 +178,19 @@ impl Shard {
         self.logs
             .sync_with(&image, self.id, &self.config.settings)
             .await;
+    }
+
+    /// The live brokers and the controller.
+    pub fn cluster(&self) -> Arc<ClusterView> {
+        self.cluster.borrow().clone()
+    }
+
+    /// Installs a newer view (an older one, a late message, is ignored).
+    pub fn install_cluster(&self, view: Arc<ClusterView>) {
+        let mut current = self.cluster.borrow_mut();
+        if view.generation > current.generation {
+            *current = view;
+        }
     }
 
     /// The controller, when this is its shard.

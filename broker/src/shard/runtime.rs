@@ -174,8 +174,9 @@ fn run_shards(
     ])
     .map_err(StartError::Signals)?;
 
-    // Each shard reports once it has recovered its partitions and is accepting.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<usize>();
+    // Each shard reports once it has recovered its partitions and is accepting (`Err`: it
+    // cannot start, and the others are told to stop).
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<usize, usize>>();
     // Shards whose connections have drained at shutdown (see `run_shard`).
     let drained_shards = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(shard_count);
@@ -198,11 +199,13 @@ fn run_shards(
                 // SAFETY: fd is a listening TCP socket whose ownership moved here.
                 let listener = unsafe { glommio::net::TcpListener::from_raw_fd(fd) };
                 let id = ShardId(i as u16);
-                let controller = match store.map(|s| s.into_store(&config.data_dir)) {
-                    Some(Ok(store)) => Some(Rc::new(Controller::new(store, mesh.clone()))),
-                    Some(Err(e)) => return Err(format!("metadata store: {e}")),
-                    None => None,
-                };
+                let session_timeout_ms = crate::cluster::session_timeout_ms(&config);
+                let controller =
+                    match store.map(|s| s.into_store(&config.data_dir, session_timeout_ms)) {
+                        Some(Ok(store)) => Some(Rc::new(Controller::new(store, mesh.clone()))),
+                        Some(Err(e)) => return Err(format!("metadata store: {e}")),
+                        None => None,
+                    };
                 // Direct I/O is prepared before anything else opens a DMA file here.
                 let logs = match ShardLogs::new(&config.data_dir).await {
                     Ok(l) => l,
@@ -229,10 +232,31 @@ fn run_shards(
                 // Groups are rebuilt from their offsets partitions before any request, from
                 // a client or another shard, can reach them.
                 shard.groups.load(&shard).await;
+                // Shard 0 registers the broker once it can serve, and follows the cluster.
+                let membership = match join_cluster(&shard).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = ready.send(Err(i));
+                        // The session opened for it ends now rather than at its timeout.
+                        crate::cluster::watcher::leave(&shard).await;
+                        return Err(format!("cannot join the cluster: {e}"));
+                    }
+                };
                 info!(shard = i, cpu, "shard started");
-                let _ = ready.send(i);
-                run_shard(shard, listener, mailbox, drained_shards).await;
-                Ok(())
+                let _ = ready.send(Ok(i));
+                let failure = Rc::new(std::cell::RefCell::new(None));
+                if let Some(m) = membership {
+                    glommio::spawn_local(follow_cluster(shard.clone(), m, failure.clone()))
+                        .detach();
+                }
+                run_shard(shard.clone(), listener, mailbox, drained_shards).await;
+                if shard.id == ShardId::CONTROLLER {
+                    crate::cluster::watcher::leave(&shard).await;
+                }
+                match failure.take() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
             })
             .map_err(|e| StartError::Executor {
                 shard: i,
@@ -242,11 +266,17 @@ fn run_shards(
         handles.push(handle);
     }
     drop(ready_tx);
-    // A shard that fails to start drops its sender; the join below reports its error.
+    // A shard that fails to start drops its sender or says so; the join below reports its
+    // error, once the others were told to stop. Ready only when every shard started.
     let mut started = 0;
     for _ in 0..shard_count {
-        if ready_rx.recv().is_err() {
-            break;
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                stop_every_shard(&mesh);
+                break;
+            }
+            Err(_) => break,
         }
         started += 1;
     }
@@ -273,11 +303,7 @@ fn run_shards(
                     "stopping: no new connections, finishing in-flight requests"
                 );
                 signal_health.set_stopping();
-                for s in 0..signal_mesh.shard_count() {
-                    let job: Job =
-                        Box::new(|shard: Rc<Shard>| Box::pin(async move { shard.shutdown.fire() }));
-                    let _ = signal_mesh.post_blocking(ShardId(s as u16), job);
-                }
+                stop_every_shard(&signal_mesh);
             }
         });
     if let Err(e) = signal_thread {
@@ -300,6 +326,47 @@ fn run_shards(
         None => {
             info!("corebus stopped cleanly");
             Ok(())
+        }
+    }
+}
+
+/// Tells every shard to stop (from a thread that is not a shard's).
+fn stop_every_shard(mesh: &Mesh) {
+    for s in 0..mesh.shard_count() {
+        let job: Job = Box::new(|shard: Rc<Shard>| Box::pin(async move { shard.shutdown.fire() }));
+        // A shard that is gone needs no telling.
+        let _ = mesh.post_blocking(ShardId(s as u16), job);
+    }
+}
+
+/// On shard 0 of a broker with a consensus group: registers it and learns the controller
+/// (`cluster::watcher::join`); `None` elsewhere.
+async fn join_cluster(
+    shard: &Rc<Shard>,
+) -> Result<Option<crate::cluster::watcher::Membership>, crate::cluster::ClusterError> {
+    if shard.id != ShardId::CONTROLLER || !crate::metadata::open::uses_consensus(&shard.config) {
+        return Ok(None);
+    }
+    let me = crate::cluster::BrokerEndpoint::of(&shard.node, crate::cluster::rack(&shard.config));
+    crate::cluster::watcher::join(shard, me).await.map(Some)
+}
+
+/// Follows the cluster on shard 0; when the session is lost, stops the node with the reason
+/// left in `failure` (its registration is gone: a supervisor restarts it with a new one).
+async fn follow_cluster(
+    shard: Rc<Shard>,
+    membership: crate::cluster::watcher::Membership,
+    failure: Rc<std::cell::RefCell<Option<String>>>,
+) {
+    if let Err(e) = crate::cluster::watcher::follow(shard.clone(), membership).await {
+        error!(error = %e, "the broker lost its place in the cluster; stopping");
+        failure.replace(Some(e.to_string()));
+        for s in 0..shard.shard_count() {
+            let _ = shard
+                .on_shard(ShardId(s as u16), |target: Rc<Shard>| async move {
+                    target.shutdown.fire()
+                })
+                .await;
         }
     }
 }

@@ -96,10 +96,10 @@ fn changes_are_in_the_tree_and_load_back() {
     let (a, b) = (topic("a", 2), topic("b", 1));
     let (a2, b2) = (a.clone(), b.clone());
     let first = on_executor(async move || {
-        let client = metadata_client(vec![addr]).unwrap();
+        let client = metadata_client(vec![addr], None).unwrap();
         let store = ConsensusStore::new(
             client,
-            ConsensusStore::load(&metadata_client(vec![addr]).unwrap())
+            ConsensusStore::load(&metadata_client(vec![addr], None).unwrap())
                 .await
                 .unwrap(),
         );
@@ -149,7 +149,7 @@ fn changes_are_in_the_tree_and_load_back() {
     n.stop().unwrap();
     let n = node(dir.path(), addr);
     let again = on_executor(async move || {
-        ConsensusStore::load(&metadata_client(vec![addr]).unwrap())
+        ConsensusStore::load(&metadata_client(vec![addr], None).unwrap())
             .await
             .unwrap()
             .image
@@ -162,6 +162,13 @@ fn changes_are_in_the_tree_and_load_back() {
     assert!(again.topic("b").is_none());
     assert_eq!(again.next_producer_id, 2000);
     n.stop().unwrap();
+}
+
+/// The tree of the node at `addr`, read through a client of its own.
+async fn load_tree(addr: SocketAddr) -> LoadedTree {
+    ConsensusStore::load(&metadata_client(vec![addr], None).unwrap())
+        .await
+        .unwrap()
 }
 
 async fn block(s: &ConsensusStore) -> std::ops::Range<i64> {
@@ -178,11 +185,9 @@ fn producer_id_blocks_retry_a_stale_counter_and_never_overlap() {
     let addr = free_addr();
     let n = node(dir.path(), addr);
     on_executor(async move || {
-        let loaded = ConsensusStore::load(&metadata_client(vec![addr]).unwrap())
-            .await
-            .unwrap();
-        let one = ConsensusStore::new(metadata_client(vec![addr]).unwrap(), loaded.clone());
-        let two = ConsensusStore::new(metadata_client(vec![addr]).unwrap(), loaded);
+        let loaded = load_tree(addr).await;
+        let one = ConsensusStore::new(metadata_client(vec![addr], None).unwrap(), loaded.clone());
+        let two = ConsensusStore::new(metadata_client(vec![addr], None).unwrap(), loaded);
         let mut blocks = vec![block(&one).await];
         // `two` still holds the version `one` just moved past: its CAS fails, it re-reads.
         blocks.push(block(&two).await);
@@ -206,7 +211,7 @@ fn an_unreachable_group_is_an_error_within_the_timeout() {
     let addr = free_addr();
     let started = std::time::Instant::now();
     let outcome = on_executor(async move || {
-        let client = metadata_client(vec![addr]).unwrap();
+        let client = metadata_client(vec![addr], None).unwrap();
         ConsensusStore::load(&client).await.map(|_| ())
     });
     assert!(
@@ -228,10 +233,10 @@ fn a_local_image_is_imported_with_its_ids_and_counter() {
     file.next_producer_id = 7000;
     let expected = file.clone();
     let imported = on_executor(async move || {
-        let client = metadata_client(vec![addr]).unwrap();
+        let client = metadata_client(vec![addr], None).unwrap();
         let store = ConsensusStore::new(
             client,
-            ConsensusStore::load(&metadata_client(vec![addr]).unwrap())
+            ConsensusStore::load(&metadata_client(vec![addr], None).unwrap())
                 .await
                 .unwrap(),
         );
@@ -244,7 +249,7 @@ fn a_local_image_is_imported_with_its_ids_and_counter() {
                 .unwrap()
                 .is_none()
         );
-        let fresh = ConsensusStore::load(&metadata_client(vec![addr]).unwrap())
+        let fresh = ConsensusStore::load(&metadata_client(vec![addr], None).unwrap())
             .await
             .unwrap();
         (fresh.image, store.current().epoch)
@@ -254,5 +259,87 @@ fn a_local_image_is_imported_with_its_ids_and_counter() {
     assert_eq!(image.cluster_id, expected.cluster_id);
     assert_eq!(image.topics, expected.topics);
     assert_eq!(image.next_producer_id, 7000);
+    n.stop().unwrap();
+}
+
+#[test]
+fn only_the_controller_changes_topics_and_a_replaced_one_is_fenced() {
+    use crate::cluster::election::{Claim, claim};
+
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let n = node(dir.path(), addr);
+    on_executor(async move || {
+        let loaded = load_tree(addr).await;
+        let session = || metadata_client(vec![addr], Some(2_000)).unwrap();
+        let one = ConsensusStore::new(session(), loaded.clone());
+        let two = ConsensusStore::new(session(), loaded);
+        let Claim::Won {
+            epoch,
+            fence_version,
+        } = claim(one.client(), 1).await.unwrap()
+        else {
+            panic!("the first claim of a fresh tree wins");
+        };
+        assert_eq!(epoch, 1);
+        // Asking again is idempotent: still ours, same fence.
+        assert_eq!(
+            claim(one.client(), 1).await.unwrap(),
+            Claim::Won {
+                epoch,
+                fence_version
+            }
+        );
+        one.set_role(WriterRole::Controller { fence_version });
+        assert_eq!(
+            claim(two.client(), 2).await.unwrap(),
+            Claim::Held {
+                node_id: 1,
+                epoch: 1
+            }
+        );
+        two.set_role(WriterRole::Follower);
+        one.apply(vec![MetadataCommand::CreateTopic(topic("a", 1))])
+            .await
+            .unwrap();
+        // A follower refuses topic changes but still takes producer ids.
+        assert!(matches!(
+            two.apply(vec![MetadataCommand::CreateTopic(topic("b", 1))])
+                .await,
+            Err(MetadataError::NotController)
+        ));
+        let ids = block(&two).await;
+        assert!(ids.start >= 1000);
+        // The controller's session ends; the other claims and bumps the epoch.
+        one.client().close_session().await.unwrap();
+        let Claim::Won {
+            epoch: two_epoch,
+            fence_version: two_fence,
+        } = claim(two.client(), 2).await.unwrap()
+        else {
+            panic!("the controller node went with its session");
+        };
+        assert_eq!(two_epoch, 2);
+        two.set_role(WriterRole::Controller {
+            fence_version: two_fence,
+        });
+        two.reload().await.unwrap();
+        two.apply(vec![MetadataCommand::CreateTopic(topic("b", 1))])
+            .await
+            .unwrap();
+        // The old controller, unaware, through a client of its own: fenced, nothing written.
+        let stale = ConsensusStore::new(metadata_client(vec![addr], None).unwrap(), one.loaded());
+        stale.set_role(WriterRole::Controller { fence_version });
+        assert!(matches!(
+            stale
+                .apply(vec![MetadataCommand::CreateTopic(topic("c", 1))])
+                .await,
+            Err(MetadataError::NotController)
+        ));
+        assert_eq!(stale.role(), WriterRole::Follower);
+        let mut names = two.client().children(TOPICS).await.unwrap();
+        names.sort();
+        assert_eq!(names, vec!["a".to_string(), "b".to_string()]);
+    });
     n.stop().unwrap();
 }
