@@ -26,6 +26,7 @@ import harness  # noqa: E402
 CLIENT_TIMEOUT_SECONDS = 30
 HTTP_TIMEOUT_SECONDS = 10
 REFUSAL_TIMEOUT_SECONDS = 20
+READY_TIMEOUT_SECONDS = 30
 RECORDS = 50
 PARTITIONS = 2
 
@@ -62,6 +63,19 @@ def total(samples, name, **labels):
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
+def wait_ready(port):
+    """Waits for /ready to answer 200, as a readiness probe does: the Kafka port accepts
+    connections while shard 0 still registers the broker in the consensus tree."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    last = None
+    while time.monotonic() < deadline:
+        last = get(port, "/ready")
+        if last[0] == 200:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"/ready never answered 200 within {READY_TIMEOUT_SECONDS} s: {last}")
+
+
 @pytest.fixture
 def broker(tmp_path):
     port = harness.free_port()
@@ -73,6 +87,7 @@ def broker(tmp_path):
         extra_args=["--override", "auto.create.topics.enable=false"],
     )
     b.metrics_port = port
+    wait_ready(port)
     yield b
     code = b.stop()
     assert code == 0, f"broker exited with {code}; log:\n{b.log_tail()}"
