@@ -10,7 +10,11 @@
 //!   100-byte nodes; committed writes per second and commit latency percentiles. Closed loop
 //!   by default; with `--rate` the clients together offer W writes/s, each write has an
 //!   intended send time and its latency counts from it (coordinated omission corrected).
-//!   scripts/zk-bench.c does the same against ZooKeeper, for scripts/consensus-bench.
+//!   scripts/zk-bench.c does the same against ZooKeeper, for scripts/consensus-bench. A write
+//!   whose outcome is unknown (connection or leader lost before the reply) is asked again and
+//!   resolved (each client writes only its own paths, so NodeExists or BadVersion on the
+//!   retry proves the first one happened); `unknown_outcomes_resolved` counts them, and any
+//!   other failure ends the bench with its error.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -197,10 +201,13 @@ async fn bench(
     }
     let hist = Rc::new(RefCell::new(Vec::<u64>::with_capacity(clients * ops * 2)));
     let data = vec![b'b'; data_bytes];
+    // Writes whose first outcome was unknown and that were resolved by asking again.
+    let unknown = Rc::new(std::cell::Cell::new(0u64));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (k, c) in conns.into_iter().enumerate() {
-        let (hist, prefix, data) = (hist.clone(), prefix.clone(), data.clone());
+        let (hist, prefix, data, unknown) =
+            (hist.clone(), prefix.clone(), data.clone(), unknown.clone());
         tasks.push(glommio::spawn_local(async move {
             for i in 0..ops {
                 let path = format!("{prefix}/c{k}-{i}");
@@ -218,11 +225,12 @@ async fn bench(
                         }
                         None => Instant::now(),
                     };
-                    if step == 0 {
-                        c.create(&path, &data, CreateMode::Persistent).await?;
+                    let resolved = if step == 0 {
+                        create_resolving(&c, &path, &data).await?
                     } else {
-                        c.set(&path, &data, Some(0)).await?;
-                    }
+                        set_resolving(&c, &path, &data).await?
+                    };
+                    unknown.set(unknown.get() + resolved);
                     hist.borrow_mut().push(t0.elapsed().as_micros() as u64);
                 }
             }
@@ -246,8 +254,70 @@ async fn bench(
         "clients": clients, "writes": writes, "seconds": secs, "writes_per_second": writes / secs,
         "offered_writes_per_second": rate.unwrap_or(0.0),
         "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0),
+        "unknown_outcomes_resolved": unknown.get(),
     }))
 }
+
+/// A write whose outcome is unknown (the connection or the node's leader was lost before the
+/// reply, or no reply came in time), as ZooKeeper's ConnectionLoss: it may have happened.
+fn outcome_unknown(e: &Error) -> bool {
+    matches!(e, Error::ConnectionLoss { .. } | Error::Timeout { .. })
+}
+
+/// Creates `path`, which only this bench client ever writes. After an unknown outcome it asks
+/// again: a create refused with NodeExists then proves the first one happened (nobody else
+/// makes this path), so the write is done exactly once either way. Returns how many unknown
+/// outcomes it resolved; any other failure is returned as it is.
+async fn create_resolving(c: &Client, path: &str, data: &[u8]) -> Result<u64, Error> {
+    let mut unknown = 0u64;
+    loop {
+        match c.create(path, data, CreateMode::Persistent).await {
+            Ok(_) => return Ok(unknown),
+            Err(Error::Tree {
+                error: TreeError::NodeExists,
+                ..
+            }) if unknown > 0 => return Ok(unknown),
+            Err(e) if outcome_unknown(&e) && unknown < MAX_UNKNOWN_OUTCOMES_PER_WRITE => {
+                unknown += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sets the data of this client's `path` from version 0 to 1 (a CAS). After an unknown
+/// outcome it asks again: BadVersion then means the node moved on, which only this client's
+/// first set can have done; that is checked by reading version 1 with our data back.
+async fn set_resolving(c: &Client, path: &str, data: &[u8]) -> Result<u64, Error> {
+    let mut unknown = 0u64;
+    loop {
+        match c.set(path, data, Some(0)).await {
+            Ok(_) => return Ok(unknown),
+            Err(
+                e @ Error::Tree {
+                    error: TreeError::BadVersion,
+                    ..
+                },
+            ) if unknown > 0 => {
+                // The read may land on another node than the refusal: sync it first.
+                c.sync().await?;
+                let (now, stat) = c.get(path).await?;
+                return if stat.version == 1 && now == data {
+                    Ok(unknown)
+                } else {
+                    Err(e)
+                };
+            }
+            Err(e) if outcome_unknown(&e) && unknown < MAX_UNKNOWN_OUTCOMES_PER_WRITE => {
+                unknown += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Unknown outcomes one bench write may resolve by asking again before the bench gives up.
+const MAX_UNKNOWN_OUTCOMES_PER_WRITE: u64 = 5;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();

@@ -26,9 +26,19 @@ pub const MAX_CLIENT_FRAME_BYTES: usize = MAX_TXN_RECORD_BYTES + 64 * 1024;
 /// Messages queued for one peer connection; past it the connection is reset (the peer is
 /// told by the break, as TCP would) rather than the node's memory growing without bound.
 pub const PEER_QUEUE_MESSAGES: usize = 16 * 1024;
-/// Events (peer messages, client requests, disk completions) queued for the node's driver;
-/// readers wait when it is full, which back-pressures their sockets.
-pub const DRIVER_QUEUE_EVENTS: usize = 64 * 1024;
+/// Protocol events (peer messages, peer breaks, ticks) queued for the node's driver; a
+/// peer's reader waits when it is full, which back-pressures its socket. Separate from the
+/// client queue, so a backlog of client requests never delays a heartbeat or an ACK.
+pub const PROTOCOL_QUEUE_EVENTS: usize = 16 * 1024;
+/// Client events (requests, connections opened and closed) queued for the driver; client
+/// readers wait when it is full.
+pub const CLIENT_QUEUE_EVENTS: usize = 64 * 1024;
+/// Events of one kind the driver takes in a row while the other kind waits: protocol events
+/// go first, but client requests are never starved by a stream of peer messages.
+pub const DRIVER_BURST_EVENTS: usize = 256;
+/// One driver step (an event and its outputs) taking longer than this is logged as a warning:
+/// the node heard nothing else meanwhile, and 50 ticks of it cost the leader its quorum.
+pub const SLOW_DRIVER_STEP_WARN_MS: u64 = 50;
 /// Requests one client connection may have outstanding; its socket is not read past it.
 pub const MAX_INFLIGHT_REQUESTS_PER_CLIENT: usize = 1024;
 /// Client connections one node serves at once; more are refused at accept.

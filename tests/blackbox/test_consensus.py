@@ -87,6 +87,16 @@ class Group:
             env=dict(os.environ, COREBUS_LOG=os.environ.get("COREBUS_LOG", "info")),
         )
 
+    def start_all_serving(self, timeout):
+        """Starts every node; the statuses once all of them serve under one leader."""
+        for i in self.ports:
+            self.start(i)
+        return self.wait(
+            lambda s: leader_of(s) is not None and all(x and x["serving"] for x in s.values()),
+            timeout,
+            "every node serving under one leader",
+        )
+
     def kill9(self, i):
         self.procs[i].send_signal(signal.SIGKILL)
         self.procs[i].wait(timeout=10)
@@ -132,13 +142,7 @@ def group(request, tmp_path):
 
 
 def test_leader_killed_under_load_loses_no_acknowledged_write(group):
-    for i in group.ports:
-        group.start(i)
-    first = group.wait(
-        lambda s: leader_of(s) is not None and all(x and x["serving"] for x in s.values()),
-        NODE_START_TIMEOUT_SECONDS,
-        "three nodes serving under one leader",
-    )
+    first = group.start_all_serving(NODE_START_TIMEOUT_SECONDS)
     old = leader_of(first)
 
     load = subprocess.Popen(

@@ -110,13 +110,7 @@ def drivers():
 
 
 def serving_group(group):
-    for i in group.ports:
-        group.start(i)
-    return group.wait(
-        lambda s: leader_of(s) is not None and all(x and x["serving"] for x in s.values()),
-        NODE_START_TIMEOUT_SECONDS,
-        "three nodes serving under one leader",
-    )
+    return group.start_all_serving(NODE_START_TIMEOUT_SECONDS)
 
 
 def test_killed_holder_loses_its_ephemeral_within_the_bound_and_a_watcher_is_told_once(

@@ -22,7 +22,7 @@ use crate::proto::client::{Reply, Request};
 use crate::proto::frame::{self, FrameError};
 use crate::types::ClientId;
 
-use super::driver::Event;
+use super::driver::ClientEvent;
 
 /// Replies gathered into one socket write at most.
 const CLIENT_WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -32,12 +32,12 @@ pub(crate) async fn serve(
     mut reader: impl AsyncRead + Unpin,
     writer: impl AsyncWrite + Unpin + 'static,
     remote: SocketAddr,
-    events: flume::Sender<Event>,
+    events: flume::Sender<ClientEvent>,
     tq: glommio::TaskQueueHandle,
 ) {
     let (replies_tx, replies) = flume::unbounded::<Reply>();
     if events
-        .send_async(Event::ClientOpened {
+        .send_async(ClientEvent::Opened {
             client,
             replies: replies_tx,
         })
@@ -58,7 +58,7 @@ pub(crate) async fn serve(
         {
             Ok(request) => {
                 if events
-                    .send_async(Event::Request { client, request })
+                    .send_async(ClientEvent::Request { client, request })
                     .await
                     .is_err()
                 {
@@ -77,7 +77,7 @@ pub(crate) async fn serve(
         }
     }
     // The driver drops the reply sender, which ends the writer.
-    let _ = events.send_async(Event::ClientClosed { client }).await;
+    let _ = events.send_async(ClientEvent::Closed { client }).await;
     permits.close();
     if let Ok(t) = writer_task {
         t.await;

@@ -1,5 +1,5 @@
-//! The driver: the one task that owns the [`Node`], feeds it events in arrival order and
-//! executes its outputs under the contract of [`crate::zab`].
+//! The driver: the one task that owns the [`Node`], feeds it events and executes its outputs
+//! under the contract of [`crate::zab`].
 //!
 //! Owns the node, the peer links, the reply channel of every client and the disk queue.
 //! Output by output: `Send` goes to the peer's link (never waits), `Append`, `Sync` and
@@ -9,15 +9,32 @@
 //! and `Reply` goes to the client's connection. The node hears that appends are durable only
 //! through [`Input::Synced`], after the fdatasync returned.
 //!
+//! # What goes first
+//!
+//! Three queues reach the driver: disk completions, the protocol queue (peer messages, peer
+//! breaks, ticks) and the client queue (requests, connections). Disk completions go first
+//! (they release replies and ACKs), then peer messages, then time, then clients; each kind
+//! at most [`DRIVER_BURST_EVENTS`] in a row while another waits. So a backlog of client
+//! requests never holds a heartbeat or an ACK behind it, and time is applied only after every
+//! peer message already received: ticks that piled up while the executor was held up (a
+//! descheduled process, a slow step) do not count as silence of a peer whose messages were
+//! waiting in the queue or on its socket meanwhile (after such a stall the driver lets the
+//! sockets be read once before applying the ticks). Between events the driver yields when
+//! the executor needs it, so the peers' readers and the tick timer keep running.
+//!
 //! Never: blocks on I/O (the disk is another thread); lets one client's slowness hold the node
-//! (replies are queued to the connection's writer).
+//! (replies are queued to the connection's writer). A step that takes longer than
+//! [`SLOW_DRIVER_STEP_WARN_MS`] is logged with what it was.
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::time::Instant;
 
+use flume::TryRecvError;
 use futures_lite::future;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::limits::{DRIVER_BURST_EVENTS, SLOW_DRIVER_STEP_WARN_MS};
 use crate::proto::client::{
     EVENT_ID, NodeStatus, Reply, ReplyResult, Request, RequestOp, SessionRequest,
 };
@@ -29,7 +46,7 @@ use crate::zab::{
 use super::disk::{DiskCmd, DiskEvent};
 use super::peers::PeerLink;
 
-/// What reaches the driver from the network and the timer.
+/// What reaches the driver from the peers and the timer (the protocol queue).
 pub(crate) enum Event {
     /// This many ticks have elapsed since the last tick event.
     Ticks(u32),
@@ -40,18 +57,48 @@ pub(crate) enum Event {
     PeerDown {
         peer: NodeId,
     },
-    ClientOpened {
+    Stop,
+}
+
+/// What reaches the driver from client connections (the client queue). One connection's
+/// events stay in its order: opened, its requests, closed.
+pub(crate) enum ClientEvent {
+    Opened {
         client: ClientId,
         replies: flume::Sender<Reply>,
     },
-    ClientClosed {
+    Closed {
         client: ClientId,
     },
     Request {
         client: ClientId,
         request: Request,
     },
-    Stop,
+}
+
+/// The driver's three inputs.
+pub(crate) struct Queues {
+    pub protocol: flume::Receiver<Event>,
+    pub clients: flume::Receiver<ClientEvent>,
+    pub disk: flume::Receiver<DiskEvent>,
+}
+
+/// One event taken from a queue while the driver waited for any.
+enum Woken {
+    Disk(DiskEvent),
+    Protocol(Event),
+    Client(ClientEvent),
+    /// The protocol queue or the disk thread is gone: the node is stopping.
+    Gone,
+}
+
+/// What the driver stepped, for the slow-step warning.
+#[derive(Debug, Clone, Copy)]
+enum StepKind {
+    Disk,
+    Peer,
+    Ticks(u32),
+    Client,
 }
 
 /// What the node shows the world outside the executor (for start-up checks and status).
@@ -165,91 +212,225 @@ impl Driver {
     }
 
     /// Runs until `Stop` or a disk failure.
-    pub async fn run(
-        mut self,
-        events: flume::Receiver<Event>,
-        disk_events: flume::Receiver<DiskEvent>,
-    ) -> Result<(), DriverError> {
+    pub async fn run(mut self, queues: Queues) -> Result<(), DriverError> {
         let mut out = std::mem::take(&mut self.out);
         self.node.start(&mut out);
         self.execute(&mut out).await?;
+        // Ticks received, not applied yet (see the module docs).
+        let mut ticks: u32 = 0;
+        // The sockets were given one turn to be read before a pile of ticks.
+        let mut read_before_ticks = false;
         loop {
-            // Disk completions first: they release replies and ACKs.
-            let next = future::or(async { disk_events.recv_async().await.map(Err) }, async {
-                events.recv_async().await.map(Ok)
-            })
-            .await;
-            match next {
-                Ok(Err(DiskEvent::Synced {
-                    generation,
-                    through,
-                })) => self.node.step(
-                    Input::Synced {
-                        generation,
-                        through,
-                    },
-                    &mut out,
-                ),
-                Ok(Err(DiskEvent::Failed(e))) => return Err(DriverError::Disk(e)),
-                Ok(Ok(Event::Stop)) | Err(_) => return Ok(()),
-                Ok(Ok(event)) => self.on_event(event, &mut out),
+            let mut worked = false;
+            for _ in 0..DRIVER_BURST_EVENTS {
+                match queues.disk.try_recv() {
+                    Ok(e) => self.disk_event(e, &mut out).await?,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Ok(()),
+                }
+                worked = true;
             }
-            self.execute(&mut out).await?;
+            for _ in 0..DRIVER_BURST_EVENTS {
+                match queues.protocol.try_recv() {
+                    Ok(Event::Stop) | Err(TryRecvError::Disconnected) => return Ok(()),
+                    Ok(Event::Ticks(n)) => ticks = ticks.saturating_add(n),
+                    Ok(e) => self.protocol_event(e, &mut out).await?,
+                    Err(TryRecvError::Empty) => break,
+                }
+                worked = true;
+            }
+            if ticks > 0 {
+                if ticks > 1 && !read_before_ticks {
+                    // The executor fell behind: what the peers sent meanwhile may still be
+                    // on the sockets. Let their readers run once, then take their messages.
+                    read_before_ticks = true;
+                    glommio::executor().yield_task_queue_now().await;
+                    continue;
+                }
+                read_before_ticks = false;
+                self.apply_ticks(std::mem::take(&mut ticks), &mut out)
+                    .await?;
+                worked = true;
+            }
+            for _ in 0..DRIVER_BURST_EVENTS {
+                match queues.clients.try_recv() {
+                    Ok(e) => self.client_event(e, &mut out).await?,
+                    // Client connections come and go; only the protocol queue's end stops us.
+                    Err(_) => break,
+                }
+                worked = true;
+            }
+            if worked {
+                continue;
+            }
+            // Nothing queued: wait for the first event of any kind, in the same order.
+            let woken = future::or(
+                async {
+                    queues
+                        .disk
+                        .recv_async()
+                        .await
+                        .map_or(Woken::Gone, Woken::Disk)
+                },
+                future::or(
+                    async {
+                        queues
+                            .protocol
+                            .recv_async()
+                            .await
+                            .map_or(Woken::Gone, Woken::Protocol)
+                    },
+                    async {
+                        match queues.clients.recv_async().await {
+                            Ok(e) => Woken::Client(e),
+                            // No client sender left (the acceptor ended): only the other
+                            // queues can wake us now.
+                            Err(_) => future::pending().await,
+                        }
+                    },
+                ),
+            )
+            .await;
+            match woken {
+                Woken::Gone | Woken::Protocol(Event::Stop) => return Ok(()),
+                Woken::Disk(e) => self.disk_event(e, &mut out).await?,
+                Woken::Protocol(Event::Ticks(n)) => ticks = ticks.saturating_add(n),
+                Woken::Protocol(e) => self.protocol_event(e, &mut out).await?,
+                Woken::Client(e) => self.client_event(e, &mut out).await?,
+            }
         }
     }
 
-    fn on_event(&mut self, event: Event, out: &mut Vec<Output>) {
+    async fn disk_event(
+        &mut self,
+        event: DiskEvent,
+        out: &mut Vec<Output>,
+    ) -> Result<(), DriverError> {
+        let started = Instant::now();
         match event {
-            Event::Ticks(n) => {
-                for _ in 0..n {
-                    self.node.step(Input::Tick, out);
-                }
-            }
+            DiskEvent::Synced {
+                generation,
+                through,
+            } => self.node.step(
+                Input::Synced {
+                    generation,
+                    through,
+                },
+                out,
+            ),
+            DiskEvent::Failed(e) => return Err(DriverError::Disk(e)),
+        }
+        self.finish_step(StepKind::Disk, started, out).await
+    }
+
+    async fn protocol_event(
+        &mut self,
+        event: Event,
+        out: &mut Vec<Output>,
+    ) -> Result<(), DriverError> {
+        let started = Instant::now();
+        match event {
             Event::Peer { from, msg } => self.node.step(Input::Peer { from, msg }, out),
             Event::PeerDown { peer } => self.node.step(Input::PeerDown { peer }, out),
-            Event::ClientOpened { client, replies } => {
+            // The run loop takes these itself.
+            Event::Ticks(_) | Event::Stop => {}
+        }
+        self.finish_step(StepKind::Peer, started, out).await
+    }
+
+    async fn apply_ticks(&mut self, n: u32, out: &mut Vec<Output>) -> Result<(), DriverError> {
+        let started = Instant::now();
+        for _ in 0..n {
+            self.node.step(Input::Tick, out);
+        }
+        self.finish_step(StepKind::Ticks(n), started, out).await
+    }
+
+    /// Executes the step's outputs, warns if the whole took too long, and lets the
+    /// executor run others (the peers' readers, the timer) if it asks for it.
+    async fn finish_step(
+        &mut self,
+        kind: StepKind,
+        started: Instant,
+        out: &mut Vec<Output>,
+    ) -> Result<(), DriverError> {
+        let stepped = started.elapsed();
+        self.execute(out).await?;
+        let total = started.elapsed();
+        if total.as_millis() >= u128::from(SLOW_DRIVER_STEP_WARN_MS) {
+            let (step, ticks) = match kind {
+                StepKind::Disk => ("disk completion", 0),
+                StepKind::Peer => ("peer message", 0),
+                StepKind::Ticks(n) => ("ticks", n),
+                StepKind::Client => ("client event", 0),
+            };
+            warn!(
+                node = %self.node.id(),
+                step,
+                ticks,
+                step_ms = stepped.as_millis() as u64,
+                total_ms = total.as_millis() as u64,
+                "consensus: slow driver step (nothing else was heard meanwhile)"
+            );
+        }
+        glommio::yield_if_needed().await;
+        Ok(())
+    }
+
+    async fn client_event(
+        &mut self,
+        event: ClientEvent,
+        out: &mut Vec<Output>,
+    ) -> Result<(), DriverError> {
+        let started = Instant::now();
+        match event {
+            ClientEvent::Opened { client, replies } => {
                 self.clients.insert(client, replies);
             }
-            Event::ClientClosed { client } => {
+            ClientEvent::Closed { client } => {
                 self.clients.remove(&client);
                 self.node.step(Input::ClientGone { client }, out);
             }
-            Event::Request { client, request } => match request.op {
-                RequestOp::Node(op) => self.node.step(
-                    Input::Client(ClientRequest {
-                        client,
-                        request: RequestId(request.id),
-                        op,
-                    }),
-                    out,
-                ),
-                RequestOp::Session(s) => {
-                    let op = match s {
-                        SessionRequest::Create { timeout_ms } => ClientOp::CreateSession {
-                            timeout_ticks: timeout_ms.div_ceil(self.tick_ms),
-                            password: self.draw_password(),
-                        },
-                        SessionRequest::Attach { session, password } => {
-                            ClientOp::AttachSession { session, password }
-                        }
-                        SessionRequest::Close => ClientOp::CloseSession,
-                        SessionRequest::Ping => ClientOp::Ping,
-                    };
-                    let request = RequestId(request.id);
-                    let req = ClientRequest {
-                        client,
-                        request,
-                        op,
-                    };
-                    self.node.step(Input::Client(req), out);
-                }
-                RequestOp::Status => {
-                    let status = ReplyResult::Status(self.status());
-                    let zxid = self.node.committed();
-                    self.reply(client, request.id, zxid, status);
-                }
-            },
-            Event::Stop => {}
+            ClientEvent::Request { client, request } => self.request(client, request, out),
+        }
+        self.finish_step(StepKind::Client, started, out).await
+    }
+
+    fn request(&mut self, client: ClientId, request: Request, out: &mut Vec<Output>) {
+        match request.op {
+            RequestOp::Node(op) => self.node.step(
+                Input::Client(ClientRequest {
+                    client,
+                    request: RequestId(request.id),
+                    op,
+                }),
+                out,
+            ),
+            RequestOp::Session(s) => {
+                let op = match s {
+                    SessionRequest::Create { timeout_ms } => ClientOp::CreateSession {
+                        timeout_ticks: timeout_ms.div_ceil(self.tick_ms),
+                        password: self.draw_password(),
+                    },
+                    SessionRequest::Attach { session, password } => {
+                        ClientOp::AttachSession { session, password }
+                    }
+                    SessionRequest::Close => ClientOp::CloseSession,
+                    SessionRequest::Ping => ClientOp::Ping,
+                };
+                let request = RequestId(request.id);
+                let req = ClientRequest {
+                    client,
+                    request,
+                    op,
+                };
+                self.node.step(Input::Client(req), out);
+            }
+            RequestOp::Status => {
+                let status = ReplyResult::Status(self.status());
+                let zxid = self.node.committed();
+                self.reply(client, request.id, zxid, status);
+            }
         }
     }
 

@@ -13,7 +13,10 @@
 //! acceptor and every peer connection: pings, votes, proposals, ACKs) with
 //! [`PROTOCOL_SHARES`] shares and `Latency::Matters`, and `consensus-clients` (client
 //! connections) with [`CLIENT_SHARES`] and `Latency::NotImportant`, so a burst of client
-//! traffic cannot delay a ping past its deadline. The fdatasync is not on either: a dedicated
+//! traffic cannot delay a ping past its deadline. The driver itself takes peer messages and
+//! ticks from a queue of their own, ahead of client requests (see [`driver`]), and applies
+//! transactions in time independent of the tree's size (a write costs no work per sibling),
+//! so no single step holds the node. The fdatasync is not on either: a dedicated
 //! thread (`consensus-disk`) runs every disk operation, so a slow disk delays commits but
 //! never a heartbeat; group commit comes from the node keeping one sync in flight.
 //!
@@ -44,8 +47,9 @@ use rkyv::util::AlignedVec;
 use tracing::{debug, info, warn};
 
 use crate::limits::{
-    DEFAULT_LOG_SEGMENT_BYTES, DEFAULT_TICK_MS, DRIVER_QUEUE_EVENTS, HELLO_TIMEOUT_MS,
-    MAX_CLIENT_CONNECTIONS, MAX_CLIENT_FRAME_BYTES, SOCKET_READ_BUFFER_BYTES,
+    CLIENT_QUEUE_EVENTS, DEFAULT_LOG_SEGMENT_BYTES, DEFAULT_TICK_MS, HELLO_TIMEOUT_MS,
+    MAX_CLIENT_CONNECTIONS, MAX_CLIENT_FRAME_BYTES, PROTOCOL_QUEUE_EVENTS,
+    SOCKET_READ_BUFFER_BYTES,
 };
 use crate::proto::frame;
 use crate::proto::{Hello, PROTOCOL_VERSION};
@@ -164,7 +168,13 @@ impl ConsensusNode {
         let disk = disk::spawn(store, disk_events_tx)
             .map_err(|e| StartError::Executor(format!("disk thread: {e}")))?;
         let observed = Arc::new(Observed::default());
-        let (events_tx, events) = flume::bounded(DRIVER_QUEUE_EVENTS);
+        let (events_tx, events) = flume::bounded(PROTOCOL_QUEUE_EVENTS);
+        let (clients_tx, clients) = flume::bounded(CLIENT_QUEUE_EVENTS);
+        let queues = driver::Queues {
+            protocol: events,
+            clients,
+            disk: disk_events,
+        };
         let stop = events_tx.clone();
         let obs = observed.clone();
         let stopped = observed.clone();
@@ -178,8 +188,8 @@ impl ConsensusNode {
                     disk.tx.clone(),
                     obs,
                     events_tx,
-                    events,
-                    disk_events,
+                    clients_tx,
+                    queues,
                 )
                 .await;
                 let _ = disk.tx.send(disk::DiskCmd::Stop);
@@ -247,8 +257,8 @@ async fn run(
     disk: flume::Sender<disk::DiskCmd>,
     observed: Arc<Observed>,
     events_tx: flume::Sender<driver::Event>,
-    events: flume::Receiver<driver::Event>,
-    disk_events: flume::Receiver<disk::DiskEvent>,
+    clients_tx: flume::Sender<driver::ClientEvent>,
+    queues: driver::Queues,
 ) -> Result<(), DriverError> {
     let ex = glommio::executor();
     let protocol_tq = ex.create_task_queue(
@@ -278,18 +288,16 @@ async fn run(
     let members: Vec<NodeId> = cfg.members.keys().copied().collect();
     // Every connection task ends when this sender is dropped (a receive then fails).
     let (stopping, stop) = flume::bounded::<()>(1);
-    let acceptor = accept_loop(
-        listener,
-        cfg.id,
-        members,
-        events_tx,
+    let routes = Routes {
+        protocol: events_tx,
+        clients: clients_tx,
         protocol_tq,
         client_tq,
-        stop,
-    );
+    };
+    let acceptor = accept_loop(listener, cfg.id, members, routes, stop);
     let acceptor = glommio::spawn_local_into(acceptor, protocol_tq);
     let driver = driver::Driver::new(node, links, disk, observed, cfg.tick_ms);
-    let result = match glommio::spawn_local_into(driver.run(events, disk_events), protocol_tq) {
+    let result = match glommio::spawn_local_into(driver.run(queues), protocol_tq) {
         Ok(t) => t.await,
         Err(e) => Err(DriverError::Disk(format!("cannot spawn the driver: {e}"))),
     };
@@ -305,15 +313,28 @@ pub(crate) async fn stopped(stop: &flume::Receiver<()>) {
     let _ = stop.recv_async().await;
 }
 
+/// Where accepted connections go: a peer's messages to the driver's protocol queue, served on
+/// the protocol task queue; a client's requests to its client queue, on the client task queue.
+struct Routes {
+    protocol: flume::Sender<driver::Event>,
+    clients: flume::Sender<driver::ClientEvent>,
+    protocol_tq: glommio::TaskQueueHandle,
+    client_tq: glommio::TaskQueueHandle,
+}
+
 async fn accept_loop(
     listener: glommio::net::TcpListener,
     me: NodeId,
     members: Vec<NodeId>,
-    events: flume::Sender<driver::Event>,
-    protocol_tq: glommio::TaskQueueHandle,
-    client_tq: glommio::TaskQueueHandle,
+    routes: Routes,
     stop: flume::Receiver<()>,
 ) {
+    let Routes {
+        protocol: events,
+        clients: client_events,
+        protocol_tq,
+        client_tq,
+    } = routes;
     let live = Rc::new(std::cell::Cell::new(0usize));
     let generations = Rc::new(peers::InboundGenerations::default());
     let next_client = Rc::new(AtomicU64::new(1));
@@ -339,8 +360,9 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let (r, writer) = futures_lite::io::split(stream);
         let mut reader = BufReader::with_capacity(SOCKET_READ_BUFFER_BYTES, r);
-        let (events, generations, next_client, clients, members, stop) = (
+        let (events, client_events, generations, next_client, clients, members, stop) = (
             events.clone(),
+            client_events.clone(),
             generations.clone(),
             next_client.clone(),
             clients.clone(),
@@ -375,7 +397,8 @@ async fn accept_loop(
                     }
                     clients.set(clients.get() + 1);
                     let client = ClientId(next_client.fetch_add(1, Ordering::Relaxed));
-                    let served = clients::serve(client, reader, writer, remote, events, client_tq);
+                    let served =
+                        clients::serve(client, reader, writer, remote, client_events, client_tq);
                     let served = async move {
                         futures_lite::future::or(served, stopped(&stop)).await;
                     };

@@ -233,11 +233,11 @@ impl History {
                 last,
             });
         }
-        for e in self
-            .entries
-            .iter()
-            .filter(|e| e.zxid > self.committed && e.zxid <= through)
-        {
+        // Entries are in zxid order: find the range by bisection, not by a scan of everything
+        // retained (up to a snapshot interval of entries, on every commit).
+        let from = self.entries.partition_point(|e| e.zxid <= self.committed);
+        let to = self.entries.partition_point(|e| e.zxid <= through);
+        for e in self.entries.range(from..to) {
             let r = self.tree.apply(e.zxid, &e.txn);
             out.push(Output::Applied { entry: e.clone() });
             let changes = r
