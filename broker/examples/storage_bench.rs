@@ -65,9 +65,10 @@ fn options() -> ShardOptions {
 }
 
 fn config() -> LogConfig {
-    let mut c = LogConfig::default();
-    c.segment_bytes = 256 << 20;
-    c
+    LogConfig {
+        segment_bytes: 256 << 20,
+        ..LogConfig::default()
+    }
 }
 
 fn executor() -> glommio::LocalExecutor {

@@ -27,10 +27,12 @@ const CHILD_TASKS: u64 = 4;
 const CHILD_APPENDS_PER_TASK: u64 = 150;
 
 fn config() -> LogConfig {
-    let mut c = LogConfig::default();
-    c.segment_bytes = 256 << 10; // many rolls: the crash can land mid-roll too
-    c.index_interval_bytes = 4096;
-    c
+    LogConfig {
+        // Many rolls: the crash can land mid-roll too.
+        segment_bytes: 256 << 10,
+        index_interval_bytes: 4096,
+        ..LogConfig::default()
+    }
 }
 
 fn log_dir(data: &Path) -> PathBuf {

@@ -13,10 +13,11 @@ use corebus_broker::storage::{
 use storage_common::{expected, make, read_all, run};
 
 fn small_config() -> LogConfig {
-    let mut c = LogConfig::default();
-    c.segment_bytes = 64 << 10;
-    c.index_interval_bytes = 1024;
-    c
+    LogConfig {
+        segment_bytes: 64 << 10,
+        index_interval_bytes: 1024,
+        ..LogConfig::default()
+    }
 }
 
 fn opts(cache_bytes: usize) -> ShardOptions {
@@ -40,7 +41,7 @@ fn append_read_round_trip_from_cache_and_disk() {
         for seed in 0..200u64 {
             let b = make(seed);
             let info = log
-                .append(&[b.clone()], 7, 0, Durability::Written)
+                .append(std::slice::from_ref(&b), 7, 0, Durability::Written)
                 .await
                 .unwrap();
             assert_eq!(
@@ -140,7 +141,10 @@ fn synced_appends_survive_a_power_loss_and_unsynced_may_vanish() {
                 } else {
                     Durability::Written
                 };
-                let info = log.append(&[b.clone()], 1, 0, durability).await.unwrap();
+                let info = log
+                    .append(std::slice::from_ref(&b), 1, 0, durability)
+                    .await
+                    .unwrap();
                 appended.push((info.base_offset, expected(&b, info.base_offset, 1)));
                 if durability == Durability::Synced {
                     synced_end = info.last_offset + 1;
@@ -523,7 +527,7 @@ fn real_disk_round_trip_and_clean_reopen() {
                 } else {
                     Durability::Written
                 };
-                let info = log.append(&[b.clone()], 2, 0, d).await.unwrap();
+                let info = log.append(std::slice::from_ref(&b), 2, 0, d).await.unwrap();
                 appended.push(expected(&b, info.base_offset, 2));
             }
             let all = read_all(&log).await;
@@ -614,7 +618,7 @@ fn tailing_reads_come_from_the_cache_and_open_files_stay_bounded() {
             for log in &logs {
                 let offset = log.written_offset();
                 let b = make(round);
-                log.append(&[b.clone()], 0, 0, Durability::Written)
+                log.append(std::slice::from_ref(&b), 0, 0, Durability::Written)
                     .await
                     .unwrap();
                 let got = log.read(offset, 1 << 20).await.unwrap().to_bytes();

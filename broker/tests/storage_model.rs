@@ -134,13 +134,15 @@ fn keyed(seed: u16) -> RecordBatch {
 }
 
 fn config() -> LogConfig {
-    let mut c = LogConfig::default();
-    c.segment_bytes = 1 << 10; // a roll every few batches
-    c.index_interval_bytes = 256;
-    c.retention_ms = -1;
-    c.cleanup_policy = CleanupPolicy::CompactDelete;
-    c.delete_retention_ms = DELETE_RETENTION_MS;
-    c
+    LogConfig {
+        // A roll every few batches.
+        segment_bytes: 1 << 10,
+        index_interval_bytes: 256,
+        retention_ms: -1,
+        cleanup_policy: CleanupPolicy::CompactDelete,
+        delete_retention_ms: DELETE_RETENTION_MS,
+        ..LogConfig::default()
+    }
 }
 
 fn dir() -> PathBuf {

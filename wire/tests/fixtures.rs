@@ -107,11 +107,14 @@ fn check_record_set(what: &str, records: &Bytes) -> Vec<Compression> {
         let codec = batch
             .compression()
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        let read = batch
+        let mut read = 0;
+        for record in batch
             .records()
             .unwrap_or_else(|e| panic!("{what}: records: {e}"))
-            .map(|r| r.unwrap_or_else(|e| panic!("{what}: record: {e}")))
-            .count();
+        {
+            record.unwrap_or_else(|e| panic!("{what}: record: {e}"));
+            read += 1;
+        }
         assert_eq!(read, batch.record_count() as usize, "{what}: record count");
         codecs.push(codec);
     }

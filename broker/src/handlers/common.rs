@@ -108,20 +108,6 @@ pub fn metadata_failure(e: &MetadataError) -> ItemError {
     ItemError::new(code, format!("metadata store: {e}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topic_names_follow_kafka() {
-        assert!(check_topic_name("orders.v1_x-2").is_ok());
-        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
-            assert!(check_topic_name(bad).is_err(), "{bad:?}");
-        }
-        assert!(check_topic_name(&"x".repeat(249)).is_ok());
-    }
-}
-
 /// Where a requested partition lives: its topic id, index and owning shard; or the error
 /// Kafka gives for it (unknown topic by name, unknown topic id, no such partition).
 pub fn locate_partition(
@@ -219,4 +205,18 @@ where
         }
     }
     results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        assert!(check_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert!(check_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_topic_name(&"x".repeat(249)).is_ok());
+    }
 }

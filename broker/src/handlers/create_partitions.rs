@@ -17,6 +17,10 @@ use crate::metadata::{MetadataCommand, PartitionMeta};
 use crate::shard::Shard;
 use crate::shard::placement::place;
 
+/// One topic of the request: its name, the new partition count and the replica
+/// assignments of the new partitions, when given.
+type Ask = (String, i32, Option<Vec<Vec<i32>>>);
+
 pub async fn handle(
     shard: &Rc<Shard>,
     request: CreatePartitionsRequest,
@@ -32,7 +36,7 @@ pub async fn handle(
         .map(|t| t.name.0.to_string())
         .filter(|n| !seen.insert(n.clone()))
         .collect();
-    let asks: Vec<(String, i32, Option<Vec<Vec<i32>>>)> = request
+    let asks: Vec<Ask> = request
         .topics
         .into_iter()
         .map(|t| {

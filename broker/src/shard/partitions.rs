@@ -29,6 +29,9 @@ pub type Log = PartitionLog<DmaDisk>;
 /// A partition's identity inside the node.
 pub type PartitionKey = (TopicId, i32);
 
+/// A topic's setting overrides, by Kafka name.
+type TopicConfigs = BTreeMap<String, String>;
+
 pub struct ShardLogs {
     data_dir: PathBuf,
     storage: StorageShard<DmaDisk>,
@@ -36,7 +39,7 @@ pub struct ShardLogs {
     /// Idempotent-producer state of each open partition.
     producers: RefCell<HashMap<PartitionKey, ProducerStates>>,
     /// Each open topic's name and settings, to see renames (delete + create) and changes.
-    topics: RefCell<HashMap<TopicId, (String, BTreeMap<String, String>)>>,
+    topics: RefCell<HashMap<TopicId, (String, TopicConfigs)>>,
     /// One `sync_with` at a time: two overlapping ones would both open a partition that
     /// neither has finished opening.
     syncing: glommio::sync::Semaphore,

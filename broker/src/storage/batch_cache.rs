@@ -73,10 +73,10 @@ impl<B: AlignedBuf> BatchCache<B> {
     fn evict(&mut self, log: u64, base: i64) {
         if let Some(entries) = self.logs.get_mut(&log) {
             // Stale fifo entries (truncated or already dropped batches) are skipped.
-            if entries.front().is_some_and(|b| b.base_offset == base) {
-                if let Some(b) = entries.pop_front() {
-                    self.bytes -= b.len;
-                }
+            if entries.front().is_some_and(|b| b.base_offset == base)
+                && let Some(b) = entries.pop_front()
+            {
+                self.bytes -= b.len;
             }
             if entries.is_empty() {
                 self.logs.remove(&log);

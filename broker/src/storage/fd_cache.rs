@@ -14,11 +14,14 @@ use std::rc::Rc;
 
 use super::disk::{Disk, OpenMode};
 
+/// An open file and the tick of its last use (the least recent is evicted first).
+type Cached<F> = (Rc<F>, u64);
+
 pub(crate) struct FdCache<D: Disk> {
     disk: D,
     max_open_files: usize,
     tick: Cell<u64>,
-    files: RefCell<HashMap<PathBuf, (Rc<D::File>, u64)>>,
+    files: RefCell<HashMap<PathBuf, Cached<D::File>>>,
 }
 
 impl<D: Disk> FdCache<D> {

@@ -209,7 +209,7 @@ impl DiskFile for SimFile {
         // A real write completes later; let other tasks run meanwhile.
         futures_lite::future::yield_now().await;
         assert!(
-            pos % PAGE_BYTES as u64 == 0 && buf.data.len() % PAGE_BYTES == 0,
+            pos.is_multiple_of(PAGE_BYTES as u64) && buf.data.len().is_multiple_of(PAGE_BYTES),
             "unaligned direct write"
         );
         self.faults.mutate()?;
