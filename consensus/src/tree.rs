@@ -174,6 +174,11 @@ impl DataTree {
         self.sessions.iter().map(|(id, s)| (*id, *s))
     }
 
+    /// How many sessions are live (metrics).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
     pub fn session(&self, id: SessionId) -> Option<SessionInfo> {
         self.sessions.get(&id).copied()
     }

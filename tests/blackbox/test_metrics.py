@@ -195,6 +195,8 @@ def test_counters_and_histograms_follow_produce_and_fetch(broker):
     # CreateTopics wrote to the consensus tree: the committed zxid is past epoch 1's start.
     assert total(after, "corebus_consensus_committed_zxid") > total(before, "corebus_consensus_committed_zxid")
     assert total(after, "corebus_consensus_epoch") >= 1
+    # The broker's own registration holds a session in the embedded group.
+    assert total(after, "corebus_consensus_sessions") >= 1
 
 
 def test_health_ready_and_unknown_paths(broker):

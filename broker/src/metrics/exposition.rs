@@ -36,6 +36,8 @@ pub struct ConsensusView {
     /// 64-bit zxids (epoch in the high half).
     pub last_zxid: u64,
     pub committed_zxid: u64,
+    /// Live consensus sessions (brokers and other clients holding ephemeral nodes).
+    pub sessions: u64,
 }
 
 /// Everything one scrape reports.
@@ -324,6 +326,11 @@ impl Collector for NodeMetrics {
                 "corebus_consensus_committed_zxid",
                 "The last zxid this node knows to be committed (64-bit: epoch << 32 | counter).",
                 zxid(c.committed_zxid),
+            )?;
+            f.gauge(
+                "corebus_consensus_sessions",
+                "Live consensus sessions in this node's copy of the tree.",
+                i64::try_from(c.sessions).unwrap_or(i64::MAX),
             )?;
             f.gauge(
                 "corebus_consensus_epoch",

@@ -64,6 +64,7 @@ impl Endpoint {
                 serving: o.serving(),
                 last_zxid: o.last_zxid().as_u64(),
                 committed_zxid: o.committed_zxid().as_u64(),
+                sessions: o.sessions(),
             }),
         }
     }

@@ -110,6 +110,8 @@ pub struct Observed {
     /// The last zxid in this node's log and the last committed one, 64-bit form (metrics).
     last_zxid: std::sync::atomic::AtomicU64,
     committed_zxid: std::sync::atomic::AtomicU64,
+    /// Live sessions in this node's copy of the tree (metrics).
+    sessions: std::sync::atomic::AtomicU64,
 }
 
 impl Observed {
@@ -130,6 +132,15 @@ impl Observed {
             node.committed().as_u64(),
             std::sync::atomic::Ordering::Relaxed,
         );
+        self.sessions.store(
+            node.tree().session_count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Live sessions in this node's copy of the tree (as of its latest step).
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last zxid in this node's log (as of its latest step).
