@@ -76,6 +76,18 @@ def wait_ready(port):
     raise AssertionError(f"/ready never answered 200 within {READY_TIMEOUT_SECONDS} s: {last}")
 
 
+def partitions_agree(admin, port):
+    """Waits until `corebus_partitions` equals the partitions Metadata lists; returns it."""
+    deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS
+    while True:
+        gauge = total(scrape(port)[0], "corebus_partitions")
+        listed = sum(len(t.partitions) for t in admin.list_topics(timeout=10).topics.values())
+        if gauge == listed or time.monotonic() > deadline:
+            assert gauge == listed, f"corebus_partitions {gauge}, Metadata lists {listed}"
+            return gauge
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def broker(tmp_path):
     port = harness.free_port()
@@ -185,7 +197,10 @@ def test_counters_and_histograms_follow_produce_and_fetch(broker):
     # acks=all waits for the fdatasync: the group commit ran and was timed.
     assert total(after, "corebus_storage_fsync_latency_seconds_count") >= 1
 
-    assert total(after, "corebus_partitions") == PARTITIONS
+    # Every partition the broker serves: this test's topic, plus __consumer_offsets once the
+    # consumer's group.id made librdkafka look for a coordinator (created asynchronously, so
+    # the gauge is compared with Metadata until the two agree).
+    assert partitions_agree(admin, broker.metrics_port) >= PARTITIONS
     assert total(after, "corebus_log_size_bytes") > RECORDS * 100
     assert total(after, "corebus_produce_memory_budget_bytes") > 0
     assert total(after, "corebus_connections_accepted_total") >= 3

@@ -199,7 +199,7 @@ impl Collector for NodeMetrics {
              NO_RESPONSE for acks=0 produce; CLOSED when the connection was closed instead).",
             None,
             answered.iter().flat_map(|s| {
-                s.requests.iter().map(|&(api, outcome, n)| {
+                s.counters.requests().into_iter().map(|(api, outcome, n)| {
                     (
                         vec![
                             ("shard", s.shard.to_string()),
@@ -215,25 +215,25 @@ impl Collector for NodeMetrics {
             "corebus_malformed_requests",
             "Request frames that did not decode (the connection was closed).",
             None,
-            per_shard(|s| s.malformed_requests),
+            per_shard(|s| s.counters.malformed_requests),
         )?;
         f.counters(
             "corebus_network_received",
             "Bytes read from client connections.",
             Some(&Unit::Bytes),
-            per_shard(|s| s.received_bytes),
+            per_shard(|s| s.counters.received_bytes),
         )?;
         f.counters(
             "corebus_network_sent",
             "Bytes written to client connections.",
             Some(&Unit::Bytes),
-            per_shard(|s| s.sent_bytes),
+            per_shard(|s| s.counters.sent_bytes),
         )?;
         f.counters(
             "corebus_connections_accepted",
             "Client connections accepted by the shard.",
             None,
-            per_shard(|s| s.connections_accepted),
+            per_shard(|s| s.counters.connections_accepted),
         )?;
         f.gauge(
             "corebus_connections_open",
@@ -245,14 +245,14 @@ impl Collector for NodeMetrics {
             "Time from a Produce request's decoding to its response, acks wait included.",
             answered
                 .iter()
-                .map(|s| (shard_label(s.shard), &s.produce_latency)),
+                .map(|s| (shard_label(s.shard), &s.counters.produce_latency)),
         )?;
         f.histograms(
             "corebus_fetch_latency",
             "Time from a Fetch request's decoding to its response, long-poll wait included.",
             answered
                 .iter()
-                .map(|s| (shard_label(s.shard), &s.fetch_latency)),
+                .map(|s| (shard_label(s.shard), &s.counters.fetch_latency)),
         )?;
         f.histograms(
             "corebus_storage_fsync_latency",
@@ -345,20 +345,26 @@ impl Collector for NodeMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::shard::ShardMetrics;
     use std::time::Duration;
 
     #[test]
     fn encodes_counters_histograms_and_eof() {
-        let mut s = ShardSnapshot {
-            shard: 0,
-            requests: vec![
-                (0, RequestOutcome::Code(0), 2),
-                (0, RequestOutcome::Code(3), 1),
-            ],
+        let mut counters = ShardMetrics {
+            requests: [
+                ((0, RequestOutcome::Code(0)), 2),
+                ((0, RequestOutcome::Code(3)), 1),
+            ]
+            .into(),
             received_bytes: 100,
+            ..ShardMetrics::default()
+        };
+        counters.produce_latency.observe(Duration::from_millis(2));
+        let s = ShardSnapshot {
+            shard: 0,
+            counters,
             ..ShardSnapshot::default()
         };
-        s.produce_latency.observe(Duration::from_millis(2));
         let text = encode(NodeMetrics {
             ready: true,
             shards: vec![(0, Some(s)), (1, None)],

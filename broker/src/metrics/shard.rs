@@ -25,10 +25,10 @@ pub enum RequestOutcome {
     Closed,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ShardMetrics {
     /// Requests handled, by (API key, outcome).
-    requests: HashMap<(i16, RequestOutcome), u64>,
+    pub(crate) requests: HashMap<(i16, RequestOutcome), u64>,
     /// Frames that did not decode (the connection was closed).
     pub malformed_requests: u64,
     /// Bytes read from client sockets.

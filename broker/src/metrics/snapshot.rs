@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::histogram::LatencyHistogram;
-use super::shard::RequestOutcome;
+use super::shard::ShardMetrics;
 use crate::shard::mesh::{Job, Mesh};
 use crate::shard::{Shard, ShardId};
 
@@ -21,13 +21,8 @@ pub const SHARD_SNAPSHOT_TIMEOUT_MS: u64 = 1_000;
 #[derive(Debug, Clone, Default)]
 pub struct ShardSnapshot {
     pub shard: u16,
-    pub requests: Vec<(i16, RequestOutcome, u64)>,
-    pub malformed_requests: u64,
-    pub received_bytes: u64,
-    pub sent_bytes: u64,
-    pub connections_accepted: u64,
-    pub produce_latency: LatencyHistogram,
-    pub fetch_latency: LatencyHistogram,
+    /// The shard's request and network counters, copied.
+    pub counters: ShardMetrics,
     pub fsync_latency: LatencyHistogram,
     /// Partitions whose log this shard has open.
     pub partitions: u64,
@@ -43,18 +38,11 @@ pub struct ShardSnapshot {
 impl ShardSnapshot {
     /// Takes the snapshot of `shard`; call on that shard's thread.
     pub fn take(shard: &Shard) -> ShardSnapshot {
-        let m = shard.metrics.borrow();
         let storage = shard.logs.storage();
         let budget = shard.config.limits.shard_produce_memory_budget_bytes as u64;
         ShardSnapshot {
             shard: shard.id.0,
-            requests: m.requests(),
-            malformed_requests: m.malformed_requests,
-            received_bytes: m.received_bytes,
-            sent_bytes: m.sent_bytes,
-            connections_accepted: m.connections_accepted,
-            produce_latency: m.produce_latency,
-            fetch_latency: m.fetch_latency,
+            counters: shard.metrics.borrow().clone(),
             fsync_latency: storage.fsync_latency(),
             partitions: shard.logs.partition_count() as u64,
             log_size_bytes: shard.logs.size_bytes(),

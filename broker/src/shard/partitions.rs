@@ -131,7 +131,7 @@ impl ShardLogs {
             if let Err(e) = log.discard().await {
                 warn!(dir = %log.dir().display(), error = %e, "closing a deleted partition failed");
             }
-            set_aside(log.dir(), id);
+            set_aside(log.dir(), id).await;
         })
         .await;
         let mut to_open = Vec::new();
@@ -229,12 +229,19 @@ pub fn log_config(settings: &BrokerSettings, overrides: &BTreeMap<String, String
 }
 
 /// Renames a deleted partition's directory out of the way (so a topic created again under the
-/// same name starts empty) and removes it off the reactor.
-fn set_aside(dir: &Path, id: TopicId) {
+/// same name starts empty) and removes it, both off the reactor.
+async fn set_aside(dir: &Path, id: TopicId) {
     let mut name = dir.as_os_str().to_owned();
     name.push(format!(".{}-delete", id.0.simple()));
     let aside = PathBuf::from(name);
-    match std::fs::rename(dir, &aside) {
+    // Both the rename and the removal are blocking file-system calls: off the reactor. The
+    // rename is awaited (a topic created again under the name must find the place empty);
+    // the removal is not.
+    let (from, to) = (dir.to_path_buf(), aside.clone());
+    let renamed = glommio::executor()
+        .spawn_blocking(move || std::fs::rename(&from, &to))
+        .await;
+    match renamed {
         Ok(()) => {
             let removal = glommio::executor().spawn_blocking(move || {
                 if let Err(e) = std::fs::remove_dir_all(&aside) {
