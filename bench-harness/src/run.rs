@@ -15,14 +15,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use glommio::sync::Semaphore;
 use glommio::{LocalExecutorBuilder, Placement};
 use serde::Serialize;
 
 use crate::client::Cluster;
 use crate::client::cluster::{NewTopic, TopicLayout};
 use crate::client::consumer::{Assignment, RecordSink, fetch_loop};
+use crate::client::limits::MAX_EXECUTOR_BUFFERED_BYTES;
 use crate::client::producer::{BatchOutcome, Producer, ProducerConfig};
-use crate::payload::{Keys, Payloads, Sticky, keyed_partition, read_stamp};
+use crate::payload::{Keys, PayloadPool, Payloads, Sticky, keyed_partition, read_stamp};
 use crate::schedule::Schedule;
 use crate::stats::{Interval, Percentiles};
 use crate::workload::{Rate, Workload};
@@ -521,6 +523,9 @@ async fn executor_main(
         max_buffered_bytes: w.buffer_bytes,
         max_in_flight: w.max_in_flight,
     };
+    let shared = Rc::new(Semaphore::new(
+        MAX_EXECUTOR_BUFFERED_BYTES.max(w.buffer_bytes) as u64,
+    ));
     // Connect everything before the clock starts.
     let mut producers = Vec::new();
     for &(global, topic) in &plan.producers {
@@ -551,6 +556,7 @@ async fn executor_main(
             cluster,
             vec![plan.layouts[topic].clone()],
             config.clone(),
+            shared.clone(),
             on_batch,
         );
         producers.push((global, producer));
@@ -569,6 +575,14 @@ async fn executor_main(
             });
         }
         consumers.push((cluster, by_leader));
+    }
+    // The generators too: their payload pool is megabytes of random bytes to fill.
+    let pool = PayloadPool::new(w, u64::from(plan.run_tag) << 8 | plan.index as u64)?;
+    let total_producers = w.producers();
+    let mut prepared = Vec::new();
+    for (global, producer) in producers {
+        let generator = Generator::new(&plan, global, total_producers, &pool, stats.clone())?;
+        prepared.push((generator, producer));
     }
     reports.send(Report::Ready).map_err(|e| e.to_string())?;
     let start = start.recv_async().await.map_err(|e| e.to_string())?;
@@ -619,10 +633,8 @@ async fn executor_main(
     });
 
     let end = start + Duration::from_secs(plan.warmup_s + plan.duration_s);
-    let total_producers = w.producers();
     let mut generators = Vec::new();
-    for (global, producer) in producers {
-        let generator = Generator::new(&plan, global, total_producers, stats.clone())?;
+    for (generator, producer) in prepared {
         generators.push(glommio::spawn_local(generator.run(
             producer,
             start,
@@ -703,6 +715,7 @@ impl Generator {
         plan: &ExecutorPlan,
         global: usize,
         total: usize,
+        pool: &PayloadPool,
         stats: Stats,
     ) -> Result<Generator, String> {
         let w = &plan.workload;
@@ -715,7 +728,7 @@ impl Generator {
             topic: 0,
             rate,
             phase: rate.map_or(Duration::ZERO, |r| Schedule::phase(r, global, total)),
-            payloads: Payloads::new(w, seed)?,
+            payloads: Payloads::new(pool, w.message_size, seed),
             keys: Keys::new(w, seed)?,
             sticky: Sticky::new(global),
             batch_bytes: w.batch_bytes,

@@ -37,3 +37,10 @@ pub const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 
 /// Largest decompressed batch the consumer reads, in bytes.
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// Record bytes all the producers of one harness executor may hold appended but not yet
+/// acknowledged, in bytes (each producer's own `buffer.memory` applies too; a workload whose
+/// `buffer_bytes` is larger raises this to it). Kafka's bound is per producer process; one
+/// executor runs hundreds of producers, and 1,000 producers x 32 MiB let the generators run
+/// gigabytes ahead of the broker, starving their own sockets for seconds.
+pub const MAX_EXECUTOR_BUFFERED_BYTES: usize = 64 * 1024 * 1024;

@@ -5,8 +5,9 @@
 //! its first record is `linger` old, Kafka's `batch.size` and `linger.ms`), draining ready
 //! batches into one Produce request per leader while that leader's connection has an
 //! in-flight slot (so batches grow while the broker is busy, as Kafka's accumulator does),
-//! acks 0/1/all, the batch codec, and the bound on buffered record bytes (Kafka's
-//! `buffer.memory`) that makes an overloaded broker slow the caller down.
+//! acks 0/1/all, the batch codec, and the bounds on buffered record bytes (Kafka's
+//! `buffer.memory`, and a budget shared by the producers of one executor) that make an
+//! overloaded broker slow the caller down.
 //! Never: retries (a failed batch is reported once as failed; a benchmark counts, it does not
 //! hide errors); reorders a partition's batches; picks partitions (the caller does).
 
@@ -79,6 +80,12 @@ pub struct Producer {
     by_leader: Vec<(i32, Vec<(usize, i32)>)>,
     in_flight: RefCell<HashMap<i32, usize>>,
     buffer: Rc<Semaphore>,
+    /// The executor's budget of buffered record bytes, shared with its other producers.
+    shared: Rc<Semaphore>,
+    /// Callers waiting in [`Producer::send`] for buffer space: while there are any, every
+    /// open batch goes out as soon as an in-flight slot frees (their bytes are what the
+    /// waiters wait for, and no linger timer of theirs is running).
+    waiting: Cell<usize>,
     on_batch: OnBatch,
     /// Requests sent and not yet finished (for [`Producer::flush`]).
     outstanding: Cell<usize>,
@@ -89,6 +96,7 @@ impl Producer {
         cluster: Rc<Cluster>,
         topics: Vec<TopicLayout>,
         config: ProducerConfig,
+        shared: Rc<Semaphore>,
         on_batch: OnBatch,
     ) -> Rc<Producer> {
         let mut by_leader: HashMap<i32, Vec<(usize, i32)>> = HashMap::new();
@@ -104,6 +112,8 @@ impl Producer {
         Rc::new(Producer {
             cluster,
             buffer: Rc::new(Semaphore::new(config.max_buffered_bytes as u64)),
+            shared,
+            waiting: Cell::new(0),
             config,
             topics,
             queues: RefCell::new(queues),
@@ -130,14 +140,13 @@ impl Producer {
         tag: u64,
     ) -> Result<(), String> {
         let bytes = key.map_or(0, <[u8]>::len) + value.len() + RECORD_OVERHEAD_BYTES;
-        let units = bytes.min(self.config.max_buffered_bytes) as u64;
-        if !self.buffer.try_acquire(units).unwrap_or(false) {
-            // The broker is behind: drain what is ready and wait for acknowledgments.
-            self.drain(Instant::now(), false);
-            self.buffer
-                .acquire(units)
-                .await
-                .map_err(|e| format!("producer buffer: {e}"))?;
+        let units = self.units(bytes);
+        self.reserve(&self.buffer, units)
+            .await
+            .map_err(|e| format!("producer buffer: {e}"))?;
+        if let Err(e) = self.reserve(&self.shared, units).await {
+            self.buffer.signal(units);
+            return Err(format!("executor buffer: {e}"));
         }
         let mut queues = self.queues.borrow_mut();
         let queue = &mut queues[topic][partition as usize];
@@ -159,6 +168,29 @@ impl Producer {
         open.bytes += bytes;
         open.tags.push(tag);
         Ok(())
+    }
+
+    /// Semaphore units for a record or batch of `bytes` (capped so that one record larger
+    /// than the buffer can still go).
+    fn units(&self, bytes: usize) -> u64 {
+        bytes.min(self.config.max_buffered_bytes) as u64
+    }
+
+    /// Takes `units` of `semaphore`, first sending everything open when it is used up (the
+    /// broker is behind: the waiter waits for acknowledgments of what it buffered).
+    async fn reserve(
+        self: &Rc<Self>,
+        semaphore: &Semaphore,
+        units: u64,
+    ) -> glommio::Result<(), ()> {
+        if semaphore.try_acquire(units).unwrap_or(false) {
+            return Ok(());
+        }
+        self.waiting.set(self.waiting.get() + 1);
+        self.drain(Instant::now(), true);
+        let result = semaphore.acquire(units).await;
+        self.waiting.set(self.waiting.get() - 1);
+        result
     }
 
     /// The earliest instant an open batch's linger runs out, if any batch is waiting.
@@ -239,15 +271,17 @@ impl Producer {
                 tags: &s.batch.tags,
                 result: outcome,
             });
-            self.buffer
-                .signal(s.batch.bytes.min(self.config.max_buffered_bytes) as u64);
+            let units = self.units(s.batch.bytes);
+            self.buffer.signal(units);
+            self.shared.signal(units);
         }
         if let Some(used) = self.in_flight.borrow_mut().get_mut(&leader) {
             *used = used.saturating_sub(1);
         }
         self.outstanding.set(self.outstanding.get() - 1);
-        // A slot is free: whatever became ready meanwhile goes now.
-        self.drain(Instant::now(), false);
+        // A slot is free: whatever became ready meanwhile goes now (everything, while a
+        // caller waits for buffer space).
+        self.drain(Instant::now(), self.waiting.get() > 0);
     }
 
     /// One Produce request; per sealed batch, its outcome.
