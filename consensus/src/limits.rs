@@ -58,11 +58,14 @@ pub const SOCKET_READ_BUFFER_BYTES: usize = 64 * 1024;
 // Sessions.
 
 /// Bounds of a session's timeout, in leader ping intervals (`zab::Config::ping_interval_ticks`).
-/// ZooKeeper clamps to 2 and 20 of its `tickTime`, which is its quorum heartbeat period; the
-/// heartbeat period here is the ping interval (10 ticks of 10 ms by default; the protocol
-/// tick itself is far shorter than ZooKeeper's), so the defaults are 200 ms to 2 s.
+/// ZooKeeper clamps to 2 and 20 of its `tickTime` (2 s by default: 4 s to 40 s), its quorum
+/// heartbeat period. The heartbeat period here is the ping interval (10 ticks of 10 ms by
+/// default), twenty times shorter, so 20 of them would cap sessions at 2 s: shorter than a
+/// scheduling stall on a loaded machine, and far below what Kafka operators run brokers with
+/// (`zookeeper.session.timeout.ms` 18 s, KRaft's `broker.session.timeout.ms` 9 s). The upper
+/// bound is therefore 600 intervals (60 s by default); the lower stays at 2 (200 ms).
 pub const MIN_SESSION_TIMEOUT_PING_INTERVALS: u32 = 2;
-pub const MAX_SESSION_TIMEOUT_PING_INTERVALS: u32 = 20;
+pub const MAX_SESSION_TIMEOUT_PING_INTERVALS: u32 = 600;
 /// Live sessions the group holds at once; more `CreateSession`s are refused.
 pub const MAX_SESSIONS: usize = 64 * 1024;
 

@@ -42,10 +42,10 @@ fn an_ephemeral_lives_as_long_as_its_session() {
             .create("/q", b"", CreateMode::Persistent)
             .await
             .unwrap();
-        // A timeout outside the group's bounds (200 ms to 2 s) is clamped.
-        let s = session_client(vec![addr], 60_000);
+        // A timeout outside the group's bounds (200 ms to 60 s) is clamped.
+        let s = session_client(vec![addr], 600_000);
         let handle = s.open_session().await.unwrap();
-        assert_eq!(handle.timeout_ms, 2_000);
+        assert_eq!(handle.timeout_ms, 60_000);
         let s = session_client(vec![addr], 500);
         s.create("/e", b"mine", CreateMode::Ephemeral)
             .await
@@ -112,6 +112,35 @@ fn an_ephemeral_lives_as_long_as_its_session() {
             p.get("/").await,
             Err(Error::SessionExpired { .. })
         ));
+        // Renewed, the same client holds a new session: its old ephemeral stays gone, new
+        // ones belong to the new session, and its watches still fire.
+        let old = p.session();
+        assert_eq!(old, None);
+        assert!(p.exists_watch("/w").await.is_err());
+        let renewed = p.renew_session().await.unwrap();
+        assert_eq!(p.session(), Some(renewed));
+        assert_eq!(p.exists("/p").await.unwrap(), None);
+        assert!(p.exists_watch("/w").await.unwrap().is_none());
+        p.create("/p", b"again", CreateMode::Ephemeral).await.unwrap();
+        let stat = observer.exists("/p").await.unwrap().unwrap();
+        assert_eq!(stat.ephemeral_owner, Some(renewed.id));
+        observer.create("/w", b"", CreateMode::Persistent).await.unwrap();
+        let event = glommio::timer::timeout(Duration::from_secs(10), async {
+            Ok(p.events().recv_async().await.unwrap())
+        })
+        .await
+        .unwrap();
+        assert_eq!(event.path, "/w");
+        // The heartbeat keeps the renewed session alive past its timeout.
+        glommio::timer::sleep(Duration::from_millis(1_000)).await;
+        assert!(observer.exists("/p").await.unwrap().is_some());
+        // A live session is left as it is.
+        assert_eq!(p.renew_session().await.unwrap(), renewed);
+        p.close_session().await.unwrap();
+        assert_eq!(observer.exists("/p").await.unwrap(), None);
+        // A closed session can be renewed too.
+        let again = p.renew_session().await.unwrap();
+        assert_ne!(again.id, renewed.id);
     });
     node.stop().unwrap();
 }

@@ -14,13 +14,19 @@ real client of the real group), Kafka clients (confluent-kafka) against the brok
   timeout + a ping interval + a tick + a commit; consensus/src/session.rs) and a watcher is
   told once; a clean stop removes it at once.
 - A second broker with a live broker's id is refused at start-up with NODE_EXISTS.
+- A broker stopped (SIGSTOP) for longer than its session timeout, on a group of three (the
+  group expires its session meanwhile), and a single node with its embedded group: neither
+  exits; the expired session is replaced by a new one with a new registration and the
+  controller role, and the broker serves its topic and new topics again.
 - Two brokers on one group: Metadata from either lists both and the same controller; a topic
   created through the controller is served by the other; the controller is killed and the
   other takes over within the bound.
 """
 
 import json
+import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -348,3 +354,86 @@ def test_two_brokers_agree_on_the_cluster_and_the_controller_moves(group, broker
     a = admin(second.bootstrap)
     a.create_topics([NewTopic("after-failover", 1, 1)])["after-failover"].result(timeout=CLIENT_TIMEOUT_SECONDS)
     assert "after-failover" in get_node(group.addr(2), "/corebus/topics")["children"]
+
+
+# How long the stall tests keep a broker stopped: four session timeouts.
+STALL_SECONDS = 4 * SESSION_TIMEOUT_MS / 1000
+RENEWED = "registered again with a new consensus session"
+
+
+def stall(b):
+    """Stops the broker's whole process (its shards and, when embedded, its consensus node)
+    for STALL_SECONDS, as a loaded host or a VM pause does, then lets it go on."""
+    os.kill(b.process.pid, signal.SIGSTOP)
+    try:
+        time.sleep(STALL_SECONDS)
+    finally:
+        os.kill(b.process.pid, signal.SIGCONT)
+
+
+def wait_log(b, text, timeout=VIEW_TIMEOUT_SECONDS + STALL_SECONDS):
+    deadline = time.monotonic() + timeout
+    while text not in b.log_tail(500_000):
+        assert b.process.poll() is None, f"the broker exited ({b.process.returncode})"
+        assert time.monotonic() < deadline, f"never logged {text!r}"
+        time.sleep(0.1)
+
+
+def serves_after_the_stall(b, topic, before):
+    """The broker is up, the only broker and the controller, keeps what it had, takes more
+    and can still change topics (the controller's writes carry the new session's fence)."""
+    from confluent_kafka.admin import NewTopic
+
+    assert wait_view(b.bootstrap, [b.node_id], b.node_id) == ([b.node_id], b.node_id)
+    produce(b.bootstrap, topic, [f"after-{i}" for i in range(before)])
+    got = consume_all(b.bootstrap, topic, 2 * before)
+    assert sorted(got) == sorted([f"before-{i}" for i in range(before)] + [f"after-{i}" for i in range(before)])
+    a = admin(b.bootstrap)
+    a.create_topics([NewTopic(f"{topic}-new", 1, 1)])[f"{topic}-new"].result(timeout=CLIENT_TIMEOUT_SECONDS)
+    produce(b.bootstrap, f"{topic}-new", ["fresh"])
+    assert b.process.poll() is None, "the broker exited"
+
+
+def test_broker_stalled_past_its_session_registers_again_and_keeps_serving(group, broker_factory):
+    from test_metrics import get as http_get, scrape, total
+
+    serving_group(group)
+    metrics_port = harness.free_port()
+    b = broker_factory(
+        extra_args=["--roles", "broker", "--node-id", "7", "--consensus-peers", group.peers, *SESSION_OVERRIDE],
+        metrics_listen=f"127.0.0.1:{metrics_port}",
+    )
+    b.node_id = 7
+    wait_view(b.bootstrap, [7], 7)
+    produce(b.bootstrap, "stalled", [f"before-{i}" for i in range(20)])
+    old = get_node(group.addr(1), "/corebus/brokers/ids/7")["ephemeral_owner"]
+    stall(b)
+    # The group went on ticking while the broker was stopped: its session expired.
+    wait_log(b, RENEWED)
+    reg = get_node(group.addr(2), "/corebus/brokers/ids/7")
+    assert reg["exists"] and reg["ephemeral_owner"] not in (None, old), (old, reg)
+    assert json.loads(reg["data"]) == registration(7, b.port)
+    ctl = get_node(group.addr(3), "/corebus/controller")
+    assert ctl["exists"] and ctl["ephemeral_owner"] == reg["ephemeral_owner"], ctl
+    serves_after_the_stall(b, "stalled", 20)
+    assert total(scrape(metrics_port)[0], "corebus_consensus_session_expiries_total") == 1
+    assert http_get(metrics_port, "/ready")[0] == 200
+
+
+def test_single_node_stalled_past_its_session_never_exits(broker_factory):
+    """The embedded group stalls with the broker: when both run again the group may expire
+    the session before the broker's next ping reaches it, or not; either way the node keeps
+    (or renews) its registration and serves."""
+    b = broker_factory(extra_args=SESSION_OVERRIDE, shards=2)
+    b.node_id = 1
+    produce(b.bootstrap, "single-stalled", [f"before-{i}" for i in range(20)])
+    addr = embedded_addr(b)
+    old = get_node(addr, "/corebus/brokers/ids/1")["ephemeral_owner"]
+    stall(b)
+    serves_after_the_stall(b, "single-stalled", 20)
+    reg = get_node(addr, "/corebus/brokers/ids/1")
+    assert reg["exists"], reg
+    renewed = RENEWED in b.log_tail(500_000)
+    print(f"\nsingle node stopped {STALL_SECONDS:.0f} s with a {SESSION_TIMEOUT_MS} ms session: "
+          f"{'session expired and renewed' if renewed else 'session kept'}")
+    assert (reg["ephemeral_owner"] != old) == renewed, (old, reg, renewed)

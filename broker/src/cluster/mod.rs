@@ -28,14 +28,36 @@ use crate::shard::NodeInfo;
 
 /// The broker's consensus session timeout (`corebus.consensus.session.timeout.ms`).
 pub fn session_timeout_ms(config: &Config) -> u64 {
-    config
-        .settings
-        .i64("corebus.consensus.session.timeout.ms")
-        .map_or(DEFAULT_SESSION_TIMEOUT_MS, |v| v.max(1) as u64)
+    millis(
+        config,
+        "corebus.consensus.session.timeout.ms",
+        DEFAULT_SESSION_TIMEOUT_MS,
+    )
 }
 
-/// The default of `corebus.consensus.session.timeout.ms` (the group's longest).
-pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 2_000;
+/// The default of `corebus.consensus.session.timeout.ms` (KRaft's `broker.session.timeout.ms`).
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 9_000;
+
+/// How long an expired session is renewed before the broker gives up
+/// (`corebus.consensus.session.renew.timeout.ms`).
+pub fn session_renew_timeout_ms(config: &Config) -> u64 {
+    millis(
+        config,
+        "corebus.consensus.session.renew.timeout.ms",
+        DEFAULT_SESSION_RENEW_TIMEOUT_MS,
+    )
+}
+
+/// The default of `corebus.consensus.session.renew.timeout.ms`.
+pub const DEFAULT_SESSION_RENEW_TIMEOUT_MS: u64 = 300_000;
+
+/// A duration setting in ms (validated positive at load; `default` if unset).
+fn millis(config: &Config, name: &str, default: u64) -> u64 {
+    config
+        .settings
+        .i64(name)
+        .map_or(default, |v| v.max(1) as u64)
+}
 
 /// This broker's rack (`broker.rack`), if set.
 pub fn rack(config: &Config) -> Option<String> {
@@ -126,4 +148,10 @@ pub enum ClusterError {
     /// The group ended the broker's session (it was cut off for longer than the timeout).
     #[error("the broker's consensus session expired")]
     SessionExpired,
+    /// The session expired and no new one could be opened and registered in time.
+    #[error(
+        "the broker's consensus session expired and it could not register again within \
+         {waited_ms} ms (corebus.consensus.session.renew.timeout.ms): {last}"
+    )]
+    RenewFailed { waited_ms: u64, last: String },
 }

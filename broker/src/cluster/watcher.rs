@@ -11,16 +11,19 @@
 //! their event. After the client moved to another consensus node everything is read again,
 //! since a move may hide changes to persistent watches.
 //!
-//! Each new [`ClusterView`] is installed on every shard by message. An expired session ends
-//! [`follow`] with [`ClusterError::SessionExpired`]: the broker then stops (a supervisor
-//! restarts it with a fresh session), since its registration and any controller role are gone.
+//! Each new [`ClusterView`] is installed on every shard by message. When the session expires
+//! (its registration and any controller role are gone with it), [`follow`] gives up the
+//! controller role, opens a new session on the same client (which keeps its watches),
+//! registers again and reads everything again, while the shards go on serving; it fails, and
+//! the broker stops, only when that has not worked for
+//! `corebus.consensus.session.renew.timeout.ms`.
 //!
 //! Never: runs on a shard other than 0; blocks the shard (every wait is async and bounded);
 //! decides topic changes (the controller does).
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use corebus_consensus::client::{Client, Error as ClientError};
 use corebus_consensus::txn::TreeError;
@@ -128,30 +131,112 @@ async fn arm_topic_watches(client: &Client) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// Follows the cluster until shutdown; `Err` only when the session is gone.
+/// Follows the cluster until shutdown. When the session expires (the process or its host
+/// stalled past the timeout, or the group was unreachable that long) the broker opens a new
+/// session and registers again, as a Kafka broker re-creates its ZooKeeper registration, and
+/// goes on serving meanwhile; `Err` only when that has not succeeded within
+/// `corebus.consensus.session.renew.timeout.ms`.
 pub async fn follow(shard: Rc<Shard>, mut m: Membership) -> Result<(), ClusterError> {
     install_everywhere(&shard, &m.view).await;
-    let client = store(&shard)?.client();
-    let events = client.events();
-    let mut server = client.server();
     // What changed between the start-up read of the topics and the arming of their watches.
     let mut dirty = Dirty {
         topics: true,
         ..Dirty::default()
     };
     loop {
+        match follow_session(&shard, &mut m, dirty).await {
+            Err(ClusterError::SessionExpired) => {}
+            other => return other,
+        }
+        shard.count(|c| c.consensus_session_renewals += 1);
+        renew(&shard, &mut m).await?;
+        if shard.shutdown.is_fired() {
+            return Ok(());
+        }
+        // Whatever happened while the session was gone is read again.
+        dirty = Dirty::ALL;
+    }
+}
+
+/// After the session expired: fences what the old session owned (the controller role: its
+/// writes carry the old fence and would fail anyway, but nothing here tries them), then opens
+/// a new session and registers again, retrying until it works, the node shuts down, or the
+/// renew timeout passes.
+async fn renew(shard: &Rc<Shard>, m: &mut Membership) -> Result<(), ClusterError> {
+    let store = store(shard)?;
+    if matches!(store.role(), WriterRole::Controller { .. }) {
+        warn!("the consensus session that held the controller role expired; no longer the controller");
+    }
+    store.set_role(WriterRole::Follower);
+    let client = store.client();
+    let session_timeout_ms = super::session_timeout_ms(&shard.config);
+    let renew_ms = super::session_renew_timeout_ms(&shard.config);
+    let started = Instant::now();
+    warn!(
+        node_id = m.me.node_id,
+        renew_timeout_ms = renew_ms,
+        "consensus session expired (this process or its host stalled, or the group was out of \
+         reach, for longer than corebus.consensus.session.timeout.ms = {session_timeout_ms} \
+         ms); registering again with a new session, serving meanwhile"
+    );
+    loop {
+        let attempt = async {
+            let session = client.renew_session().await?;
+            register(client, &m.me, session_timeout_ms).await?;
+            arm_topic_watches(client).await?;
+            Ok::<_, ClusterError>(session)
+        };
+        match attempt.await {
+            Ok(session) => {
+                info!(
+                    session = session.id.0,
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "registered again with a new consensus session"
+                );
+                // The topics may have changed while nothing was watching them.
+                m.topics_unread = true;
+                return Ok(());
+            }
+            Err(e) => {
+                let waited_ms = started.elapsed().as_millis() as u64;
+                if waited_ms >= renew_ms {
+                    return Err(ClusterError::RenewFailed {
+                        waited_ms,
+                        last: e.to_string(),
+                    });
+                }
+                warn!(error = %e, waited_ms, "cannot register again yet; retrying");
+                sleep_or_shutdown(shard, CLUSTER_RETRY_MS).await;
+                if shard.shutdown.is_fired() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Follows the cluster on the current session; `Err(SessionExpired)` when it is gone.
+async fn follow_session(
+    shard: &Rc<Shard>,
+    m: &mut Membership,
+    mut dirty: Dirty,
+) -> Result<(), ClusterError> {
+    let client = store(shard)?.client();
+    let events = client.events();
+    let mut server = client.server();
+    loop {
         if dirty.any() {
-            match refresh(&shard, &mut m, dirty, true).await {
+            match refresh(shard, m, dirty, true).await {
                 Ok(changed) => {
                     dirty = Dirty::default();
                     if changed {
-                        install_everywhere(&shard, &m.view).await;
+                        install_everywhere(shard, &m.view).await;
                     }
                 }
                 Err(e) if session_expired(&e) => return Err(ClusterError::SessionExpired),
                 Err(e) => {
                     warn!(error = %e, "cannot read the cluster from the consensus tree; retrying");
-                    sleep_or_shutdown(&shard, CLUSTER_RETRY_MS).await;
+                    sleep_or_shutdown(shard, CLUSTER_RETRY_MS).await;
                 }
             }
             if shard.shutdown.is_fired() {

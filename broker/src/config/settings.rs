@@ -192,15 +192,28 @@ pub static SETTINGS: &[Setting] = &[
     broker(
         "corebus.consensus.session.timeout.ms",
         Int,
-        Some("2000"),
+        Some("9000"),
         Validator::Range {
             min: 200,
-            max: 2_000,
+            max: 60_000,
         },
-        "The timeout of the broker's consensus session (Kafka's zookeeper.session.timeout.ms), \
-         in ms, within the group's bounds (2 to 20 ping intervals: 200 to 2000 ms). The \
-         broker's registration and controller node outlive a broker killed with SIGKILL by \
-         about this much.",
+        "The timeout of the broker's consensus session (Kafka's zookeeper.session.timeout.ms; \
+         KRaft's broker.session.timeout.ms, whose 9000 ms is the default here), in ms, within \
+         the group's bounds (2 to 600 ping intervals: 200 to 60000 ms). The broker's \
+         registration and controller node outlive a broker killed with SIGKILL by about this \
+         much; a process stalled for longer loses its session and registers again.",
+    ),
+    broker(
+        "corebus.consensus.session.renew.timeout.ms",
+        Int,
+        Some("300000"),
+        Validator::Range {
+            min: 1_000,
+            max: 86_400_000,
+        },
+        "How long a broker whose consensus session expired keeps trying to open a new session \
+         and register again (as a Kafka broker re-creates its ZooKeeper registration), in ms, \
+         while it goes on serving; past it the broker stops and a supervisor restarts it.",
     ),
     broker(
         "log.dirs",

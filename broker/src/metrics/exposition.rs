@@ -218,6 +218,13 @@ impl Collector for NodeMetrics {
             per_shard(|s| s.counters.malformed_requests),
         )?;
         f.counters(
+            "corebus_consensus_session_expiries",
+            "Times this broker's consensus session expired; each is followed by a new session \
+             and a new registration.",
+            None,
+            per_shard(|s| s.counters.consensus_session_renewals),
+        )?;
+        f.counters(
             "corebus_network_received",
             "Bytes read from client connections.",
             Some(&Unit::Bytes),

@@ -31,6 +31,8 @@ pub struct ShardMetrics {
     pub(crate) requests: HashMap<(i16, RequestOutcome), u64>,
     /// Frames that did not decode (the connection was closed).
     pub malformed_requests: u64,
+    /// Times the broker's consensus session expired and was renewed (shard 0 only).
+    pub consensus_session_renewals: u64,
     /// Bytes read from client sockets.
     pub received_bytes: u64,
     /// Bytes written to client sockets.

@@ -351,8 +351,9 @@ async fn join_cluster(
     crate::cluster::watcher::join(shard, me).await.map(Some)
 }
 
-/// Follows the cluster on shard 0; when the session is lost, stops the node with the reason
-/// left in `failure` (its registration is gone: a supervisor restarts it with a new one).
+/// Follows the cluster on shard 0 (renewing an expired session); when the session is lost
+/// and cannot be renewed within `corebus.consensus.session.renew.timeout.ms`, stops the node
+/// with the reason left in `failure` (a supervisor restarts it).
 async fn follow_cluster(
     shard: Rc<Shard>,
     membership: crate::cluster::watcher::Membership,

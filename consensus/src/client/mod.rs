@@ -86,7 +86,7 @@ pub enum Error {
     #[error("unexpected reply from {server}: {what}")]
     Protocol { server: SocketAddr, what: String },
     /// The session is gone: expired by the group, closed, or refused on re-attach. Its
-    /// ephemeral nodes are deleted; a new `Client` is needed for a new session.
+    /// ephemeral nodes are deleted; [`Client::renew_session`] opens a new session.
     #[error("consensus session {session:?} expired")]
     SessionExpired { session: Option<SessionId> },
     /// An ephemeral create or a session close on a client configured without a session.
@@ -187,6 +187,33 @@ impl Client {
     /// Opens the session now if it is not open yet (it opens on first use anyway).
     pub async fn open_session(&self) -> Result<SessionHandle, Error> {
         self.i().live_session().await
+    }
+
+    /// After the session expired or was closed: opens a new one (a new id; the old one's
+    /// ephemeral nodes are gone and stay gone), keeping this client's watches, which are
+    /// registered again on the new connection with the events missed meanwhile. ZooKeeper
+    /// needs a new handle for this; a broker re-creating its registration (as a Kafka broker
+    /// does after a ZooKeeper session expiry) keeps its client and its watches instead.
+    /// Does nothing to a live session.
+    pub async fn renew_session(&self) -> Result<SessionHandle, Error> {
+        {
+            let inner = self.i();
+            let mut st = inner.state.borrow_mut();
+            match st.session {
+                SessionState::Off => return Err(Error::NoSession),
+                SessionState::Expired(id) | SessionState::Closed(id) => {
+                    let timeout_ms = inner.cfg.session_timeout_ms.ok_or(Error::NoSession)?;
+                    tracing::info!(old = id.0, "opening a new consensus session");
+                    st.session = SessionState::Wanted { timeout_ms };
+                    // The next request connects afresh and opens the session there.
+                    if let Some(c) = st.conn.take() {
+                        c.break_off();
+                    }
+                }
+                SessionState::Wanted { .. } | SessionState::Live(_) => {}
+            }
+        }
+        self.open_session().await
     }
 
     /// Ends the session now: its ephemeral nodes are deleted at once. Not retried (a close
@@ -444,6 +471,8 @@ impl Inner {
                 return Err(Error::Unavailable { timeout_ms, last });
             }
             let conn = self.connection(deadline, &mut last).await?;
+            // An expiry answered to this request concerns this session, not a later one.
+            let sent_under = self.session_id();
             let rx = match conn.send_registering(op.clone(), registers.clone()) {
                 Ok(rx) => rx,
                 Err(e) => {
@@ -488,7 +517,7 @@ impl Inner {
                 Some(Ok(ReplyResult::Err(ClientError::Txn(e)))) => {
                     if e.error == TreeError::NoSession && self.session_id().is_some() {
                         // Our session is gone from the tree: it expired.
-                        return Err(self.mark_expired());
+                        return Err(self.mark_expired(sent_under));
                     }
                     return Err(Error::Tree {
                         index: e.index,
@@ -499,7 +528,7 @@ impl Inner {
                     ClientError::SessionExpired | ClientError::BadSessionPassword,
                 ))) => {
                     self.drop_connection(&conn);
-                    return Err(self.mark_expired());
+                    return Err(self.mark_expired(sent_under));
                 }
                 Some(Ok(ReplyResult::Err(ClientError::NotPermitted { reason }))) => {
                     return Err(Error::NotPermitted { reason });

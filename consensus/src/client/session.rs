@@ -21,6 +21,9 @@ use crate::proto::client::{ReplyResult, RequestOp, SessionRequest};
 use crate::types::{SessionId, Zxid};
 use crate::zab::{ClientError, ClientOp, Response};
 
+/// How often the heartbeat task looks whether a session that is gone was renewed.
+const SESSION_GONE_POLL_MS: u64 = 100;
+
 /// A session as the client holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionHandle {
@@ -140,7 +143,7 @@ async fn open_or_attach(
 fn refused(inner: &Inner, reply: ReplyResult) -> Refused {
     match reply {
         ReplyResult::Err(ClientError::SessionExpired | ClientError::BadSessionPassword) => {
-            Refused::Fatal(inner.mark_expired())
+            Refused::Fatal(inner.mark_expired(None))
         }
         ReplyResult::Err(ClientError::NotReady) => Refused::Retry("not ready".into()),
         ReplyResult::Err(ClientError::ConnectionLoss) => Refused::Retry("lost its leader".into()),
@@ -167,10 +170,17 @@ impl Inner {
         }
     }
 
-    /// The group refused the session: remember it and say so.
-    pub(super) fn mark_expired(&self) -> Error {
+    /// The group refused the session a request was sent under (`sent_under`; `None`: the
+    /// current one): remember it and say so. A refusal of an older session, arriving after
+    /// [`super::Client::renew_session`] opened a new one, leaves the new one alone.
+    pub(super) fn mark_expired(&self, sent_under: Option<SessionId>) -> Error {
         let mut st = self.state.borrow_mut();
         let id = match st.session {
+            SessionState::Live(h) if sent_under.is_some_and(|s| s != h.id) => {
+                return Error::SessionExpired {
+                    session: sent_under,
+                };
+            }
             SessionState::Live(h) => Some(h.id),
             SessionState::Expired(id) | SessionState::Closed(id) => Some(id),
             _ => None,
@@ -211,16 +221,17 @@ impl Inner {
         let state = self.state.borrow().session;
         match state {
             SessionState::Live(h) => Ok(h),
-            _ => Err(self.mark_expired()),
+            _ => Err(self.mark_expired(None)),
         }
     }
 }
 
-/// Keeps the session alive until the client is dropped or the session ends: pings after a
+/// Keeps the session alive until the client is dropped (idle while the session is gone, until
+/// `Client::renew_session` opens another): pings after a
 /// third of the timeout without a request, moves to another node after two thirds without
 /// an answer, and reconnects (re-attaching the session) without waiting for the application.
 pub(super) async fn heartbeat(inner: Weak<Inner>) {
-    let mut ping: Option<flume::Receiver<ReplyResult>> = None;
+    let mut ping: Option<Ping> = None;
     loop {
         // Hold the client only while working, so dropping it ends this task.
         let pause = match inner.upgrade() {
@@ -234,21 +245,35 @@ pub(super) async fn heartbeat(inner: Weak<Inner>) {
     }
 }
 
-/// One heartbeat step; `None` when the session is over.
-async fn beat(inner: &Inner, ping: &mut Option<flume::Receiver<ReplyResult>>) -> Option<Duration> {
+/// A ping in flight: the session it was sent for, and where its reply arrives.
+type Ping = (SessionId, flume::Receiver<ReplyResult>);
+
+/// One heartbeat step; `None` when the client holds no session at all.
+async fn beat(inner: &Inner, ping: &mut Option<Ping>) -> Option<Duration> {
     let state = inner.state.borrow().session;
-    let timeout = match state {
-        SessionState::Live(h) => Duration::from_millis(h.timeout_ms.max(3)),
+    let (session, timeout) = match state {
+        SessionState::Live(h) => (h.id, Duration::from_millis(h.timeout_ms.max(3))),
         SessionState::Wanted { .. } => return Some(Duration::from_millis(10)),
-        SessionState::Off | SessionState::Expired(_) | SessionState::Closed(_) => return None,
+        // Idle, not ended: `Client::renew_session` may start a new session, which this task
+        // then keeps alive (one heartbeat task per client, whatever the session).
+        SessionState::Expired(_) | SessionState::Closed(_) => {
+            *ping = None;
+            return Some(Duration::from_millis(SESSION_GONE_POLL_MS));
+        }
+        SessionState::Off => return None,
     };
     let check = (timeout / 12).max(Duration::from_millis(1));
     let conn = inner.current();
-    if let Some(rx) = ping.as_ref() {
+    if ping.as_ref().is_some_and(|(sent_for, _)| *sent_for != session) {
+        // Sent for a session since replaced: its answer says nothing about this one.
+        *ping = None;
+    }
+    if let Some((_, rx)) = ping.as_ref() {
         match rx.try_recv() {
             Ok(ReplyResult::Err(ClientError::SessionExpired | ClientError::BadSessionPassword)) => {
-                inner.mark_expired();
-                return None;
+                inner.mark_expired(Some(session));
+                *ping = None;
+                return Some(Duration::from_millis(SESSION_GONE_POLL_MS));
             }
             Ok(ReplyResult::Err(_)) => {
                 // A node that cannot serve cannot keep the session alive: move.
@@ -272,7 +297,10 @@ async fn beat(inner: &Inner, ping: &mut Option<flume::Receiver<ReplyResult>>) ->
                 return Some(Duration::ZERO);
             }
             if ping.is_none() && c.last_sent().elapsed() >= timeout / 3 {
-                *ping = c.send(RequestOp::Session(SessionRequest::Ping)).ok();
+                *ping = c
+                    .send(RequestOp::Session(SessionRequest::Ping))
+                    .ok()
+                    .map(|rx| (session, rx));
             }
         }
         None => {
@@ -280,7 +308,7 @@ async fn beat(inner: &Inner, ping: &mut Option<flume::Receiver<ReplyResult>>) ->
             let deadline = Instant::now() + timeout;
             let mut last = String::from("no attempt");
             if let Err(Error::SessionExpired { .. }) = inner.connection(deadline, &mut last).await {
-                return None;
+                return Some(Duration::from_millis(SESSION_GONE_POLL_MS));
             }
         }
     }
