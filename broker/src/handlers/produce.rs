@@ -1,10 +1,12 @@
 //! Produce (key 0): checks every batch (magic 2, CRC32C, size against the topic's
 //! `max.message.bytes`, CreateTime timestamps against `message.timestamp.before/after.max.ms`,
 //! keys present on compacted topics),
-//! routes each partition's batches to its owning shard in one message per shard, appends
-//! them there (the batch is copied once, into the storage engine's aligned write buffer) and
-//! answers when they are as durable as `acks` asks: acks=1 written, acks=all synced (the
-//! storage durability contract), acks=0 no answer at all.
+//! routes each partition's batches to its owning shard in one message per shard, all shards
+//! at once, appends them there (the batch is copied once, into the storage engine's aligned
+//! write buffer) and answers when they are as durable as `acks` asks: acks=1 written,
+//! acks=all synced (the storage durability contract), acks=0 no answer at all. The
+//! connection's next request may start once the appends are in the logs (`server::order`),
+//! so pipelined requests take effect in order while their durability waits overlap.
 //!
 //! Idempotent producers (ids from InitProducerId): each partition's producer state (epoch and
 //! the last 5 batches' sequences) answers a retried batch with its original offset and
@@ -31,6 +33,7 @@ use super::common::{by_shard, locate_partition, str_bytes};
 use crate::config::settings::{Scope, lookup};
 use crate::config::value::Value;
 use crate::metadata::{MetadataImage, TopicId};
+use crate::server::order::Turn;
 use crate::shard::Shard;
 use crate::shard::producer_state::{ProducerStates, Verdict};
 use crate::storage::now_ms;
@@ -45,7 +48,14 @@ struct Append {
 /// What a partition's append gave.
 type Outcome = Result<(i64, Option<i64>, i64), (i16, String)>;
 
-pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) -> Reply {
+/// Handles one Produce; `turn` is passed on (the connection's next request may start) once
+/// every partition's append is in its log, before the wait for durability.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: ProduceRequest,
+    version: i16,
+    mut turn: Turn,
+) -> Reply {
     let image = shard.metadata();
     let acks = request.acks;
     let now = now_ms();
@@ -91,14 +101,32 @@ pub async fn handle(shard: &Rc<Shard>, request: ProduceRequest, version: i16) ->
             }
         }
     }
-    for (owner, items) in by_shard(work) {
-        let done = shard
-            .on_shard(owner, move |s: Rc<Shard>| async move {
-                append_all(&s, items, acks, now).await
+    // Every owning shard appends at once; each says when its appends are in the logs, and
+    // then the connection's next request may start while this one waits for durability.
+    let calls: Vec<_> = by_shard(work)
+        .into_iter()
+        .map(|(owner, items)| {
+            let (appended, started) = flume::bounded::<()>(1);
+            let shard = shard.clone();
+            let call = glommio::spawn_local(async move {
+                shard
+                    .on_shard(owner, move |s: Rc<Shard>| async move {
+                        append_all(&s, items, acks, now, appended).await
+                    })
+                    .await
+                    .unwrap_or_default()
             })
-            .await
-            .unwrap_or_default();
-        for (pos, outcome) in done {
+            .detach();
+            (started, call)
+        })
+        .collect();
+    for (started, _) in &calls {
+        // An error means the shard is gone without appending: nothing to wait for either.
+        let _ = started.recv_async().await;
+    }
+    turn.pass();
+    for (_, call) in calls {
+        for (pos, outcome) in call.await.unwrap_or_default() {
             slots[pos].2 = Some(outcome);
         }
     }
@@ -279,12 +307,14 @@ fn idempotence_verdict(states: &ProducerStates, batches: &[RecordBatch]) -> Verd
 }
 
 /// Runs on the owning shard: starts every append first (so their writes and syncs coalesce
-/// into the shard's group commit), then waits for each to be as durable as acks asks.
+/// into the shard's group commit), says so on `appended`, then waits for each to be as
+/// durable as acks asks.
 async fn append_all(
     shard: &Shard,
     items: Vec<(usize, Append)>,
     acks: i16,
     now: i64,
+    appended: flume::Sender<()>,
 ) -> Vec<(usize, Outcome)> {
     let mut started = Vec::with_capacity(items.len());
     for (pos, a) in items {
@@ -331,6 +361,8 @@ async fn append_all(
         });
         started.push((pos, outcome.map(|o| (log, o))));
     }
+    // The receiver may be gone with its request (the connection closed): nothing to tell.
+    let _ = appended.try_send(());
     let mut done = Vec::with_capacity(started.len());
     for (pos, s) in started {
         let outcome = match s {

@@ -1,5 +1,7 @@
-//! One client connection: reads frames, decodes requests, runs them concurrently (pipelined up
-//! to `max_inflight_requests_per_connection`), and writes the responses strictly in request
+//! One client connection: reads frames, decodes requests, runs them pipelined (up to
+//! `max_inflight_requests_per_connection` read ahead), each starting only once the one before
+//! it took effect (`super::order`: as Kafka, which handles a connection's requests one at a
+//! time, except that durability waits overlap), and writes the responses strictly in request
 //! order.
 //!
 //! Backpressure: the reader stops reading when the in-flight queue is full, and before a
@@ -9,7 +11,8 @@
 //! written, with one log line; an ApiVersions request at an unknown version gets the KIP-511
 //! v0 answer.
 //!
-//! Never: reorders responses; panics on client input; blocks the reactor.
+//! Never: reorders responses; starts a request before the one read before it took effect;
+//! panics on client input; blocks the reactor.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -30,6 +33,7 @@ use corebus_wire::limits::WireLimits;
 use corebus_wire::request::decode_request;
 use corebus_wire::response::{encode_api_versions_fallback, encode_response};
 
+use super::order::Order;
 use super::split::{ReadHalf, WriteHalf, split};
 use crate::handlers;
 use crate::limits::SOCKET_READ_CHUNK_BYTES;
@@ -78,6 +82,7 @@ async fn read_requests(
         max_frame_bytes: shard.config.limits.max_frame_bytes,
     };
     let decoder = FrameDecoder::new(limits);
+    let mut order = Order::default();
     let mut buf = BytesMut::with_capacity(SOCKET_READ_CHUNK_BYTES);
     loop {
         loop {
@@ -89,7 +94,7 @@ async fn read_requests(
                     return;
                 }
             };
-            let (outcome, close) = start_request(shard, frame, limits, peer).await;
+            let (outcome, close) = start_request(shard, frame, limits, peer, &mut order).await;
             if queue.send(outcome).await.is_err() {
                 debug!(%peer, "writer gone; stop reading");
                 return;
@@ -138,6 +143,7 @@ async fn start_request(
     frame: Bytes,
     limits: WireLimits,
     peer: SocketAddr,
+    order: &mut Order,
 ) -> (glommio::task::JoinHandle<Outcome>, bool) {
     let ready = |o: Outcome| glommio::spawn_local(async move { o }).detach();
     let is_produce =
@@ -206,6 +212,7 @@ async fn start_request(
         client = request.header.client_id.as_deref().unwrap_or(""),
     );
     let shard = shard.clone();
+    let (wait, turn) = order.place();
     let task = glommio::spawn_local(
         async move {
             let (corr, key, version) = (
@@ -214,7 +221,8 @@ async fn start_request(
                 request.api_version,
             );
             let started = Instant::now();
-            let reply = handlers::handle(&shard, request, peer).await;
+            wait.done().await;
+            let reply = handlers::handle(&shard, request, peer, turn).await;
             drop(permit);
             let (outcome, counted) = respond(corr, key, version, reply);
             shard.count(|m| m.record_request(key as i16, counted, started.elapsed()));

@@ -1,5 +1,6 @@
 //! The network front: the exclusive listen-address check (`listener`), the accept loop of each
-//! shard (here) and the per-connection request pipeline (`connection`).
+//! shard (here), the per-connection request pipeline (`connection`) and the order in which
+//! its requests take effect (`order`).
 //!
 //! Never: handles a Kafka API itself (handlers do); moves a connection between shards (a
 //! connection stays on the shard that accepted it).
@@ -7,6 +8,7 @@
 pub mod connection;
 pub mod gather;
 pub mod listener;
+pub mod order;
 pub mod split;
 
 use std::rc::Rc;
