@@ -15,13 +15,7 @@ use corebus_wire::kafka_protocol::protocol::StrBytes;
 use corebus_wire::record::{Compression, RecordBatchBuilder};
 use corebus_wire::request::encode_request;
 
-const CODECS: [Compression; 5] = [
-    Compression::None,
-    Compression::Gzip,
-    Compression::Snappy,
-    Compression::Lz4,
-    Compression::Zstd,
-];
+const CODECS: [Compression; 5] = Compression::ALL;
 /// Produce versions seeded: the KIP-896 floor, the last non-flexible, a flexible one.
 const PRODUCE_VERSIONS: [i16; 3] = [3, 8, 9];
 

@@ -9,13 +9,7 @@ use corebus_wire::record::{
 };
 use proptest::prelude::*;
 
-const CODECS: [Compression; 5] = [
-    Compression::None,
-    Compression::Gzip,
-    Compression::Snappy,
-    Compression::Lz4,
-    Compression::Zstd,
-];
+const CODECS: [Compression; 5] = Compression::ALL;
 
 fn sample_batch(codec: Compression, records: usize) -> RecordBatch {
     let mut builder = RecordBatchBuilder::new(codec);

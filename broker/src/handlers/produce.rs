@@ -1,9 +1,17 @@
-//! Produce (key 0): checks every batch (magic 2, CRC32C, size against the topic's
-//! `max.message.bytes`, CreateTime timestamps against `message.timestamp.before/after.max.ms`,
-//! keys present on compacted topics),
-//! routes each partition's batches to its owning shard in one message per shard, all shards
-//! at once, appends them there (the batch is copied once, into the storage engine's aligned
-//! write buffer) and answers when they are as durable as `acks` asks: acks=1 written,
+//! Produce (key 0): checks every batch of a partition before any is appended:
+//! - framing and CRC32C (magic 2), else CORRUPT_MESSAGE;
+//! - Kafka's client-origin validation (`LogValidator`), else INVALID_RECORD:
+//!   `last_offset_delta + 1 == record_count > 0`, no control batch, a sequence with every
+//!   producer id, and on every topic every record body parsed (a compressed batch is
+//!   decompressed into one scratch buffer; uncompressed records are walked in place) with
+//!   offset deltas 0..n, lengths in bounds, no bytes left over, and keys present on compacted
+//!   topics. Record-level refusals name the record in `record_errors` (v8+, KIP-467);
+//! - size against the topic's `max.message.bytes`, and CreateTime timestamps against
+//!   `message.timestamp.before/after.max.ms`.
+//!
+//! It then routes each partition's batches to its owning shard in one message per shard, all
+//! shards at once, appends them there (the batch is copied once, into the storage engine's
+//! aligned write buffer) and answers when they are as durable as `acks` asks: acks=1 written,
 //! acks=all synced (the storage durability contract), acks=0 no answer at all. The
 //! connection's next request may start once the appends are in the logs (`server::order`),
 //! so pipelined requests take effect in order while their durability waits overlap.
@@ -23,10 +31,10 @@ use std::rc::Rc;
 use bytes::Bytes;
 use corebus_wire::error_code::ResponseError;
 use corebus_wire::kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use corebus_wire::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use corebus_wire::record::{RecordBatch, RecordBatches, TimestampType};
+use corebus_wire::record::{InvalidBatch, RecordBatch, RecordBatches, TimestampType};
 
 use super::Reply;
 use super::common::{by_shard, locate_partition, str_bytes};
@@ -45,8 +53,40 @@ struct Append {
     batches: Vec<RecordBatch>,
 }
 
-/// What a partition's append gave.
-type Outcome = Result<(i64, Option<i64>, i64), (i16, String)>;
+/// What a partition's append gave: base offset, LogAppendTime, log start offset.
+type Appended = (i64, Option<i64>, i64);
+type Outcome = Result<Appended, (i16, String)>;
+/// A partition of the request: its topic's position, its index, and its outcome once known.
+type Slot = (usize, i32, Option<Result<Appended, Refused>>);
+
+/// A partition refused before its append: the error code and message, and the index inside
+/// its batch of the record at fault when one record is (Produce v8+'s `record_errors`,
+/// KIP-467).
+struct Refused {
+    code: i16,
+    message: String,
+    record_index: Option<usize>,
+}
+
+impl From<(i16, String)> for Refused {
+    fn from((code, message): (i16, String)) -> Refused {
+        Refused {
+            code,
+            message,
+            record_index: None,
+        }
+    }
+}
+
+impl From<InvalidBatch> for Refused {
+    fn from(e: InvalidBatch) -> Refused {
+        Refused {
+            code: e.kafka_error_code(),
+            message: e.to_string(),
+            record_index: e.record_index(),
+        }
+    }
+}
 
 /// Handles one Produce; `turn` is passed on (the connection's next request may start) once
 /// every partition's append is in its log, before the wait for durability.
@@ -60,25 +100,25 @@ pub async fn handle(
     let acks = request.acks;
     let now = now_ms();
     // Every partition of the request in order, with its outcome or its append to do.
-    let mut slots: Vec<(usize, i32, Option<Outcome>)> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
     let mut work = Vec::new();
     for (t, topic) in request.topic_data.iter().enumerate() {
         for p in &topic.partition_data {
             let pos = slots.len();
             let name = (version < 13).then(|| topic.name.0.as_str());
             let checked = if acks != 0 && acks != 1 && acks != -1 {
-                Err((
+                Err(Refused::from((
                     ResponseError::InvalidRequiredAcks.code(),
                     format!("acks={acks}"),
-                ))
+                )))
             } else if request.transactional_id.is_some() {
-                Err((
+                Err(Refused::from((
                     ResponseError::InvalidProducerIdMapping.code(),
                     "transactions are not supported yet".to_string(),
-                ))
+                )))
             } else {
                 locate_partition(&image, name, topic.topic_id, p.index)
-                    .map_err(|e| (e.code(), "unknown partition".to_string()))
+                    .map_err(|e| Refused::from((e.code(), "unknown partition".to_string())))
                     .and_then(|(id, owner)| {
                         let batches = check_batches(&image, id, p.records.clone(), shard, now)?;
                         Ok((id, owner, batches))
@@ -127,7 +167,7 @@ pub async fn handle(
     turn.pass();
     for (_, call) in calls {
         for (pos, outcome) in call.await.unwrap_or_default() {
-            slots[pos].2 = Some(outcome);
+            slots[pos].2 = Some(outcome.map_err(Refused::from));
         }
     }
     if acks == 0 {
@@ -144,10 +184,10 @@ pub async fn handle(
         .collect();
     for (t, index, outcome) in slots {
         let outcome = outcome.unwrap_or_else(|| {
-            Err((
+            Err(Refused::from((
                 ResponseError::KafkaStorageError.code(),
                 "the owning shard is gone".to_string(),
-            ))
+            )))
         });
         let mut r = PartitionProduceResponse::default()
             .with_index(index)
@@ -158,11 +198,23 @@ pub async fn handle(
                 r.log_append_time_ms = append_time.unwrap_or(-1);
                 r.log_start_offset = log_start;
             }
-            Err((code, message)) => {
+            Err(Refused {
+                code,
+                message,
+                record_index,
+            }) => {
                 tracing::debug!(partition = index, code, %message, "produce refused");
                 r.error_code = code;
                 r.base_offset = -1;
                 r.log_start_offset = -1;
+                // Versions below 8 carry neither field; the encoder leaves them out there.
+                if let Some(record) = record_index.and_then(|i| i32::try_from(i).ok()) {
+                    r.record_errors = vec![
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(record)
+                            .with_batch_index_error_message(Some(str_bytes(message.clone()))),
+                    ];
+                }
                 r.error_message = Some(str_bytes(message));
             }
         }
@@ -175,28 +227,34 @@ pub async fn handle(
     )
 }
 
-/// Parses and checks a partition's record set.
+/// Parses and checks a partition's record set: the framing and CRC of every batch
+/// (CORRUPT_MESSAGE), then Kafka's client-origin validation (INVALID_RECORD: offset range
+/// against record count, no control batch, a sequence with every producer id, every record
+/// body well formed, keys on compacted topics), size, transactions and timestamps. Any refusal
+/// refuses the whole partition: nothing of it is appended.
 fn check_batches(
     image: &MetadataImage,
     id: TopicId,
     records: Option<Bytes>,
     shard: &Shard,
     now: i64,
-) -> Result<Vec<RecordBatch>, (i16, String)> {
-    let corrupt = |m: String| (ResponseError::CorruptMessage.code(), m);
+) -> Result<Vec<RecordBatch>, Refused> {
+    let corrupt = |m: String| Refused::from((ResponseError::CorruptMessage.code(), m));
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| corrupt("no records".into()))?;
-    let topic = image.topic_by_id(id).ok_or((
-        ResponseError::UnknownTopicOrPartition.code(),
-        "topic deleted".to_string(),
-    ))?;
+    let topic = image.topic_by_id(id).ok_or_else(|| {
+        Refused::from((
+            ResponseError::UnknownTopicOrPartition.code(),
+            "topic deleted".to_string(),
+        ))
+    })?;
     // Only the group coordinator writes the offsets topic (its replay trusts the layout).
     if topic.name == crate::groups::OFFSETS_TOPIC {
-        return Err((
+        return Err(Refused::from((
             ResponseError::InvalidTopicException.code(),
             format!("Cannot append to internal topic {}", topic.name),
-        ));
+        )));
     }
     let setting = |name: &str| {
         lookup(Scope::Topic, name)
@@ -216,63 +274,48 @@ fn check_batches(
         .unwrap_or(i64::MAX);
     let mut batches = Vec::new();
     for batch in RecordBatches::new(records) {
-        let batch = batch.map_err(|e| (e.kafka_error_code(), e.to_string()))?;
+        let batch = batch.map_err(InvalidBatch::from_parse_error)?;
         batch
             .verify_crc()
-            .map_err(|e| (e.kafka_error_code(), e.to_string()))?;
+            .map_err(|e| Refused::from((e.kafka_error_code(), e.to_string())))?;
+        // Header checks first: a control batch is an invalid record (as in Kafka) before it is
+        // an unsupported transaction.
+        batch.validate_header_from_client()?;
         if batch.len() as i64 > max_bytes {
-            return Err((
+            return Err(Refused::from((
                 ResponseError::MessageTooLarge.code(),
                 format!(
                     "batch of {} bytes exceeds max.message.bytes {max_bytes}",
                     batch.len()
                 ),
-            ));
+            )));
         }
         if batch.is_transactional() {
-            return Err((
+            return Err(Refused::from((
                 ResponseError::InvalidProducerIdMapping.code(),
                 "transactions are not supported yet".to_string(),
-            ));
+            )));
         }
         // Batch-level bounds: the first record's timestamp and the batch's largest one.
         if create_time && batch.timestamp_type() == TimestampType::CreateTime {
             let too_old = now.saturating_sub(batch.base_timestamp()) > before_ms;
             let too_new = batch.max_timestamp().saturating_sub(now) > after_ms;
             if too_old || too_new {
-                return Err((
+                return Err(Refused::from((
                     ResponseError::InvalidTimestamp.code(),
                     format!("timestamp outside [now - {before_ms} ms, now + {after_ms} ms]"),
-                ));
+                )));
             }
         }
-        if compacted {
-            check_keys(&batch)?;
-        }
+        // One pass over the records on every topic (a stored malformed record would break
+        // every consumer reading past it); the key check rides along on compacted topics.
+        batch.validate_records_from_client(compacted)?;
         batches.push(batch);
     }
     if batches.is_empty() {
         return Err(corrupt("no record batch".into()));
     }
     Ok(batches)
-}
-
-/// Every record of a batch for a compacted topic must have a key. Iterating the records
-/// (decompressing if needed) is paid on compacted topics only.
-fn check_keys(batch: &RecordBatch) -> Result<(), (i16, String)> {
-    let records = batch
-        .records()
-        .map_err(|e| (e.kafka_error_code(), e.to_string()))?;
-    for record in records {
-        let record = record.map_err(|e| (e.kafka_error_code(), e.to_string()))?;
-        if record.key.is_none() {
-            return Err((
-                ResponseError::InvalidRecord.code(),
-                "Compacted topic cannot accept message without key".to_string(),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// An append started, or a retried batch found already written.

@@ -16,6 +16,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Every codec, none first: for tests and tools that cover them all.
+    pub const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
     /// The codec named by a batch's attributes; ids 5..7 are malformed.
     pub fn from_attributes(attributes: i16) -> Result<Compression, RecordError> {
         match (attributes & COMPRESSION_MASK) as u8 {
@@ -240,13 +249,7 @@ pub fn compress_snappy_raw(input: &[u8]) -> Result<Vec<u8>, RecordError> {
 mod tests {
     use super::*;
 
-    const ALL: [Compression; 5] = [
-        Compression::None,
-        Compression::Gzip,
-        Compression::Snappy,
-        Compression::Lz4,
-        Compression::Zstd,
-    ];
+    const ALL: [Compression; 5] = Compression::ALL;
 
     fn sample() -> Vec<u8> {
         (0..100_000u32)

@@ -3,9 +3,11 @@
 //! Owns: the 61-byte batch header and its field accessors, CRC32C verification, the single
 //! copy of the produce path (base offset, leader epoch and LogAppendTime rewritten while the
 //! batch is copied into a storage buffer), iteration over the batches of a record set, record
-//! iteration, compression codecs and a builder for tests and tools.
+//! iteration, compression codecs, a builder for tests and tools, and the strict validation of
+//! batches that come from clients (`validate`; never applied to batches read from a log).
 //!
-//! Never: copies or decompresses record data on the plain produce or fetch path, allocates by a
+//! Never: copies record data on the plain produce or fetch path (validating a client's
+//! compressed batch decompresses it once into a scratch buffer, as Kafka does), allocates by a
 //! length read from the input before checking it against the bytes present, or panics on
 //! malformed bytes (every malformed case is a [`RecordError`]).
 
@@ -19,6 +21,7 @@ mod error;
 #[allow(clippy::module_inception)]
 mod record;
 mod retain;
+mod validate;
 
 pub use batch::{
     BATCH_HEADER_BYTES, BATCH_OVERHEAD_BYTES, BatchHeader, RecordBatch, TimestampType,
@@ -29,6 +32,7 @@ pub use builder::{ControlType, RecordBatchBuilder};
 pub use compression::Compression;
 pub use record::{MIN_HEADER_BYTES, MIN_RECORD_BYTES, Record, RecordHeader, Records};
 pub use retain::{RetainedBatch, retain_records};
+pub use validate::InvalidBatch;
 
 /// The most bytes [`RecordBatch::records`] decompresses one batch into. Kafka's default
 /// `message.max.bytes` is 1 MiB of compressed data; 64x that leaves room for very

@@ -8,6 +8,8 @@
 //! Never: allocates by a count before checking it against the bytes present, reorders or
 //! merges headers (duplicate keys are legal and kept in order), or panics on malformed bytes.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use super::RecordError;
@@ -58,13 +60,14 @@ fn varlong(bytes: &[u8], pos: &mut usize, field: &'static str) -> Result<i64, Re
     read_varlong(bytes, pos).map_err(|source| RecordError::Varint { field, source })
 }
 
-/// Reads a varint-length-prefixed byte field as a slice of `body`; -1 is null when `nullable`.
-fn bytes_field(
-    body: &Bytes,
+/// Reads a varint-length-prefixed byte field of `body`: its byte range, or `None` for -1 when
+/// `nullable`. Any other negative length, or one running past `body`, is an error.
+fn field_range(
+    body: &[u8],
     pos: &mut usize,
     what: &'static str,
     nullable: bool,
-) -> Result<Option<Bytes>, RecordError> {
+) -> Result<Option<Range<usize>>, RecordError> {
     let length = varint(body, pos, what)?;
     if length == -1 && nullable {
         return Ok(None);
@@ -79,9 +82,102 @@ fn bytes_field(
     if length > body.len() - *pos {
         return Err(invalid);
     }
-    let field = body.slice(*pos..*pos + length);
+    let range = *pos..*pos + length;
     *pos += length;
-    Ok(Some(field))
+    Ok(Some(range))
+}
+
+/// The fixed fields of one record body, with key and value as byte ranges of the body.
+struct BodyFields {
+    attributes: u8,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+}
+
+/// The one reader of the record layout: walks exactly one record's body (the bytes its length
+/// covers), handing each header's key and value ranges to `on_header`, and checks that the
+/// fields use up the body exactly. Allocates nothing itself.
+fn walk_body(
+    body: &[u8],
+    mut on_header: impl FnMut(Range<usize>, Option<Range<usize>>),
+) -> Result<BodyFields, RecordError> {
+    let mut pos = 0;
+    let Some(&attributes) = body.first() else {
+        return Err(RecordError::Varint {
+            field: "record attributes",
+            source: VarintError::Truncated,
+        });
+    };
+    pos += 1;
+    let timestamp_delta = varlong(body, &mut pos, "timestamp delta")?;
+    let offset_delta = varint(body, &mut pos, "offset delta")?;
+    let key = field_range(body, &mut pos, "record key", true)?;
+    let value = field_range(body, &mut pos, "record value", true)?;
+    let header_count = varint(body, &mut pos, "header count")?;
+    let header_count = usize::try_from(header_count)
+        .ok()
+        .filter(|&count| count <= (body.len() - pos) / MIN_HEADER_BYTES)
+        .ok_or(RecordError::InvalidLength {
+            what: "header count",
+            length: i64::from(header_count),
+        })?;
+    for _ in 0..header_count {
+        // Header keys are never null: -1 is an invalid length here.
+        let key = field_range(body, &mut pos, "header key", false)?.unwrap_or_default();
+        let value = field_range(body, &mut pos, "header value", true)?;
+        on_header(key, value);
+    }
+    if pos != body.len() {
+        return Err(RecordError::RecordLengthMismatch {
+            declared: body.len(),
+            used: pos,
+        });
+    }
+    Ok(BodyFields {
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+    })
+}
+
+/// Reads one record's length varint at `*pos` of `data` and returns the range of its body,
+/// advancing `*pos` past the length (not past the body).
+fn body_range(data: &[u8], pos: &mut usize) -> Result<(i32, Range<usize>), RecordError> {
+    let length = varint(data, pos, "record length")?;
+    let body_len = usize::try_from(length)
+        .ok()
+        .filter(|&len| len <= data.len() - *pos)
+        .ok_or(RecordError::InvalidLength {
+            what: "record",
+            length: i64::from(length),
+        })?;
+    Ok((length, *pos..*pos + body_len))
+}
+
+/// What validating a client's batch needs of one record, read without building a [`Record`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordShape {
+    pub offset_delta: i32,
+    pub has_key: bool,
+}
+
+/// Checks the record starting at `*pos` of `data` with every check [`Records`] makes (length
+/// varint against the bytes present, key, value and header lengths in bounds, fields using up
+/// the record exactly) and moves `*pos` past it. No allocation: this is the produce path.
+pub(crate) fn scan_record(data: &[u8], pos: &mut usize) -> Result<RecordShape, RecordError> {
+    let mut at = *pos;
+    let (_, body) = body_range(data, &mut at)?;
+    let end = body.end;
+    let fields = walk_body(&data[body], |_, _| {})?;
+    *pos = end;
+    Ok(RecordShape {
+        offset_delta: fields.offset_delta,
+        has_key: fields.key.is_some(),
+    })
 }
 
 impl Records {
@@ -114,62 +210,31 @@ impl Records {
 
     fn parse_next(&mut self) -> Result<Record, RecordError> {
         let mut pos = self.pos;
-        let length = varint(&self.data, &mut pos, "record length")?;
-        let body_len = usize::try_from(length)
-            .ok()
-            .filter(|&len| len <= self.data.len() - pos)
-            .ok_or(RecordError::InvalidLength {
-                what: "record",
-                length: i64::from(length),
-            })?;
-        let body = self.data.slice(pos..pos + body_len);
+        let (length, range) = body_range(&self.data, &mut pos)?;
+        let end = range.end;
+        let body = self.data.slice(range);
         let record = parse_body(&body, length)?;
-        self.pos = pos + body_len;
+        self.pos = end;
         Ok(record)
     }
 }
 
 /// Parses one record's fields from exactly its body (the bytes its length covers).
 fn parse_body(body: &Bytes, length: i32) -> Result<Record, RecordError> {
-    let mut pos = 0;
-    let Some(&attributes) = body.first() else {
-        return Err(RecordError::Varint {
-            field: "record attributes",
-            source: VarintError::Truncated,
+    let mut headers = Vec::new();
+    let fields = walk_body(body, |key, value| {
+        headers.push(RecordHeader {
+            key: body.slice(key),
+            value: value.map(|v| body.slice(v)),
         });
-    };
-    pos += 1;
-    let timestamp_delta = varlong(body, &mut pos, "timestamp delta")?;
-    let offset_delta = varint(body, &mut pos, "offset delta")?;
-    let key = bytes_field(body, &mut pos, "record key", true)?;
-    let value = bytes_field(body, &mut pos, "record value", true)?;
-    let header_count = varint(body, &mut pos, "header count")?;
-    let header_count = usize::try_from(header_count)
-        .ok()
-        .filter(|&count| count <= (body.len() - pos) / MIN_HEADER_BYTES)
-        .ok_or(RecordError::InvalidLength {
-            what: "header count",
-            length: i64::from(header_count),
-        })?;
-    let mut headers = Vec::with_capacity(header_count);
-    for _ in 0..header_count {
-        let key = bytes_field(body, &mut pos, "header key", false)?.unwrap_or_default();
-        let value = bytes_field(body, &mut pos, "header value", true)?;
-        headers.push(RecordHeader { key, value });
-    }
-    if pos != body.len() {
-        return Err(RecordError::RecordLengthMismatch {
-            declared: body.len(),
-            used: pos,
-        });
-    }
+    })?;
     Ok(Record {
         length,
-        attributes: attributes as i8,
-        timestamp_delta,
-        offset_delta,
-        key,
-        value,
+        attributes: fields.attributes as i8,
+        timestamp_delta: fields.timestamp_delta,
+        offset_delta: fields.offset_delta,
+        key: fields.key.map(|k| body.slice(k)),
+        value: fields.value.map(|v| body.slice(v)),
         headers,
     })
 }
