@@ -11,7 +11,8 @@ use corebus_wire::kafka_protocol::protocol::StrBytes;
 use crate::limits::MAX_TOPIC_NAME_BYTES;
 use crate::metadata::controller::Controller;
 use crate::metadata::{MetadataCommand, MetadataError, MetadataImage};
-use crate::shard::{Shard, ShardId};
+use crate::shard::mesh::ShardGone;
+use crate::shard::{Shard, ShardId, router};
 
 /// Kafka's config resource types (`ConfigResource.Type`).
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -108,8 +109,8 @@ pub fn metadata_failure(e: &MetadataError) -> ItemError {
     ItemError::new(code, format!("metadata store: {e}"))
 }
 
-/// Where a requested partition lives: its topic id, index and owning shard; or the error
-/// Kafka gives for it (unknown topic by name, unknown topic id, no such partition).
+/// Where a requested partition lives: its topic id and owning shard (`shard::router`); or
+/// the error Kafka gives for it (unknown topic by name, unknown topic id, no such partition).
 pub fn locate_partition(
     image: &MetadataImage,
     name: Option<&str>,
@@ -124,28 +125,20 @@ pub fn locate_partition(
             .topic_by_id(crate::metadata::TopicId(topic_id))
             .ok_or(ResponseError::UnknownTopicId)?,
     };
-    let meta = usize::try_from(partition)
-        .ok()
-        .and_then(|p| topic.partitions.get(p))
+    let owner = router::owner(image, topic.id, partition)
         .ok_or(ResponseError::UnknownTopicOrPartition)?;
-    Ok((topic.id, meta.shard))
+    Ok((topic.id, owner))
 }
 
-/// Splits work items by owning shard, keeping each item's position in the request.
-pub fn by_shard<T>(items: Vec<(usize, ShardId, T)>) -> Vec<(ShardId, Vec<(usize, T)>)> {
-    let mut groups: Vec<(ShardId, Vec<(usize, T)>)> = Vec::new();
-    for (pos, shard, item) in items {
-        match groups.iter_mut().find(|(s, _)| *s == shard) {
-            Some((_, v)) => v.push((pos, item)),
-            None => groups.push((shard, vec![(pos, item)])),
-        }
-    }
-    groups
+/// An item whose owning shard was gone: Kafka's KAFKA_STORAGE_ERROR (retriable), once here.
+pub fn unreached<R>(r: Result<Result<R, i16>, ShardGone>) -> Result<R, i16> {
+    r.unwrap_or(Err(ResponseError::KafkaStorageError.code()))
 }
 
-/// Runs `op` on the log of each named partition, on its owning shard (one message per shard);
-/// one result per item, in order. Unknown topics and partitions, and partitions whose log is
-/// not open, get their Kafka error code.
+/// Runs `op` on the log of each named partition, on its owning shard (`router::scatter`: one
+/// message per shard, all at once); one result per item, in order. Unknown topics and
+/// partitions, partitions whose log is not open and shards that are gone get their Kafka
+/// error code.
 pub async fn on_partition_logs<A, R, F, Fut>(
     shard: &Rc<Shard>,
     items: Vec<(String, i32, A)>,
@@ -167,42 +160,34 @@ where
 {
     let image = shard.metadata();
     let mut results: Vec<Result<R, i16>> = Vec::with_capacity(items.len());
+    let mut positions = Vec::new();
     let mut work = Vec::new();
     for (pos, (name, partition, arg)) in items.into_iter().enumerate() {
-        results.push(Err(ResponseError::UnknownServerError.code()));
         match locate_partition(&image, Some(&name), uuid::Uuid::nil(), partition) {
-            Ok((id, owner)) => work.push((pos, owner, (id, partition, arg))),
-            Err(e) => results[pos] = Err(e.code()),
+            Ok((id, owner)) => {
+                results.push(Err(ResponseError::UnknownServerError.code()));
+                positions.push(pos);
+                work.push((owner, (id, partition, arg)));
+            }
+            Err(e) => results.push(Err(e.code())),
         }
     }
-    for (owner, group) in by_shard(work) {
+    let done = router::scatter(shard, work, move |s: Rc<Shard>, group| {
         let op = op.clone();
-        let positions: Vec<usize> = group.iter().map(|(p, _)| *p).collect();
-        let done = shard
-            .on_shard(owner, move |s: Rc<Shard>| async move {
-                let mut out = Vec::with_capacity(group.len());
-                for (pos, (id, partition, arg)) in group {
-                    let r = match s.logs.log((id, partition)) {
-                        Some(log) => op(s.clone(), (id, partition), log, arg).await,
-                        None => Err(ResponseError::KafkaStorageError.code()),
-                    };
-                    out.push((pos, r));
-                }
-                out
-            })
-            .await;
-        match done {
-            Ok(out) => {
-                for (pos, r) in out {
-                    results[pos] = r;
-                }
+        async move {
+            let mut out = Vec::with_capacity(group.len());
+            for (id, partition, arg) in group {
+                out.push(match s.logs.log((id, partition)) {
+                    Some(log) => op(s.clone(), (id, partition), log, arg).await,
+                    None => Err(ResponseError::KafkaStorageError.code()),
+                });
             }
-            Err(_) => {
-                for pos in positions {
-                    results[pos] = Err(ResponseError::KafkaStorageError.code());
-                }
-            }
+            out
         }
+    })
+    .await;
+    for (pos, r) in positions.into_iter().zip(done) {
+        results[pos] = unreached(r);
     }
     results
 }

@@ -1,5 +1,5 @@
-//! Fetch (key 1): reads each partition on its owning shard (one message per shard per
-//! round), from the batch holding the fetch offset (a mid-batch start returns the whole
+//! Fetch (key 1): reads each partition on its owning shard (`shard::router::scatter`: one
+//! message per shard per round, all shards at once), from the batch holding the fetch offset (a mid-batch start returns the whole
 //! batch; clients skip the earlier records), within `partition_max_bytes` and the response's
 //! `max_bytes` (the first non-empty partition is always returned whole, as Kafka does, so a
 //! large batch cannot stall a consumer). With less than `min_bytes`, the request waits up to
@@ -27,10 +27,10 @@ use futures_lite::future;
 use corebus_wire::kafka_protocol::messages::TopicName;
 use uuid::Uuid;
 
-use super::common::{by_shard, locate_partition, str_bytes};
+use super::common::{locate_partition, str_bytes};
 use crate::metadata::TopicId;
 use crate::shard::fetch_sessions::{PartKey, Plan};
-use crate::shard::{Shard, ShardId};
+use crate::shard::{Shard, ShardId, router};
 
 /// Longest a fetch waits for data, whatever `max_wait_ms` says (Kafka's clients use 500 ms).
 const MAX_FETCH_WAIT_MS: i32 = 60_000;
@@ -234,7 +234,8 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     }
 }
 
-/// Reads every routed partition once, each on its shard; errors stand for the others.
+/// Reads every routed partition once, each on its shard (all shards at once); errors stand
+/// for the others.
 async fn read_round(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Got> {
     let mut got: Vec<Got> = slots
         .iter()
@@ -248,51 +249,40 @@ async fn read_round(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Got> {
             },
         })
         .collect();
-    let work = slots
-        .iter()
-        .enumerate()
-        .filter_map(|(pos, (_, _, r))| r.as_ref().ok().map(|(owner, want)| (pos, *owner, *want)))
-        .collect();
-    for (owner, items) in by_shard(work) {
-        let n = items.len();
-        let positions: Vec<usize> = items.iter().map(|(p, _)| *p).collect();
-        match shard
-            .on_shard(owner, move |s: Rc<Shard>| async move {
-                read_on_owner(&s, items).await
-            })
-            .await
-        {
-            Ok(results) => {
-                for (pos, g) in results {
-                    got[pos] = g;
-                }
-            }
-            Err(_) => {
-                for pos in positions.into_iter().take(n) {
-                    got[pos].error = ResponseError::KafkaStorageError.code();
-                }
-            }
+    let mut positions = Vec::new();
+    let mut work = Vec::new();
+    for (pos, (_, _, r)) in slots.iter().enumerate() {
+        if let Ok((owner, want)) = r {
+            positions.push(pos);
+            work.push((*owner, *want));
+        }
+    }
+    let done = router::scatter(shard, work, |s: Rc<Shard>, wants| async move {
+        read_on_owner(&s, wants).await
+    })
+    .await;
+    for (pos, g) in positions.into_iter().zip(done) {
+        match g {
+            Ok(g) => got[pos] = g,
+            Err(_) => got[pos].error = ResponseError::KafkaStorageError.code(),
         }
     }
     got
 }
 
-/// Runs on the owning shard: one read per partition. The read is copied once into `Bytes`
-/// here because the storage engine's buffers are shard-local and the response may be
-/// encoded on another shard.
-async fn read_on_owner(shard: &Shard, items: Vec<(usize, Want)>) -> Vec<(usize, Got)> {
-    let mut out = Vec::with_capacity(items.len());
-    for (pos, want) in items {
+/// Runs on the owning shard: one read per partition, one answer per want, in order. The read
+/// is copied once into `Bytes` here because the storage engine's buffers are shard-local and
+/// the response may be encoded on another shard.
+async fn read_on_owner(shard: &Shard, wants: Vec<Want>) -> Vec<Got> {
+    let mut out = Vec::with_capacity(wants.len());
+    for want in wants {
         let Some(log) = shard.logs.log((want.topic_id, want.partition)) else {
-            out.push((
-                pos,
-                Got {
-                    error: ResponseError::KafkaStorageError.code(),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    records: Bytes::new(),
-                },
-            ));
+            out.push(Got {
+                error: ResponseError::KafkaStorageError.code(),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Bytes::new(),
+            });
             continue;
         };
         let high_watermark = log.written_offset();
@@ -320,7 +310,7 @@ async fn read_on_owner(shard: &Shard, items: Vec<(usize, Want)>) -> Vec<(usize, 
                 },
             }
         };
-        out.push((pos, g));
+        out.push(g);
     }
     out
 }
@@ -331,21 +321,20 @@ async fn wait_for_data(shard: &Rc<Shard>, slots: &[Slot], deadline: Instant) {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let work = slots
         .iter()
-        .enumerate()
-        .filter_map(|(pos, (_, _, r))| {
+        .filter_map(|(_, _, r)| {
             let (owner, want) = r.as_ref().ok()?;
-            Some((pos, *owner, (want.topic_id, want.partition, want.offset)))
+            Some((*owner, (want.topic_id, want.partition, want.offset)))
         })
         .collect();
     let (woke_tx, woke_rx) = flume::bounded::<()>(1);
     // Dropping these cancels the waits still running (on this shard; remote ones end at
     // their own deadline).
     let mut waits = Vec::new();
-    for (owner, items) in by_shard(work) {
+    // Returns at the first wake from any shard, so not `router::scatter` (which waits for all).
+    for (owner, _, items) in router::group(work) {
         let s = shard.clone();
         let tx = woke_tx.clone();
         waits.push(glommio::spawn_local(async move {
-            let items: Vec<_> = items.into_iter().map(|(_, w)| w).collect();
             let _ = s
                 .on_shard(owner, move |o: Rc<Shard>| async move {
                     wait_on_owner(&o, items, remaining).await

@@ -14,9 +14,9 @@ use corebus_wire::kafka_protocol::messages::list_offsets_response::{
 };
 use corebus_wire::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::common::{by_shard, locate_partition};
+use super::common::locate_partition;
 use crate::metadata::TopicId;
-use crate::shard::Shard;
+use crate::shard::{Shard, router};
 use crate::shard::partitions::Log;
 
 const LATEST: i64 = -1;
@@ -34,6 +34,7 @@ pub async fn handle(
 ) -> ListOffsetsResponse {
     let image = shard.metadata();
     let mut answers: Vec<Answer> = Vec::new();
+    let mut positions = Vec::new();
     let mut work = Vec::new();
     for topic in &request.topics {
         for p in &topic.partitions {
@@ -45,26 +46,24 @@ pub async fn handle(
                 uuid::Uuid::nil(),
                 p.partition_index,
             ) {
-                Ok((id, owner)) => work.push((pos, owner, (id, p.partition_index, p.timestamp))),
+                Ok((id, owner)) => {
+                    positions.push(pos);
+                    work.push((owner, (id, p.partition_index, p.timestamp)));
+                }
                 Err(e) => answers[pos].0 = e.code(),
             }
         }
     }
-    for (owner, items) in by_shard(work) {
-        if let Ok(results) = shard
-            .on_shard(owner, move |s: Rc<Shard>| async move {
-                let mut out = Vec::with_capacity(items.len());
-                for (pos, (id, partition, ts)) in items {
-                    out.push((pos, lookup(&s, id, partition, ts).await));
-                }
-                out
-            })
-            .await
-        {
-            for (pos, a) in results {
-                answers[pos] = a;
-            }
+    let done = router::scatter(shard, work, |s: Rc<Shard>, items| async move {
+        let mut out = Vec::with_capacity(items.len());
+        for (id, partition, ts) in items {
+            out.push(lookup(&s, id, partition, ts).await);
         }
+        out
+    })
+    .await;
+    for (pos, a) in positions.into_iter().zip(done) {
+        answers[pos] = a.unwrap_or((ResponseError::KafkaStorageError.code(), -1, -1));
     }
     let mut answers = answers.into_iter();
     let topics = request

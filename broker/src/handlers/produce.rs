@@ -37,12 +37,12 @@ use corebus_wire::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use corebus_wire::record::{InvalidBatch, RecordBatch, RecordBatches, TimestampType};
 
 use super::Reply;
-use super::common::{by_shard, locate_partition, str_bytes};
+use super::common::{locate_partition, str_bytes};
 use crate::config::settings::{Scope, lookup};
 use crate::config::value::Value;
 use crate::metadata::{MetadataImage, TopicId};
 use crate::server::order::Turn;
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardId, router};
 use crate::shard::producer_state::{ProducerStates, Verdict};
 use crate::storage::now_ms;
 
@@ -141,34 +141,37 @@ pub async fn handle(
             }
         }
     }
-    // Every owning shard appends at once; each says when its appends are in the logs, and
-    // then the connection's next request may start while this one waits for durability.
-    let calls: Vec<_> = by_shard(work)
-        .into_iter()
-        .map(|(owner, items)| {
-            let (appended, started) = flume::bounded::<()>(1);
-            let shard = shard.clone();
-            let call = glommio::spawn_local(async move {
-                shard
-                    .on_shard(owner, move |s: Rc<Shard>| async move {
-                        append_all(&s, items, acks, now, appended).await
-                    })
-                    .await
-                    .unwrap_or_default()
-            })
-            .detach();
-            (started, call)
-        })
-        .collect();
-    for (started, _) in &calls {
-        // An error means the shard is gone without appending: nothing to wait for either.
-        let _ = started.recv_async().await;
-    }
-    turn.pass();
-    for (_, call) in calls {
-        for (pos, outcome) in call.await.unwrap_or_default() {
-            slots[pos].2 = Some(outcome.map_err(Refused::from));
+    // Every owning shard appends at once (`router::scatter`); each says when its appends are
+    // in the logs, and then the connection's next request may start while this one waits
+    // for durability.
+    let positions: Vec<usize> = work.iter().map(|(pos, _, _)| *pos).collect();
+    let work: Vec<(ShardId, Append)> = work.into_iter().map(|(_, o, a)| (o, a)).collect();
+    let mut owners: Vec<ShardId> = work.iter().map(|(o, _)| *o).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let (appended, started) = flume::bounded::<()>(owners.len());
+    let appends = router::scatter(shard, work, move |s: Rc<Shard>, items| {
+        let appended = appended.clone();
+        async move { append_all(&s, items, acks, now, appended).await }
+    });
+    let in_order = async {
+        for _ in &owners {
+            // An error: every group is done or its shard gone; nothing more to wait for.
+            if started.recv_async().await.is_err() {
+                break;
+            }
         }
+        turn.pass();
+    };
+    let (done, ()) = futures_lite::future::zip(appends, in_order).await;
+    for (pos, outcome) in positions.into_iter().zip(done) {
+        let outcome = outcome.unwrap_or_else(|gone| {
+            Err((
+                ResponseError::KafkaStorageError.code(),
+                format!("the owning {gone}"),
+            ))
+        });
+        slots[pos].2 = Some(outcome.map_err(Refused::from));
     }
     if acks == 0 {
         return Reply::Nothing;
@@ -354,21 +357,18 @@ fn idempotence_verdict(states: &ProducerStates, batches: &[RecordBatch]) -> Verd
 /// durable as acks asks.
 async fn append_all(
     shard: &Shard,
-    items: Vec<(usize, Append)>,
+    items: Vec<Append>,
     acks: i16,
     now: i64,
     appended: flume::Sender<()>,
-) -> Vec<(usize, Outcome)> {
+) -> Vec<Outcome> {
     let mut started = Vec::with_capacity(items.len());
-    for (pos, a) in items {
+    for a in items {
         let Some(log) = shard.logs.log((a.topic_id, a.partition)) else {
-            started.push((
-                pos,
-                Err((
-                    ResponseError::KafkaStorageError.code(),
-                    "partition log is not open".to_string(),
-                )),
-            ));
+            started.push(Err((
+                ResponseError::KafkaStorageError.code(),
+                "partition log is not open".to_string(),
+            )));
             continue;
         };
         let key = (a.topic_id, a.partition);
@@ -402,12 +402,12 @@ async fn append_all(
             }
             Ok(Started::Appended(info))
         });
-        started.push((pos, outcome.map(|o| (log, o))));
+        started.push(outcome.map(|o| (log, o)));
     }
     // The receiver may be gone with its request (the connection closed): nothing to tell.
     let _ = appended.try_send(());
     let mut done = Vec::with_capacity(started.len());
-    for (pos, s) in started {
+    for s in started {
         let outcome = match s {
             Err(e) => Err(e),
             Ok((log, Started::Duplicate(base))) => {
@@ -435,7 +435,7 @@ async fn append_all(
                     .map_err(|e| (e.kafka_error_code(), e.to_string()))
             }
         };
-        done.push((pos, outcome));
+        done.push(outcome);
     }
     done
 }

@@ -13,6 +13,7 @@ pub mod mesh;
 pub mod partitions;
 pub mod placement;
 pub mod producer_state;
+pub mod router;
 pub mod runtime;
 
 use std::cell::RefCell;
