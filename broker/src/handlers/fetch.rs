@@ -1,9 +1,10 @@
 //! Fetch (key 1): reads each partition on its owning shard (`shard::router::scatter`: one
 //! message per shard per round, all shards at once), from the batch holding the fetch offset (a mid-batch start returns the whole
 //! batch; clients skip the earlier records), within `partition_max_bytes` and the response's
-//! `max_bytes` (the first non-empty partition is always returned whole, as Kafka does, so a
-//! large batch cannot stall a consumer). With less than `min_bytes`, the request waits up to
-//! `max_wait_ms` and is woken by the first append to any of its partitions.
+//! `max_bytes`, cut at batch boundaries in request order (KIP-74: only the first batch of the
+//! first non-empty partition may exceed `max_bytes`, so a large batch cannot stall a
+//! consumer; no read asks for more than `max_bytes`). With less than `min_bytes`, the request
+//! waits up to `max_wait_ms` and is woken by the first append to any of its partitions.
 //!
 //! Fetch sessions (KIP-227, `shard::fetch_sessions`): a full fetch with epoch 0 opens a session,
 //! incremental fetches then carry only changed partitions and are answered only for partitions
@@ -142,6 +143,8 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         ),
     };
     let image = shard.metadata();
+    // A negative request limit means none (old clients send i32::MAX anyway).
+    let response_max = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
     let slots: Vec<Slot> = parts
         .iter()
         .enumerate()
@@ -155,7 +158,10 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
                             topic_id,
                             partition: *partition,
                             offset: *offset,
-                            max_bytes: usize::try_from(*max_bytes).unwrap_or(0),
+                            // No partition can use more than the whole response.
+                            max_bytes: usize::try_from(*max_bytes)
+                                .unwrap_or(0)
+                                .min(response_max),
                         },
                     )
                 })
@@ -166,7 +172,6 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
     let mut got = read_round(shard, &slots).await;
     loop {
         let total: usize = got.iter().map(|g| g.records.len()).sum();
@@ -188,7 +193,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         wait_for_data(shard, &slots, deadline).await;
         got = read_round(shard, &slots).await;
     }
-    trim_to(&mut got, max_bytes);
+    trim_to(&mut got, response_max);
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     let mut records = Vec::new();
     let mut sent = Vec::new();
@@ -384,48 +389,100 @@ async fn wait_on_owner(shard: &Shard, items: Vec<(TopicId, i32, i64)>, wait: Dur
     drop(waits);
 }
 
-/// Drops record data past `max_bytes` in request order, keeping the first non-empty
-/// partition whole whatever its size (Kafka's rule, so one large batch always gets through).
+/// Keeps record data within `max_bytes` in request order, cutting at batch boundaries: each
+/// partition keeps the whole batches that still fit, and the first batch of the first
+/// non-empty partition is kept whatever its size (KIP-74: only that one batch may exceed the
+/// limit, so a large batch cannot stall a consumer).
 fn trim_to(got: &mut [Got], max_bytes: usize) {
     let mut used = 0usize;
-    let mut first = true;
     for g in got.iter_mut() {
         if g.records.is_empty() {
             continue;
         }
-        if first {
-            first = false;
-            used = g.records.len();
-            continue;
-        }
-        if used.saturating_add(g.records.len()) > max_bytes {
-            g.records = Bytes::new();
-        } else {
-            used += g.records.len();
-        }
+        let room = max_bytes.saturating_sub(used);
+        let keep = whole_batches_within(&g.records, room, used == 0);
+        g.records.truncate(keep);
+        used = used.saturating_add(keep);
     }
+}
+
+/// Offset of the record batch's `batchLength` field (after the base offset).
+const BATCH_LENGTH_AT: usize = 8;
+/// Bytes of a batch before what `batchLength` counts: the base offset and the length itself.
+const BATCH_PREFIX_BYTES: usize = 12;
+
+/// The length of the longest prefix of `records` made of whole batches within `room` bytes;
+/// with `at_least_one`, the first batch counts whatever its size.
+fn whole_batches_within(records: &[u8], room: usize, at_least_one: bool) -> usize {
+    let mut end = 0usize;
+    while let Some(len_bytes) = records.get(end + BATCH_LENGTH_AT..end + BATCH_PREFIX_BYTES) {
+        let declared = i32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
+        let Some(next) = usize::try_from(declared)
+            .ok()
+            .and_then(|l| end.checked_add(BATCH_PREFIX_BYTES + l))
+            .filter(|n| *n <= records.len())
+        else {
+            // The log only returns whole batches; anything else is not split further.
+            break;
+        };
+        if next > room && !(at_least_one && end == 0) {
+            break;
+        }
+        end = next;
+    }
+    end
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn got(n: usize) -> Got {
+    /// A record set of batches of these total sizes (only the length field is real).
+    fn got(batches: &[usize]) -> Got {
+        let mut v = Vec::new();
+        for &n in batches {
+            let mut b = vec![0u8; n];
+            b[BATCH_LENGTH_AT..BATCH_PREFIX_BYTES]
+                .copy_from_slice(&((n - BATCH_PREFIX_BYTES) as i32).to_be_bytes());
+            v.extend_from_slice(&b);
+        }
         Got {
-            records: Bytes::from(vec![0u8; n]),
+            records: Bytes::from(v),
             ..Got::default()
         }
     }
 
+    fn sizes(g: &[Got]) -> Vec<usize> {
+        g.iter().map(|g| g.records.len()).collect()
+    }
+
     #[test]
-    fn max_bytes_keeps_the_first_partition_whole() {
-        let mut g = vec![got(0), got(100), got(30), got(10)];
+    fn max_bytes_lets_only_the_first_batch_exceed_it() {
+        // The first non-empty partition's first batch goes whole, nothing after it fits.
+        let mut g = vec![got(&[]), got(&[100, 20]), got(&[30]), got(&[12])];
         trim_to(&mut g, 50);
-        let sizes: Vec<usize> = g.iter().map(|g| g.records.len()).collect();
-        assert_eq!(sizes, vec![0, 100, 0, 0]);
-        let mut g = vec![got(10), got(30), got(20)];
+        assert_eq!(sizes(&g), vec![0, 100, 0, 0]);
+        // Whole batches while they fit, across partitions; a partition may be cut.
+        let mut g = vec![got(&[13]), got(&[15, 15]), got(&[20])];
         trim_to(&mut g, 45);
-        let sizes: Vec<usize> = g.iter().map(|g| g.records.len()).collect();
-        assert_eq!(sizes, vec![10, 30, 0]);
+        assert_eq!(sizes(&g), vec![13, 30, 0]);
+        let mut g = vec![got(&[20, 20, 20]), got(&[12])];
+        trim_to(&mut g, 45);
+        assert_eq!(sizes(&g), vec![40, 0]);
+        // Within the limit nothing is cut.
+        let mut g = vec![got(&[20, 20]), got(&[12])];
+        trim_to(&mut g, 1_000);
+        assert_eq!(sizes(&g), vec![40, 12]);
+    }
+
+    #[test]
+    fn a_malformed_length_stops_the_cut_without_panicking() {
+        let mut g = got(&[20]);
+        let mut v = g.records.to_vec();
+        v.extend_from_slice(&[0u8; 8]); // a truncated second batch
+        v.extend_from_slice(&(-5i32).to_be_bytes());
+        g.records = Bytes::from(v);
+        assert_eq!(whole_batches_within(&g.records, 1_000, true), 20);
+        assert_eq!(whole_batches_within(&[1, 2, 3], 1_000, true), 0);
     }
 }
