@@ -279,6 +279,42 @@ fn retention_by_size_and_time_and_delete_records() {
     });
 }
 
+/// KIP-734: MAX_TIMESTAMP names the record carrying the largest timestamp, not its batch,
+/// also inside a compressed batch.
+#[test]
+fn max_timestamp_names_the_record_inside_its_batch() {
+    use corebus_wire::record::{Compression, RecordBatchBuilder};
+    run(|| async {
+        let shard = StorageShard::new(SimDisk::new(), opts(0));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        assert_eq!(log.max_timestamp().await.unwrap(), None);
+        let base = 1_700_000_000_000i64;
+        for (codec, deltas) in [
+            (Compression::None, [100i64, 400, 200]),
+            (Compression::Lz4, [50, 60, 30]),
+        ] {
+            let mut b = RecordBatchBuilder::new(codec);
+            for d in deltas {
+                b.record(base + d, Some(b"k"), Some(b"v"));
+            }
+            log.append(&[b.build().unwrap()], 0, 0, Durability::Written)
+                .await
+                .unwrap();
+        }
+        // Records 0..3 in the first batch, 3..6 in the second: the largest (+400) is offset 1.
+        assert_eq!(log.max_timestamp().await.unwrap(), Some((base + 400, 1)));
+        let mut b = RecordBatchBuilder::new(Compression::Lz4);
+        for d in [500i64, 900, 900, 700] {
+            b.record(base + d, None, Some(b"v"));
+        }
+        log.append(&[b.build().unwrap()], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        // The first of two records with the largest timestamp: 6 + 1.
+        assert_eq!(log.max_timestamp().await.unwrap(), Some((base + 900, 7)));
+    });
+}
+
 #[test]
 fn timestamps_lookup_and_log_append_time() {
     run(|| async {

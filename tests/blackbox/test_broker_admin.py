@@ -359,3 +359,22 @@ def test_describe_log_dirs(broker):
         a.close()
     assert str(broker.data_dir.resolve()) in text
     assert "sized" in text
+
+
+def test_list_offsets_max_timestamp_names_the_record(broker):
+    """KIP-734: MAX_TIMESTAMP answers the offset of the record carrying the largest timestamp,
+    also when it sits in the middle of a batch (records at +100, +400, +200 ms in one batch:
+    offset 1, not the batch's first offset)."""
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import NewTopic, OffsetSpec
+
+    a = admin(broker)
+    wait_all(a.create_topics([NewTopic("stamps", 1, 1)]))
+    base = int(time.time() * 1000) - 60_000
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 500})
+    for delta in (100, 400, 200):
+        p.produce("stamps", b"v", partition=0, timestamp=base + delta)
+    assert p.flush(30) == 0
+    tp = TopicPartition("stamps", 0)
+    got = a.list_offsets({tp: OffsetSpec.max_timestamp()})[tp].result(timeout=30)
+    assert (got.offset, got.timestamp) == (1, base + 400)

@@ -165,7 +165,9 @@ pub async fn follow(shard: Rc<Shard>, mut m: Membership) -> Result<(), ClusterEr
 async fn renew(shard: &Rc<Shard>, m: &mut Membership) -> Result<(), ClusterError> {
     let store = store(shard)?;
     if matches!(store.role(), WriterRole::Controller { .. }) {
-        warn!("the consensus session that held the controller role expired; no longer the controller");
+        warn!(
+            "the consensus session that held the controller role expired; no longer the controller"
+        );
     }
     store.set_role(WriterRole::Follower);
     let client = store.client();

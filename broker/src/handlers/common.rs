@@ -125,8 +125,8 @@ pub fn locate_partition(
             .topic_by_id(crate::metadata::TopicId(topic_id))
             .ok_or(ResponseError::UnknownTopicId)?,
     };
-    let owner = router::owner(image, topic.id, partition)
-        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let owner =
+        router::owner(image, topic.id, partition).ok_or(ResponseError::UnknownTopicOrPartition)?;
     Ok((topic.id, owner))
 }
 

@@ -159,9 +159,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
                             partition: *partition,
                             offset: *offset,
                             // No partition can use more than the whole response.
-                            max_bytes: usize::try_from(*max_bytes)
-                                .unwrap_or(0)
-                                .min(response_max),
+                            max_bytes: usize::try_from(*max_bytes).unwrap_or(0).min(response_max),
                         },
                     )
                 })

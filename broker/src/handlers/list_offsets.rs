@@ -1,8 +1,8 @@
 //! ListOffsets (key 2): earliest (-2) and earliest-local (-4) give the log start offset,
 //! latest (-1) the high watermark (equal to the last stable offset until transactions exist),
-//! max timestamp (-3) the batch holding the largest timestamp, and a timestamp the first
-//! record at or after it (the storage engine finds it through the time index and the records
-//! of that batch).
+//! max timestamp (-3) the first record carrying the largest timestamp (KIP-734), and a
+//! timestamp the first record at or after it (the storage engine finds both through the time
+//! index and the records of that batch).
 //!
 //! Never: returns an offset above the high watermark.
 
@@ -16,8 +16,8 @@ use corebus_wire::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResp
 
 use super::common::locate_partition;
 use crate::metadata::TopicId;
-use crate::shard::{Shard, router};
 use crate::shard::partitions::Log;
+use crate::shard::{Shard, router};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;

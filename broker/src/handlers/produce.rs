@@ -42,8 +42,8 @@ use crate::config::settings::{Scope, lookup};
 use crate::config::value::Value;
 use crate::metadata::{MetadataImage, TopicId};
 use crate::server::order::Turn;
-use crate::shard::{Shard, ShardId, router};
 use crate::shard::producer_state::{ProducerStates, Verdict};
+use crate::shard::{Shard, ShardId, router};
 use crate::storage::now_ms;
 
 /// One partition's append, as sent to its shard.

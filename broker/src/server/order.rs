@@ -105,7 +105,10 @@ mod tests {
                 let log = log.borrow();
                 for i in 0..4 {
                     let start = log.iter().position(|l| l == &format!("start {i}")).unwrap();
-                    let effect = log.iter().position(|l| l == &format!("effect {i}")).unwrap();
+                    let effect = log
+                        .iter()
+                        .position(|l| l == &format!("effect {i}"))
+                        .unwrap();
                     assert!(start < effect);
                     if i > 0 {
                         let before = log

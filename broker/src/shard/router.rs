@@ -52,10 +52,7 @@ pub fn group<T>(items: Vec<(ShardId, T)>) -> Groups<T> {
 
 /// Puts each group's results back in request order; `len` is the number of items. A group
 /// that failed, or answered fewer results than it had items, fails its (remaining) items.
-pub fn reassemble<R>(
-    len: usize,
-    done: Answered<R>,
-) -> Vec<Result<R, ShardGone>> {
+pub fn reassemble<R>(len: usize, done: Answered<R>) -> Vec<Result<R, ShardGone>> {
     let mut out: Vec<Option<Result<R, ShardGone>>> = (0..len).map(|_| None).collect();
     let mut unanswered = Vec::new();
     for (owner, positions, results) in done {

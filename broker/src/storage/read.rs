@@ -421,9 +421,30 @@ impl<D: Disk> PartitionLog<D> {
         Ok(Some(None))
     }
 
-    /// The largest timestamp in the log and the first offset of the batch holding it
-    /// (ListOffsets MAX_TIMESTAMP), None when the log is empty.
+    /// The largest timestamp in the log and the offset of the first record carrying it
+    /// (ListOffsets MAX_TIMESTAMP, KIP-734), None when the log is empty. The time indexes name
+    /// the batch; its records are read to find the record (a batch whose records cannot be
+    /// read, or that went meanwhile, answers at batch granularity).
     pub async fn max_timestamp(&self) -> Result<Option<(i64, i64)>> {
+        let Some((ts, batch_offset)) = self.max_timestamp_batch().await? else {
+            return Ok(None);
+        };
+        let Ok(read) = self.read(batch_offset, 1).await else {
+            return Ok(Some((ts, batch_offset)));
+        };
+        let Some(first) = read.chunks.first() else {
+            return Ok(Some((ts, batch_offset)));
+        };
+        let Ok(header) = BatchHeader::parse(first) else {
+            return Ok(Some((ts, batch_offset)));
+        };
+        let bytes = Bytes::copy_from_slice(&first[..header.total_len().min(first.len())]);
+        let (offset, found) = first_record_at_or_after(&header, bytes, ts, self.log_start_offset());
+        Ok(Some((found, offset)))
+    }
+
+    /// The largest timestamp in the log and the first offset of the batch holding it.
+    async fn max_timestamp_batch(&self) -> Result<Option<(i64, i64)>> {
         let bases: Vec<i64> = self.inner.state.borrow().segments.keys().copied().collect();
         let mut best: Option<(i64, i64)> = None;
         for base in bases {
