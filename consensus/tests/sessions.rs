@@ -121,10 +121,15 @@ fn an_ephemeral_lives_as_long_as_its_session() {
         assert_eq!(p.session(), Some(renewed));
         assert_eq!(p.exists("/p").await.unwrap(), None);
         assert!(p.exists_watch("/w").await.unwrap().is_none());
-        p.create("/p", b"again", CreateMode::Ephemeral).await.unwrap();
+        p.create("/p", b"again", CreateMode::Ephemeral)
+            .await
+            .unwrap();
         let stat = observer.exists("/p").await.unwrap().unwrap();
         assert_eq!(stat.ephemeral_owner, Some(renewed.id));
-        observer.create("/w", b"", CreateMode::Persistent).await.unwrap();
+        observer
+            .create("/w", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
         let event = glommio::timer::timeout(Duration::from_secs(10), async {
             Ok(p.events().recv_async().await.unwrap())
         })

@@ -264,7 +264,10 @@ async fn beat(inner: &Inner, ping: &mut Option<Ping>) -> Option<Duration> {
     };
     let check = (timeout / 12).max(Duration::from_millis(1));
     let conn = inner.current();
-    if ping.as_ref().is_some_and(|(sent_for, _)| *sent_for != session) {
+    if ping
+        .as_ref()
+        .is_some_and(|(sent_for, _)| *sent_for != session)
+    {
         // Sent for a session since replaced: its answer says nothing about this one.
         *ping = None;
     }
