@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use corebus_broker::storage::{
-    Disk, DmaDisk, Durability, LogConfig, MessageTimestampType, ShardOptions, SimDisk,
-    StorageError, StorageShard,
+    Disk, DmaDisk, Durability, LogConfig, MessageTimestampType, PartitionLog, ShardOptions,
+    SimDisk, StorageError, StorageShard,
 };
 use storage_common::{expected, make, read_all, run};
 
@@ -276,6 +276,46 @@ fn retention_by_size_and_time_and_delete_records() {
         log.close().await.unwrap();
         let log = shard.open_log(dir(), config).await.unwrap();
         assert_eq!(log.log_start_offset(), target);
+    });
+}
+
+/// The partitions of one acks=all request share one group-commit round (`sync_all`), where
+/// syncing each in turn costs a round per partition.
+#[test]
+fn sync_all_takes_one_group_commit_round_for_many_logs() {
+    run(|| async {
+        let shard = StorageShard::new(SimDisk::new(), opts(0));
+        let mut logs = Vec::new();
+        for i in 0..8 {
+            let d = PathBuf::from(format!("/data/many-{i}"));
+            logs.push(shard.open_log(d, small_config()).await.unwrap());
+        }
+        let append_all = |seed: u64| {
+            logs.iter()
+                .map(|l| {
+                    (
+                        l,
+                        l.append_nowait(&[make(seed)], 0, 0).unwrap().last_offset + 1,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let targets = append_all(1);
+        let before = shard.group_commit_rounds();
+        for r in PartitionLog::sync_all(&targets).await {
+            r.unwrap();
+        }
+        assert_eq!(shard.group_commit_rounds() - before, 1);
+        for (log, next) in &targets {
+            assert!(log.synced_offset() >= *next);
+        }
+        // The same syncs awaited one after another: a round each.
+        let targets = append_all(2);
+        let before = shard.group_commit_rounds();
+        for (log, next) in &targets {
+            log.sync_to(*next).await.unwrap();
+        }
+        assert_eq!(shard.group_commit_rounds() - before, 8);
     });
 }
 

@@ -12,7 +12,8 @@
 //! It then routes each partition's batches to its owning shard in one message per shard, all
 //! shards at once, appends them there (the batch is copied once, into the storage engine's
 //! aligned write buffer) and answers when they are as durable as `acks` asks: acks=1 written,
-//! acks=all synced (the storage durability contract), acks=0 no answer at all. The
+//! acks=all synced (the storage durability contract; a request's partitions on one shard share
+//! one group-commit round), acks=0 no answer at all. The
 //! connection's next request may start once the appends are in the logs (`server::order`),
 //! so pipelined requests take effect in order while their durability waits overlap.
 //!
@@ -42,9 +43,10 @@ use crate::config::settings::{Scope, lookup};
 use crate::config::value::Value;
 use crate::metadata::{MetadataImage, TopicId};
 use crate::server::order::Turn;
+use crate::shard::partitions::Log;
 use crate::shard::producer_state::{ProducerStates, Verdict};
 use crate::shard::{Shard, ShardId, router};
-use crate::storage::now_ms;
+use crate::storage::{Durability, now_ms};
 
 /// One partition's append, as sent to its shard.
 struct Append {
@@ -406,33 +408,51 @@ async fn append_all(
     }
     // The receiver may be gone with its request (the connection closed): nothing to tell.
     let _ = appended.try_send(());
+    // The partitions that must be synced are synced together: one group-commit round for
+    // all of them (`PartitionLog::sync_all`), not one per partition.
+    let synced: Vec<(&Log, i64)> = started
+        .iter()
+        .filter_map(|s| match s {
+            Ok((log, Started::Appended(info)))
+                if log.config().durability_for_acks(acks) == Durability::Synced =>
+            {
+                Some((log, info.last_offset + 1))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut synced = Log::sync_all(&synced).await.into_iter();
     let mut done = Vec::with_capacity(started.len());
-    for s in started {
+    for s in &started {
         let outcome = match s {
-            Err(e) => Err(e),
+            Err(e) => Err(e.clone()),
             Ok((log, Started::Duplicate(base))) => {
                 // The original is already in the log; wait for it as a new append would.
                 let next = log.log_end_offset().min(base + 1);
                 log.wait_written(next)
                     .await
-                    .map(|()| (base, None, log.log_start_offset()))
+                    .map(|()| (*base, None, log.log_start_offset()))
                     .map_err(|e| (e.kafka_error_code(), e.to_string()))
             }
             Ok((log, Started::Appended(info))) => {
-                let next = info.last_offset + 1;
                 let durable = match log.config().durability_for_acks(acks) {
-                    crate::storage::Durability::Written => log.wait_written(next).await,
-                    crate::storage::Durability::Synced => log.sync_to(next).await,
+                    Durability::Written => Some(log.wait_written(info.last_offset + 1).await),
+                    // In the order `synced` was built in; never missing, and never taken
+                    // for durable if it were.
+                    Durability::Synced => synced.next(),
                 };
-                durable
-                    .map(|()| {
-                        (
-                            info.base_offset,
-                            info.log_append_time,
-                            log.log_start_offset(),
-                        )
-                    })
-                    .map_err(|e| (e.kafka_error_code(), e.to_string()))
+                match durable {
+                    Some(Ok(())) => Ok((
+                        info.base_offset,
+                        info.log_append_time,
+                        log.log_start_offset(),
+                    )),
+                    Some(Err(e)) => Err((e.kafka_error_code(), e.to_string())),
+                    None => Err((
+                        ResponseError::KafkaStorageError.code(),
+                        "no sync result for this partition".to_string(),
+                    )),
+                }
             }
         };
         done.push(outcome);

@@ -359,6 +359,31 @@ impl<D: Disk> PartitionLog<D> {
         self.inner.synced.wait_for(next_offset).await
     }
 
+    /// Each `(log, next_offset)` durable up to `next_offset`, waiting for one group-commit
+    /// round: every write is awaited first, then every sync is requested at once, so the
+    /// partitions of one request share the next round (awaiting `sync_to` on each in turn
+    /// would pay one round per partition, each queued only after the previous one ended).
+    /// One result per target, in order.
+    pub async fn sync_all(targets: &[(&PartitionLog<D>, i64)]) -> Vec<Result<()>> {
+        let mut written = Vec::with_capacity(targets.len());
+        for (log, next) in targets {
+            written.push(log.inner.written.wait_for(*next).await);
+        }
+        for ((log, next), w) in targets.iter().zip(&written) {
+            if w.is_ok() && log.inner.synced.get() < *next {
+                log.request_sync();
+            }
+        }
+        let mut out = Vec::with_capacity(targets.len());
+        for ((log, next), w) in targets.iter().zip(written) {
+            out.push(match w {
+                Ok(()) => log.inner.synced.wait_for(*next).await,
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
     /// Queues this log for the shard's next group fdatasync (no-op when already queued).
     pub(crate) fn request_sync(&self) {
         let mut state = self.inner.state.borrow_mut();

@@ -46,6 +46,8 @@ pub(crate) struct ShardCore<D: Disk> {
     logs: RefCell<HashMap<u64, WeakLog<D>>>,
     next_log_id: Cell<u64>,
     closed: Cell<bool>,
+    /// Group-commit rounds run so far (each syncs every log queued before it started).
+    sync_rounds: Cell<u64>,
     /// Latency of the group commit's fdatasyncs (metrics).
     fsync_latency: RefCell<LatencyHistogram>,
 }
@@ -114,6 +116,7 @@ impl<D: Disk> StorageShard<D> {
             logs: RefCell::new(HashMap::new()),
             next_log_id: Cell::new(0),
             closed: Cell::new(false),
+            sync_rounds: Cell::new(0),
             fsync_latency: RefCell::new(LatencyHistogram::default()),
         });
         let events = core.sync_events.clone();
@@ -176,6 +179,11 @@ impl<D: Disk> StorageShard<D> {
         self.core.files.open_count()
     }
     /// Latency of every group-commit fdatasync so far (metrics).
+    /// Group-commit rounds run so far.
+    pub fn group_commit_rounds(&self) -> u64 {
+        self.core.sync_rounds.get()
+    }
+
     pub fn fsync_latency(&self) -> LatencyHistogram {
         *self.core.fsync_latency.borrow()
     }
@@ -195,6 +203,9 @@ async fn group_commit<D: Disk>(core: Weak<ShardCore<D>>, events: Rc<Watermark>) 
             return;
         }
         let queued = std::mem::take(&mut *core.sync_queue.borrow_mut());
+        if !queued.is_empty() {
+            core.sync_rounds.set(core.sync_rounds.get() + 1);
+        }
         drop(core);
         let tasks: Vec<_> = queued
             .iter()
