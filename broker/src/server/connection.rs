@@ -27,8 +27,8 @@
 //! v0 answer.
 //!
 //! Never: reorders responses; starts a request before the one read before it took effect;
-//! reads a frame's body before the pool granted its memory; panics on client input; blocks
-//! the reactor.
+//! reads more than `SOCKET_READ_AHEAD_BYTES` of a frame before the pool granted its memory;
+//! panics on client input; blocks the reactor.
 
 use std::cell::{Cell, RefCell};
 use std::io;
