@@ -25,8 +25,14 @@ pub const SHUTDOWN_GRACE_MS: u64 = 5_000;
 /// How often a shard that has drained checks whether the others have, before closing its logs.
 pub const SHUTDOWN_POLL_MS: u64 = 5;
 
-/// Bytes read from a socket per read call.
+/// Most bytes read from a socket per read call (the size of each shard's read scratch).
 pub const SOCKET_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Bytes a connection may read past the end of the frame it is reading: the starts of the
+/// requests pipelined behind it, read in the same call so that a small pipelined request costs
+/// one read, not two. This is all a connection buffers outside the request memory pool, since
+/// a frame's memory is taken from the pool as soon as its size prefix is read.
+pub const SOCKET_READ_AHEAD_BYTES: usize = 4 * 1024;
 
 /// The limits a running broker enforces, from the broker settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +47,15 @@ pub struct Limits {
     pub shard_produce_memory_budget_bytes: usize,
     /// `message.max.bytes`: largest record batch (the topic's `max.message.bytes` default).
     pub max_message_bytes: usize,
+    /// `corebus.shard.request.memory.pool.bytes`: request frames being read or run, per shard,
+    /// counted from their size prefix; also the largest frame a shard accepts.
+    pub shard_request_memory_pool_bytes: usize,
+    /// `connections.max.idle.ms`: a connection with nothing in flight and nothing read for
+    /// this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// `corebus.request.read.timeout.ms`: time a request frame may take to arrive, from its
+    /// first byte (or from when the pool granted its memory) to its last.
+    pub request_read_timeout_ms: u64,
 }
 
 impl Limits {
@@ -62,6 +77,12 @@ impl Limits {
                 64 << 20,
             ),
             max_message_bytes: get("message.max.bytes", 1_048_588),
+            shard_request_memory_pool_bytes: get(
+                "corebus.shard.request.memory.pool.bytes",
+                128 << 20,
+            ),
+            connections_max_idle_ms: get("connections.max.idle.ms", 600_000) as u64,
+            request_read_timeout_ms: get("corebus.request.read.timeout.ms", 30_000) as u64,
         }
     }
 }
@@ -84,8 +105,12 @@ mod tests {
             "test",
         )
         .unwrap();
+        s.set("connections.max.idle.ms", "1500", "test").unwrap();
         let l = Limits::from_settings(&s);
         assert_eq!(l.max_connections, 7);
+        assert_eq!(l.connections_max_idle_ms, 1500);
+        assert_eq!(l.request_read_timeout_ms, 30_000);
+        assert_eq!(l.shard_request_memory_pool_bytes, 128 << 20);
         assert_eq!(l.shard_produce_memory_budget_bytes, 2 << 20);
         assert!(
             s.set("corebus.shard.produce.memory.budget.bytes", "10", "test")

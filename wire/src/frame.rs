@@ -65,8 +65,10 @@ impl FrameDecoder {
         }
     }
 
-    /// The validated body size announced by the prefix at the front of `buf`, if present.
-    fn peek_body_bytes(&self, buf: &[u8]) -> Result<Option<usize>, WireError> {
+    /// The validated body size announced by the prefix at the front of `buf`, if present
+    /// (`Ok(None)`: the prefix is incomplete). Lets a server account for a frame's memory
+    /// before it reads the body.
+    pub fn peek_body_bytes(&self, buf: &[u8]) -> Result<Option<usize>, WireError> {
         let Some(prefix) = buf.first_chunk::<FRAME_PREFIX_BYTES>() else {
             return Ok(None);
         };

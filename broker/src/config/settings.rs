@@ -307,6 +307,39 @@ pub static SETTINGS: &[Setting] = &[
         "Produce data in flight per shard; past it the shard stops reading its sockets until \
          appends complete (backpressure instead of unbounded growth).",
     ),
+    broker(
+        "corebus.shard.request.memory.pool.bytes",
+        Long,
+        Some("134217728"),
+        Validator::Range {
+            min: 1_048_576,
+            max: i64::MAX,
+        },
+        "Memory for requests being read and run, per shard (Kafka's queued.max.request.bytes \
+         is per node and unbounded by default). A connection takes a frame's announced size \
+         from it as soon as the size prefix arrives, before reading the body, and gives it back \
+         when the request is done; while the pool is exhausted the shard's connections are \
+         not read (backpressure instead of growth). A frame larger than the pool is refused \
+         like one larger than socket.request.max.bytes.",
+    ),
+    broker(
+        "connections.max.idle.ms",
+        Long,
+        Some("600000"),
+        POSITIVE,
+        "A client connection with no request in flight and nothing received for this long is \
+         closed.",
+    ),
+    broker(
+        "corebus.request.read.timeout.ms",
+        Long,
+        Some("30000"),
+        POSITIVE,
+        "Time a request frame may take to arrive, from its first byte (or, when the request \
+         memory pool made it wait, from when its memory was granted) to its last; a \
+         connection whose frame is not complete by then is closed, which gives back the \
+         memory a stalled or trickling client holds.",
+    ),
     // --- Log segments, retention, flushing, indexes (the storage engine reads these) ---
     broker(
         "log.segment.bytes",
@@ -645,6 +678,11 @@ pub static SETTINGS: &[Setting] = &[
         "num.replica.fetchers",
         Int,
         "a single node has no followers.",
+    ),
+    inert(
+        "queued.max.request.bytes",
+        Long,
+        "request memory is bounded per shard by corebus.shard.request.memory.pool.bytes.",
     ),
     inert(
         "socket.send.buffer.bytes",

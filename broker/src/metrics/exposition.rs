@@ -242,6 +242,19 @@ impl Collector for NodeMetrics {
             None,
             per_shard(|s| s.counters.connections_accepted),
         )?;
+        f.counters(
+            "corebus_idle_connections_closed",
+            "Client connections closed after connections.max.idle.ms with no request in flight.",
+            None,
+            per_shard(|s| s.counters.idle_connections_closed),
+        )?;
+        f.counters(
+            "corebus_request_read_timeouts",
+            "Client connections closed because a request frame did not arrive within \
+             corebus.request.read.timeout.ms.",
+            None,
+            per_shard(|s| s.counters.request_read_timeouts),
+        )?;
         f.gauge(
             "corebus_connections_open",
             "Client connections open on the node (bounded by max.connections).",
@@ -291,6 +304,19 @@ impl Collector for NodeMetrics {
             "The shard's produce memory budget (corebus.shard.produce.memory.budget.bytes).",
             Some(&Unit::Bytes),
             gauge_per_shard(|s| s.produce_memory_budget_bytes),
+        )?;
+        f.gauges(
+            "corebus_request_memory_in_use",
+            "Request frames being read or run on the shard, counted from their size prefix \
+             (backpressure past the pool).",
+            Some(&Unit::Bytes),
+            gauge_per_shard(|s| s.request_memory_in_use_bytes),
+        )?;
+        f.gauges(
+            "corebus_request_memory_pool",
+            "The shard's request memory pool (corebus.shard.request.memory.pool.bytes).",
+            Some(&Unit::Bytes),
+            gauge_per_shard(|s| s.request_memory_pool_bytes),
         )?;
         f.gauges(
             "corebus_batch_cache",

@@ -39,6 +39,10 @@ pub struct ShardMetrics {
     pub sent_bytes: u64,
     /// Connections accepted (and admitted under `max.connections`).
     pub connections_accepted: u64,
+    /// Connections closed after `connections.max.idle.ms` with nothing in flight.
+    pub idle_connections_closed: u64,
+    /// Connections closed because a frame did not arrive within `corebus.request.read.timeout.ms`.
+    pub request_read_timeouts: u64,
     /// Time from a Produce request's decoding to its response (acks wait included).
     pub produce_latency: LatencyHistogram,
     /// Time from a Fetch request's decoding to its response (long-poll wait included).

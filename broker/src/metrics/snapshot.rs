@@ -31,6 +31,9 @@ pub struct ShardSnapshot {
     /// Produce data in flight against `produce_memory_budget_bytes`.
     pub produce_memory_in_use_bytes: u64,
     pub produce_memory_budget_bytes: u64,
+    /// Request frames being read or run against `request_memory_pool_bytes`.
+    pub request_memory_in_use_bytes: u64,
+    pub request_memory_pool_bytes: u64,
     pub batch_cache_bytes: u64,
     pub open_files: u64,
 }
@@ -48,6 +51,8 @@ impl ShardSnapshot {
             log_size_bytes: shard.logs.size_bytes(),
             produce_memory_in_use_bytes: budget.saturating_sub(shard.produce_budget.available()),
             produce_memory_budget_bytes: budget,
+            request_memory_in_use_bytes: shard.request_memory.in_use_bytes() as u64,
+            request_memory_pool_bytes: shard.request_memory.capacity_bytes() as u64,
             batch_cache_bytes: storage.cache_bytes() as u64,
             open_files: storage.open_files() as u64,
         }

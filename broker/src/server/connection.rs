@@ -4,22 +4,42 @@
 //! time, except that durability waits overlap), and writes the responses strictly in request
 //! order.
 //!
-//! Backpressure: the reader stops reading when the in-flight queue is full, and before a
-//! Produce request runs it takes its size from the shard's produce memory budget (so a shard
-//! never holds more produce data than the budget; past it, sockets are simply not read).
+//! Memory: as soon as a frame's size prefix is read, the frame's size is taken from the
+//! shard's request memory pool (`corebus.shard.request.memory.pool.bytes`; a frame larger
+//! than the pool is refused like one over `socket.request.max.bytes`), and only then is the
+//! body read; the memory is given back when the request is done. Each read appends at most
+//! `SOCKET_READ_CHUNK_BYTES` (and never more than `SOCKET_READ_AHEAD_BYTES` past the frame
+//! being read) through the shard's read scratch, so reading a frame costs its size, never a
+//! buffer zeroed to the size the peer announced.
+//!
+//! Backpressure: the reader stops reading when the in-flight queue is full, while the request
+//! memory pool is exhausted, and before a Produce request runs it takes its size from the
+//! shard's produce memory budget (so a shard never holds more produce data than the budget;
+//! past it, sockets are simply not read).
+//!
+//! Timeouts: a frame not complete within `corebus.request.read.timeout.ms` of its first byte
+//! (or of the pool granting its memory) closes the connection with one log line, which gives
+//! back what a stalled or trickling client holds; a connection with nothing in flight and
+//! nothing read for `connections.max.idle.ms` is closed.
+//!
 //! A frame that cannot be parsed closes the connection after the responses already owed are
 //! written, with one log line; an ApiVersions request at an unknown version gets the KIP-511
 //! v0 answer.
 //!
 //! Never: reorders responses; starts a request before the one read before it took effect;
+//! reads more than `SOCKET_READ_AHEAD_BYTES` of a frame before the pool granted its memory;
 //! panics on client input; blocks the reactor.
 
+use std::cell::{Cell, RefCell};
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Instant;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, future};
+use futures_lite::{AsyncRead, AsyncWriteExt, future};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 use kafka_protocol::messages::ApiKey;
@@ -36,13 +56,24 @@ use corebus_wire::response::{encode_api_versions_fallback, encode_response};
 use super::order::Order;
 use super::split::{ReadHalf, WriteHalf, split};
 use crate::handlers;
-use crate::limits::SOCKET_READ_CHUNK_BYTES;
+use crate::limits::{SOCKET_READ_AHEAD_BYTES, SOCKET_READ_CHUNK_BYTES};
 use crate::metrics::response_error::{fetch_error_code, response_error_code};
 use crate::metrics::shard::RequestOutcome;
 use crate::shard::Shard;
+use crate::shard::memory_pool::MemoryPermit;
 
 /// Bytes of an undecodable frame shown in the log line about it.
 const MALFORMED_FRAME_LOGGED_BYTES: usize = 128;
+
+thread_local! {
+    /// Where each read lands before it is appended to its connection's buffer: zeroed once per
+    /// shard thread, so no read zero-fills anything, and shared by the shard's connections,
+    /// so an idle connection holds no read buffer of its own. Borrowed only within one poll of
+    /// a read (glommio's socket read copies into it synchronously or registers for readiness
+    /// and keeps no reference), never across an await, so connections cannot contend for it.
+    static READ_SCRATCH: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; SOCKET_READ_CHUNK_BYTES].into_boxed_slice());
+}
 
 /// What the writer does for one request, in request order.
 enum Outcome {
@@ -56,7 +87,22 @@ enum Outcome {
     Close,
 }
 
-/// Serves `stream` until the peer closes it, it misbehaves, or the shard shuts down.
+/// What the reader and the writer know of a connection's activity, for the idle timeout.
+struct Activity {
+    /// Requests read whose outcome the writer has not finished with.
+    in_flight: Cell<usize>,
+    /// When a byte was last read or a request last finished.
+    last: Cell<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last.set(Instant::now());
+    }
+}
+
+/// Serves `stream` until the peer closes it, it misbehaves, it idles or stalls, or the shard
+/// shuts down.
 pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     // Responses are small and latency matters more than packet count.
     let _ = stream.set_nodelay(true);
@@ -64,12 +110,29 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketA
     let depth = shard.config.limits.max_inflight_requests_per_connection;
     let (queue_tx, queue_rx) =
         local_channel::new_bounded::<glommio::task::JoinHandle<Outcome>>(depth);
-    let write_task =
-        glommio::spawn_local(write_responses(shard.clone(), writer, queue_rx, peer)).detach();
-    read_requests(&shard, reader, queue_tx, peer).await;
+    let activity = Rc::new(Activity {
+        in_flight: Cell::new(0),
+        last: Cell::new(Instant::now()),
+    });
+    let write_task = glommio::spawn_local(write_responses(
+        shard.clone(),
+        writer,
+        queue_rx,
+        peer,
+        activity.clone(),
+    ))
+    .detach();
+    read_requests(&shard, reader, queue_tx, peer, &activity).await;
     // The sender is gone: the writer drains what is owed and ends.
     let _ = write_task.await;
     debug!(%peer, "connection closed");
+}
+
+/// What ended a wait for the socket.
+enum Woken {
+    Read(io::Result<usize>),
+    Timer,
+    Shutdown,
 }
 
 async fn read_requests(
@@ -77,24 +140,75 @@ async fn read_requests(
     mut reader: ReadHalf,
     queue: local_channel::LocalSender<glommio::task::JoinHandle<Outcome>>,
     peer: SocketAddr,
+    activity: &Activity,
 ) {
+    let config = &shard.config.limits;
+    // A frame the pool could never hold is refused up front, exactly like an oversized one.
     let limits = WireLimits {
-        max_frame_bytes: shard.config.limits.max_frame_bytes,
+        max_frame_bytes: config
+            .max_frame_bytes
+            .min(shard.request_memory.capacity_bytes()),
     };
+    let idle = Duration::from_millis(config.connections_max_idle_ms);
+    let read_timeout = Duration::from_millis(config.request_read_timeout_ms);
     let decoder = FrameDecoder::new(limits);
     let mut order = Order::default();
-    let mut buf = BytesMut::with_capacity(SOCKET_READ_CHUNK_BYTES);
+    let mut buf = BytesMut::with_capacity(SOCKET_READ_AHEAD_BYTES);
+    // The memory granted to the frame at the front of `buf`, while its body is being read.
+    let mut memory: Option<MemoryPermit> = None;
+    // When the frame at the front of `buf` must be complete; `None` between frames.
+    let mut frame_deadline: Option<Instant> = None;
     loop {
         loop {
-            let frame = match decoder.next_frame(&mut buf) {
-                Ok(Some(frame)) => frame,
+            let body_bytes = match decoder.peek_body_bytes(&buf) {
+                Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(e) => {
                     warn!(%peer, error = %e, "unreadable frame; closing the connection");
                     return;
                 }
             };
-            let (outcome, close) = start_request(shard, frame, limits, peer, &mut order).await;
+            let permit = match memory.take() {
+                Some(p) => p,
+                None => {
+                    let taken = future::or(
+                        async { Some(shard.request_memory.take(body_bytes).await) },
+                        async {
+                            shard.shutdown.wait().await;
+                            None
+                        },
+                    )
+                    .await;
+                    match taken {
+                        None => return,
+                        Some(Ok(p)) => {
+                            // Waiting for memory is the broker's doing, not the peer's: the
+                            // body's time to arrive starts now.
+                            frame_deadline = Some(Instant::now() + read_timeout);
+                            p
+                        }
+                        Some(Err(e)) => {
+                            warn!(%peer, error = %e, "no request memory; closing the connection");
+                            return;
+                        }
+                    }
+                }
+            };
+            let frame = match decoder.next_frame(&mut buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    memory = Some(permit);
+                    break;
+                }
+                Err(e) => {
+                    warn!(%peer, error = %e, "unreadable frame; closing the connection");
+                    return;
+                }
+            };
+            frame_deadline = None;
+            activity.in_flight.set(activity.in_flight.get() + 1);
+            let (outcome, close) =
+                start_request(shard, frame, limits, peer, &mut order, permit).await;
             if queue.send(outcome).await.is_err() {
                 debug!(%peer, "writer gone; stop reading");
                 return;
@@ -103,37 +217,94 @@ async fn read_requests(
                 return;
             }
         }
-        let start = buf.len();
+        let now = Instant::now();
+        if !buf.is_empty() && frame_deadline.is_none() {
+            // The first bytes of a size prefix: the frame's clock starts.
+            frame_deadline = Some(now + read_timeout);
+        }
+        let wake_at = match frame_deadline {
+            Some(deadline) => deadline,
+            // Busy with requests: not idle; looked at again one idle period from now.
+            None if activity.in_flight.get() > 0 => now + idle,
+            None => activity.last.get() + idle,
+        };
         // The decoder already refused a bad size prefix above, so an error here cannot happen.
-        let want = decoder
-            .bytes_needed(&buf)
-            .unwrap_or(0)
-            .max(SOCKET_READ_CHUNK_BYTES);
-        buf.resize(start + want, 0);
-        let read = future::or(
-            async { Some(reader.read(&mut buf[start..]).await) },
-            async {
-                shard.shutdown.wait().await;
-                None
-            },
+        let want = decoder.bytes_needed(&buf).unwrap_or(0) + SOCKET_READ_AHEAD_BYTES;
+        let woken = future::or(
+            async { Woken::Read(read_into(&mut reader, &mut buf, want).await) },
+            future::or(
+                async {
+                    shard.shutdown.wait().await;
+                    Woken::Shutdown
+                },
+                async {
+                    glommio::timer::sleep(wake_at.saturating_duration_since(now)).await;
+                    Woken::Timer
+                },
+            ),
         )
         .await;
-        match read {
-            None => return, // shutting down: finish what was read, take no more
-            Some(Ok(0)) => {
+        match woken {
+            Woken::Shutdown => return, // finish what was read, take no more
+            Woken::Timer => {
+                let now = Instant::now();
+                match frame_deadline {
+                    Some(deadline) if now >= deadline => {
+                        warn!(
+                            %peer,
+                            timeout_ms = config.request_read_timeout_ms,
+                            received_bytes = buf.len(),
+                            missing_bytes = decoder.bytes_needed(&buf).unwrap_or(0),
+                            "request frame not complete within corebus.request.read.timeout.ms; closing the connection"
+                        );
+                        shard.count(|m| m.request_read_timeouts += 1);
+                        return;
+                    }
+                    Some(_) => {}
+                    None => {
+                        if activity.in_flight.get() == 0
+                            && now.saturating_duration_since(activity.last.get()) >= idle
+                        {
+                            debug!(%peer, idle_ms = config.connections_max_idle_ms, "idle; closing the connection");
+                            shard.count(|m| m.idle_connections_closed += 1);
+                            return;
+                        }
+                    }
+                }
+            }
+            Woken::Read(Ok(0)) => {
                 debug!(%peer, "peer closed the connection");
                 return;
             }
-            Some(Ok(n)) => {
+            Woken::Read(Ok(n)) => {
                 shard.count(|m| m.received_bytes += n as u64);
-                buf.truncate(start + n);
+                activity.touch();
             }
-            Some(Err(e)) => {
+            Woken::Read(Err(e)) => {
                 debug!(%peer, error = %e, "read failed");
                 return;
             }
         }
     }
+}
+
+/// Reads once from `reader`, at most `max` bytes (and at most the scratch), and appends what
+/// arrived to `buf`: a copy of exactly the bytes read, so a read costs what it brings.
+async fn read_into(reader: &mut ReadHalf, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    future::poll_fn(|cx| {
+        READ_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let len = max.clamp(1, scratch.len());
+            match Pin::new(&mut *reader).poll_read(cx, &mut scratch[..len]) {
+                Poll::Ready(Ok(n)) => {
+                    buf.extend_from_slice(&scratch[..n]);
+                    Poll::Ready(Ok(n))
+                }
+                other => other,
+            }
+        })
+    })
+    .await
 }
 
 /// Decodes `frame` and starts running it; returns the task whose outcome the writer awaits,
@@ -144,6 +315,7 @@ async fn start_request(
     limits: WireLimits,
     peer: SocketAddr,
     order: &mut Order,
+    memory: MemoryPermit,
 ) -> (glommio::task::JoinHandle<Outcome>, bool) {
     let ready = |o: Outcome| glommio::spawn_local(async move { o }).detach();
     let is_produce =
@@ -223,7 +395,9 @@ async fn start_request(
             let started = Instant::now();
             wait.done().await;
             let reply = handlers::handle(&shard, request, peer, turn).await;
+            // The request (and the frame it was decoded from) is gone: its memory is free.
             drop(permit);
+            drop(memory);
             let (outcome, counted) = respond(corr, key, version, reply);
             shard.count(|m| m.record_request(key as i16, counted, started.elapsed()));
             outcome
@@ -272,6 +446,7 @@ async fn write_responses(
     mut writer: WriteHalf,
     queue: local_channel::LocalReceiver<glommio::task::JoinHandle<Outcome>>,
     peer: SocketAddr,
+    activity: Rc<Activity>,
 ) {
     'responses: while let Some(task) = queue.recv().await {
         match task.await {
@@ -301,6 +476,11 @@ async fn write_responses(
                 break;
             }
         }
+        // Answered: the idle clock restarts from here.
+        activity
+            .in_flight
+            .set(activity.in_flight.get().saturating_sub(1));
+        activity.touch();
     }
     let _ = writer.close().await;
 }

@@ -9,6 +9,7 @@
 
 pub mod cpus;
 pub mod fetch_sessions;
+pub mod memory_pool;
 pub mod mesh;
 pub mod partitions;
 pub mod placement;
@@ -101,6 +102,9 @@ pub struct Shard {
     /// Bytes of produce requests in flight on this shard (`corebus.shard.produce.memory.budget.bytes`);
     /// connections wait for units before reading further, which is the backpressure.
     pub produce_budget: Rc<glommio::sync::Semaphore>,
+    /// Request frames being read or run on this shard (`corebus.shard.request.memory.pool.bytes`),
+    /// counted from their size prefix; connections wait for it before reading a frame's body.
+    pub request_memory: memory_pool::MemoryPool,
     pub shutdown: Shutdown,
     /// Tasks that must finish before the shard stops (connections and the requests they run).
     pub tasks: glommio::sync::Gate,
@@ -132,6 +136,7 @@ impl Shard {
         logs: partitions::ShardLogs,
     ) -> Shard {
         let budget = config.limits.shard_produce_memory_budget_bytes as u64;
+        let request_pool_bytes = config.limits.shard_request_memory_pool_bytes;
         let shard_count = mesh.shard_count();
         let groups = GroupCoordinator::new(GroupSettings::from_settings(&config.settings));
         let me = BrokerEndpoint::of(&node, crate::cluster::rack(&config));
@@ -148,6 +153,7 @@ impl Shard {
             mesh,
             connections,
             produce_budget: Rc::new(glommio::sync::Semaphore::new(budget)),
+            request_memory: memory_pool::MemoryPool::new(request_pool_bytes),
             shutdown: Shutdown::new(),
             tasks: glommio::sync::Gate::new(),
             logs,
