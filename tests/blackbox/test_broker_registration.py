@@ -173,11 +173,13 @@ def produce(bootstrap, topic, values):
     assert not errors, errors
 
 
-def consume_all(bootstrap, topic, expected):
+def consume_all(bootstrap, topic, expected, group=None, commit=False):
+    """Up to `expected` values of `topic`, read as a fresh group (from the earliest offset) or
+    as `group` (from its committed offsets), committing what was read when `commit`."""
     from confluent_kafka import Consumer
 
     c = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"reg-{time.monotonic_ns()}",
+        "bootstrap.servers": bootstrap, "group.id": group or f"reg-{time.monotonic_ns()}",
         "auto.offset.reset": "earliest", "enable.auto.commit": False,
     })
     c.subscribe([topic])
@@ -187,6 +189,8 @@ def consume_all(bootstrap, topic, expected):
         m = c.poll(0.5)
         if m is not None and not m.error():
             got.append(m.value().decode())
+    if commit and got:
+        c.commit(asynchronous=False)
     c.close()
     return got
 

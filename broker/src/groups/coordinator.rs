@@ -138,8 +138,10 @@ impl GroupCoordinator {
         };
         let now = now_ms();
         let mut loaded_groups = 0usize;
-        for (p, meta) in topic.partitions.iter().enumerate() {
-            if meta.shard != shard.id {
+        for p in 0..topic.partitions.len() {
+            let owner =
+                crate::shard::router::owner(&image, topic.id, p as i32, shard.shard_count());
+            if owner != Some(shard.id) {
                 continue;
             }
             let Some(log) = shard.logs.log((topic.id, p as i32)) else {

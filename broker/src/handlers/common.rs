@@ -109,10 +109,12 @@ pub fn metadata_failure(e: &MetadataError) -> ItemError {
     ItemError::new(code, format!("metadata store: {e}"))
 }
 
-/// Where a requested partition lives: its topic id and owning shard (`shard::router`); or
+/// Where a requested partition lives: its topic id and owning shard among this node's
+/// `shard_count` (`shard::router`); or
 /// the error Kafka gives for it (unknown topic by name, unknown topic id, no such partition).
 pub fn locate_partition(
     image: &MetadataImage,
+    shard_count: usize,
     name: Option<&str>,
     topic_id: uuid::Uuid,
     partition: i32,
@@ -125,8 +127,8 @@ pub fn locate_partition(
             .topic_by_id(crate::metadata::TopicId(topic_id))
             .ok_or(ResponseError::UnknownTopicId)?,
     };
-    let owner =
-        router::owner(image, topic.id, partition).ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let owner = router::owner(image, topic.id, partition, shard_count)
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
     Ok((topic.id, owner))
 }
 
@@ -163,7 +165,13 @@ where
     let mut positions = Vec::new();
     let mut work = Vec::new();
     for (pos, (name, partition, arg)) in items.into_iter().enumerate() {
-        match locate_partition(&image, Some(&name), uuid::Uuid::nil(), partition) {
+        match locate_partition(
+            &image,
+            shard.shard_count(),
+            Some(&name),
+            uuid::Uuid::nil(),
+            partition,
+        ) {
             Ok((id, owner)) => {
                 results.push(Err(ResponseError::UnknownServerError.code()));
                 positions.push(pos);

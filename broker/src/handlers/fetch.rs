@@ -150,7 +150,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         .enumerate()
         .map(|(pos, ((name, id, partition), offset, max_bytes, _))| {
             let name = (!by_id).then_some(name.as_str());
-            let routed = locate_partition(&image, name, *id, *partition)
+            let routed = locate_partition(&image, shard.shard_count(), name, *id, *partition)
                 .map(|(topic_id, owner)| {
                     (
                         owner,

@@ -69,10 +69,7 @@ pub async fn coordinator_shard(
         .topic(OFFSETS_TOPIC)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let p = partition_for(group_id, topic.partitions.len());
-    topic
-        .partitions
-        .get(p as usize)
-        .map(|m| m.shard)
+    crate::shard::router::owner(&image, topic.id, p, shard.shard_count())
         .ok_or(ResponseError::CoordinatorNotAvailable)
 }
 

@@ -42,6 +42,7 @@ pub async fn handle(
             answers.push((ResponseError::UnknownTopicOrPartition.code(), -1, -1));
             match locate_partition(
                 &image,
+                shard.shard_count(),
                 Some(topic.name.0.as_str()),
                 uuid::Uuid::nil(),
                 p.partition_index,

@@ -35,6 +35,7 @@ pub async fn handle(
         for p in &t.partitions {
             match locate_partition(
                 &image,
+                shard.shard_count(),
                 Some(&t.name.0),
                 uuid::Uuid::nil(),
                 p.partition_index,

@@ -119,7 +119,7 @@ pub async fn handle(
                     "transactions are not supported yet".to_string(),
                 )))
             } else {
-                locate_partition(&image, name, topic.topic_id, p.index)
+                locate_partition(&image, shard.shard_count(), name, topic.topic_id, p.index)
                     .map_err(|e| Refused::from((e.code(), "unknown partition".to_string())))
                     .and_then(|(id, owner)| {
                         let batches = check_batches(&image, id, p.records.clone(), shard, now)?;

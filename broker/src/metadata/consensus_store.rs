@@ -8,7 +8,7 @@
 //! | path | holds |
 //! |---|---|
 //! | `/corebus/cluster/id` | `{"version":1,"cluster_id":"<32 hex>"}` |
-//! | `/corebus/topics/<name>` | `{"version":1,"id":"<uuid>","partitions":[<shard of p0>, ...]}` |
+//! | `/corebus/topics/<name>` | `{"version":1,"id":"<uuid>","partitions":[<shard of p0>, ...]}` (the shards are legacy: the creating controller's placement, never read to route; each node computes its own, `crate::shard::router`) |
 //! | `/corebus/config/topics/<name>` | `{"version":1,"configs":{"<key>":"<value>", ...}}` (created with the topic, `{}` when none) |
 //! | `/corebus/producer-ids` | `{"version":1,"next":<first id not handed out>}` |
 //! | `/corebus/brokers/ids/<node id>` | ephemeral, one per live broker, under its session: `{"version":1,"node_id":N,"listeners":[{"name":"PLAINTEXT","host":"..","port":P}],"rack":null\|".."}` (`crate::cluster::registration`) |

@@ -33,7 +33,11 @@ impl TopicId {
     }
 }
 
-/// One partition: which shard owns it.
+/// One partition. `shard` is a legacy field of the stored formats (the local file's format 1
+/// and the tree's format 1 record it): the shard the controller's own placement gave the
+/// partition when it was created. Nothing reads it to route: each node computes its owner
+/// from its own shard count (`shard::router`). It goes when the tree layout gains replicas,
+/// leaders and ISRs (the data-path issue's next step).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMeta {
     pub shard: ShardId,
@@ -81,12 +85,6 @@ pub enum MetadataCommand {
     SetTopicConfigs {
         id: TopicId,
         configs: BTreeMap<String, String>,
-    },
-    /// Moves a partition to another shard (when the shard count changed between runs).
-    PlacePartition {
-        id: TopicId,
-        partition: i32,
-        shard: ShardId,
     },
     /// Hands out `count` producer ids starting at the image's `next_producer_id`.
     AllocateProducerIds {
@@ -154,18 +152,6 @@ impl MetadataImage {
             }
             MetadataCommand::SetTopicConfigs { id, configs } => {
                 self.topic_mut(id)?.configs = configs;
-            }
-            MetadataCommand::PlacePartition {
-                id,
-                partition,
-                shard,
-            } => {
-                let t = self.topic_mut(id)?;
-                let p = usize::try_from(partition)
-                    .ok()
-                    .and_then(|p| t.partitions.get_mut(p))
-                    .ok_or_else(|| MetadataError::Invalid(format!("no partition {partition}")))?;
-                p.shard = shard;
             }
             MetadataCommand::AllocateProducerIds { count } => {
                 if count <= 0 {

@@ -8,8 +8,9 @@
 //!   topics the tree wins and the file is left alone (and said so).
 //! - Otherwise (a broker without any consensus group): the local file (`local_file`).
 //!
-//! Either way partitions whose recorded shard no longer exists (the node restarted with fewer
-//! shards) are placed again and recorded before anything serves them.
+//! Which shard serves a partition is not read from here: each node computes it from its own
+//! shard count (`shard::router`), so a node restarted with another `--shards` rewrites
+//! nothing.
 //!
 //! Never: runs on a shard (it uses a short-lived executor of its own); starts a broker on an
 //! image it could not read.
@@ -24,9 +25,8 @@ use super::consensus_store::{
     ConsensusStore, IMPORT_MARKER, LoadedTree, METADATA_STORE_TIMEOUT_MS, metadata_client,
 };
 use super::local_file::{LocalFileStore, METADATA_FILE_NAME};
-use super::{MetadataCommand, MetadataError, MetadataImage, MetadataStore, Store};
+use super::{MetadataError, MetadataImage, MetadataStore, Store};
 use crate::config::Config;
-use crate::shard::placement::place;
 
 /// How long start-up waits for the consensus group to serve the metadata.
 pub const METADATA_LOAD_TIMEOUT_MS: u64 = 30_000;
@@ -89,18 +89,10 @@ fn servers(config: &Config, own: Option<SocketAddr>) -> Vec<SocketAddr> {
     own.into_iter().chain(others).collect()
 }
 
-/// Picks the store, loads it, imports an old local file if due, re-places orphans.
-pub fn open(
-    config: &Config,
-    shard_count: usize,
-    own: Option<SocketAddr>,
-) -> Result<Opened, MetadataError> {
+/// Picks the store, loads it, imports an old local file if due.
+pub fn open(config: &Config, own: Option<SocketAddr>) -> Result<Opened, MetadataError> {
     if !uses_consensus(config) {
-        let mut image = LocalFileStore::load_or_init(&config.data_dir)?;
-        let cmds = orphan_commands(&image, shard_count);
-        if !cmds.is_empty() {
-            LocalFileStore::apply_blocking(&config.data_dir, &mut image, cmds)?;
-        }
+        let image = LocalFileStore::load_or_init(&config.data_dir)?;
         return Ok(Opened::Local(image));
     }
     let servers = servers(config, own);
@@ -114,10 +106,6 @@ pub fn open(
             let store = ConsensusStore::new(client, loaded);
             if let Some(file) = file {
                 migrate(&store, &file, &data_dir).await?;
-            }
-            let cmds = orphan_commands(&store.current(), shard_count);
-            if !cmds.is_empty() {
-                store.apply(cmds).await?;
             }
             Ok::<_, MetadataError>(store.loaded())
         },
@@ -192,28 +180,4 @@ async fn migrate(
     // Start-up's own executor: a blocking rename here holds up nothing else.
     std::fs::rename(&path, &to).map_err(|source| MetadataError::Io { path, source })?;
     Ok(())
-}
-
-/// Places again every partition whose recorded shard does not exist with `shard_count`.
-fn orphan_commands(image: &MetadataImage, shard_count: usize) -> Vec<MetadataCommand> {
-    let mut cmds = Vec::new();
-    for t in image.topics.values() {
-        for (p, meta) in t.partitions.iter().enumerate() {
-            if usize::from(meta.shard.0) >= shard_count {
-                cmds.push(MetadataCommand::PlacePartition {
-                    id: t.id,
-                    partition: p as i32,
-                    shard: place(t.id.0, p as i32, shard_count),
-                });
-            }
-        }
-    }
-    if !cmds.is_empty() {
-        info!(
-            moved = cmds.len(),
-            shards = shard_count,
-            "shard count changed: partitions placed again"
-        );
-    }
-    cmds
 }

@@ -183,7 +183,7 @@ impl Shard {
             *current = image.clone();
         }
         self.logs
-            .sync_with(&image, self.id, &self.config.settings)
+            .sync_with(&image, self.id, self.shard_count(), &self.config.settings)
             .await;
     }
 

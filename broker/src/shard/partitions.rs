@@ -90,11 +90,17 @@ impl ShardLogs {
         &self.storage
     }
 
-    /// Brings the open logs in line with `image`: opens (recovering) every partition placed on
-    /// `me` that is not open, updates settings that changed, and sets aside the directories of
+    /// Brings the open logs in line with `image`: opens (recovering) every partition that
+    /// `me` owns among this node's `shard_count` shards (`router::owner`) and that is not open, updates settings that changed, and sets aside the directories of
     /// topics that are gone. A partition that fails to open stays closed and its error is
     /// logged; clients get KAFKA_STORAGE_ERROR for it.
-    pub async fn sync_with(&self, image: &MetadataImage, me: ShardId, settings: &BrokerSettings) {
+    pub async fn sync_with(
+        &self,
+        image: &MetadataImage,
+        me: ShardId,
+        shard_count: usize,
+        settings: &BrokerSettings,
+    ) {
         // Closed only when the shard is dropped, which no caller outlives.
         let Ok(_one_at_a_time) = self.syncing.acquire_permit(1).await else {
             return;
@@ -142,8 +148,8 @@ impl ShardLogs {
                 .get(&topic.id)
                 .is_none_or(|(_, c)| c != &topic.configs);
             let config = log_config(settings, &topic.configs);
-            for (p, meta) in topic.partitions.iter().enumerate() {
-                if meta.shard != me {
+            for p in 0..topic.partitions.len() {
+                if super::router::owner(image, topic.id, p as i32, shard_count) != Some(me) {
                     continue;
                 }
                 let key = (topic.id, p as i32);

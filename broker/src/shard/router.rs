@@ -5,9 +5,10 @@
 //! per item in request order. A request spanning S shards therefore waits for the slowest
 //! group, not the sum of S.
 //!
-//! The owner comes from the metadata image today (`PartitionMeta::shard`, recorded when the
-//! partition was created); computing it here from `placement::place` and this node's shard
-//! count, as the data-path issue asks, changes [`owner`] and nothing in the handlers.
+//! The owner is computed here, per node, from `placement::place` and this node's own shard
+//! count: which core serves a partition is a node-local fact, so two brokers with different
+//! shard counts (or one restarted with another `--shards`) each place every partition on a
+//! shard of their own, and nothing in the replicated metadata says or decides it.
 //!
 //! Never: visits shards one after another; reorders results; drops an item (an item of a
 //! group whose shard is gone gets [`ShardGone`]); touches another shard's state except
@@ -17,14 +18,23 @@ use std::future::Future;
 use std::rc::Rc;
 
 use super::mesh::ShardGone;
+use super::placement::place;
 use super::{Shard, ShardId};
 use crate::metadata::{MetadataImage, TopicId};
 
-/// The shard of this node that owns `partition` of `topic`, if the image has it.
-pub fn owner(image: &MetadataImage, topic: TopicId, partition: i32) -> Option<ShardId> {
+/// The shard of this node (of `shard_count`) that owns `partition` of `topic`, if the image
+/// has that partition.
+pub fn owner(
+    image: &MetadataImage,
+    topic: TopicId,
+    partition: i32,
+    shard_count: usize,
+) -> Option<ShardId> {
     let meta = image.topic_by_id(topic)?;
     let p = usize::try_from(partition).ok()?;
-    meta.partitions.get(p).map(|m| m.shard)
+    meta.partitions
+        .get(p)
+        .map(|_| place(topic.0, partition, shard_count))
 }
 
 /// Items grouped by owning shard, in order of first appearance: for each shard, the

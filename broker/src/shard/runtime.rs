@@ -152,7 +152,7 @@ fn run_shards(
     connections: Arc<AtomicUsize>,
     health: &Health,
 ) -> Result<(), StartError> {
-    let opened = crate::metadata::open::open(&config, shard_count, own_consensus)?;
+    let opened = crate::metadata::open::open(&config, own_consensus)?;
     let image = opened.image().clone();
     // The store itself is built on shard 0, the controller's.
     let mut opened = Some(opened);
@@ -227,7 +227,7 @@ fn run_shards(
                 // Recovery of this shard's partitions happens before it accepts a connection.
                 shard
                     .logs
-                    .sync_with(&image, id, &shard.config.settings)
+                    .sync_with(&image, id, shard.shard_count(), &shard.config.settings)
                     .await;
                 // Groups are rebuilt from their offsets partitions before any request, from
                 // a client or another shard, can reach them.
