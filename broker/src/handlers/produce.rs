@@ -104,6 +104,7 @@ pub async fn handle(
     // Every partition of the request in order, with its outcome or its append to do.
     let mut slots: Vec<Slot> = Vec::new();
     let mut work = Vec::new();
+    let mut rules: Option<(TopicId, Result<TopicRules, (i16, String)>)> = None;
     for (t, topic) in request.topic_data.iter().enumerate() {
         for p in &topic.partition_data {
             let pos = slots.len();
@@ -122,7 +123,13 @@ pub async fn handle(
                 locate_partition(&image, shard.shard_count(), name, topic.topic_id, p.index)
                     .map_err(|e| Refused::from((e.code(), "unknown partition".to_string())))
                     .and_then(|(id, owner)| {
-                        let batches = check_batches(&image, id, p.records.clone(), shard, now)?;
+                        // A topic's settings are resolved once per request, not per partition.
+                        let rules = match &rules {
+                            Some((cached, r)) if *cached == id => r,
+                            _ => &rules.insert((id, TopicRules::of(&image, id, shard))).1,
+                        };
+                        let rules = rules.as_ref().map_err(|e| Refused::from(e.clone()))?;
+                        let batches = check_batches(rules, p.records.clone(), now)?;
                         Ok((id, owner, batches))
                     })
             };
@@ -232,51 +239,69 @@ pub async fn handle(
     )
 }
 
-/// Parses and checks a partition's record set: the framing and CRC of every batch
-/// (CORRUPT_MESSAGE), then Kafka's client-origin validation (INVALID_RECORD: offset range
-/// against record count, no control batch, a sequence with every producer id, every record
-/// body well formed, keys on compacted topics), size, transactions and timestamps. Any refusal
-/// refuses the whole partition: nothing of it is appended.
+/// What a topic's settings say about the batches produced to it, resolved once per request.
+#[derive(Clone, Copy)]
+struct TopicRules {
+    max_bytes: i64,
+    /// CreateTime timestamps are checked against the bounds below (not LogAppendTime).
+    create_time: bool,
+    before_ms: i64,
+    after_ms: i64,
+    /// Kafka refuses keyless records on a compacted topic (the cleaner could not keep them).
+    compacted: bool,
+}
+
+impl TopicRules {
+    fn of(image: &MetadataImage, id: TopicId, shard: &Shard) -> Result<TopicRules, (i16, String)> {
+        let topic = image.topic_by_id(id).ok_or_else(|| {
+            (
+                ResponseError::UnknownTopicOrPartition.code(),
+                "topic deleted".to_string(),
+            )
+        })?;
+        // Only the group coordinator writes the offsets topic (its replay trusts the layout).
+        if topic.name == crate::groups::OFFSETS_TOPIC {
+            return Err((
+                ResponseError::InvalidTopicException.code(),
+                format!("Cannot append to internal topic {}", topic.name),
+            ));
+        }
+        let setting = |name: &str| {
+            lookup(Scope::Topic, name)
+                .and_then(|s| shard.config.settings.resolve_topic(s, &topic.configs).value)
+        };
+        let ms = |name: &str| setting(name).and_then(|v| v.as_i64()).unwrap_or(i64::MAX);
+        Ok(TopicRules {
+            max_bytes: ms("max.message.bytes"),
+            create_time: !matches!(setting("message.timestamp.type"), Some(Value::String(s)) if s == "LogAppendTime"),
+            before_ms: ms("message.timestamp.before.max.ms"),
+            after_ms: ms("message.timestamp.after.max.ms"),
+            compacted: matches!(setting("cleanup.policy"), Some(Value::List(p)) if p.iter().any(|x| x == "compact")),
+        })
+    }
+}
+
+/// Parses and checks a partition's record set against its topic's `rules`: the framing and
+/// CRC of every batch (CORRUPT_MESSAGE), then Kafka's client-origin validation (INVALID_RECORD:
+/// offset range against record count, no control batch, a sequence with every producer id,
+/// every record body well formed, keys on compacted topics), size, transactions and
+/// timestamps. Any refusal refuses the whole partition: nothing of it is appended.
 fn check_batches(
-    image: &MetadataImage,
-    id: TopicId,
+    rules: &TopicRules,
     records: Option<Bytes>,
-    shard: &Shard,
     now: i64,
 ) -> Result<Vec<RecordBatch>, Refused> {
     let corrupt = |m: String| Refused::from((ResponseError::CorruptMessage.code(), m));
     let records = records
         .filter(|r| !r.is_empty())
         .ok_or_else(|| corrupt("no records".into()))?;
-    let topic = image.topic_by_id(id).ok_or_else(|| {
-        Refused::from((
-            ResponseError::UnknownTopicOrPartition.code(),
-            "topic deleted".to_string(),
-        ))
-    })?;
-    // Only the group coordinator writes the offsets topic (its replay trusts the layout).
-    if topic.name == crate::groups::OFFSETS_TOPIC {
-        return Err(Refused::from((
-            ResponseError::InvalidTopicException.code(),
-            format!("Cannot append to internal topic {}", topic.name),
-        )));
-    }
-    let setting = |name: &str| {
-        lookup(Scope::Topic, name)
-            .and_then(|s| shard.config.settings.resolve_topic(s, &topic.configs).value)
-    };
-    let max_bytes = setting("max.message.bytes")
-        .and_then(|v| v.as_i64())
-        .unwrap_or(i64::MAX);
-    let create_time = !matches!(setting("message.timestamp.type"), Some(Value::String(s)) if s == "LogAppendTime");
-    let before_ms = setting("message.timestamp.before.max.ms")
-        .and_then(|v| v.as_i64())
-        .unwrap_or(i64::MAX);
-    // Kafka refuses keyless records on a compacted topic (the cleaner could not keep them).
-    let compacted = matches!(setting("cleanup.policy"), Some(Value::List(p)) if p.iter().any(|x| x == "compact"));
-    let after_ms = setting("message.timestamp.after.max.ms")
-        .and_then(|v| v.as_i64())
-        .unwrap_or(i64::MAX);
+    let TopicRules {
+        max_bytes,
+        create_time,
+        before_ms,
+        after_ms,
+        compacted,
+    } = *rules;
     let mut batches = Vec::new();
     for batch in RecordBatches::new(records) {
         let batch = batch.map_err(InvalidBatch::from_parse_error)?;
