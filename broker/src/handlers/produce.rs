@@ -104,7 +104,7 @@ pub async fn handle(
     // Every partition of the request in order, with its outcome or its append to do.
     let mut slots: Vec<Slot> = Vec::new();
     let mut work = Vec::new();
-    let mut rules: Option<(TopicId, Result<TopicRules, (i16, String)>)> = None;
+    let mut rules: Option<(TopicId, RulesOrRefusal)> = None;
     for (t, topic) in request.topic_data.iter().enumerate() {
         for p in &topic.partition_data {
             let pos = slots.len();
@@ -239,6 +239,9 @@ pub async fn handle(
     )
 }
 
+/// A topic's rules, or why nothing can be produced to it (code, message).
+type RulesOrRefusal = Result<TopicRules, (i16, String)>;
+
 /// What a topic's settings say about the batches produced to it, resolved once per request.
 #[derive(Clone, Copy)]
 struct TopicRules {
@@ -252,7 +255,7 @@ struct TopicRules {
 }
 
 impl TopicRules {
-    fn of(image: &MetadataImage, id: TopicId, shard: &Shard) -> Result<TopicRules, (i16, String)> {
+    fn of(image: &MetadataImage, id: TopicId, shard: &Shard) -> RulesOrRefusal {
         let topic = image.topic_by_id(id).ok_or_else(|| {
             (
                 ResponseError::UnknownTopicOrPartition.code(),
