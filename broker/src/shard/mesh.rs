@@ -1,8 +1,10 @@
 //! The message mesh between shards: one bounded flume mailbox per shard carrying jobs (a
 //! closure run on the target shard) and a one-shot reply. A request is split by owning shard
 //! and each part crosses once, so a hop costs one message per shard per request, never one per
-//! record; nothing on this path takes a lock (flume's channels are lock-free on the fast path
-//! and glommio wakes a sleeping executor through its eventfd).
+//! record. A flume channel is not lock-free: every send and receive takes the channel's own
+//! short lock (a std mutex with the features corebus builds flume with), held for a queue push
+//! or pop, never across an await, and contended only by the shards sending to that mailbox
+//! and its owner; glommio wakes a sleeping executor through its eventfd.
 //!
 //! Never: runs a job on the wrong shard; blocks the sending reactor (sends are async, so a full
 //! mailbox is backpressure, not a stall).
