@@ -153,3 +153,17 @@ def test_pipelined_produce_to_several_shards_keeps_every_partitions_order(broker
     c.close()
     for part in range(partitions):
         assert got[part] == [f"{part}:{i}" for i in range(per_partition)], f"partition {part}"
+
+
+def test_list_offsets_special_timestamps(broker_factory):
+    """The special timestamps of the ListOffsets versions advertised: earliest (-2) and
+    earliest-local (-4) the log start, latest (-1) the high watermark, latest-tiered (-5) -1
+    without an error (nothing is tiered, as Kafka answers without remote storage)."""
+    b = broker_factory()
+    create_and_fill(b.bootstrap, TOPIC, records=10)
+    with socket.create_connection(("127.0.0.1", b.port), timeout=CLIENT_TIMEOUT_SECONDS) as s:
+        s.sendall(delete_records_v1(1, TOPIC, 3))
+        assert parse_delete_records_v1(read_response(s)) == (1, 3, 0)
+        for corr, (timestamp, offset) in enumerate([(-2, 3), (-4, 3), (-1, 10), (-5, -1)], start=2):
+            s.sendall(list_offsets_v1(corr, TOPIC, timestamp))
+            assert parse_list_offsets_v1(read_response(s)) == (corr, offset, 0), timestamp

@@ -1,4 +1,5 @@
 //! ListOffsets (key 2): earliest (-2) and earliest-local (-4) give the log start offset,
+//! latest-tiered (-5) gives -1 (nothing is in tiered storage, as Kafka answers without it),
 //! latest (-1) the high watermark (equal to the last stable offset until transactions exist),
 //! max timestamp (-3) the first record carrying the largest timestamp (KIP-734), and a
 //! timestamp the first record at or after it (the storage engine finds both through the time
@@ -23,6 +24,8 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
+/// KIP-1005: the last offset in tiered storage.
+const LATEST_TIERED: i64 = -5;
 
 /// (error code, timestamp, offset)
 type Answer = (i16, i64, i64);
@@ -104,6 +107,8 @@ async fn lookup(shard: &Shard, id: TopicId, partition: i32, timestamp: i64) -> A
     let result = match timestamp {
         LATEST => Ok((-1, log.written_offset())),
         EARLIEST | EARLIEST_LOCAL => Ok((-1, log.log_start_offset())),
+        // Nothing is tiered (corebus has no remote storage): Kafka answers -1 then too.
+        LATEST_TIERED => Ok((-1, -1)),
         MAX_TIMESTAMP => log.max_timestamp().await.map(|m| match m {
             Some((ts, offset)) => (ts, offset),
             None => (-1, -1),

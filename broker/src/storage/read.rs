@@ -73,7 +73,9 @@ impl<D: Disk> LogRead<D> {
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
-    /// A copy of all chunks in one buffer (tests and tools; the fetch path sends the chunks).
+    /// A copy of all chunks in one buffer. The Fetch handler uses it too, today: its reads
+    /// may cross to another shard, and the chunks are shard-local (the data-path issue's
+    /// zero-copy Fetch for a local owner is not built yet).
     pub fn to_bytes(&self) -> Bytes {
         let mut v = Vec::with_capacity(self.len_bytes());
         for c in &self.chunks {
