@@ -6,8 +6,8 @@
 //!   decompressed into one scratch buffer; uncompressed records are walked in place) with
 //!   offset deltas 0..n, lengths in bounds, no bytes left over, and keys present on compacted
 //!   topics. Record-level refusals name the record in `record_errors` (v8+, KIP-467);
-//! - size against the topic's `max.message.bytes`, and CreateTime timestamps against
-//!   `message.timestamp.before/after.max.ms`.
+//! - size against the topic's `max.message.bytes`, and every record's CreateTime against
+//!   `message.timestamp.before/after.max.ms` (INVALID_TIMESTAMP, naming the record).
 //!
 //! It then routes each partition's batches to its owning shard in one message per shard, all
 //! shards at once, appends them there (the batch is copied once, into the storage engine's
@@ -35,7 +35,7 @@ use corebus_wire::kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use corebus_wire::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use corebus_wire::record::{InvalidBatch, RecordBatch, RecordBatches, TimestampType};
+use corebus_wire::record::{InvalidBatch, RecordBatch, RecordBatches, RecordRules};
 
 use super::Reply;
 use super::common::{locate_partition, str_bytes};
@@ -329,20 +329,15 @@ fn check_batches(
                 "transactions are not supported yet".to_string(),
             )));
         }
-        // Batch-level bounds: the first record's timestamp and the batch's largest one.
-        if create_time && batch.timestamp_type() == TimestampType::CreateTime {
-            let too_old = now.saturating_sub(batch.base_timestamp()) > before_ms;
-            let too_new = batch.max_timestamp().saturating_sub(now) > after_ms;
-            if too_old || too_new {
-                return Err(Refused::from((
-                    ResponseError::InvalidTimestamp.code(),
-                    format!("timestamp outside [now - {before_ms} ms, now + {after_ms} ms]"),
-                )));
-            }
-        }
         // One pass over the records on every topic (a stored malformed record would break
-        // every consumer reading past it); the key check rides along on compacted topics.
-        batch.validate_records_from_client(compacted)?;
+        // every consumer reading past it); the key check (compacted topics) and each record's
+        // CreateTime against the topic's window (Kafka checks every record, and names the one
+        // at fault) ride along.
+        batch.validate_records_from_client(&RecordRules {
+            require_keys: compacted,
+            create_time_window: create_time
+                .then(|| (now.saturating_sub(before_ms), now.saturating_add(after_ms))),
+        })?;
         batches.push(batch);
     }
     if batches.is_empty() {

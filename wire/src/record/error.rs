@@ -12,6 +12,8 @@ pub const KAFKA_CORRUPT_MESSAGE: i16 = 2;
 /// versions Kafka 4 accepts) carries a magic 0/1 batch (`ProduceRequest.validateRecords`
 /// throws `InvalidRecordException`).
 pub const KAFKA_INVALID_RECORD: i16 = 87;
+/// Kafka's INVALID_TIMESTAMP: a record's CreateTime is outside the topic's allowed window.
+pub const KAFKA_INVALID_TIMESTAMP: i16 = 32;
 
 /// A malformed or unsupported record batch, record or compressed payload.
 #[derive(Error, Debug)]

@@ -32,11 +32,13 @@ pub use builder::{ControlType, RecordBatchBuilder};
 pub use compression::Compression;
 pub use record::{MIN_HEADER_BYTES, MIN_RECORD_BYTES, Record, RecordHeader, Records};
 pub use retain::{RetainedBatch, retain_records};
-pub use validate::InvalidBatch;
+pub use validate::{InvalidBatch, RecordRules};
 
 /// The most bytes [`RecordBatch::records`] decompresses one batch into. Kafka's default
 /// `message.max.bytes` is 1 MiB of compressed data; 64x that leaves room for very
 /// compressible payloads while bounding what a compression bomb can make the broker allocate.
 /// Callers with other needs use [`RecordBatch::records_with_limit`].
 pub const DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES: usize = 64 << 20;
-pub use error::{KAFKA_CORRUPT_MESSAGE, KAFKA_INVALID_RECORD, RecordError};
+pub use error::{
+    KAFKA_CORRUPT_MESSAGE, KAFKA_INVALID_RECORD, KAFKA_INVALID_TIMESTAMP, RecordError,
+};

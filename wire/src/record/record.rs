@@ -161,6 +161,7 @@ fn body_range(data: &[u8], pos: &mut usize) -> Result<(i32, Range<usize>), Recor
 /// What validating a client's batch needs of one record, read without building a [`Record`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RecordShape {
+    pub timestamp_delta: i64,
     pub offset_delta: i32,
     pub has_key: bool,
 }
@@ -175,6 +176,7 @@ pub(crate) fn scan_record(data: &[u8], pos: &mut usize) -> Result<RecordShape, R
     let fields = walk_body(&data[body], |_, _| {})?;
     *pos = end;
     Ok(RecordShape {
+        timestamp_delta: fields.timestamp_delta,
         offset_delta: fields.offset_delta,
         has_key: fields.key.is_some(),
     })

@@ -2,7 +2,9 @@
 //! `LogValidator` for `AppendOrigin.CLIENT`: the offset range agrees with the record count,
 //! control batches and producer ids without a sequence are refused, and every record body is
 //! parsed (decompressed first when the batch is compressed), so a malformed record never
-//! reaches the log where it would break every consumer reading past it.
+//! reaches the log where it would break every consumer reading past it. The same pass checks
+//! each record's CreateTime against the topic's window, as Kafka's `validateTimestamp` does
+//! per record (INVALID_TIMESTAMP, naming the record).
 //!
 //! Owns: [`InvalidBatch`], the reasons a client's batch is refused and the Kafka error code of
 //! each (INVALID_RECORD for what Kafka throws `InvalidRecordException` for, CORRUPT_MESSAGE for
@@ -16,9 +18,9 @@
 
 use thiserror::Error;
 
-use super::batch::RecordBatch;
+use super::batch::{RecordBatch, TimestampType};
 use super::compression::{Compression, decompress};
-use super::error::KAFKA_INVALID_RECORD;
+use super::error::{KAFKA_INVALID_RECORD, KAFKA_INVALID_TIMESTAMP};
 use super::record::scan_record;
 use super::{DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES, RecordError};
 
@@ -76,6 +78,17 @@ pub enum InvalidBatch {
     /// A compacted topic refuses keyless records: the cleaner could not keep them.
     #[error("Compacted topic cannot accept message without key (record {index})")]
     MissingKey { index: usize },
+    /// A record's CreateTime is outside the topic's window
+    /// (`message.timestamp.before.max.ms`, `message.timestamp.after.max.ms`).
+    #[error(
+        "Timestamp {timestamp} of record {index} is out of range. The timestamp should be within [{min}, {max}]"
+    )]
+    InvalidTimestamp {
+        index: usize,
+        timestamp: i64,
+        min: i64,
+        max: i64,
+    },
     /// The batch's bytes cannot be decoded at all (unknown codec, failed or oversized
     /// decompression, broken framing).
     #[error("{0}")]
@@ -88,6 +101,7 @@ impl InvalidBatch {
     pub fn kafka_error_code(&self) -> i16 {
         match self {
             InvalidBatch::Corrupt(e) => e.kafka_error_code(),
+            InvalidBatch::InvalidTimestamp { .. } => KAFKA_INVALID_TIMESTAMP,
             _ => KAFKA_INVALID_RECORD,
         }
     }
@@ -98,7 +112,8 @@ impl InvalidBatch {
         match self {
             InvalidBatch::MalformedRecord { index, .. }
             | InvalidBatch::NonIncrementalOffset { index, .. }
-            | InvalidBatch::MissingKey { index } => Some(*index),
+            | InvalidBatch::MissingKey { index }
+            | InvalidBatch::InvalidTimestamp { index, .. } => Some(*index),
             _ => None,
         }
     }
@@ -151,9 +166,9 @@ impl RecordBatch {
     /// Parses every record of a client's batch in one pass (decompressing a compressed batch
     /// into one buffer of at most [`DEFAULT_MAX_DECOMPRESSED_BATCH_BYTES`]): each record well
     /// formed and using exactly its declared length, record `i` at offset delta `i`, exactly
-    /// `record_count` records and no bytes after them. With `require_keys` (compacted topics)
-    /// every record must also have a key.
-    pub fn validate_records_from_client(&self, require_keys: bool) -> Result<(), InvalidBatch> {
+    /// `record_count` records and no bytes after them; and what `rules` add (keys, CreateTime
+    /// bounds).
+    pub fn validate_records_from_client(&self, rules: &RecordRules) -> Result<(), InvalidBatch> {
         let compression = self.compression().map_err(InvalidBatch::Corrupt)?;
         let raw = &self.as_bytes()[super::BATCH_HEADER_BYTES..];
         let decompressed;
@@ -166,19 +181,43 @@ impl RecordBatch {
                 &decompressed
             }
         };
-        check_records(data, self.record_count(), require_keys)
+        // A LogAppendTime batch's record times are replaced by the broker's: nothing to check.
+        let timestamps = rules
+            .create_time_window
+            .filter(|_| self.timestamp_type() == TimestampType::CreateTime)
+            .map(|window| (self.base_timestamp(), window));
+        check_records(data, self.record_count(), rules.require_keys, timestamps)
     }
 
     /// Both client checks: [`RecordBatch::validate_header_from_client`] then
     /// [`RecordBatch::validate_records_from_client`].
     pub fn validate_from_client(&self, require_keys: bool) -> Result<(), InvalidBatch> {
         self.validate_header_from_client()?;
-        self.validate_records_from_client(require_keys)
+        self.validate_records_from_client(&RecordRules {
+            require_keys,
+            create_time_window: None,
+        })
     }
 }
 
-/// Walks `declared` records over `data` (uncompressed record data) without allocating.
-fn check_records(data: &[u8], declared: i32, require_keys: bool) -> Result<(), InvalidBatch> {
+/// What a topic asks of each record beyond being well formed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordRules {
+    /// Every record must have a key (compacted topics).
+    pub require_keys: bool,
+    /// `(min, max)`, inclusive: the CreateTime a record may carry, when the topic checks it.
+    pub create_time_window: Option<(i64, i64)>,
+}
+
+/// Walks `declared` records over `data` (uncompressed record data) without allocating;
+/// `timestamps` is the batch's base timestamp and the window its records' CreateTimes must
+/// fall in.
+fn check_records(
+    data: &[u8],
+    declared: i32,
+    require_keys: bool,
+    timestamps: Option<(i64, (i64, i64))>,
+) -> Result<(), InvalidBatch> {
     // A negative count reads no records; the header check refuses it before this runs.
     let declared_records = usize::try_from(declared).unwrap_or(0);
     let mut pos = 0;
@@ -199,6 +238,17 @@ fn check_records(data: &[u8], declared: i32, require_keys: bool) -> Result<(), I
         }
         if require_keys && !shape.has_key {
             return Err(InvalidBatch::MissingKey { index });
+        }
+        if let Some((base, (min, max))) = timestamps {
+            let timestamp = base.saturating_add(shape.timestamp_delta);
+            if timestamp < min || timestamp > max {
+                return Err(InvalidBatch::InvalidTimestamp {
+                    index,
+                    timestamp,
+                    min,
+                    max,
+                });
+            }
         }
     }
     if pos != data.len() {
@@ -533,6 +583,53 @@ mod tests {
                 InvalidBatch::TrailingBytes { trailing: 1, .. }
             ));
         }
+    }
+
+    #[test]
+    fn every_records_create_time_is_checked_against_the_window() {
+        for codec in CODECS {
+            // Records at 1_000, 1_001, 1_002: the first one outside a window is named.
+            let batch = valid(codec);
+            let rules = |min, max| RecordRules {
+                require_keys: false,
+                create_time_window: Some((min, max)),
+            };
+            assert!(
+                batch
+                    .validate_records_from_client(&rules(1_000, 1_002))
+                    .is_ok()
+            );
+            let e = batch
+                .validate_records_from_client(&rules(999, 1_000))
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    InvalidBatch::InvalidTimestamp {
+                        index: 1,
+                        timestamp: 1_001,
+                        min: 999,
+                        max: 1_000
+                    }
+                ),
+                "{codec:?}: {e}"
+            );
+            assert_eq!(e.kafka_error_code(), KAFKA_INVALID_TIMESTAMP);
+            assert_eq!(e.record_index(), Some(1));
+            let e = batch
+                .validate_records_from_client(&rules(1_001, 2_000))
+                .unwrap_err();
+            assert_eq!(e.record_index(), Some(0), "{codec:?}: too old");
+        }
+        // A LogAppendTime batch's times are the broker's to set: not checked.
+        let mut builder = RecordBatchBuilder::new(Compression::None);
+        builder.log_append_time(5).record(1, None, Some(b"v"));
+        let stamped = builder.build().unwrap();
+        let far = RecordRules {
+            require_keys: false,
+            create_time_window: Some((1_000, 2_000)),
+        };
+        assert!(stamped.validate_records_from_client(&far).is_ok());
     }
 
     #[test]
