@@ -22,6 +22,7 @@ pub mod limits;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod panic_policy;
 pub mod server;
 pub mod shard;
 pub mod storage;

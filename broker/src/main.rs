@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         eprintln!("corebus: {e}");
         return ExitCode::from(2);
     }
+    corebus_broker::panic_policy::install();
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
