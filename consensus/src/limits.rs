@@ -30,6 +30,10 @@ pub const PEER_QUEUE_MESSAGES: usize = 16 * 1024;
 /// peer's reader waits when it is full, which back-pressures its socket. Separate from the
 /// client queue, so a backlog of client requests never delays a heartbeat or an ACK.
 pub const PROTOCOL_QUEUE_EVENTS: usize = 16 * 1024;
+/// Disk operations the driver may queue ahead of the disk thread. Past it the driver waits
+/// (backpressure from a disk far behind, instead of memory growing with it); generous so that
+/// an ordinary fdatasync stall never holds up a ping or a vote.
+pub const DISK_QUEUE_OPS: usize = 64 * 1024;
 /// Client events (requests, connections opened and closed) queued for the driver; client
 /// readers wait when it is full.
 pub const CLIENT_QUEUE_EVENTS: usize = 64 * 1024;

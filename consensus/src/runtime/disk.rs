@@ -8,11 +8,15 @@
 //! it covers committed state the log already holds durably, and the store purges the log only
 //! after the snapshot file is durable, so nothing later depends on it.
 //!
+//! The command queue is bounded ([`DISK_QUEUE_OPS`]): a driver that gets that far ahead of the
+//! disk waits for it.
+//!
 //! Never: reorders operations; survives a failed write or fsync (after an fsync error the page
 //! cache cannot be trusted, so the node stops and reports it, as ZooKeeper does).
 
 use std::thread::JoinHandle;
 
+use crate::limits::DISK_QUEUE_OPS;
 use crate::store::LogStore;
 use crate::types::Zxid;
 use crate::zab::DiskOp;
@@ -41,7 +45,7 @@ pub(crate) fn spawn(
     store: LogStore<DirFiles>,
     events: flume::Sender<DiskEvent>,
 ) -> std::io::Result<Disk> {
-    let (tx, rx) = flume::unbounded::<DiskCmd>();
+    let (tx, rx) = flume::bounded::<DiskCmd>(DISK_QUEUE_OPS);
     let thread = std::thread::Builder::new()
         .name("consensus-disk".into())
         .spawn(move || run(store, rx, events))?;

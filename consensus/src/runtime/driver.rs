@@ -504,12 +504,16 @@ impl Driver {
                     );
                     if durable {
                         let (done, wait) = flume::bounded(1);
-                        if self.disk.send(DiskCmd::Durable(op, done)).is_err()
+                        if self
+                            .disk
+                            .send_async(DiskCmd::Durable(op, done))
+                            .await
+                            .is_err()
                             || wait.recv_async().await.is_err()
                         {
                             return Err(DriverError::Disk("the disk thread stopped".into()));
                         }
-                    } else if self.disk.send(DiskCmd::Op(op)).is_err() {
+                    } else if self.disk.send_async(DiskCmd::Op(op)).await.is_err() {
                         return Err(DriverError::Disk("the disk thread stopped".into()));
                     }
                 }
