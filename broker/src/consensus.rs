@@ -25,8 +25,13 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::storage::{DataDirLock, StorageError};
 
-/// How long an embedded group of one may take to elect itself and take its first write.
+/// How long one attempt of an embedded group of one to elect itself, or to take its first
+/// write, may take before start-up says so and tries again.
 pub const EMBEDDED_READY_TIMEOUT_MS: u64 = 10_000;
+/// How long start-up keeps trying before it gives up on the embedded group: a machine busy
+/// with other work can starve a fresh node for many seconds, and a node that waits a while
+/// is better than one that exits and is restarted into the same starvation.
+pub const EMBEDDED_START_DEADLINE_MS: u64 = 120_000;
 /// While a group has no quorum, say so this often.
 pub const QUORUM_WAIT_LOG_MS: u64 = 10_000;
 /// How long the broker-only start-up check waits for the group.
@@ -76,11 +81,21 @@ pub fn start(config: &Config) -> Result<Option<ConsensusNode>, ConsensusStartErr
     let me = NodeId(config.node_id as u64);
     let node = ConsensusNode::start(RuntimeConfig::new(me, members, c.listen, dir))?;
     if !c.explicit_peers {
-        if !node.wait_serving(Duration::from_millis(EMBEDDED_READY_TIMEOUT_MS)) {
-            let _ = node.stop();
-            return Err(ConsensusStartError::NoLeader(EMBEDDED_READY_TIMEOUT_MS));
+        let started = Instant::now();
+        let deadline = Duration::from_millis(EMBEDDED_START_DEADLINE_MS);
+        while !node.wait_serving(Duration::from_millis(EMBEDDED_READY_TIMEOUT_MS)) {
+            if started.elapsed() >= deadline || node.observer().stopped() {
+                let _ = node.stop();
+                return Err(ConsensusStartError::NoLeader(EMBEDDED_START_DEADLINE_MS));
+            }
+            warn!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                give_up_ms = EMBEDDED_START_DEADLINE_MS,
+                "the embedded consensus node has not elected itself yet (a busy machine delays \
+                 it); still waiting"
+            );
         }
-        if let Err(e) = first_write(node.local_addr()) {
+        if let Err(e) = first_write(node.local_addr(), started, deadline) {
             let _ = node.stop();
             return Err(e);
         }
@@ -174,18 +189,42 @@ pub(crate) fn with_client<T: Send + 'static>(
         .map_err(probe)
 }
 
-/// Creates [`ROOT_NODE`] if missing: the embedded group takes writes.
-fn first_write(addr: std::net::SocketAddr) -> Result<(), ConsensusStartError> {
-    let created = with_client(vec![addr], EMBEDDED_READY_TIMEOUT_MS, async |c: Client| {
-        c.create(ROOT_NODE, b"", CreateMode::Persistent).await
-    })?;
-    match created {
-        Ok(_)
-        | Err(ClientError::Tree {
-            error: TreeError::NodeExists,
-            ..
-        }) => Ok(()),
-        Err(e) => Err(ConsensusStartError::FirstWrite(e)),
+/// Creates [`ROOT_NODE`] if missing: the embedded group takes writes. A write without an
+/// answer in time is tried again (creating the node twice is harmless: the second finds it)
+/// until `deadline` after `started`, saying so each time.
+fn first_write(
+    addr: std::net::SocketAddr,
+    started: Instant,
+    deadline: Duration,
+) -> Result<(), ConsensusStartError> {
+    loop {
+        let created = with_client(vec![addr], EMBEDDED_READY_TIMEOUT_MS, async |c: Client| {
+            c.create(ROOT_NODE, b"", CreateMode::Persistent).await
+        })?;
+        let e = match created {
+            Ok(_)
+            | Err(ClientError::Tree {
+                error: TreeError::NodeExists,
+                ..
+            }) => return Ok(()),
+            Err(e) => e,
+        };
+        let retriable = matches!(
+            e,
+            ClientError::Timeout { .. }
+                | ClientError::ConnectionLoss { .. }
+                | ClientError::Unavailable { .. }
+        );
+        if !retriable || started.elapsed() >= deadline {
+            return Err(ConsensusStartError::FirstWrite(e));
+        }
+        warn!(
+            error = %e,
+            waited_ms = started.elapsed().as_millis() as u64,
+            give_up_ms = deadline.as_millis() as u64,
+            "the embedded consensus node has not taken its first write yet (a busy machine \
+             delays it); trying again"
+        );
     }
 }
 
