@@ -12,6 +12,7 @@ broker-side bound"), driven by a hostile raw client with hand-encoded Fetch v4 r
   0) long before max_wait_ms.
 """
 
+import selectors
 import socket
 import struct
 import threading
@@ -101,8 +102,8 @@ def parse_fetch_v4(reply):
         (count,) = struct.unpack(">i", reply[at : at + 4])
         at += 4
         for _ in range(count):
-            index, error, hw, _lso, aborted = struct.unpack(">ihqqi", reply[at : at + 30])
-            at += 30
+            index, error, hw, _lso, aborted = struct.unpack(">ihqqi", reply[at : at + 26])
+            at += 26
             if aborted > 0:
                 at += 16 * aborted
             (size,) = struct.unpack(">i", reply[at : at + 4])
@@ -274,13 +275,23 @@ def park(port, correlation):
     return s, time.monotonic()
 
 
-def answered_within(sock, seconds):
-    """The parsed response if one arrives within `seconds`, else None."""
-    sock.settimeout(seconds)
-    try:
-        return parse_fetch_v4(read_response(sock))
-    except socket.timeout:
-        return None
+def answers_within(conns, seconds):
+    """Waits up to `seconds` for answers on all `conns` at once: {index: (seconds after its
+    request, parsed response)} of those answered."""
+    sel = selectors.DefaultSelector()
+    for i, (s, _sent) in enumerate(conns):
+        sel.register(s, selectors.EVENT_READ, i)
+    got = {}
+    deadline = time.monotonic() + seconds
+    while len(got) < len(conns) and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            i = key.data
+            s, sent = conns[i]
+            s.settimeout(CLIENT_TIMEOUT_SECONDS)
+            got[i] = (time.monotonic() - sent, parse_fetch_v4(read_response(s)))
+            sel.unregister(s)
+    sel.close()
+    return got
 
 
 def test_parked_fetches_are_capped_per_shard_and_end_with_their_connection(broker_factory):
@@ -293,18 +304,17 @@ def test_parked_fetches_are_capped_per_shard_and_end_with_their_connection(broke
     create_topic(b.bootstrap, QUIET_TOPIC, QUIET_PARTITIONS)
     conns = [park(b.port, i + 1) for i in range(PARKING_CONNECTIONS)]
     # Those past the cap of their shard are answered at once, empty, without error.
+    got = answers_within(conns, AT_ONCE_SECONDS)
     answered, waiting = [], []
-    deadline = time.monotonic() + AT_ONCE_SECONDS
-    for corr, (s, sent) in enumerate(conns, start=1):
-        reply = answered_within(s, max(0.2, deadline - time.monotonic()))
-        if reply is None:
+    for i, (s, _sent) in enumerate(conns):
+        if i not in got:
             waiting.append(s)
             continue
-        correlation, parts = reply
-        assert correlation == corr
+        took, (correlation, parts) = got[i]
+        assert correlation == i + 1
         assert sorted(parts) == list(range(QUIET_PARTITIONS))
         assert all(e == 0 and hw == 0 and not r for e, hw, r in parts.values()), parts
-        answered.append(time.monotonic() - sent)
+        answered.append(took)
         s.close()
     parked = gauge(metrics_port, "corebus_parked_fetches")
     waits = gauge(metrics_port, "corebus_fetch_waits")
