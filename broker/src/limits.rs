@@ -56,6 +56,14 @@ pub struct Limits {
     /// `corebus.request.read.timeout.ms`: time a request frame may take to arrive, from its
     /// first byte (or from when the pool granted its memory) to its last.
     pub request_read_timeout_ms: u64,
+    /// `fetch.max.bytes`: record bytes of one Fetch response (and of any one partition read),
+    /// whatever the request asks.
+    pub fetch_max_bytes: usize,
+    /// `corebus.shard.fetch.memory.budget.bytes`: bytes of Fetch reads (read buffer and its
+    /// copy) in flight per shard.
+    pub shard_fetch_memory_budget_bytes: usize,
+    /// `corebus.shard.max.parked.fetches`: fetches waiting for data at once per shard.
+    pub shard_max_parked_fetches: usize,
 }
 
 impl Limits {
@@ -83,6 +91,12 @@ impl Limits {
             ),
             connections_max_idle_ms: get("connections.max.idle.ms", 600_000) as u64,
             request_read_timeout_ms: get("corebus.request.read.timeout.ms", 30_000) as u64,
+            fetch_max_bytes: get("fetch.max.bytes", 57_671_680),
+            shard_fetch_memory_budget_bytes: get(
+                "corebus.shard.fetch.memory.budget.bytes",
+                64 << 20,
+            ),
+            shard_max_parked_fetches: get("corebus.shard.max.parked.fetches", 4096),
         }
     }
 }
@@ -112,6 +126,16 @@ mod tests {
         assert_eq!(l.request_read_timeout_ms, 30_000);
         assert_eq!(l.shard_request_memory_pool_bytes, 128 << 20);
         assert_eq!(l.shard_produce_memory_budget_bytes, 2 << 20);
+        assert_eq!(l.fetch_max_bytes, 57_671_680);
+        assert_eq!(l.shard_fetch_memory_budget_bytes, 64 << 20);
+        assert_eq!(l.shard_max_parked_fetches, 4096);
+        s.set("fetch.max.bytes", "65536", "test").unwrap();
+        s.set("corebus.shard.max.parked.fetches", "0", "test")
+            .unwrap();
+        let l = Limits::from_settings(&s);
+        assert_eq!(l.fetch_max_bytes, 65_536);
+        assert_eq!(l.shard_max_parked_fetches, 0);
+        assert!(s.set("fetch.max.bytes", "1023", "test").is_err());
         assert!(
             s.set("corebus.shard.produce.memory.budget.bytes", "10", "test")
                 .is_err()

@@ -323,6 +323,43 @@ pub static SETTINGS: &[Setting] = &[
          like one larger than socket.request.max.bytes.",
     ),
     broker(
+        "fetch.max.bytes",
+        Int,
+        Some("57671680"),
+        Validator::Range {
+            min: 1024,
+            max: i32::MAX as i64,
+        },
+        "Most record bytes one Fetch response carries, whatever the request's max_bytes \
+         says (as in Kafka; the first batch of the first non-empty partition may exceed it, \
+         KIP-74). Each partition read is capped by it too.",
+    ),
+    broker(
+        "corebus.shard.fetch.memory.budget.bytes",
+        Long,
+        Some("67108864"),
+        Validator::Range {
+            min: 1_048_576,
+            max: i64::MAX,
+        },
+        "Memory for Fetch reads in flight per shard: the read buffer of a partition read and \
+         its copy for the response are counted from before the read until the copy is made. \
+         Past it, reads on the shard wait for earlier ones to finish instead of allocating \
+         (a read larger than the budget takes the whole budget).",
+    ),
+    broker(
+        "corebus.shard.max.parked.fetches",
+        Int,
+        Some("4096"),
+        Validator::Range {
+            min: 0,
+            max: 1_000_000,
+        },
+        "Fetches a shard holds waiting for data (long polls with min_bytes not yet reached) \
+         at once; past it a fetch is answered at once with what it has, as when its \
+         max_wait_ms ends. A parked fetch also stops waiting when its connection closes.",
+    ),
+    broker(
         "connections.max.idle.ms",
         Long,
         Some("600000"),

@@ -1,10 +1,22 @@
 //! Fetch (key 1): reads each partition on its owning shard (`shard::router::scatter`: one
-//! message per shard per round, all shards at once), from the batch holding the fetch offset (a mid-batch start returns the whole
-//! batch; clients skip the earlier records), within `partition_max_bytes` and the response's
-//! `max_bytes`, cut at batch boundaries in request order (KIP-74: only the first batch of the
-//! first non-empty partition may exceed `max_bytes`, so a large batch cannot stall a
-//! consumer; no read asks for more than `max_bytes`). With less than `min_bytes`, the request
-//! waits up to `max_wait_ms` and is woken by the first append to any of its partitions.
+//! message per shard per round, all shards at once), from the batch holding the fetch offset
+//! (a mid-batch start returns the whole batch; clients skip the earlier records), within
+//! `partition_max_bytes` and the response limit (the request's `max_bytes`, never more than
+//! the broker's `fetch.max.bytes`, as in Kafka), cut at batch boundaries in request order
+//! (KIP-74: only the first batch of the first non-empty partition may exceed the limit, so a
+//! large batch cannot stall a consumer). With less than `min_bytes`, the request waits up to
+//! `max_wait_ms` and is woken by the first append to any of its partitions.
+//!
+//! Memory: each shard reads its partitions of a round one after another, each asking for no
+//! more than what the response limit still leaves after that shard's earlier reads, and stops
+//! reading once it is used up; so a round reads at most the limit plus one batch per owning
+//! shard, whatever the client asks. Each read first takes its cost (the read buffer and its
+//! copy) from the owning shard's fetch memory budget
+//! (`corebus.shard.fetch.memory.budget.bytes`) and gives it back once copied, so reads wait
+//! for memory instead of allocating without bound. A shard parks at most
+//! `corebus.shard.max.parked.fetches` fetches at once (past it a fetch is answered at once,
+//! as at its `max_wait_ms`), and a parked fetch stops waiting, on every shard it waits on,
+//! when its connection's reader ends (`server::closing`).
 //!
 //! Fetch sessions (KIP-227, `shard::fetch_sessions`): a full fetch with epoch 0 opens a session,
 //! incremental fetches then carry only changed partitions and are answered only for partitions
@@ -12,8 +24,11 @@
 //! is the high watermark and no aborted transactions are listed.
 //!
 //! Never: returns data above the high watermark (nothing a crash could take back); blocks a
-//! shard while waiting (the wait is an await on the logs' write watermarks).
+//! shard while waiting (the wait is an await on the logs' write watermarks); reads a partition
+//! for more than the response can still carry; leaves a wait running on another shard after
+//! the fetch stopped waiting.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +45,7 @@ use uuid::Uuid;
 
 use super::common::{locate_partition, str_bytes};
 use crate::metadata::TopicId;
+use crate::server::closing::Closed;
 use crate::shard::fetch_sessions::{PartKey, Plan};
 use crate::shard::{Shard, ShardId, router};
 
@@ -41,6 +57,9 @@ const FETCH_SESSION_VERSION: i16 = 7;
 const FETCH_TOPIC_ID_VERSION: i16 = 13;
 /// Kafka's isolation levels.
 const READ_COMMITTED: i8 = 1;
+/// What a partition read may allocate beyond its ask and copy: the index interval it may
+/// start before the fetch offset and the page alignment of a direct read, rounded up.
+const READ_SLACK_BYTES: usize = 64 * 1024;
 
 /// One partition to read, as sent to its shard.
 #[derive(Clone, Copy)]
@@ -75,7 +94,12 @@ pub struct FetchReply {
     pub records: Vec<Bytes>,
 }
 
-pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> FetchReply {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: FetchRequest,
+    version: i16,
+    closed: Closed,
+) -> FetchReply {
     // Topics are named by id from v13 on, by name before.
     let by_id = version >= FETCH_TOPIC_ID_VERSION;
     let topic_key = |name: &TopicName, id: Uuid| {
@@ -143,8 +167,7 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
         ),
     };
     let image = shard.metadata();
-    // A negative request limit means none (old clients send i32::MAX anyway).
-    let response_max = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
+    let response_max = response_limit(request.max_bytes, shard.config.limits.fetch_max_bytes);
     let slots: Vec<Slot> = parts
         .iter()
         .enumerate()
@@ -170,7 +193,8 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     let wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_FETCH_WAIT_MS) as u64);
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let mut got = read_round(shard, &slots).await;
+    let parked_cap = shard.config.limits.shard_max_parked_fetches;
+    let mut got = read_round(shard, &slots, response_max).await;
     loop {
         let total: usize = got.iter().map(|g| g.records.len()).sum();
         let any_error = got.iter().any(|g| g.error != 0);
@@ -185,11 +209,22 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
             || stuck
             || Instant::now() >= deadline
             || shard.shutdown.is_fired()
+            || closed.is_closed()
         {
             break;
         }
-        wait_for_data(shard, &slots, deadline).await;
-        got = read_round(shard, &slots).await;
+        let Some(parked) = Parked::enter(&shard.parked_fetches, parked_cap) else {
+            // As Kafka answers at max_wait_ms: with what there is, possibly nothing.
+            shard.count(|m| m.fetches_not_parked += 1);
+            break;
+        };
+        wait_for_data(shard, &slots, deadline, &closed).await;
+        drop(parked);
+        if closed.is_closed() {
+            // No one will read a fresher answer; do not read again for it.
+            break;
+        }
+        got = read_round(shard, &slots, response_max).await;
     }
     trim_to(&mut got, response_max);
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
@@ -237,9 +272,38 @@ pub async fn handle(shard: &Rc<Shard>, request: FetchRequest, version: i16) -> F
     }
 }
 
-/// Reads every routed partition once, each on its shard (all shards at once); errors stand
-/// for the others.
-async fn read_round(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Got> {
+/// The record bytes a response may carry: the request's `max_bytes` (a negative one means no
+/// limit; old clients send i32::MAX anyway), never more than the broker's `fetch.max.bytes`.
+fn response_limit(requested: i32, fetch_max_bytes: usize) -> usize {
+    usize::try_from(requested)
+        .unwrap_or(usize::MAX)
+        .min(fetch_max_bytes)
+}
+
+/// A wait counted in one of its shard's gauges (parked fetches, waits on its partitions)
+/// while this lives.
+struct Parked<'a>(&'a Cell<usize>);
+
+impl<'a> Parked<'a> {
+    /// Counts one more wait in `count`, unless `cap` are counted already.
+    fn enter(count: &'a Cell<usize>, cap: usize) -> Option<Parked<'a>> {
+        if count.get() >= cap {
+            return None;
+        }
+        count.set(count.get() + 1);
+        Some(Parked(count))
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Reads every routed partition once, each on its shard (all shards at once), each shard
+/// within `response_max` in all; errors stand for the others.
+async fn read_round(shard: &Rc<Shard>, slots: &[Slot], response_max: usize) -> Vec<Got> {
     let mut got: Vec<Got> = slots
         .iter()
         .map(|(_, _, r)| match r {
@@ -260,8 +324,8 @@ async fn read_round(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Got> {
             work.push((*owner, *want));
         }
     }
-    let done = router::scatter(shard, work, |s: Rc<Shard>, wants| async move {
-        read_on_owner(&s, wants).await
+    let done = router::scatter(shard, work, move |s: Rc<Shard>, wants| async move {
+        read_on_owner(&s, wants, response_max).await
     })
     .await;
     for (pos, g) in positions.into_iter().zip(done) {
@@ -273,11 +337,22 @@ async fn read_round(shard: &Rc<Shard>, slots: &[Slot]) -> Vec<Got> {
     got
 }
 
-/// Runs on the owning shard: one read per partition, one answer per want, in order. The read
-/// is copied once into `Bytes` here because the storage engine's buffers are shard-local and
-/// the response may be encoded on another shard.
-async fn read_on_owner(shard: &Shard, wants: Vec<Want>) -> Vec<Got> {
+/// What reading up to `ask` bytes of a log holding `log_bytes` may hold at its peak: the read
+/// buffer and its copy (a read returns no more than the log holds, and at least one batch,
+/// which may exceed the ask by that batch).
+fn read_cost_bytes(ask: usize, log_bytes: u64) -> usize {
+    let data = ask.min(usize::try_from(log_bytes).unwrap_or(usize::MAX));
+    data.saturating_mul(2).saturating_add(READ_SLACK_BYTES)
+}
+
+/// Runs on the owning shard: one read per partition, one answer per want, in order, one read
+/// at a time, each asking for no more than `response_max` leaves after the reads before it
+/// (once used up, the rest answer without data). The read is copied once into `Bytes` here
+/// because the storage engine's buffers are shard-local and the response may be encoded on
+/// another shard; the read holds its cost of the shard's fetch memory budget until copied.
+async fn read_on_owner(shard: &Shard, wants: Vec<Want>, response_max: usize) -> Vec<Got> {
     let mut out = Vec::with_capacity(wants.len());
+    let mut left = response_max;
     for want in wants {
         let Some(log) = shard.logs.log((want.topic_id, want.partition)) else {
             out.push(Got {
@@ -290,7 +365,9 @@ async fn read_on_owner(shard: &Shard, wants: Vec<Want>) -> Vec<Got> {
         };
         let high_watermark = log.written_offset();
         let log_start_offset = log.log_start_offset();
-        let g = if want.offset == high_watermark {
+        // With the response already full here, a read could only be trimmed away; the
+        // partition answers without data (the request then answers without waiting).
+        let g = if want.offset == high_watermark || left == 0 {
             Got {
                 error: 0,
                 high_watermark,
@@ -298,20 +375,33 @@ async fn read_on_owner(shard: &Shard, wants: Vec<Want>) -> Vec<Got> {
                 records: Bytes::new(),
             }
         } else {
-            match log.read(want.offset, want.max_bytes).await {
-                Ok(read) => Got {
-                    error: 0,
-                    high_watermark: read.high_watermark,
-                    log_start_offset: read.log_start_offset,
-                    records: read.to_bytes(),
-                },
+            let ask = want.max_bytes.min(left);
+            let budget = &shard.fetch_memory;
+            let cost = read_cost_bytes(ask, log.size_bytes()).min(budget.capacity_bytes());
+            // Capped at the capacity, so never refused; the pool is never closed. Were it,
+            // the read goes ahead uncounted rather than failing the fetch.
+            let permit = budget.take(cost).await.ok();
+            let g = match log.read(want.offset, ask).await {
+                Ok(read) => {
+                    let records = read.to_bytes();
+                    left = left.saturating_sub(records.len());
+                    Got {
+                        error: 0,
+                        high_watermark: read.high_watermark,
+                        log_start_offset: read.log_start_offset,
+                        records,
+                    }
+                }
                 Err(e) => Got {
                     error: e.kafka_error_code(),
                     high_watermark,
                     log_start_offset,
                     records: Bytes::new(),
                 },
-            }
+            };
+            // The read buffer is gone (only the copy is left): its memory is free.
+            drop(permit);
+            g
         };
         out.push(g);
     }
@@ -319,8 +409,8 @@ async fn read_on_owner(shard: &Shard, wants: Vec<Want>) -> Vec<Got> {
 }
 
 /// Waits until some partition of the request has data past its fetch offset, the deadline
-/// passes, or the shard shuts down.
-async fn wait_for_data(shard: &Rc<Shard>, slots: &[Slot], deadline: Instant) {
+/// passes, the connection closes, or the shard shuts down.
+async fn wait_for_data(shard: &Rc<Shard>, slots: &[Slot], deadline: Instant, closed: &Closed) {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let work = slots
         .iter()
@@ -330,17 +420,20 @@ async fn wait_for_data(shard: &Rc<Shard>, slots: &[Slot], deadline: Instant) {
         })
         .collect();
     let (woke_tx, woke_rx) = flume::bounded::<()>(1);
-    // Dropping these cancels the waits still running (on this shard; remote ones end at
-    // their own deadline).
+    // Dropped when this returns, which every wait watches: a wait on another shard would
+    // otherwise run to its deadline after one shard woke, or after the connection closed.
+    let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+    // Dropping these cancels this shard's tasks that await the waits.
     let mut waits = Vec::new();
     // Returns at the first wake from any shard, so not `router::scatter` (which waits for all).
     for (owner, _, items) in router::group(work) {
         let s = shard.clone();
         let tx = woke_tx.clone();
+        let stop = stop_rx.clone();
         waits.push(glommio::spawn_local(async move {
             let _ = s
                 .on_shard(owner, move |o: Rc<Shard>| async move {
-                    wait_on_owner(&o, items, remaining).await
+                    wait_on_owner(&o, items, remaining, stop).await
                 })
                 .await;
             let _ = tx.try_send(());
@@ -356,16 +449,25 @@ async fn wait_for_data(shard: &Rc<Shard>, slots: &[Slot], deadline: Instant) {
             async {
                 glommio::timer::sleep(remaining).await;
             },
-            async move { shutdown.wait().await },
+            future::or(async move { shutdown.wait().await }, closed.wait()),
         ),
     )
     .await;
+    drop(stop_tx);
     drop(waits);
 }
 
 /// Runs on the owning shard: returns when any of `items` has a written offset past its fetch
-/// offset, or after `wait`.
-async fn wait_on_owner(shard: &Shard, items: Vec<(TopicId, i32, i64)>, wait: Duration) {
+/// offset, after `wait`, or when the fetch stops waiting (`stop` disconnects).
+async fn wait_on_owner(
+    shard: &Shard,
+    items: Vec<(TopicId, i32, i64)>,
+    wait: Duration,
+    stop: flume::Receiver<()>,
+) {
+    // Not capped here: there is at most one per parked fetch of the node and owning shard,
+    // and the fetches are capped where they park.
+    let _counted = Parked::enter(&shard.fetch_waits, usize::MAX);
     let (tx, rx) = flume::bounded::<()>(1);
     let mut waits = Vec::new();
     for (topic_id, partition, offset) in items {
@@ -380,7 +482,16 @@ async fn wait_on_owner(shard: &Shard, items: Vec<(TopicId, i32, i64)>, wait: Dur
     }
     drop(tx);
     let _ = glommio::timer::timeout(wait, async {
-        let _ = rx.recv_async().await;
+        future::or(
+            async {
+                let _ = rx.recv_async().await;
+            },
+            async {
+                // Nothing is sent: this returns when the fetch drops the sender.
+                let _ = stop.recv_async().await;
+            },
+        )
+        .await;
         Ok(())
     })
     .await;
@@ -471,6 +582,43 @@ mod tests {
         let mut g = vec![got(&[20, 20]), got(&[12])];
         trim_to(&mut g, 1_000);
         assert_eq!(sizes(&g), vec![40, 12]);
+    }
+
+    #[test]
+    fn the_broker_caps_what_a_request_may_ask() {
+        assert_eq!(response_limit(i32::MAX, 1 << 20), 1 << 20);
+        assert_eq!(response_limit(-1, 1 << 20), 1 << 20);
+        assert_eq!(response_limit(500, 1 << 20), 500);
+        assert_eq!(response_limit(0, 1 << 20), 0);
+    }
+
+    #[test]
+    fn a_read_costs_its_buffer_and_copy_of_no_more_than_the_log_holds() {
+        // A hostile ask over a small log costs what the log holds, not the ask.
+        assert_eq!(read_cost_bytes(usize::MAX, 1_000), 2_000 + READ_SLACK_BYTES);
+        assert_eq!(read_cost_bytes(100, 1 << 30), 200 + READ_SLACK_BYTES);
+        assert_eq!(read_cost_bytes(usize::MAX, u64::MAX), usize::MAX);
+    }
+
+    #[test]
+    fn parking_stops_at_the_cap_and_frees_on_drop() {
+        let count = Cell::new(0);
+        let a = Parked::enter(&count, 2).expect("room for one");
+        let b = Parked::enter(&count, 2).expect("room for two");
+        assert!(
+            Parked::enter(&count, 2).is_none(),
+            "a third is past the cap"
+        );
+        assert_eq!(count.get(), 2);
+        drop(a);
+        assert_eq!(count.get(), 1);
+        let c = Parked::enter(&count, 2).expect("room again");
+        drop((b, c));
+        assert_eq!(count.get(), 0);
+        assert!(
+            Parked::enter(&count, 0).is_none(),
+            "a cap of 0 parks nothing"
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ use corebus_wire::request::Request;
 use corebus_wire::versions::ApiSupport;
 use tracing::warn;
 
+use crate::server::closing::Closed;
 use crate::server::order::Turn;
 use crate::shard::Shard;
 
@@ -96,8 +97,15 @@ pub fn api_support() -> ApiSupport {
 /// Runs `request` on this shard; `peer` is the client's address (group members' client host).
 /// `turn` lets the connection's next request start: passed on when this request's effects are
 /// applied (by Produce once its appends are in the logs; by every other API when it ends,
-/// since `turn` is dropped then).
-pub async fn handle(shard: &Rc<Shard>, request: Request, peer: SocketAddr, turn: Turn) -> Reply {
+/// since `turn` is dropped then). `closed` fires when the connection's reader ends; requests
+/// that only wait before answering (a parked Fetch) stop waiting then.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    request: Request,
+    peer: SocketAddr,
+    turn: Turn,
+    closed: Closed,
+) -> Reply {
     if !api_support().supports(request.api_key, request.api_version) {
         // A client only sends what ApiVersions advertised; Kafka closes the connection too.
         warn!(api = ?request.api_key, v = request.api_version, "request for an API or version not advertised; closing");
@@ -111,7 +119,7 @@ pub async fn handle(shard: &Rc<Shard>, request: Request, peer: SocketAddr, turn:
             Reply::Respond(ResponseKind::ApiVersions(api_versions::handle(shard, r, v)))
         }
         RequestKind::Produce(r) => produce::handle(shard, r, v, turn).await,
-        RequestKind::Fetch(r) => Reply::Fetch(fetch::handle(shard, r, v).await),
+        RequestKind::Fetch(r) => Reply::Fetch(fetch::handle(shard, r, v, closed).await),
         RequestKind::ListOffsets(r) => Reply::Respond(ResponseKind::ListOffsets(
             list_offsets::handle(shard, r, v).await,
         )),

@@ -255,6 +255,13 @@ impl Collector for NodeMetrics {
             None,
             per_shard(|s| s.counters.request_read_timeouts),
         )?;
+        f.counters(
+            "corebus_fetches_not_parked",
+            "Fetches answered at once instead of waiting for data because the shard already \
+             held corebus.shard.max.parked.fetches waiting.",
+            None,
+            per_shard(|s| s.counters.fetches_not_parked),
+        )?;
         f.gauge(
             "corebus_connections_open",
             "Client connections open on the node (bounded by max.connections).",
@@ -317,6 +324,34 @@ impl Collector for NodeMetrics {
             "The shard's request memory pool (corebus.shard.request.memory.pool.bytes).",
             Some(&Unit::Bytes),
             gauge_per_shard(|s| s.request_memory_pool_bytes),
+        )?;
+        f.gauges(
+            "corebus_fetch_memory_in_use",
+            "Fetch reads (read buffers and their copies) in flight on the shard (reads wait \
+             past the budget).",
+            Some(&Unit::Bytes),
+            gauge_per_shard(|s| s.fetch_memory_in_use_bytes),
+        )?;
+        f.gauges(
+            "corebus_fetch_memory_budget",
+            "The shard's fetch memory budget (corebus.shard.fetch.memory.budget.bytes).",
+            Some(&Unit::Bytes),
+            gauge_per_shard(|s| s.fetch_memory_budget_bytes),
+        )?;
+        f.gauges(
+            "corebus_parked_fetches",
+            "Fetches of the shard's connections waiting for data (bounded by \
+             corebus.shard.max.parked.fetches).",
+            None,
+            gauge_per_shard(|s| s.parked_fetches),
+        )?;
+        f.gauges(
+            "corebus_fetch_waits",
+            "Waits on the shard's partitions for parked fetches (one per parked fetch of any \
+             shard whose partitions include some of this shard's); each ends when its fetch \
+             stops waiting.",
+            None,
+            gauge_per_shard(|s| s.fetch_waits),
         )?;
         f.gauges(
             "corebus_batch_cache",

@@ -43,6 +43,9 @@ pub struct ShardMetrics {
     pub idle_connections_closed: u64,
     /// Connections closed because a frame did not arrive within `corebus.request.read.timeout.ms`.
     pub request_read_timeouts: u64,
+    /// Fetches answered at once instead of waiting for data because the shard already held
+    /// `corebus.shard.max.parked.fetches` waiting.
+    pub fetches_not_parked: u64,
     /// Time from a Produce request's decoding to its response (acks wait included).
     pub produce_latency: LatencyHistogram,
     /// Time from a Fetch request's decoding to its response (long-poll wait included).

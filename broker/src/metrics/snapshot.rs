@@ -34,6 +34,13 @@ pub struct ShardSnapshot {
     /// Request frames being read or run against `request_memory_pool_bytes`.
     pub request_memory_in_use_bytes: u64,
     pub request_memory_pool_bytes: u64,
+    /// Fetch reads in flight against `fetch_memory_budget_bytes`.
+    pub fetch_memory_in_use_bytes: u64,
+    pub fetch_memory_budget_bytes: u64,
+    /// Fetches of the shard's connections waiting for data now.
+    pub parked_fetches: u64,
+    /// Waits on the shard's partitions for parked fetches of any shard.
+    pub fetch_waits: u64,
     pub batch_cache_bytes: u64,
     pub open_files: u64,
 }
@@ -53,6 +60,10 @@ impl ShardSnapshot {
             produce_memory_budget_bytes: budget,
             request_memory_in_use_bytes: shard.request_memory.in_use_bytes() as u64,
             request_memory_pool_bytes: shard.request_memory.capacity_bytes() as u64,
+            fetch_memory_in_use_bytes: shard.fetch_memory.in_use_bytes() as u64,
+            fetch_memory_budget_bytes: shard.fetch_memory.capacity_bytes() as u64,
+            parked_fetches: shard.parked_fetches.get() as u64,
+            fetch_waits: shard.fetch_waits.get() as u64,
             batch_cache_bytes: storage.cache_bytes() as u64,
             open_files: storage.open_files() as u64,
         }

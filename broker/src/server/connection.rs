@@ -22,6 +22,10 @@
 //! back what a stalled or trickling client holds; a connection with nothing in flight and
 //! nothing read for `connections.max.idle.ms` is closed.
 //!
+//! When the reader ends (the peer closed, a read failed or timed out, a frame was refused,
+//! shutdown), the connection's `closing` signal fires: a parked Fetch answers at once
+//! instead of holding the connection (and its waits on other shards) until `max_wait_ms`.
+//!
 //! A frame that cannot be parsed closes the connection after the responses already owed are
 //! written, with one log line; an ApiVersions request at an unknown version gets the KIP-511
 //! v0 answer.
@@ -53,6 +57,7 @@ use corebus_wire::limits::WireLimits;
 use corebus_wire::request::decode_request;
 use corebus_wire::response::{encode_api_versions_fallback, encode_response};
 
+use super::closing::{self, Closed};
 use super::order::Order;
 use super::split::{ReadHalf, WriteHalf, split};
 use crate::handlers;
@@ -122,7 +127,11 @@ pub async fn serve_connection(shard: Rc<Shard>, stream: TcpStream, peer: SocketA
         activity.clone(),
     ))
     .detach();
-    read_requests(&shard, reader, queue_tx, peer, &activity).await;
+    let (closer, closed) = closing::pair();
+    read_requests(&shard, reader, queue_tx, peer, &activity, closed).await;
+    // Requests still waiting for something to answer (parked fetches) answer now: nothing more
+    // will be read, and a peer that closed will not read what they would wait for.
+    drop(closer);
     // The sender is gone: the writer drains what is owed and ends.
     let _ = write_task.await;
     debug!(%peer, "connection closed");
@@ -141,6 +150,7 @@ async fn read_requests(
     queue: local_channel::LocalSender<glommio::task::JoinHandle<Outcome>>,
     peer: SocketAddr,
     activity: &Activity,
+    closed: Closed,
 ) {
     let config = &shard.config.limits;
     // A frame the pool could never hold is refused up front, exactly like an oversized one.
@@ -208,7 +218,7 @@ async fn read_requests(
             frame_deadline = None;
             activity.in_flight.set(activity.in_flight.get() + 1);
             let (outcome, close) =
-                start_request(shard, frame, limits, peer, &mut order, permit).await;
+                start_request(shard, frame, limits, peer, &mut order, permit, &closed).await;
             if queue.send(outcome).await.is_err() {
                 debug!(%peer, "writer gone; stop reading");
                 return;
@@ -316,6 +326,7 @@ async fn start_request(
     peer: SocketAddr,
     order: &mut Order,
     memory: MemoryPermit,
+    closed: &Closed,
 ) -> (glommio::task::JoinHandle<Outcome>, bool) {
     let ready = |o: Outcome| glommio::spawn_local(async move { o }).detach();
     let is_produce =
@@ -384,6 +395,7 @@ async fn start_request(
         client = request.header.client_id.as_deref().unwrap_or(""),
     );
     let shard = shard.clone();
+    let closed = closed.clone();
     let (wait, turn) = order.place();
     let task = glommio::spawn_local(
         async move {
@@ -394,7 +406,7 @@ async fn start_request(
             );
             let started = Instant::now();
             wait.done().await;
-            let reply = handlers::handle(&shard, request, peer, turn).await;
+            let reply = handlers::handle(&shard, request, peer, turn, closed).await;
             // The request (and the frame it was decoded from) is gone: its memory is free.
             drop(permit);
             drop(memory);

@@ -1,10 +1,12 @@
 //! The network front: the exclusive listen-address check (`listener`), the accept loop of each
-//! shard (here), the per-connection request pipeline (`connection`) and the order in which
-//! its requests take effect (`order`).
+//! shard (here), the per-connection request pipeline (`connection`), the order in which
+//! its requests take effect (`order`) and the signal its requests see when it ends
+//! (`closing`).
 //!
 //! Never: handles a Kafka API itself (handlers do); moves a connection between shards (a
 //! connection stays on the shard that accepted it).
 
+pub mod closing;
 pub mod connection;
 pub mod gather;
 pub mod listener;

@@ -1,7 +1,9 @@
 //! A shard's pool of memory for requests being read (Kafka's `queued.max.request.bytes`, per
 //! shard here: see `corebus.shard.request.memory.pool.bytes`): a connection takes a frame's
 //! announced size from it as soon as the size prefix arrives, before it reads the body, and
-//! gives it back when the request is done with its memory (the permit is dropped).
+//! gives it back when the request is done with its memory (the permit is dropped). The same
+//! type is the shard's Fetch read budget (`corebus.shard.fetch.memory.budget.bytes`): a
+//! partition read takes its size before it allocates and gives it back once copied.
 //!
 //! Per shard, not per node: a shard's connections, buffers and allocations live on its own
 //! thread, so a shard-local count needs no atomics, and a shard waiting for memory is woken by
@@ -31,13 +33,13 @@ pub struct MemoryPermit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PoolRefusal {
     /// More bytes than the pool holds in all; waiting could never help.
-    #[error("{wanted_bytes} bytes asked of a request memory pool of {capacity_bytes} bytes")]
+    #[error("{wanted_bytes} bytes asked of a memory pool of {capacity_bytes} bytes")]
     LargerThanPool {
         wanted_bytes: usize,
         capacity_bytes: usize,
     },
     /// The pool was closed (the shard is stopping).
-    #[error("the request memory pool is closed")]
+    #[error("the memory pool is closed")]
     Closed,
 }
 

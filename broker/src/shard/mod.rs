@@ -17,7 +17,7 @@ pub mod producer_state;
 pub mod router;
 pub mod runtime;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,6 +105,14 @@ pub struct Shard {
     /// Request frames being read or run on this shard (`corebus.shard.request.memory.pool.bytes`),
     /// counted from their size prefix; connections wait for it before reading a frame's body.
     pub request_memory: memory_pool::MemoryPool,
+    /// Fetch reads in flight on this shard (`corebus.shard.fetch.memory.budget.bytes`): a
+    /// partition read waits for it before allocating its buffer.
+    pub fetch_memory: memory_pool::MemoryPool,
+    /// Fetches of this shard's connections waiting for data now (bounded by
+    /// `corebus.shard.max.parked.fetches`).
+    pub parked_fetches: Cell<usize>,
+    /// Waits on this shard's partitions for parked fetches (of any shard) running now.
+    pub fetch_waits: Cell<usize>,
     pub shutdown: Shutdown,
     /// Tasks that must finish before the shard stops (connections and the requests they run).
     pub tasks: glommio::sync::Gate,
@@ -137,6 +145,7 @@ impl Shard {
     ) -> Shard {
         let budget = config.limits.shard_produce_memory_budget_bytes as u64;
         let request_pool_bytes = config.limits.shard_request_memory_pool_bytes;
+        let fetch_budget_bytes = config.limits.shard_fetch_memory_budget_bytes;
         let shard_count = mesh.shard_count();
         let groups = GroupCoordinator::new(GroupSettings::from_settings(&config.settings));
         let me = BrokerEndpoint::of(&node, crate::cluster::rack(&config));
@@ -154,6 +163,9 @@ impl Shard {
             connections,
             produce_budget: Rc::new(glommio::sync::Semaphore::new(budget)),
             request_memory: memory_pool::MemoryPool::new(request_pool_bytes),
+            fetch_memory: memory_pool::MemoryPool::new(fetch_budget_bytes),
+            parked_fetches: Cell::new(0),
+            fetch_waits: Cell::new(0),
             shutdown: Shutdown::new(),
             tasks: glommio::sync::Gate::new(),
             logs,
