@@ -333,3 +333,28 @@ def test_older_versions_get_the_code_without_record_errors(broker_factory, versi
     (error,) = struct.unpack_from(">h", r, 4 + 4 + 2 + 3 + 4 + 4)
     assert error == INVALID_RECORD
     assert latest_offsets(b, "old", 1) == [0]
+
+
+def test_librdkafka_fails_only_the_keyless_records_of_a_batch_to_a_compacted_topic(broker):
+    """librdkafka's own test 0011 (variation 0) against corebus: 100 records in one batch to a
+    compacted topic, every tenth without a key. The broker names every keyless record in
+    `record_errors` (as Kafka does), so librdkafka fails exactly those 10 with INVALID_RECORD
+    and the 90 others with its local _INVALID_DIFFERENT_RECORD (retriable by the
+    application), instead of failing all 100 with INVALID_RECORD."""
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a.create_topics([NewTopic("compact-0011", 1, 1, config={"cleanup.policy": "compact"})])[
+        "compact-0011"
+    ].result(timeout=CLIENT_TIMEOUT_SECONDS)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 500})
+    errors = {}
+    for i in range(100):
+        key = None if i % 10 == 0 else f"k{i}".encode()
+        p.produce("compact-0011", f"v{i}".encode(), key=key, partition=0,
+                  on_delivery=lambda err, msg, i=i: errors.__setitem__(i, err and err.code()))
+    assert p.flush(CLIENT_TIMEOUT_SECONDS) == 0
+    assert len(errors) == 100
+    assert sorted(i for i, e in errors.items() if e == KafkaError.INVALID_RECORD) == list(range(0, 100, 10))
+    assert sum(e == KafkaError._INVALID_DIFFERENT_RECORD for e in errors.values()) == 90

@@ -67,7 +67,7 @@ type Slot = (usize, i32, Option<Result<Appended, Refused>>);
 struct Refused {
     code: i16,
     message: String,
-    record_index: Option<usize>,
+    record_errors: Vec<(usize, String)>,
 }
 
 impl From<(i16, String)> for Refused {
@@ -75,7 +75,7 @@ impl From<(i16, String)> for Refused {
         Refused {
             code,
             message,
-            record_index: None,
+            record_errors: Vec::new(),
         }
     }
 }
@@ -85,7 +85,7 @@ impl From<InvalidBatch> for Refused {
         Refused {
             code: e.kafka_error_code(),
             message: e.to_string(),
-            record_index: e.record_index(),
+            record_errors: e.record_errors(),
         }
     }
 }
@@ -213,20 +213,25 @@ pub async fn handle(
             Err(Refused {
                 code,
                 message,
-                record_index,
+                record_errors,
             }) => {
                 tracing::debug!(partition = index, code, %message, "produce refused");
                 r.error_code = code;
                 r.base_offset = -1;
                 r.log_start_offset = -1;
-                // Versions below 8 carry neither field; the encoder leaves them out there.
-                if let Some(record) = record_index.and_then(|i| i32::try_from(i).ok()) {
-                    r.record_errors = vec![
-                        BatchIndexAndErrorMessage::default()
-                            .with_batch_index(record)
-                            .with_batch_index_error_message(Some(str_bytes(message.clone()))),
-                    ];
-                }
+                // Every refused record, as Kafka lists them. Versions below 8 carry neither
+                // field; the encoder leaves them out there.
+                r.record_errors = record_errors
+                    .into_iter()
+                    .filter_map(|(i, why)| {
+                        let record = i32::try_from(i).ok()?;
+                        Some(
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(record)
+                                .with_batch_index_error_message(Some(str_bytes(why))),
+                        )
+                    })
+                    .collect();
                 r.error_message = Some(str_bytes(message));
             }
         }

@@ -93,6 +93,10 @@ pub enum InvalidBatch {
     /// decompression, broken framing).
     #[error("{0}")]
     Corrupt(RecordError),
+    /// Several records of one well-formed batch are refused (missing keys, timestamps out of
+    /// the window): Kafka lists every one of them in `record_errors`, so does this.
+    #[error("{} records refused, the first: {}", .0.len(), .0.first().map_or(String::new(), ToString::to_string))]
+    Records(Vec<InvalidBatch>),
 }
 
 impl InvalidBatch {
@@ -102,6 +106,12 @@ impl InvalidBatch {
         match self {
             InvalidBatch::Corrupt(e) => e.kafka_error_code(),
             InvalidBatch::InvalidTimestamp { .. } => KAFKA_INVALID_TIMESTAMP,
+            // As Kafka's LogValidator: INVALID_TIMESTAMP if any record's time is refused.
+            InvalidBatch::Records(all) => all
+                .iter()
+                .map(InvalidBatch::kafka_error_code)
+                .find(|c| *c == KAFKA_INVALID_TIMESTAMP)
+                .unwrap_or(KAFKA_INVALID_RECORD),
             _ => KAFKA_INVALID_RECORD,
         }
     }
@@ -114,7 +124,23 @@ impl InvalidBatch {
             | InvalidBatch::NonIncrementalOffset { index, .. }
             | InvalidBatch::MissingKey { index }
             | InvalidBatch::InvalidTimestamp { index, .. } => Some(*index),
+            InvalidBatch::Records(all) => all.first().and_then(InvalidBatch::record_index),
             _ => None,
+        }
+    }
+
+    /// Every refused record as (its index in the batch, why), for Produce v8+'s
+    /// `record_errors`; empty when the batch as a whole is at fault.
+    pub fn record_errors(&self) -> Vec<(usize, String)> {
+        match self {
+            InvalidBatch::Records(all) => {
+                all.iter().flat_map(InvalidBatch::record_errors).collect()
+            }
+            one => one
+                .record_index()
+                .map(|i| (i, one.to_string()))
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -221,6 +247,7 @@ fn check_records(
     // A negative count reads no records; the header check refuses it before this runs.
     let declared_records = usize::try_from(declared).unwrap_or(0);
     let mut pos = 0;
+    let mut refused = Vec::new();
     for index in 0..declared_records {
         if pos == data.len() {
             return Err(InvalidBatch::MissingRecords {
@@ -236,13 +263,15 @@ fn check_records(
                 offset_delta: shape.offset_delta,
             });
         }
+        // A record with a refused key or time does not stop the walk: the batch is well
+        // formed, and Kafka names every such record.
+        // One refusal per record, the key first (as Kafka's validateRecord).
         if require_keys && !shape.has_key {
-            return Err(InvalidBatch::MissingKey { index });
-        }
-        if let Some((base, (min, max))) = timestamps {
+            refused.push(InvalidBatch::MissingKey { index });
+        } else if let Some((base, (min, max))) = timestamps {
             let timestamp = base.saturating_add(shape.timestamp_delta);
             if timestamp < min || timestamp > max {
-                return Err(InvalidBatch::InvalidTimestamp {
+                refused.push(InvalidBatch::InvalidTimestamp {
                     index,
                     timestamp,
                     min,
@@ -257,7 +286,11 @@ fn check_records(
             trailing: data.len() - pos,
         });
     }
-    Ok(())
+    match refused.len() {
+        0 => Ok(()),
+        1 => Err(refused.remove(0)),
+        _ => Err(InvalidBatch::Records(refused)),
+    }
 }
 
 #[cfg(test)]
@@ -600,22 +633,22 @@ mod tests {
                     .is_ok()
             );
             let e = batch
-                .validate_records_from_client(&rules(999, 1_000))
+                .validate_records_from_client(&rules(999, 1_001))
                 .unwrap_err();
             assert!(
                 matches!(
                     e,
                     InvalidBatch::InvalidTimestamp {
-                        index: 1,
-                        timestamp: 1_001,
+                        index: 2,
+                        timestamp: 1_002,
                         min: 999,
-                        max: 1_000
+                        max: 1_001
                     }
                 ),
                 "{codec:?}: {e}"
             );
             assert_eq!(e.kafka_error_code(), KAFKA_INVALID_TIMESTAMP);
-            assert_eq!(e.record_index(), Some(1));
+            assert_eq!(e.record_index(), Some(2));
             let e = batch
                 .validate_records_from_client(&rules(1_001, 2_000))
                 .unwrap_err();
@@ -630,6 +663,46 @@ mod tests {
             create_time_window: Some((1_000, 2_000)),
         };
         assert!(stamped.validate_records_from_client(&far).is_ok());
+    }
+
+    #[test]
+    fn every_refused_record_of_a_well_formed_batch_is_named() {
+        for codec in CODECS {
+            let mut data = record(0, None);
+            data.extend(record(1, Some(b"k")));
+            data.extend(record(2, None));
+            let batch = with_record_data(codec, 3, &data);
+            let e = refusal(&batch, true);
+            let named: Vec<usize> = e.record_errors().into_iter().map(|(i, _)| i).collect();
+            assert_eq!(named, vec![0, 2], "{codec:?}: {e}");
+            assert_eq!(e.kafka_error_code(), KAFKA_INVALID_RECORD);
+            assert_eq!(e.record_index(), Some(0));
+            assert!(e.to_string().starts_with("2 records refused"), "{e}");
+        }
+        // A key and a time refused: one refusal per record (the key first, as Kafka), and the
+        // partition's code is INVALID_TIMESTAMP, as Kafka's.
+        let mut builder = RecordBatchBuilder::new(Compression::None);
+        builder
+            .record(1_000, None, Some(b"v"))
+            .record(1_000, Some(b"k"), Some(b"v"))
+            .record(5_000, Some(b"k"), Some(b"v"))
+            .record(9_000, None, Some(b"v"));
+        let rules = RecordRules {
+            require_keys: true,
+            create_time_window: Some((0, 2_000)),
+        };
+        let e = builder
+            .build()
+            .unwrap()
+            .validate_records_from_client(&rules)
+            .unwrap_err();
+        let named: Vec<(usize, bool)> = e
+            .record_errors()
+            .into_iter()
+            .map(|(i, why)| (i, why.contains("without key")))
+            .collect();
+        assert_eq!(named, vec![(0, true), (2, false), (3, true)], "{e}");
+        assert_eq!(e.kafka_error_code(), KAFKA_INVALID_TIMESTAMP);
     }
 
     #[test]
