@@ -97,8 +97,15 @@ impl Config {
             members,
             election_resend_ticks: 20,
             election_finalize_ticks: 2,
-            init_limit_ticks: 100,
-            sync_limit_ticks: 50,
+            // A follower gives its leader 2 s of silence (a leader, its quorum) before
+            // looking, and a new leader 4 s to sync. 500 ms was less than the stalls a busy
+            // 2-core machine produces: under 100 concurrent writers a follower found the
+            // leader silent, the leader lost its quorum and every in-flight write of that
+            // follower's clients came back with an unknown outcome. ZooKeeper's defaults
+            // (syncLimit 5 and initLimit 10 ticks of 2 s) are longer still; a SIGKILLed
+            // leader is noticed at once anyway, by its closed connections.
+            init_limit_ticks: 400,
+            sync_limit_ticks: 200,
             ping_interval_ticks,
             snapshot_every_txns: 10_000,
             retained_txns: 1_000,
