@@ -88,6 +88,15 @@ def _read_exact(sock, n):
     return b"".join(chunks)
 
 
+def rss_bytes(pid):
+    """The resident set of process `pid`, in bytes (its VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
 def api_versions_probe(port):
     """Sends ApiVersions v0 (every broker answers it) and returns the advertised
     {api_key: (min, max)}. Raises OSError/ConnectionError/ValueError when the peer is not

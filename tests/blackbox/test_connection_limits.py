@@ -72,14 +72,6 @@ def closed_by_peer(sock, timeout_seconds):
     return None
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS line")
-
-
 def metric(port, name):
     """Sum over shards of one sample of the broker's /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
@@ -133,7 +125,7 @@ def percentile(sorted_values, p):
 def test_trickled_large_frames_neither_stall_the_shard_nor_grow_its_memory(broker_factory):
     b = start(broker_factory)
     pid = b.process.pid
-    start_rss = rss_bytes(pid)
+    start_rss = harness.rss_bytes(pid)
 
     # Larger than the pool: refused at the size prefix, like an oversized frame.
     for _ in range(4):
@@ -155,13 +147,13 @@ def test_trickled_large_frames_neither_stall_the_shard_nor_grow_its_memory(broke
             for s in trickled:
                 s.sendall(chunk)
             next_send += TRICKLE_INTERVAL_SECONDS
-            peak_rss = max(peak_rss, rss_bytes(pid))
+            peak_rss = max(peak_rss, harness.rss_bytes(pid))
             time.sleep(max(0.0, next_send - time.monotonic()))
         in_use = metric(b.metrics_port, "corebus_request_memory_in_use_bytes")
     finally:
         stop.set()
         client.join(CLIENT_TIMEOUT_SECONDS)
-    peak_rss = max(peak_rss, rss_bytes(pid))
+    peak_rss = max(peak_rss, harness.rss_bytes(pid))
     sent = TRICKLE_CHUNK_BYTES * round((time.monotonic() - began) / TRICKLE_INTERVAL_SECONDS)
 
     assert not errors, errors

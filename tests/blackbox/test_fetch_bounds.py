@@ -115,14 +115,6 @@ def parse_fetch_v4(reply):
     return correlation, parts
 
 
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS line")
-
-
 def gauge(port, name):
     """Sum over shards of a metric of the broker's /metrics (plain text, no labels kept)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
@@ -203,16 +195,16 @@ def test_greedy_fetches_get_at_most_fetch_max_bytes_and_memory_stays_bounded(bro
     b = broker_factory(shards=SHARDS, extra_args=["--override", f"fetch.max.bytes={FETCH_MAX_BYTES}"])
     pid = b.process.pid
     create_topic(b.bootstrap, HOARD_TOPIC, HOARD_PARTITIONS)
-    started = rss_bytes(pid)
+    started = harness.rss_bytes(pid)
     fill(b.bootstrap)
-    baseline = rss_bytes(pid)
+    baseline = harness.rss_bytes(pid)
 
     peak = [baseline]
     stop = threading.Event()
 
     def sample():
         while not stop.is_set():
-            peak[0] = max(peak[0], rss_bytes(pid))
+            peak[0] = max(peak[0], harness.rss_bytes(pid))
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
@@ -238,7 +230,7 @@ def test_greedy_fetches_get_at_most_fetch_max_bytes_and_memory_stays_bounded(bro
         f"min {min(sizes)} max {max(sizes)} (fetch.max.bytes {FETCH_MAX_BYTES}); data "
         f"{data_bytes / 2**20:.0f} MiB; RSS at start {started / 2**20:.0f} MiB, after "
         f"producing {baseline / 2**20:.0f} MiB, peak while fetching {peak[0] / 2**20:.0f} MiB "
-        f"(+{(peak[0] - baseline) / 2**20:.0f} MiB), after {rss_bytes(pid) / 2**20:.0f} MiB"
+        f"(+{(peak[0] - baseline) / 2**20:.0f} MiB), after {harness.rss_bytes(pid) / 2**20:.0f} MiB"
     )
     assert len(sizes) == HOSTILE_CONNECTIONS * HOSTILE_ROUNDS * HOSTILE_PIPELINED
     # KIP-74: only the first batch may take a response past the limit.
