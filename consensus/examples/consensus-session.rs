@@ -55,6 +55,15 @@ enum Cmd {
         #[arg(long)]
         path: String,
     },
+    /// Replaces a node's data (any version); says the node's new version.
+    Set {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        data: String,
+    },
 }
 
 fn say(v: serde_json::Value) {
@@ -155,6 +164,15 @@ async fn get(server: SocketAddr, path: String) -> Result<()> {
     Ok(())
 }
 
+async fn set(server: SocketAddr, path: String, data: String) -> Result<()> {
+    let mut cfg = ClientConfig::new(vec![server]);
+    cfg.request_timeout_ms = 30_000;
+    let c = Client::new(cfg)?;
+    let stat = c.set(&path, data.as_bytes(), None).await?;
+    say(json!({"event": "set", "path": path, "version": stat.version}));
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -177,6 +195,7 @@ fn main() -> Result<()> {
                     max_ms,
                 } => watch(server, path, linger_ms, max_ms).await,
                 Cmd::Get { server, path } => get(server, path).await,
+                Cmd::Set { server, path, data } => set(server, path, data).await,
             }
         })
         .map_err(|e| anyhow::anyhow!("executor: {e}"))?

@@ -97,6 +97,20 @@ def rss_bytes(pid):
     raise AssertionError("no VmRSS line")
 
 
+def kafka_request(port, api_key, api_version, body, client=b"blackbox", timeout=30):
+    """Sends one request with a v1 (non-flexible) header and correlation id 1 to the broker on
+    `port` and returns the response body after its correlation id (v0 response header)."""
+    header = struct.pack(">hhih", api_key, api_version, 1, len(client)) + client
+    frame = header + body
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", _read_exact(s, 4))[0]
+        reply = _read_exact(s, size)
+    (correlation,) = struct.unpack(">i", reply[:4])
+    assert correlation == 1, reply
+    return reply[4:]
+
+
 def api_versions_probe(port):
     """Sends ApiVersions v0 (every broker answers it) and returns the advertised
     {api_key: (min, max)}. Raises OSError/ConnectionError/ValueError when the peer is not

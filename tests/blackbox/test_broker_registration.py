@@ -27,7 +27,6 @@ import json
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -149,17 +148,11 @@ def create_topic_raw(port, name):
     to the controller from Metadata); returns the topic's error code."""
     body = struct.pack(">i", 1) + struct.pack(">h", len(name)) + name.encode()
     body += struct.pack(">ihii", 1, 1, 0, 0) + struct.pack(">i?", 10_000, False)
-    client = b"registration-test"
-    header = struct.pack(">hhih", 19, 2, 1, len(client)) + client
-    frame = header + body
-    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_SECONDS) as s:
-        s.sendall(struct.pack(">i", len(frame)) + frame)
-        size = struct.unpack(">i", harness._read_exact(s, 4))[0]
-        reply = harness._read_exact(s, size)
-    correlation, _throttle, count, name_len = struct.unpack(">iiih", reply[:14])
-    assert correlation == 1 and count == 1, reply
-    assert reply[14 : 14 + name_len].decode() == name
-    return struct.unpack(">h", reply[14 + name_len : 16 + name_len])[0]
+    reply = harness.kafka_request(port, 19, 2, body, client=b"registration-test")
+    _throttle, count, name_len = struct.unpack(">iih", reply[:10])
+    assert count == 1, reply
+    assert reply[10 : 10 + name_len].decode() == name
+    return struct.unpack(">h", reply[10 + name_len : 12 + name_len])[0]
 
 
 def produce(bootstrap, topic, values):

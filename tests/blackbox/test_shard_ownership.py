@@ -51,8 +51,9 @@ def consume_committed(bootstrap, expected):
     return consume_all(bootstrap, TOPIC, expected, group="owners", commit=True)
 
 
-def open_segment_files(pid, data_dir):
-    """How many times each file under the data directory's partitions is open in the process."""
+def open_segment_files(pid, data_dir, topic=TOPIC):
+    """How many times each segment file of `topic` under the data directory is open in the
+    process."""
     fds = Path(f"/proc/{pid}/fd")
     counts = Counter()
     for fd in fds.iterdir():
@@ -60,7 +61,7 @@ def open_segment_files(pid, data_dir):
             target = os.readlink(fd)
         except OSError:
             continue
-        if target.startswith(str(data_dir)) and f"/{TOPIC}-" in target and target.endswith(".log"):
+        if target.startswith(str(data_dir)) and f"/{topic}-" in target and target.endswith(".log"):
             counts[target] += 1
     return counts
 

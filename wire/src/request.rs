@@ -217,3 +217,31 @@ pub fn encode_request_into(
             .map_err(|e| encode_error(format!("{e:#}")))
     })
 }
+
+/// One CreateTopics entry: `partitions` partitions (-1: the broker's default),
+/// `replication_factor` (-1: the broker's default) and the topic's settings. The workspace's
+/// clients (the broker forwarding to its controller, the load generator) build them alike.
+pub fn creatable_topic<K: AsRef<str>, V: AsRef<str>>(
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: impl IntoIterator<Item = (K, V)>,
+) -> kafka_protocol::messages::create_topics_request::CreatableTopic {
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::protocol::StrBytes;
+    CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+        .with_num_partitions(partitions)
+        .with_replication_factor(replication_factor)
+        .with_configs(
+            configs
+                .into_iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_string(k.as_ref().to_owned()))
+                        .with_value(Some(StrBytes::from_string(v.as_ref().to_owned())))
+                })
+                .collect(),
+        )
+}

@@ -11,14 +11,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use corebus_wire::kafka_protocol::messages::create_topics_request::{
-    CreatableTopic, CreatableTopicConfig,
-};
 use corebus_wire::kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use corebus_wire::kafka_protocol::messages::{
     CreateTopicsRequest, MetadataRequest, RequestKind, ResponseKind, TopicName,
 };
 use corebus_wire::kafka_protocol::protocol::StrBytes;
+use corebus_wire::request::creatable_topic;
 
 use super::connection::Connection;
 use super::error::ClientError;
@@ -143,20 +141,8 @@ impl Cluster {
                 topics
                     .iter()
                     .map(|t| {
-                        CreatableTopic::default()
-                            .with_name(topic_name(&t.name))
-                            .with_num_partitions(t.partitions)
-                            .with_replication_factor(t.replication_factor)
-                            .with_configs(
-                                t.configs
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        CreatableTopicConfig::default()
-                                            .with_name(StrBytes::from_string(k.clone()))
-                                            .with_value(Some(StrBytes::from_string(v.clone())))
-                                    })
-                                    .collect(),
-                            )
+                        let configs = t.configs.iter().map(|(k, v)| (k, v));
+                        creatable_topic(&t.name, t.partitions, t.replication_factor, configs)
                     })
                     .collect(),
             );

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::ClusterError;
 use crate::metadata::MetadataError;
 use crate::metadata::consensus_store::{
-    CONTROLLER, CONTROLLER_EPOCH, TREE_FORMAT_VERSION, bad, controller_epoch_value, decode,
+    CONTROLLER, CONTROLLER_EPOCH, NODE_VERSION_1, bad, controller_epoch_value, decode,
     decode_controller_epoch, encode,
 };
 
@@ -43,7 +43,7 @@ pub enum Claim {
 
 pub fn controller_value(node_id: i32, epoch: u64) -> Vec<u8> {
     encode(&ControllerNode {
-        version: TREE_FORMAT_VERSION,
+        version: NODE_VERSION_1,
         node_id,
         epoch,
     })

@@ -15,6 +15,7 @@
 //! Never: writes topics (the controller does, through the store); serves a request.
 
 pub mod election;
+pub mod forward;
 pub mod registration;
 pub mod watcher;
 

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{BrokerEndpoint, ClusterError};
 use crate::metadata::MetadataError;
-use crate::metadata::consensus_store::{BROKER_IDS, TREE_FORMAT_VERSION, bad, decode, encode};
+use crate::metadata::consensus_store::{BROKER_IDS, NODE_VERSION_1, bad, decode, encode};
 
 /// The name of the one listener corebus has (Kafka's default listener name).
 pub const LISTENER_NAME: &str = "PLAINTEXT";
@@ -51,7 +51,7 @@ pub fn broker_path(node_id: i32) -> String {
 
 pub fn registration_value(me: &BrokerEndpoint) -> Vec<u8> {
     encode(&RegistrationNode {
-        version: TREE_FORMAT_VERSION,
+        version: NODE_VERSION_1,
         node_id: me.node_id,
         listeners: vec![ListenerNode {
             name: LISTENER_NAME.into(),

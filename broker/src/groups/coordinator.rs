@@ -139,9 +139,8 @@ impl GroupCoordinator {
         let now = now_ms();
         let mut loaded_groups = 0usize;
         for p in 0..topic.partitions.len() {
-            let owner =
-                crate::shard::router::owner(&image, topic.id, p as i32, shard.shard_count());
-            if owner != Some(shard.id) {
+            let owner = crate::shard::router::owner(&image, topic.id, p as i32, shard.here());
+            if owner != Ok(shard.id) {
                 continue;
             }
             let Some(log) = shard.logs.log((topic.id, p as i32)) else {

@@ -109,16 +109,33 @@ pub fn metadata_failure(e: &MetadataError) -> ItemError {
     ItemError::new(code, format!("metadata store: {e}"))
 }
 
-/// Where a requested partition lives: its topic id and owning shard among this node's
-/// `shard_count` (`shard::router`); or
-/// the error Kafka gives for it (unknown topic by name, unknown topic id, no such partition).
+/// Where a requested partition lives: its topic id and the shard of this node that serves it
+/// (`shard::router::owner`: this node leads it); or the error Kafka gives for it (unknown
+/// topic by name, unknown topic id, no such partition, NOT_LEADER_OR_FOLLOWER when another
+/// broker leads it or none does).
 pub fn locate_partition(
     image: &MetadataImage,
-    shard_count: usize,
+    here: router::Here,
     name: Option<&str>,
     topic_id: uuid::Uuid,
     partition: i32,
 ) -> Result<(crate::metadata::TopicId, ShardId), ResponseError> {
+    let id = find_partition(image, name, topic_id, partition)?;
+    match router::owner(image, id, partition, here) {
+        Ok(owner) => Ok((id, owner)),
+        Err(router::NotHere::NoSuchPartition) => Err(ResponseError::UnknownTopicOrPartition),
+        Err(router::NotHere::NotLeader { .. }) => Err(ResponseError::NotLeaderOrFollower),
+    }
+}
+
+/// The topic id of a requested partition that exists, wherever it is led; or the error Kafka
+/// gives for it (unknown topic by name, unknown topic id, no such partition).
+pub fn find_partition(
+    image: &MetadataImage,
+    name: Option<&str>,
+    topic_id: uuid::Uuid,
+    partition: i32,
+) -> Result<crate::metadata::TopicId, ResponseError> {
     let topic = match name.filter(|n| !n.is_empty()) {
         Some(n) => image
             .topic(n)
@@ -127,9 +144,11 @@ pub fn locate_partition(
             .topic_by_id(crate::metadata::TopicId(topic_id))
             .ok_or(ResponseError::UnknownTopicId)?,
     };
-    let owner = router::owner(image, topic.id, partition, shard_count)
-        .ok_or(ResponseError::UnknownTopicOrPartition)?;
-    Ok((topic.id, owner))
+    let exists = usize::try_from(partition).is_ok_and(|p| p < topic.partitions.len());
+    if !exists {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    Ok(topic.id)
 }
 
 /// An item whose owning shard was gone: Kafka's KAFKA_STORAGE_ERROR (retriable), once here.
@@ -139,8 +158,8 @@ pub fn unreached<R>(r: Result<Result<R, i16>, ShardGone>) -> Result<R, i16> {
 
 /// Runs `op` on the log of each named partition, on its owning shard (`router::scatter`: one
 /// message per shard, all at once); one result per item, in order. Unknown topics and
-/// partitions, partitions whose log is not open and shards that are gone get their Kafka
-/// error code.
+/// partitions, partitions another broker leads, partitions whose log is not open and shards
+/// that are gone get their Kafka error code.
 pub async fn on_partition_logs<A, R, F, Fut>(
     shard: &Rc<Shard>,
     items: Vec<(String, i32, A)>,
@@ -167,7 +186,7 @@ where
     for (pos, (name, partition, arg)) in items.into_iter().enumerate() {
         match locate_partition(
             &image,
-            shard.shard_count(),
+            shard.here(),
             Some(&name),
             uuid::Uuid::nil(),
             partition,

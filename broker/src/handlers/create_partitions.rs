@@ -1,5 +1,5 @@
-//! CreatePartitions (key 37): grows a topic to `count` partitions, placing the new ones on
-//! shards deterministically. Kafka never shrinks a topic: a count not above the current one is
+//! CreatePartitions (key 37): grows a topic to `count` partitions, each new one led by one live
+//! broker (as assigned, or spread as at creation, `metadata::assign`). Kafka never shrinks a topic: a count not above the current one is
 //! INVALID_PARTITIONS. `validate_only` checks and commits nothing.
 //!
 //! Never: renumbers or moves existing partitions.
@@ -13,9 +13,10 @@ use corebus_wire::kafka_protocol::messages::{CreatePartitionsRequest, CreatePart
 
 use super::common::{ItemError, metadata_failure, on_controller};
 use crate::limits::MAX_PARTITIONS_PER_TOPIC;
+use crate::metadata::assign::spread;
+use crate::metadata::image::BrokerId;
 use crate::metadata::{MetadataCommand, PartitionMeta};
 use crate::shard::Shard;
-use crate::shard::placement::place;
 
 /// One topic of the request: its name, the new partition count and the replica
 /// assignments of the new partitions, when given.
@@ -26,8 +27,7 @@ pub async fn handle(
     request: CreatePartitionsRequest,
     _version: i16,
 ) -> CreatePartitionsResponse {
-    let node_id = shard.node.node_id;
-    let shard_count = shard.shard_count();
+    let live: Vec<BrokerId> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
     let validate_only = request.validate_only;
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = request
@@ -73,17 +73,22 @@ pub async fn handle(
                         format!("at most {MAX_PARTITIONS_PER_TOPIC} partitions per topic"),
                     ));
                 }
-                if let Some(a) = &assignments
-                    && (a.len() as i32 != count - current || a.iter().any(|b| b.is_empty() || b.iter().any(|id| *id != node_id)))
-                {
-                    return Err(ItemError::new(
-                        ResponseError::InvalidReplicaAssignment,
-                        format!("each new partition must be assigned to node {node_id} only"),
-                    ));
+                let added: Vec<PartitionMeta> = match &assignments {
+                    Some(a) => {
+                        let one_live = |b: &Vec<i32>| matches!(b.as_slice(), [id] if live.contains(id));
+                        if a.len() as i32 != count - current || !a.iter().all(one_live) {
+                            return Err(ItemError::new(
+                                ResponseError::InvalidReplicaAssignment,
+                                format!("each new partition must be assigned to one live broker (of {live:?}): corebus does not replicate partitions yet"),
+                            ));
+                        }
+                        a.iter().map(|b| PartitionMeta::led_by(b[0])).collect()
+                    }
+                    None => spread(meta.id.0, current..count, &live),
+                };
+                if added.is_empty() {
+                    return Err(ItemError::new(ResponseError::InvalidReplicationFactor, "no live broker to lead the new partitions"));
                 }
-                let added = (current..count)
-                    .map(|p| PartitionMeta { shard: place(meta.id.0, p, shard_count) })
-                    .collect();
                 if !validate_only {
                     cmds.push(MetadataCommand::AddPartitions { id: meta.id, added });
                 }

@@ -1,6 +1,8 @@
 //! CreateTopics (key 19): validate each topic (name, partition count, replication factor,
 //! replica assignment, configs against the settings table), then create the valid ones in one
-//! metadata change with fresh topic ids and deterministic shard placement. `validate_only` runs
+//! metadata change with fresh topic ids, each partition led by one live broker (spread over
+//! them as Kafka does at replication factor 1, `metadata::assign`, or as the request's
+//! assignment says). `validate_only` runs
 //! every check and commits nothing. Also used by Metadata's auto-creation.
 //!
 //! Never: creates a topic with a setting the table does not accept; reuses a topic id.
@@ -22,9 +24,10 @@ use super::common::{
 use crate::config::check_topic_setting;
 use crate::config::settings::{Scope, in_scope};
 use crate::limits::{MAX_PARTITIONS_PER_TOPIC, MAX_TOPICS};
+use crate::metadata::assign::spread;
+use crate::metadata::image::BrokerId;
 use crate::metadata::{MetadataCommand, PartitionMeta, TopicId, TopicMeta};
 use crate::shard::Shard;
-use crate::shard::placement::place;
 
 /// A topic to create, checked as far as it can be without the metadata image.
 #[derive(Debug, Clone)]
@@ -32,6 +35,8 @@ pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
+    /// The leader of each partition, when the request assigned them; else spread.
+    pub leaders: Option<Vec<BrokerId>>,
 }
 
 /// Creates `topics` (already checked by `check_new_topic`) on the controller; one result per
@@ -42,7 +47,7 @@ pub async fn create(
     validate_only: bool,
 ) -> Vec<Result<TopicMeta, ItemError>> {
     let count = topics.len();
-    let shard_count = shard.shard_count();
+    let live: Vec<BrokerId> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
     let outcome = on_controller(shard, move |image| {
         let mut cmds = Vec::new();
         let mut results = Vec::with_capacity(topics.len());
@@ -62,16 +67,23 @@ pub async fn create(
                 )));
                 continue;
             }
-            total += 1;
             let id = TopicId::random();
+            let partitions = match t.leaders {
+                Some(leaders) => leaders.into_iter().map(PartitionMeta::led_by).collect(),
+                None => spread(id.0, 0..t.partitions, &live),
+            };
+            if partitions.is_empty() {
+                results.push(Err(ItemError::new(
+                    ResponseError::InvalidReplicationFactor,
+                    "no live broker to lead the topic's partitions",
+                )));
+                continue;
+            }
+            total += 1;
             let meta = TopicMeta {
                 name: t.name,
                 id,
-                partitions: (0..t.partitions)
-                    .map(|p| PartitionMeta {
-                        shard: place(id.0, p, shard_count),
-                    })
-                    .collect(),
+                partitions,
                 configs: t.configs,
             };
             if !validate_only {
@@ -88,8 +100,68 @@ pub async fn create(
     }
 }
 
-/// The checks that need no metadata: name, partition count, replication factor, assignment,
-/// configs. `default_partitions` replaces -1.
+/// Creates topics this broker needs on its own account (`__consumer_offsets`, auto-created
+/// topics): through this node's controller when it is the controller, else forwarded to the
+/// controller (`cluster::forward`), which a broker that is not the controller must do since
+/// only the controller writes topics. One result per topic, in order.
+pub async fn create_internal(
+    shard: &Rc<Shard>,
+    topics: Vec<NewTopic>,
+) -> Vec<Result<TopicMeta, ItemError>> {
+    let results = create(shard, topics.clone(), false).await;
+    let not_controller = |r: &Result<TopicMeta, ItemError>| {
+        r.as_ref()
+            .is_err_and(|e| e.code == ResponseError::NotController)
+    };
+    let elsewhere = shard
+        .cluster()
+        .controller_id
+        .is_some_and(|c| c != shard.node.node_id);
+    if !elsewhere || !results.iter().any(not_controller) {
+        return results;
+    }
+    let (forwarded, positions): (Vec<NewTopic>, Vec<usize>) = topics
+        .into_iter()
+        .zip(&results)
+        .enumerate()
+        .filter(|(_, (_, r))| not_controller(r))
+        .map(|(i, (t, _))| (t, i))
+        .unzip();
+    let mut results = results;
+    match crate::cluster::forward::create_topics(shard, &forwarded).await {
+        Ok(codes) => {
+            let image = shard.metadata();
+            for ((t, pos), code) in forwarded.iter().zip(positions).zip(codes) {
+                results[pos] = match (code, image.topic(&t.name)) {
+                    (0, Some(meta)) => Ok(meta.clone()),
+                    (0, None) => Err(ItemError::new(
+                        ResponseError::UnknownServerError,
+                        "created by the controller but not known here",
+                    )),
+                    (code, _) => Err(ItemError::new(
+                        ResponseError::try_from_code(code)
+                            .unwrap_or(ResponseError::UnknownServerError),
+                        format!("the controller refused to create {} (error {code})", t.name),
+                    )),
+                };
+            }
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "cannot forward a topic creation to the controller");
+            for pos in positions {
+                results[pos] = Err(ItemError::new(
+                    ResponseError::RequestTimedOut,
+                    format!("forwarded to the controller: {reason}"),
+                ));
+            }
+        }
+    }
+    results
+}
+
+/// The checks that need no metadata image: name, partition count, replication factor (1: no
+/// replication yet), assignment (one live broker per partition, of `live`), configs.
+/// `default_partitions` replaces -1.
 pub fn check_new_topic(
     name: &str,
     num_partitions: i32,
@@ -97,9 +169,10 @@ pub fn check_new_topic(
     assigned_partitions: Option<Vec<(i32, Vec<i32>)>>,
     configs: impl IntoIterator<Item = (String, Option<String>)>,
     default_partitions: i32,
-    node_id: i32,
+    live: &[BrokerId],
 ) -> Result<NewTopic, ItemError> {
     check_topic_name(name)?;
+    let mut leaders = None;
     let partitions = match assigned_partitions {
         Some(assignments) if !assignments.is_empty() => {
             if num_partitions != -1 || replication_factor != -1 {
@@ -108,30 +181,47 @@ pub fn check_new_topic(
                     "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
                 ));
             }
-            let mut seen = HashSet::new();
+            let mut by_partition = BTreeMap::new();
             for (p, brokers) in &assignments {
-                if !seen.insert(*p) || brokers.is_empty() || brokers.iter().any(|b| *b != node_id) {
+                let one_live = match brokers.as_slice() {
+                    [b] => live.contains(b),
+                    _ => false,
+                };
+                if !one_live || by_partition.insert(*p, brokers[0]).is_some() {
                     return Err(ItemError::new(
                         ResponseError::InvalidReplicaAssignment,
-                        format!("assignment of partition {p} must name only node {node_id}, once"),
+                        format!(
+                            "assignment of partition {p} must name one live broker (of {live:?}), \
+                             once: corebus does not replicate partitions yet"
+                        ),
                     ));
                 }
             }
             let n = assignments.len() as i32;
-            if (0..n).any(|p| !seen.contains(&p)) {
+            if by_partition.keys().copied().ne(0..n) {
                 return Err(ItemError::new(
                     ResponseError::InvalidReplicaAssignment,
                     "partitions must be numbered consecutively from 0",
                 ));
             }
+            leaders = Some(by_partition.into_values().collect());
             n
         }
         _ => {
+            if replication_factor != -1 && replication_factor as usize > live.len() {
+                return Err(ItemError::new(
+                    ResponseError::InvalidReplicationFactor,
+                    format!(
+                        "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.",
+                        live.len()
+                    ),
+                ));
+            }
             if replication_factor != -1 && replication_factor != 1 {
                 return Err(ItemError::new(
                     ResponseError::InvalidReplicationFactor,
                     format!(
-                        "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only 1 broker(s) are registered."
+                        "replication factor {replication_factor}: corebus does not replicate partitions yet, every partition has one replica"
                     ),
                 ));
             }
@@ -161,6 +251,7 @@ pub fn check_new_topic(
         name: name.to_string(),
         partitions,
         configs: checked,
+        leaders,
     })
 }
 
@@ -171,6 +262,7 @@ pub async fn handle(
 ) -> CreateTopicsResponse {
     let settings = &shard.config.settings;
     let default_partitions = settings.i64("num.partitions").unwrap_or(1) as i32;
+    let live: Vec<BrokerId> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
     let names: Vec<String> = request
         .topics
         .iter()
@@ -218,7 +310,7 @@ pub async fn handle(
             Some(assignments),
             configs,
             default_partitions,
-            shard.node.node_id,
+            &live,
         ) {
             Ok(nt) => {
                 to_create.push(nt);
@@ -265,7 +357,7 @@ fn topic_result(
         Ok(meta) => {
             r.topic_id = meta.id.0;
             r.num_partitions = meta.partitions.len() as i32;
-            r.replication_factor = 1;
+            r.replication_factor = meta.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
             if version >= 5 {
                 r.configs = Some(
                     in_scope(Scope::Topic)
@@ -302,7 +394,7 @@ mod tests {
             cfg.iter()
                 .map(|(k, v)| (k.to_string(), Some(v.to_string()))),
             3,
-            1,
+            &[1, 2],
         )
     }
 
@@ -316,6 +408,13 @@ mod tests {
         assert_eq!(
             check(2, 3, None, &[]).unwrap_err().code,
             ResponseError::InvalidReplicationFactor
+        );
+        // Two brokers live, but no replication yet.
+        assert!(
+            check(2, 2, None, &[])
+                .unwrap_err()
+                .message
+                .contains("does not replicate")
         );
         assert_eq!(
             check(2, 1, None, &[("retention.ms", "soon")])
@@ -332,18 +431,21 @@ mod tests {
             ok.configs.get("cleanup.policy").map(String::as_str),
             Some("compact")
         );
-        assert_eq!(
-            check(-1, -1, Some(vec![(0, vec![1]), (1, vec![1])]), &[])
-                .unwrap()
-                .partitions,
-            2
-        );
-        assert_eq!(
-            check(-1, -1, Some(vec![(0, vec![2])]), &[])
-                .unwrap_err()
-                .code,
-            ResponseError::InvalidReplicaAssignment
-        );
+        let assigned = check(-1, -1, Some(vec![(1, vec![1]), (0, vec![2])]), &[]).unwrap();
+        assert_eq!(assigned.partitions, 2);
+        assert_eq!(assigned.leaders, Some(vec![2, 1]));
+        for bad in [
+            vec![(0, vec![3])],
+            vec![(0, vec![1, 2])],
+            vec![(0, vec![1]), (0, vec![2])],
+            vec![(0, vec![1]), (2, vec![2])],
+        ] {
+            assert_eq!(
+                check(-1, -1, Some(bad.clone()), &[]).unwrap_err().code,
+                ResponseError::InvalidReplicaAssignment,
+                "{bad:?}"
+            );
+        }
         assert_eq!(
             check(2, -1, Some(vec![(0, vec![1])]), &[])
                 .unwrap_err()

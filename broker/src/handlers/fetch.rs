@@ -173,7 +173,7 @@ pub async fn handle(
         .enumerate()
         .map(|(pos, ((name, id, partition), offset, max_bytes, _))| {
             let name = (!by_id).then_some(name.as_str());
-            let routed = locate_partition(&image, shard.shard_count(), name, *id, *partition)
+            let routed = locate_partition(&image, shard.here(), name, *id, *partition)
                 .map(|(topic_id, owner)| {
                     (
                         owner,

@@ -1,10 +1,13 @@
-//! FindCoordinator (key 10): the coordinator of a group is this node (every shard listens on
-//! the same address; the request then crosses to the owning shard by itself). Asking creates
-//! `__consumer_offsets` when it is missing, as in Kafka. v0-3 ask for one key, v4+ for a
-//! batch (`coordinator_keys`). Transaction coordinators do not exist yet: key type 1 gets
-//! COORDINATOR_NOT_AVAILABLE with a message saying so.
+//! FindCoordinator (key 10): the coordinator of a group is the broker leading the group's
+//! `__consumer_offsets` partition (as in Kafka), named with its advertised endpoint from the
+//! cluster view; on that broker every shard listens on the same address and the group's
+//! requests cross to the owning shard by themselves. Asking creates `__consumer_offsets` when
+//! it is missing. A leader that is not live (or none) is COORDINATOR_NOT_AVAILABLE
+//! (retriable). v0-3 ask for one key, v4+ for a batch (`coordinator_keys`). Transaction
+//! coordinators do not exist yet: key type 1 gets COORDINATOR_NOT_AVAILABLE with a message
+//! saying so.
 //!
-//! Never: names a node other than this one.
+//! Never: names a broker that is not registered as live.
 
 use std::rc::Rc;
 
@@ -16,7 +19,9 @@ use corebus_wire::kafka_protocol::messages::{
 use corebus_wire::kafka_protocol::protocol::StrBytes;
 
 use super::common::str_bytes;
-use super::group_routing::{MAX_GROUP_STRING_BYTES, offsets_topic};
+use super::group_routing::{MAX_GROUP_STRING_BYTES, coordinator_broker, offsets_topic};
+use crate::cluster::BrokerEndpoint;
+use crate::metadata::MetadataImage;
 use crate::shard::Shard;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -44,21 +49,20 @@ pub async fn handle(
                 "group id too long".to_string(),
             ))
         } else {
-            offsets_topic(shard)
-                .await
-                .map(|_| ())
-                .map_err(|e| (e, "the offsets topic is not available".to_string()))
+            match offsets_topic(shard).await {
+                Ok(image) => coordinator_endpoint(shard, &image, &key),
+                Err(e) => Err((e, "the offsets topic is not available".to_string())),
+            }
         };
         answers.push((key, outcome));
     }
-    let node = &shard.node;
-    let entry = |key: StrBytes, outcome: &Result<(), (ResponseError, String)>| {
+    let entry = |key: StrBytes, outcome: &Result<BrokerEndpoint, (ResponseError, String)>| {
         let c = Coordinator::default().with_key(key);
         match outcome {
-            Ok(()) => c
-                .with_node_id(BrokerId(node.node_id))
-                .with_host(str_bytes(node.host.clone()))
-                .with_port(node.port),
+            Ok(b) => c
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port),
             Err((e, m)) => c
                 .with_node_id(BrokerId(-1))
                 .with_host(str_bytes(""))
@@ -88,4 +92,30 @@ pub async fn handle(
         r = r.with_error_message(c.error_message);
     }
     r
+}
+
+/// The live broker coordinating the group `key`, or why there is none.
+fn coordinator_endpoint(
+    shard: &Shard,
+    image: &MetadataImage,
+    key: &str,
+) -> Result<BrokerEndpoint, (ResponseError, String)> {
+    let leader = coordinator_broker(image, key).ok_or_else(|| {
+        (
+            ResponseError::CoordinatorNotAvailable,
+            "the group's offsets partition has no leader".to_string(),
+        )
+    })?;
+    shard
+        .cluster()
+        .brokers
+        .iter()
+        .find(|b| b.node_id == leader)
+        .cloned()
+        .ok_or_else(|| {
+            (
+                ResponseError::CoordinatorNotAvailable,
+                format!("the group's coordinator, broker {leader}, is not live"),
+            )
+        })
 }

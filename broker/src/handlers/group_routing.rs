@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use corebus_wire::error_code::ResponseError;
 
-use super::create_topics::{NewTopic, create};
+use super::create_topics::{NewTopic, create_internal};
 use crate::groups::{OFFSETS_TOPIC, partition_for};
 use crate::metadata::MetadataImage;
+use crate::metadata::image::BrokerId;
+use crate::shard::router::NotHere;
 use crate::shard::{Shard, ShardId};
 
 /// Longest group id, instance id or protocol name accepted: Kafka's record layout stores
@@ -40,8 +42,9 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<MetadataImage>, Resp
         name: OFFSETS_TOPIC.to_string(),
         partitions,
         configs,
+        leaders: None,
     };
-    for result in create(shard, vec![topic], false).await {
+    for result in create_internal(shard, vec![topic]).await {
         match result {
             Ok(_) => tracing::info!(partitions, "created {OFFSETS_TOPIC}"),
             // Another request created it meanwhile.
@@ -59,7 +62,9 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<MetadataImage>, Resp
     }
 }
 
-/// The shard coordinating `group_id`.
+/// The shard of this node coordinating `group_id`: the group's `__consumer_offsets`
+/// partition is led here. Led by another broker: NOT_COORDINATOR (the client asks
+/// FindCoordinator again); led by none: COORDINATOR_NOT_AVAILABLE.
 pub async fn coordinator_shard(
     shard: &Rc<Shard>,
     group_id: &str,
@@ -69,8 +74,22 @@ pub async fn coordinator_shard(
         .topic(OFFSETS_TOPIC)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let p = partition_for(group_id, topic.partitions.len());
-    crate::shard::router::owner(&image, topic.id, p, shard.shard_count())
-        .ok_or(ResponseError::CoordinatorNotAvailable)
+    crate::shard::router::owner(&image, topic.id, p, shard.here()).map_err(|e| match e {
+        NotHere::NotLeader { leader } if leader >= 0 => ResponseError::NotCoordinator,
+        _ => ResponseError::CoordinatorNotAvailable,
+    })
+}
+
+/// The broker coordinating `group_id`: the leader of its `__consumer_offsets` partition (-1
+/// when it has none).
+pub fn coordinator_broker(image: &MetadataImage, group_id: &str) -> Option<BrokerId> {
+    let topic = image.topic(OFFSETS_TOPIC)?;
+    let p = partition_for(group_id, topic.partitions.len());
+    topic
+        .partitions
+        .get(usize::try_from(p).ok()?)
+        .map(|m| m.leader)
+        .filter(|l| *l >= 0)
 }
 
 /// Runs `f` on the shard coordinating `group_id` (one mesh hop); a group id too long to

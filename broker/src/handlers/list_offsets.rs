@@ -45,7 +45,7 @@ pub async fn handle(
             answers.push((ResponseError::UnknownTopicOrPartition.code(), -1, -1));
             match locate_partition(
                 &image,
-                shard.shard_count(),
+                shard.here(),
                 Some(topic.name.0.as_str()),
                 uuid::Uuid::nil(),
                 p.partition_index,

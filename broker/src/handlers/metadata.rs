@@ -1,7 +1,9 @@
 //! Metadata (key 3): the live brokers and the controller as the cluster view has them (the
-//! registrations in the consensus tree; this node alone without a group), this node as the
-//! leader of every partition it serves (replication comes later); topics with their ids
-//! (KIP-516) and partitions; auto-creation of unknown topics with `num.partitions` when the
+//! registrations in the consensus tree; this node alone without a group); topics with their
+//! ids (KIP-516) and partitions with their leader, leader epoch, replicas and ISR as the
+//! metadata image has them, so every broker of a cluster gives the same answer (a partition
+//! whose leader is not live: LEADER_NOT_AVAILABLE with leader -1, and its replicas that are
+//! not live listed as offline); auto-creation of unknown topics with `num.partitions` when the
 //! broker allows it (`auto.create.topics.enable`) and the request does.
 //!
 //! Never: reports a topic that is not in the metadata image; creates a topic named by id.
@@ -18,7 +20,7 @@ use corebus_wire::kafka_protocol::messages::{
 use uuid::Uuid;
 
 use super::common::{ItemError, str_bytes};
-use super::create_topics::{check_new_topic, create};
+use super::create_topics::{check_new_topic, create_internal};
 use crate::metadata::{TopicId, TopicMeta};
 use crate::shard::Shard;
 
@@ -36,7 +38,6 @@ enum Wanted {
 
 pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let image = shard.metadata();
-    let node = &shard.node;
     // v0 has no null: an empty list means every topic there.
     let all = match &request.topics {
         None => true,
@@ -85,10 +86,11 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     }
     let wanted = auto_create_missing(shard, wanted).await;
     let cluster = shard.cluster();
+    let live: Vec<i32> = cluster.brokers.iter().map(|b| b.node_id).collect();
     let topics = wanted
         .into_iter()
         .map(|w| match w {
-            Wanted::Found(meta) => topic_entry(&meta, node.node_id),
+            Wanted::Found(meta) => topic_entry(&meta, &live),
             Wanted::Missing { name, id, error } => MetadataResponseTopic::default()
                 .with_name(name.map(|n| TopicName(str_bytes(n))))
                 .with_topic_id(id)
@@ -119,20 +121,13 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
 /// Creates every `Wanted::Create` topic in one metadata change and replaces it by the result.
 async fn auto_create_missing(shard: &Rc<Shard>, wanted: Vec<Wanted>) -> Vec<Wanted> {
     let default_partitions = shard.config.settings.i64("num.partitions").unwrap_or(1) as i32;
+    let live: Vec<i32> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
     let mut new = Vec::new();
     let wanted: Vec<Wanted> = wanted
         .into_iter()
         .map(|w| match w {
             Wanted::Create(name) => {
-                match check_new_topic(
-                    &name,
-                    -1,
-                    -1,
-                    None,
-                    [],
-                    default_partitions,
-                    shard.node.node_id,
-                ) {
+                match check_new_topic(&name, -1, -1, None, [], default_partitions, &live) {
                     Ok(t) => {
                         new.push(t);
                         Wanted::Create(name)
@@ -150,7 +145,7 @@ async fn auto_create_missing(shard: &Rc<Shard>, wanted: Vec<Wanted>) -> Vec<Want
     if new.is_empty() {
         return wanted;
     }
-    let mut created = create(shard, new, false).await.into_iter();
+    let mut created = create_internal(shard, new).await.into_iter();
     wanted
         .into_iter()
         .map(|w| match w {
@@ -176,15 +171,35 @@ async fn auto_create_missing(shard: &Rc<Shard>, wanted: Vec<Wanted>) -> Vec<Want
         .collect()
 }
 
-fn topic_entry(meta: &TopicMeta, node_id: i32) -> MetadataResponseTopic {
-    let partitions = (0..meta.partitions.len() as i32)
-        .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(BrokerId(node_id))
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![BrokerId(node_id)])
-                .with_isr_nodes(vec![BrokerId(node_id)])
+fn topic_entry(meta: &TopicMeta, live: &[i32]) -> MetadataResponseTopic {
+    let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
+    let partitions = meta
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(p, m)| {
+            let offline: Vec<i32> = m
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !live.contains(r))
+                .collect();
+            let leader = if live.contains(&m.leader) {
+                m.leader
+            } else {
+                -1
+            };
+            let mut entry = MetadataResponsePartition::default()
+                .with_partition_index(p as i32)
+                .with_leader_id(BrokerId(leader))
+                .with_leader_epoch(m.leader_epoch)
+                .with_replica_nodes(ids(&m.replicas))
+                .with_isr_nodes(ids(&m.isr))
+                .with_offline_replicas(ids(&offline));
+            if leader < 0 {
+                entry.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            entry
         })
         .collect();
     MetadataResponseTopic::default()

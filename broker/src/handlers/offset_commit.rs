@@ -16,7 +16,7 @@ use corebus_wire::kafka_protocol::messages::offset_commit_response::{
 };
 use corebus_wire::kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::common::locate_partition;
+use super::common::find_partition;
 use super::group_routing::on_coordinator;
 use crate::groups::coordinator::CommitItem;
 use crate::shard::Shard;
@@ -33,9 +33,8 @@ pub async fn handle(
     let mut items = Vec::new();
     for t in &request.topics {
         for p in &t.partitions {
-            match locate_partition(
+            match find_partition(
                 &image,
-                shard.shard_count(),
                 Some(&t.name.0),
                 uuid::Uuid::nil(),
                 p.partition_index,

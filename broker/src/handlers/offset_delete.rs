@@ -16,7 +16,7 @@ use corebus_wire::kafka_protocol::messages::{
 };
 use corebus_wire::kafka_protocol::protocol::Decodable;
 
-use super::common::locate_partition;
+use super::common::find_partition;
 use super::group_routing::on_coordinator;
 use crate::shard::Shard;
 
@@ -36,9 +36,8 @@ pub async fn handle(
     for t in &request.topics {
         let mut parts = Vec::new();
         for p in &t.partitions {
-            match locate_partition(
+            match find_partition(
                 &image,
-                shard.shard_count(),
                 Some(&t.name.0),
                 uuid::Uuid::nil(),
                 p.partition_index,

@@ -70,6 +70,14 @@ struct Refused {
     record_errors: Vec<(usize, String)>,
 }
 
+/// The message beside a partition that cannot be produced to here.
+fn where_not(e: ResponseError) -> String {
+    match e {
+        ResponseError::NotLeaderOrFollower => "this broker is not the partition's leader".into(),
+        _ => "unknown partition".into(),
+    }
+}
+
 impl From<(i16, String)> for Refused {
     fn from((code, message): (i16, String)) -> Refused {
         Refused {
@@ -120,8 +128,8 @@ pub async fn handle(
                     "transactions are not supported yet".to_string(),
                 )))
             } else {
-                locate_partition(&image, shard.shard_count(), name, topic.topic_id, p.index)
-                    .map_err(|e| Refused::from((e.code(), "unknown partition".to_string())))
+                locate_partition(&image, shard.here(), name, topic.topic_id, p.index)
+                    .map_err(|e| Refused::from((e.code(), where_not(e))))
                     .and_then(|(id, owner)| {
                         // A topic's settings are resolved once per request, not per partition.
                         let rules = match &rules {

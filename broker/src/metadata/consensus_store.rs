@@ -8,7 +8,7 @@
 //! | path | holds |
 //! |---|---|
 //! | `/corebus/cluster/id` | `{"version":1,"cluster_id":"<32 hex>"}` |
-//! | `/corebus/topics/<name>` | `{"version":1,"id":"<uuid>","partitions":[<shard of p0>, ...]}` (the shards are legacy: the creating controller's placement, never read to route; each node computes its own, `crate::shard::router`) |
+//! | `/corebus/topics/<name>` | `{"version":2,"id":"<uuid>","partitions":[{"replicas":[<broker id>, ...],"leader":<broker id or -1>,"leader_epoch":E,"isr":[...],"partition_epoch":P}, ...]}` by partition number, as Kafka's `PartitionRecord`; no core index: which shard of the leader serves a partition is computed on that node (`crate::shard::router`). Version 1 held a shard index per partition instead: it is read as unassigned partitions, which the first broker to start adopts and rewrites as version 2 (`crate::metadata::open`) |
 //! | `/corebus/config/topics/<name>` | `{"version":1,"configs":{"<key>":"<value>", ...}}` (created with the topic, `{}` when none) |
 //! | `/corebus/producer-ids` | `{"version":1,"next":<first id not handed out>}` |
 //! | `/corebus/brokers/ids/<node id>` | ephemeral, one per live broker, under its session: `{"version":1,"node_id":N,"listeners":[{"name":"PLAINTEXT","host":"..","port":P}],"rack":null\|".."}` (`crate::cluster::registration`) |
@@ -20,6 +20,10 @@
 //! session bound (`corebus_consensus::session`: session timeout + a ping interval + a tick +
 //! a commit, plus an election if the group's leader changes meanwhile); a clean shutdown
 //! closes the session and they go at once.
+//!
+//! The tree's format version is 2: topic nodes are written as version 2, every other node
+//! keeps version 1 (its form did not change, so an older broker still reads it); version 1
+//! topic nodes are read as described above.
 //!
 //! Values are JSON because the image already is (`local_file` writes it with serde): one
 //! encoding for metadata, readable with any consensus client. Every value carries `version`; a
@@ -67,10 +71,13 @@ use uuid::Uuid;
 use super::{
     MetadataCommand, MetadataError, MetadataImage, MetadataStore, PartitionMeta, TopicId, TopicMeta,
 };
-use crate::shard::ShardId;
-
-/// The version of the node values this build writes; newer ones are refused.
-pub const TREE_FORMAT_VERSION: u32 = 1;
+/// The version topic nodes are written in, the tree format's (the newest read; 1 is read
+/// too). 2: each partition's replicas, leader, epochs and ISR (1: a shard index).
+pub const TOPIC_NODE_VERSION: u32 = 2;
+/// The version of the nodes whose form has not changed since format 1 (cluster id, settings,
+/// producer ids, controller epoch, registrations, controller): still written as 1, so a
+/// broker of the previous release reads them during a rolling upgrade.
+pub const NODE_VERSION_1: u32 = 1;
 /// Time one call to the consensus group may take (retries on other members included).
 pub const METADATA_STORE_TIMEOUT_MS: u64 = 5_000;
 /// Compare-and-set attempts on the producer-id counter before a change gives up.
@@ -122,7 +129,14 @@ struct Envelope {
 struct TopicNode {
     version: u32,
     id: Uuid,
-    /// The owning shard of each partition, by partition number.
+    /// Each partition's replicas, leader, epochs and ISR, by partition number.
+    partitions: Vec<PartitionMeta>,
+}
+
+/// A topic node of format 1: a shard index per partition, which no broker reads any more.
+#[derive(Debug, Deserialize)]
+struct TopicNodeV1 {
+    id: Uuid,
     partitions: Vec<u16>,
 }
 
@@ -153,7 +167,7 @@ struct ControllerEpochNode {
 /// The value of [`CONTROLLER_EPOCH`] holding `epoch`.
 pub fn controller_epoch_value(epoch: u64) -> Vec<u8> {
     encode(&ControllerEpochNode {
-        version: TREE_FORMAT_VERSION,
+        version: NODE_VERSION_1,
         epoch,
     })
 }
@@ -187,15 +201,24 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// Decodes a node value, refusing an unknown format version.
+/// Decodes a node value of a form unchanged since format 1, refusing any other version.
 pub(crate) fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T, MetadataError> {
+    decode_up_to(path, bytes, NODE_VERSION_1)
+}
+
+/// Decodes a node value of version 1..=`newest`, refusing any other.
+fn decode_up_to<T: DeserializeOwned>(
+    path: &str,
+    bytes: &[u8],
+    newest: u32,
+) -> Result<T, MetadataError> {
     let env: Envelope = serde_json::from_slice(bytes)
         .map_err(|e| bad(path, format!("not a corebus value: {e}")))?;
-    if env.version == 0 || env.version > TREE_FORMAT_VERSION {
+    if env.version == 0 || env.version > newest {
         return Err(bad(
             path,
             format!(
-                "format version {} is not one this corebus reads (1..={TREE_FORMAT_VERSION})",
+                "format version {} is not one this corebus reads (1..={newest})",
                 env.version
             ),
         ));
@@ -205,29 +228,29 @@ pub(crate) fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T,
 
 fn topic_value(t: &TopicMeta) -> Vec<u8> {
     encode(&TopicNode {
-        version: TREE_FORMAT_VERSION,
+        version: TOPIC_NODE_VERSION,
         id: t.id.0,
-        partitions: t.partitions.iter().map(|p| p.shard.0).collect(),
+        partitions: t.partitions.clone(),
     })
 }
 
 fn config_value(configs: &BTreeMap<String, String>) -> Vec<u8> {
     encode(&ConfigNode {
-        version: TREE_FORMAT_VERSION,
+        version: NODE_VERSION_1,
         configs: configs.clone(),
     })
 }
 
 fn producer_ids_value(next: i64) -> Vec<u8> {
     encode(&ProducerIdsNode {
-        version: TREE_FORMAT_VERSION,
+        version: NODE_VERSION_1,
         next,
     })
 }
 
 fn cluster_id_value(id: &str) -> Vec<u8> {
     encode(&ClusterIdNode {
-        version: TREE_FORMAT_VERSION,
+        version: NODE_VERSION_1,
         cluster_id: id.to_string(),
     })
 }
@@ -238,21 +261,32 @@ fn decode_topic(
     bytes: &[u8],
     configs: BTreeMap<String, String>,
 ) -> Result<TopicMeta, MetadataError> {
-    let node: TopicNode = decode(path, bytes)?;
-    if node.id.is_nil() {
+    let env: Envelope = decode_up_to(path, bytes, TOPIC_NODE_VERSION)?;
+    let (id, partitions) = if env.version == 1 {
+        let node: TopicNodeV1 = decode_up_to(path, bytes, TOPIC_NODE_VERSION)?;
+        let unassigned = vec![PartitionMeta::unassigned(); node.partitions.len()];
+        (node.id, unassigned)
+    } else {
+        let node: TopicNode = decode_up_to(path, bytes, TOPIC_NODE_VERSION)?;
+        for (i, p) in node.partitions.iter().enumerate() {
+            if !p.is_assigned() {
+                return Err(bad(path, format!("partition {i} has no replicas")));
+            }
+            p.check()
+                .map_err(|e| bad(path, format!("partition {i}: {e}")))?;
+        }
+        (node.id, node.partitions)
+    };
+    if id.is_nil() {
         return Err(bad(path, "nil topic id"));
     }
-    if node.partitions.is_empty() {
+    if partitions.is_empty() {
         return Err(bad(path, "a topic without partitions"));
     }
     Ok(TopicMeta {
         name: name.to_string(),
-        id: TopicId(node.id),
-        partitions: node
-            .partitions
-            .into_iter()
-            .map(|s| PartitionMeta { shard: ShardId(s) })
-            .collect(),
+        id: TopicId(id),
+        partitions,
         configs,
     })
 }

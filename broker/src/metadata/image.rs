@@ -1,8 +1,10 @@
-//! The metadata image: every topic with its id, partitions and their owning shards, per-topic
-//! settings, the cluster id and the producer-id allocator; and the commands that change it.
+//! The metadata image: every topic with its id, its partitions (replicas, leader, leader epoch,
+//! ISR and partition epoch of each, by broker id), per-topic settings, the cluster id and the
+//! producer-id allocator; and the commands that change it.
 //!
 //! Owns: `MetadataImage`, `MetadataCommand`, `TopicId`, and the rules a change must obey
-//! (names unique, ids never reused, producer ids only move forward).
+//! (names unique, ids never reused, producer ids only move forward, a partition's leader is
+//! one of its replicas and its ISR a subset of them).
 //! Never: does I/O (the store persists images), validates setting values (the handlers do,
 //! against the settings table).
 
@@ -12,10 +14,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::MetadataError;
-use crate::shard::ShardId;
 
 /// The version of the image's on-disk form; a newer file is refused, an older one upgraded.
-pub const IMAGE_FORMAT_VERSION: u32 = 1;
+/// 2: partitions carry replicas, leader, epochs and ISR by broker id (1 had a shard index).
+pub const IMAGE_FORMAT_VERSION: u32 = 2;
+
+/// A broker's node id, as the wire and the metadata name it.
+pub type BrokerId = i32;
+
+/// "No leader" (Kafka's -1).
+pub const NO_LEADER: BrokerId = -1;
 
 /// A topic id (KIP-516): a random UUID, never the all-zero one (the wire's "no id").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -33,14 +41,93 @@ impl TopicId {
     }
 }
 
-/// One partition. `shard` is a legacy field of the stored formats (the local file's format 1
-/// and the tree's format 1 record it): the shard the controller's own placement gave the
-/// partition when it was created. Nothing reads it to route: each node computes its owner
-/// from its own shard count (`shard::router`). It goes when the tree layout gains replicas,
-/// leaders and ISRs (the data-path issue's next step).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One partition, as Kafka's `PartitionRecord` has it: which brokers hold a replica, which of
+/// them leads (and since which leader epoch), which are in sync, and a partition epoch bumped
+/// by every change of these. Nothing here names a core: which shard of the leader serves the
+/// partition is computed on that node (`shard::router`).
+///
+/// A partition read from an older format (which recorded only a shard index) has no replicas
+/// yet ([`PartitionMeta::is_assigned`] is false); the broker that opens such a store adopts it
+/// (`metadata::open`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMeta {
-    pub shard: ShardId,
+    #[serde(default)]
+    pub replicas: Vec<BrokerId>,
+    #[serde(default = "no_leader")]
+    pub leader: BrokerId,
+    #[serde(default)]
+    pub leader_epoch: i32,
+    #[serde(default)]
+    pub isr: Vec<BrokerId>,
+    #[serde(default)]
+    pub partition_epoch: i32,
+}
+
+fn no_leader() -> BrokerId {
+    NO_LEADER
+}
+
+impl PartitionMeta {
+    /// A new partition with one replica, `leader`, which leads it and is in sync.
+    pub fn led_by(leader: BrokerId) -> PartitionMeta {
+        PartitionMeta {
+            replicas: vec![leader],
+            leader,
+            leader_epoch: 0,
+            isr: vec![leader],
+            partition_epoch: 0,
+        }
+    }
+
+    /// A partition of an older format, not yet given to a broker.
+    pub fn unassigned() -> PartitionMeta {
+        PartitionMeta {
+            replicas: Vec::new(),
+            leader: NO_LEADER,
+            leader_epoch: 0,
+            isr: Vec::new(),
+            partition_epoch: 0,
+        }
+    }
+
+    pub fn is_assigned(&self) -> bool {
+        !self.replicas.is_empty()
+    }
+
+    /// What is wrong with this partition's fields, if anything: replicas distinct and
+    /// non-negative, the leader one of them (or none), the ISR a subset of them.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &self.replicas {
+            if *r < 0 || !seen.insert(*r) {
+                return Err(format!(
+                    "replicas {:?} are not distinct broker ids",
+                    self.replicas
+                ));
+            }
+        }
+        if self.leader != NO_LEADER && !seen.contains(&self.leader) {
+            return Err(format!(
+                "leader {} is not one of the replicas {:?}",
+                self.leader, self.replicas
+            ));
+        }
+        let mut in_sync = std::collections::BTreeSet::new();
+        if self
+            .isr
+            .iter()
+            .any(|b| !seen.contains(b) || !in_sync.insert(*b))
+        {
+            return Err(format!(
+                "ISR {:?} is not a set of the replicas {:?}",
+                self.isr, self.replicas
+            ));
+        }
+        if self.leader_epoch < 0 || self.partition_epoch < 0 {
+            return Err("negative epoch".into());
+        }
+        Ok(())
+    }
 }
 
 /// One topic.
@@ -80,6 +167,12 @@ pub enum MetadataCommand {
     AddPartitions {
         id: TopicId,
         added: Vec<PartitionMeta>,
+    },
+    /// Replaces the replicas, leader, epochs and ISR of some partitions of a topic (the
+    /// adoption of partitions of an older format; later leader changes).
+    AssignPartitions {
+        id: TopicId,
+        assignments: Vec<(i32, PartitionMeta)>,
     },
     /// Replaces a topic's settings.
     SetTopicConfigs {
@@ -128,6 +221,9 @@ impl MetadataImage {
     pub fn apply(&mut self, cmd: MetadataCommand) -> Result<(), MetadataError> {
         match cmd {
             MetadataCommand::CreateTopic(t) => {
+                for p in &t.partitions {
+                    p.check().map_err(MetadataError::Invalid)?;
+                }
                 if self.topics.contains_key(&t.name) {
                     return Err(MetadataError::TopicExists(t.name));
                 }
@@ -148,7 +244,25 @@ impl MetadataImage {
                 self.topics.remove(&name);
             }
             MetadataCommand::AddPartitions { id, added } => {
+                for p in &added {
+                    p.check().map_err(MetadataError::Invalid)?;
+                }
                 self.topic_mut(id)?.partitions.extend(added);
+            }
+            MetadataCommand::AssignPartitions { id, assignments } => {
+                for (p, meta) in &assignments {
+                    meta.check().map_err(MetadataError::Invalid)?;
+                    let count = self.topic_mut(id)?.partitions.len();
+                    if usize::try_from(*p).map_or(true, |p| p >= count) {
+                        return Err(MetadataError::Invalid(format!(
+                            "partition {p} of a topic of {count}"
+                        )));
+                    }
+                }
+                let topic = self.topic_mut(id)?;
+                for (p, meta) in assignments {
+                    topic.partitions[p as usize] = meta;
+                }
             }
             MetadataCommand::SetTopicConfigs { id, configs } => {
                 self.topic_mut(id)?.configs = configs;
@@ -166,6 +280,36 @@ impl MetadataImage {
             }
         }
         Ok(())
+    }
+
+    /// The partitions of an older format that no broker has yet, as (topic id, partition).
+    pub fn unassigned(&self) -> Vec<(TopicId, i32)> {
+        self.topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| !p.is_assigned())
+                    .map(|(i, _)| (t.id, i as i32))
+            })
+            .collect()
+    }
+
+    /// The commands that give every unassigned partition to `broker` as its only replica and
+    /// leader (one per topic); empty when there is none.
+    pub fn adopt_unassigned(&self, broker: BrokerId) -> Vec<MetadataCommand> {
+        let mut by_topic: BTreeMap<TopicId, Vec<(i32, PartitionMeta)>> = BTreeMap::new();
+        for (id, p) in self.unassigned() {
+            by_topic
+                .entry(id)
+                .or_default()
+                .push((p, PartitionMeta::led_by(broker)));
+        }
+        by_topic
+            .into_iter()
+            .map(|(id, assignments)| MetadataCommand::AssignPartitions { id, assignments })
+            .collect()
     }
 
     fn topic_mut(&mut self, id: TopicId) -> Result<&mut TopicMeta, MetadataError> {
@@ -187,7 +331,7 @@ mod tests {
         TopicMeta {
             name: name.into(),
             id: TopicId::random(),
-            partitions: vec![PartitionMeta { shard: ShardId(0) }; 2],
+            partitions: vec![PartitionMeta::led_by(1); 2],
             configs: BTreeMap::new(),
         }
     }
@@ -218,7 +362,7 @@ mod tests {
         img.apply(MetadataCommand::CreateTopic(t.clone())).unwrap();
         img.apply(MetadataCommand::AddPartitions {
             id: t.id,
-            added: vec![PartitionMeta { shard: ShardId(1) }],
+            added: vec![PartitionMeta::led_by(2)],
         })
         .unwrap();
         assert_eq!(img.topic("a").unwrap().partitions.len(), 3);
@@ -236,5 +380,63 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_format_1_partition_reads_unassigned_and_is_adopted() {
+        // The local file's format 1 recorded a shard index per partition.
+        let old: PartitionMeta = serde_json::from_str(r#"{"shard":3}"#).unwrap();
+        assert_eq!(old, PartitionMeta::unassigned());
+        let mut img = MetadataImage::new_cluster();
+        let mut t = topic("a");
+        t.partitions = vec![PartitionMeta::unassigned(), PartitionMeta::led_by(1)];
+        img.apply(MetadataCommand::CreateTopic(t.clone())).unwrap();
+        assert_eq!(img.unassigned(), vec![(t.id, 0)]);
+        for c in img.adopt_unassigned(7) {
+            img.apply(c).unwrap();
+        }
+        assert!(img.unassigned().is_empty());
+        let parts = &img.topic("a").unwrap().partitions;
+        assert_eq!(parts[0], PartitionMeta::led_by(7));
+        assert_eq!(parts[1], PartitionMeta::led_by(1));
+        assert!(img.adopt_unassigned(7).is_empty());
+    }
+
+    #[test]
+    fn impossible_partitions_are_refused() {
+        let bad = [
+            PartitionMeta {
+                leader: 2,
+                ..PartitionMeta::led_by(1)
+            },
+            PartitionMeta {
+                isr: vec![1, 2],
+                ..PartitionMeta::led_by(1)
+            },
+            PartitionMeta {
+                replicas: vec![1, 1],
+                ..PartitionMeta::led_by(1)
+            },
+            PartitionMeta {
+                leader_epoch: -1,
+                ..PartitionMeta::led_by(1)
+            },
+        ];
+        for p in bad {
+            assert!(p.check().is_err(), "{p:?}");
+            let mut img = MetadataImage::new_cluster();
+            let mut t = topic("a");
+            t.partitions = vec![p.clone()];
+            assert!(img.apply(MetadataCommand::CreateTopic(t)).is_err());
+        }
+        let mut img = MetadataImage::new_cluster();
+        let t = topic("a");
+        img.apply(MetadataCommand::CreateTopic(t.clone())).unwrap();
+        let out_of_range = MetadataCommand::AssignPartitions {
+            id: t.id,
+            assignments: vec![(2, PartitionMeta::led_by(1))],
+        };
+        assert!(img.apply(out_of_range).is_err());
+        assert_eq!(img.topic("a").unwrap().partitions, t.partitions);
     }
 }

@@ -58,6 +58,9 @@ impl LocalFileStore {
                 ),
             });
         }
+        // An older file is upgraded in memory (its partitions read as unassigned, adopted by
+        // `metadata::open`) and written in the current format by the next change.
+        img.format_version = IMAGE_FORMAT_VERSION;
         img.reindex();
         Ok(Some(img))
     }
@@ -142,7 +145,33 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), MetadataError> {
 mod tests {
     use super::*;
     use crate::metadata::{PartitionMeta, TopicId, TopicMeta};
-    use crate::shard::ShardId;
+
+    #[test]
+    fn a_format_1_file_reads_with_unassigned_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = TopicId::random();
+        // What the previous release wrote (format 1: a shard index per partition).
+        let old = format!(
+            r#"{{"format_version":1,"cluster_id":"abc","epoch":4,"topics":{{"t":{{"name":"t","id":"{}","partitions":[{{"shard":0}},{{"shard":1}}],"configs":{{}}}}}},"next_producer_id":2000}}"#,
+            id.0
+        );
+        fs::write(dir.path().join(METADATA_FILE_NAME), old).unwrap();
+        let mut img = LocalFileStore::load_or_init(dir.path()).unwrap();
+        assert_eq!(img.format_version, IMAGE_FORMAT_VERSION);
+        assert_eq!(img.unassigned(), vec![(id, 0), (id, 1)]);
+        let adopt = img.adopt_unassigned(3);
+        LocalFileStore::apply_blocking(dir.path(), &mut img, adopt).unwrap();
+        let again = LocalFileStore::load_or_init(dir.path()).unwrap();
+        assert_eq!(again.cluster_id, "abc");
+        assert_eq!(again.next_producer_id, 2000);
+        assert_eq!(
+            again.topic("t").unwrap().partitions,
+            vec![PartitionMeta::led_by(3); 2]
+        );
+        let text = fs::read_to_string(dir.path().join(METADATA_FILE_NAME)).unwrap();
+        assert!(text.contains(r#""format_version": 2"#), "{text}");
+        assert!(!text.contains("shard"), "{text}");
+    }
 
     #[test]
     fn survives_reload_and_refuses_corruption() {
@@ -157,7 +186,7 @@ mod tests {
                 MetadataCommand::CreateTopic(TopicMeta {
                     name: "t".into(),
                     id,
-                    partitions: vec![PartitionMeta { shard: ShardId(0) }],
+                    partitions: vec![PartitionMeta::led_by(0)],
                     configs: Default::default(),
                 }),
                 MetadataCommand::AllocateProducerIds { count: 10 },

@@ -1,4 +1,4 @@
-//! Cluster metadata: topics with their ids, partition counts and owning shards, per-topic
+//! Cluster metadata: topics with their ids, partitions (replicas, leader, ISR), per-topic
 //! settings and the producer-id allocator, behind the `MetadataStore` interface. Two stores:
 //! the consensus tree (`consensus_store`, the default whenever the node has the consensus role
 //! or `--consensus-peers`) and a local file written atomically (`local_file`, for a broker
@@ -9,6 +9,7 @@
 //! Never: is read from disk on the request path (every shard holds the current image in
 //! memory); hands out a producer id before the block holding it is durable.
 
+pub mod assign;
 pub mod consensus_store;
 pub mod controller;
 pub mod image;

@@ -8,6 +8,12 @@
 //!   topics the tree wins and the file is left alone (and said so).
 //! - Otherwise (a broker without any consensus group): the local file (`local_file`).
 //!
+//! - Partitions of an older format (which recorded a shard index, not brokers) are adopted by
+//!   this broker once: it becomes their only replica and leader, and the store is rewritten in
+//!   the current format. In a group of several brokers the first one to start with this
+//!   release adopts them (each broker of an older release kept its own copy of every
+//!   partition; the adopter's copy is the one served from then on).
+//!
 //! Which shard serves a partition is not read from here: each node computes it from its own
 //! shard count (`shard::router`), so a node restarted with another `--shards` rewrites
 //! nothing.
@@ -36,6 +42,9 @@ const LOAD_RETRY_MS: u64 = 200;
 const LOAD_WAIT_LOG_MS: u64 = 5_000;
 /// What the local metadata file is renamed to once imported into the tree.
 pub const IMPORTED_FILE_NAME: &str = "corebus-metadata.json.imported";
+/// Topics adopted per metadata change (each topic is one tree write; a change holds at most
+/// `corebus_consensus::limits::MAX_MULTI_OPS`).
+const ADOPT_TOPICS_PER_CHANGE: usize = 256;
 
 /// The loaded metadata, before its store is built on the controller shard.
 pub enum Opened {
@@ -91,12 +100,29 @@ fn servers(config: &Config, own: Option<SocketAddr>) -> Vec<SocketAddr> {
 
 /// Picks the store, loads it, imports an old local file if due.
 pub fn open(config: &Config, own: Option<SocketAddr>) -> Result<Opened, MetadataError> {
+    let me = config.node_id;
     if !uses_consensus(config) {
-        let image = LocalFileStore::load_or_init(&config.data_dir)?;
+        let mut image = LocalFileStore::load_or_init(&config.data_dir)?;
+        let adopt = image.adopt_unassigned(me);
+        if !adopt.is_empty() {
+            let topics = adopt.len();
+            LocalFileStore::apply_blocking(&config.data_dir, &mut image, adopt)?;
+            info!(
+                topics,
+                node_id = me,
+                "partitions of an older metadata format adopted"
+            );
+        }
         return Ok(Opened::Local(image));
     }
     let servers = servers(config, own);
-    let file = LocalFileStore::read_existing(&config.data_dir)?;
+    let mut file = LocalFileStore::read_existing(&config.data_dir)?;
+    if let Some(file) = file.as_mut() {
+        // Imported with this broker as the leader of what it holds.
+        for c in file.adopt_unassigned(me) {
+            file.apply(c)?;
+        }
+    }
     let data_dir = config.data_dir.clone();
     let loaded = crate::consensus::with_client(
         servers.clone(),
@@ -107,6 +133,7 @@ pub fn open(config: &Config, own: Option<SocketAddr>) -> Result<Opened, Metadata
             if let Some(file) = file {
                 migrate(&store, &file, &data_dir).await?;
             }
+            adopt(&store, me).await?;
             Ok::<_, MetadataError>(store.loaded())
         },
     )
@@ -147,6 +174,26 @@ async fn load_waiting(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Gives the tree's partitions of an older format to this broker (see the module docs).
+async fn adopt(store: &ConsensusStore, me: i32) -> Result<(), MetadataError> {
+    let cmds = store.current().adopt_unassigned(me);
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    let topics = cmds.len();
+    let mut left = cmds.into_iter().peekable();
+    while left.peek().is_some() {
+        let chunk: Vec<_> = left.by_ref().take(ADOPT_TOPICS_PER_CHANGE).collect();
+        store.apply(chunk).await?;
+    }
+    info!(
+        topics,
+        node_id = me,
+        "partitions of tree format 1 adopted and rewritten in format 2"
+    );
+    Ok(())
 }
 
 /// Imports the old local file once (see the module docs).

@@ -195,7 +195,7 @@ impl Shard {
             *current = image.clone();
         }
         self.logs
-            .sync_with(&image, self.id, self.shard_count(), &self.config.settings)
+            .sync_with(&image, self.id, self.here(), &self.config.settings)
             .await;
     }
 
@@ -219,6 +219,14 @@ impl Shard {
 
     pub fn shard_count(&self) -> usize {
         self.mesh.shard_count()
+    }
+
+    /// This node as routing sees it (`router::owner`).
+    pub fn here(&self) -> router::Here {
+        router::Here {
+            node_id: self.node.node_id,
+            shard_count: self.shard_count(),
+        }
     }
 
     /// Runs `f` on `target`: directly when it is this shard, else through the mesh.

@@ -14,6 +14,7 @@ use super::ShardId;
 use super::producer_state::{
     PRODUCER_STATE_REBUILD_BATCHES, PRODUCER_STATE_REBUILD_RECORDS, ProducerStates,
 };
+use super::router::Here;
 use crate::config::BrokerSettings;
 use crate::config::settings::{Scope, in_scope};
 use crate::metadata::{MetadataImage, TopicId};
@@ -90,15 +91,17 @@ impl ShardLogs {
         &self.storage
     }
 
-    /// Brings the open logs in line with `image`: opens (recovering) every partition that
-    /// `me` owns among this node's `shard_count` shards (`router::owner`) and that is not open, updates settings that changed, and sets aside the directories of
-    /// topics that are gone. A partition that fails to open stays closed and its error is
+    /// Brings the open logs in line with `image`: opens (recovering) every partition of which
+    /// this node holds a replica on shard `me` (`router::replica_shard`) and that is not open,
+    /// updates settings that changed, closes (cleanly, keeping the directory) the logs of
+    /// partitions that are no longer this node's on this shard, and sets aside the directories
+    /// of topics that are gone. A partition that fails to open stays closed and its error is
     /// logged; clients get KAFKA_STORAGE_ERROR for it.
     pub async fn sync_with(
         &self,
         image: &MetadataImage,
         me: ShardId,
-        shard_count: usize,
+        here: Here,
         settings: &BrokerSettings,
     ) {
         // Closed only when the shard is dropped, which no caller outlives.
@@ -140,6 +143,33 @@ impl ShardLogs {
             set_aside(log.dir(), id).await;
         })
         .await;
+        // Partitions that moved to another broker: closed cleanly, their directory kept.
+        let moved: Vec<PartitionKey> = self
+            .logs
+            .borrow()
+            .keys()
+            .filter(|(id, p)| super::router::replica_shard(image, *id, *p, here) != Some(me))
+            .copied()
+            .collect();
+        let mut moved_logs = Vec::new();
+        for key in moved {
+            self.producers.borrow_mut().remove(&key);
+            if let Some(log) = self.logs.borrow_mut().remove(&key) {
+                moved_logs.push(log);
+            }
+        }
+        if !moved_logs.is_empty() {
+            info!(
+                partitions = moved_logs.len(),
+                "partitions no longer served by this shard: their logs are closed"
+            );
+        }
+        run_bounded(moved_logs, CONCURRENT_LOG_OPENS_CLOSES, |log| async move {
+            if let Err(e) = log.close().await {
+                warn!(dir = %log.dir().display(), error = %e, "closing a moved partition failed");
+            }
+        })
+        .await;
         let mut to_open = Vec::new();
         for topic in image.topics.values() {
             let config_changed = self
@@ -149,7 +179,7 @@ impl ShardLogs {
                 .is_none_or(|(_, c)| c != &topic.configs);
             let config = log_config(settings, &topic.configs);
             for p in 0..topic.partitions.len() {
-                if super::router::owner(image, topic.id, p as i32, shard_count) != Some(me) {
+                if super::router::replica_shard(image, topic.id, p as i32, here) != Some(me) {
                     continue;
                 }
                 let key = (topic.id, p as i32);

@@ -5,10 +5,11 @@
 //! per item in request order. A request spanning S shards therefore waits for the slowest
 //! group, not the sum of S.
 //!
-//! The owner is computed here, per node, from `placement::place` and this node's own shard
-//! count: which core serves a partition is a node-local fact, so two brokers with different
-//! shard counts (or one restarted with another `--shards`) each place every partition on a
-//! shard of their own, and nothing in the replicated metadata says or decides it.
+//! Which broker serves a partition is in the replicated metadata (its leader); which core of
+//! that broker serves it is computed here, per node, from `placement::place` and this node's
+//! own shard count: a node-local fact, so two brokers with different shard counts (or one
+//! restarted with another `--shards`) each place their partitions on shards of their own, and
+//! nothing in the replicated metadata says or decides it.
 //!
 //! Never: visits shards one after another; reorders results; drops an item (an item of a
 //! group whose shard is gone gets [`ShardGone`]); touches another shard's state except
@@ -20,21 +21,59 @@ use std::rc::Rc;
 use super::mesh::ShardGone;
 use super::placement::place;
 use super::{Shard, ShardId};
-use crate::metadata::{MetadataImage, TopicId};
+use crate::metadata::image::BrokerId;
+use crate::metadata::{MetadataImage, PartitionMeta, TopicId};
 
-/// The shard of this node (of `shard_count`) that owns `partition` of `topic`, if the image
-/// has that partition.
+/// This node, as routing sees it: its broker id and its number of shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Here {
+    pub node_id: BrokerId,
+    pub shard_count: usize,
+}
+
+/// Why this node does not serve a partition's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotHere {
+    /// The image has no such topic or partition.
+    NoSuchPartition,
+    /// Another broker leads it (or none does: `leader` is -1).
+    NotLeader { leader: BrokerId },
+}
+
+fn partition_meta(image: &MetadataImage, topic: TopicId, partition: i32) -> Option<&PartitionMeta> {
+    let meta = image.topic_by_id(topic)?;
+    meta.partitions.get(usize::try_from(partition).ok()?)
+}
+
+/// The shard of this node that serves `partition` of `topic`'s requests: the partition exists
+/// and this node leads it.
 pub fn owner(
     image: &MetadataImage,
     topic: TopicId,
     partition: i32,
-    shard_count: usize,
+    here: Here,
+) -> Result<ShardId, NotHere> {
+    let meta = partition_meta(image, topic, partition).ok_or(NotHere::NoSuchPartition)?;
+    if meta.leader != here.node_id {
+        return Err(NotHere::NotLeader {
+            leader: meta.leader,
+        });
+    }
+    Ok(place(topic.0, partition, here.shard_count))
+}
+
+/// The shard of this node that holds its replica of `partition` of `topic`, if this node has
+/// one (its log is open there).
+pub fn replica_shard(
+    image: &MetadataImage,
+    topic: TopicId,
+    partition: i32,
+    here: Here,
 ) -> Option<ShardId> {
-    let meta = image.topic_by_id(topic)?;
-    let p = usize::try_from(partition).ok()?;
-    meta.partitions
-        .get(p)
-        .map(|_| place(topic.0, partition, shard_count))
+    let meta = partition_meta(image, topic, partition)?;
+    meta.replicas
+        .contains(&here.node_id)
+        .then(|| place(topic.0, partition, here.shard_count))
 }
 
 /// Items grouped by owning shard, in order of first appearance: for each shard, the
@@ -145,6 +184,40 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::metadata::{MetadataCommand, TopicMeta};
+
+    #[test]
+    fn only_the_leader_owns_and_only_replicas_hold() {
+        let mut image = MetadataImage::new_cluster();
+        let id = TopicId::random();
+        let mut follower = PartitionMeta::led_by(2);
+        follower.replicas.push(1);
+        image
+            .apply(MetadataCommand::CreateTopic(TopicMeta {
+                name: "t".into(),
+                id,
+                partitions: vec![PartitionMeta::led_by(1), follower, PartitionMeta::led_by(3)],
+                configs: Default::default(),
+            }))
+            .unwrap();
+        let here = Here {
+            node_id: 1,
+            shard_count: 4,
+        };
+        assert_eq!(owner(&image, id, 0, here), Ok(place(id.0, 0, 4)));
+        assert_eq!(
+            owner(&image, id, 1, here),
+            Err(NotHere::NotLeader { leader: 2 })
+        );
+        assert_eq!(owner(&image, id, 3, here), Err(NotHere::NoSuchPartition));
+        assert_eq!(owner(&image, id, -1, here), Err(NotHere::NoSuchPartition));
+        assert_eq!(
+            owner(&image, TopicId::random(), 0, here),
+            Err(NotHere::NoSuchPartition)
+        );
+        assert_eq!(replica_shard(&image, id, 1, here), Some(place(id.0, 1, 4)));
+        assert_eq!(replica_shard(&image, id, 2, here), None);
+    }
 
     proptest! {
         /// Any assignment of items to shards, any shards failing: every item comes back in

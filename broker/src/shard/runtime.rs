@@ -227,7 +227,7 @@ fn run_shards(
                 // Recovery of this shard's partitions happens before it accepts a connection.
                 shard
                     .logs
-                    .sync_with(&image, id, shard.shard_count(), &shard.config.settings)
+                    .sync_with(&image, id, shard.here(), &shard.config.settings)
                     .await;
                 // Groups are rebuilt from their offsets partitions before any request, from
                 // a client or another shard, can reach them.

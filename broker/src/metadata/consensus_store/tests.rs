@@ -16,10 +16,7 @@ fn values_round_trip_and_bad_ones_are_errors() {
     let t = TopicMeta {
         name: "orders".into(),
         id: TopicId::random(),
-        partitions: vec![
-            PartitionMeta { shard: ShardId(0) },
-            PartitionMeta { shard: ShardId(3) },
-        ],
+        partitions: vec![PartitionMeta::led_by(1), PartitionMeta::led_by(4)],
         configs: BTreeMap::new(),
     };
     let path = topic_path("orders");
@@ -44,8 +41,8 @@ fn values_round_trip_and_bad_ones_are_errors() {
     };
     assert!(refused(b"").contains("not a corebus value"));
     assert!(refused(b"{ torn").contains("not a corebus value"));
-    let newer = format!(r#"{{"version":2,"id":"{}","partitions":[0]}}"#, t.id.0);
-    assert!(refused(newer.as_bytes()).contains("format version 2"));
+    let newer = format!(r#"{{"version":3,"id":"{}","partitions":[]}}"#, t.id.0);
+    assert!(refused(newer.as_bytes()).contains("format version 3"));
     assert!(refused(br#"{"version":0}"#).contains("format version 0"));
     let nil = r#"{"version":1,"id":"00000000-0000-0000-0000-000000000000","partitions":[0]}"#;
     assert!(refused(nil.as_bytes()).contains("nil"));
@@ -53,8 +50,32 @@ fn values_round_trip_and_bad_ones_are_errors() {
     assert!(refused(empty.as_bytes()).contains("without partitions"));
     let bad_shard = format!(r#"{{"version":1,"id":"{}","partitions":[-1]}}"#, t.id.0);
     refused(bad_shard.as_bytes());
+    // Format 2 refuses impossible partitions, naming which.
+    let no_replicas = format!(
+        r#"{{"version":2,"id":"{}","partitions":[{{"replicas":[],"leader":-1,"leader_epoch":0,"isr":[],"partition_epoch":0}}]}}"#,
+        t.id.0
+    );
+    assert!(refused(no_replicas.as_bytes()).contains("partition 0 has no replicas"));
+    let foreign_leader = format!(
+        r#"{{"version":2,"id":"{}","partitions":[{{"replicas":[1],"leader":2,"leader_epoch":0,"isr":[1],"partition_epoch":0}}]}}"#,
+        t.id.0
+    );
+    assert!(refused(foreign_leader.as_bytes()).contains("not one of the replicas"));
     assert!(decode_producer_ids(br#"{"version":1,"next":-5}"#).is_err());
     assert!(decode_producer_ids(br#"{"version":1}"#).is_err());
+}
+
+#[test]
+fn a_format_1_topic_node_reads_as_unassigned_partitions() {
+    let id = TopicId::random();
+    let v1 = format!(r#"{{"version":1,"id":"{}","partitions":[0,3,1]}}"#, id.0);
+    let t = decode_topic("old", "/corebus/topics/old", v1.as_bytes(), BTreeMap::new()).unwrap();
+    assert_eq!(t.id, id);
+    assert_eq!(t.partitions, vec![PartitionMeta::unassigned(); 3]);
+    // Written back, it is format 2 and names no shard.
+    let written = String::from_utf8(topic_value(&t)).unwrap();
+    assert!(written.contains(r#""version":2"#), "{written}");
+    assert!(!written.contains("shard"), "{written}");
 }
 
 fn free_addr() -> SocketAddr {
@@ -83,7 +104,7 @@ fn topic(name: &str, partitions: usize) -> TopicMeta {
     TopicMeta {
         name: name.into(),
         id: TopicId::random(),
-        partitions: vec![PartitionMeta { shard: ShardId(0) }; partitions],
+        partitions: vec![PartitionMeta::led_by(1); partitions],
         configs: BTreeMap::new(),
     }
 }
@@ -120,7 +141,7 @@ fn changes_are_in_the_tree_and_load_back() {
                 MetadataCommand::SetTopicConfigs { id: a2.id, configs },
                 MetadataCommand::AddPartitions {
                     id: a2.id,
-                    added: vec![PartitionMeta { shard: ShardId(1) }],
+                    added: vec![PartitionMeta::led_by(2)],
                 },
                 MetadataCommand::DeleteTopic { id: b2.id },
             ])

@@ -1,0 +1,171 @@
+//! Topic creation forwarded to the controller, for what a broker creates on its own account:
+//! `__consumer_offsets` on a group's first FindCoordinator and topics auto-created by Metadata
+//! (as a Kafka broker forwards them, KIP-590). Only the controller writes topics; a broker that
+//! is not the controller sends it a CreateTopics request over the Kafka protocol, to the
+//! listener its registration advertises, then waits for the new topic to reach its own image
+//! through its metadata watch.
+//!
+//! Every step is bounded: connecting, the answer ([`FORWARD_TIMEOUT_MS`] in all, its frame at
+//! most [`MAX_FORWARD_RESPONSE_BYTES`]) and the wait for the watch. A failure is an error the
+//! caller turns into a retriable Kafka code; nothing is retried here.
+//!
+//! Never: forwards a client's own CreateTopics (Kafka clients send it to the controller and
+//! retry on NOT_CONTROLLER); runs on the controller itself.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use corebus_wire::kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, RequestHeader, RequestKind, ResponseKind,
+};
+use corebus_wire::kafka_protocol::protocol::StrBytes;
+use corebus_wire::request::creatable_topic;
+use corebus_wire::{decode_response, encode_request};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::BrokerEndpoint;
+use crate::handlers::create_topics::NewTopic;
+use crate::shard::Shard;
+
+/// Time a forwarded creation may take, the controller's answer included.
+pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
+/// Largest answer accepted (one topic's result is tens of bytes).
+pub const MAX_FORWARD_RESPONSE_BYTES: usize = 1 << 20;
+/// CreateTopics version sent: the newest without flexible headers, which every corebus
+/// speaks (KIP-896's floor is 2).
+const CREATE_TOPICS_VERSION: i16 = 4;
+/// How often the local image is looked at while waiting for the watch.
+const WATCH_POLL_MS: u64 = 20;
+const CLIENT_ID: &str = "corebus-broker-forward";
+
+/// Asks the controller to create `topics`; one Kafka error code per topic, in order (0 when
+/// created), once each created topic is in this broker's image. `Err` says why the controller
+/// could not be asked or answered.
+pub async fn create_topics(shard: &Shard, topics: &[NewTopic]) -> Result<Vec<i16>, String> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(FORWARD_TIMEOUT_MS);
+    let cluster = shard.cluster();
+    let controller = cluster
+        .controller_id
+        .ok_or_else(|| "no controller is known yet".to_string())?;
+    let endpoint = cluster
+        .brokers
+        .iter()
+        .find(|b| b.node_id == controller)
+        .cloned()
+        .ok_or_else(|| format!("the controller, broker {controller}, is not registered"))?;
+    let request = create_request(topics);
+    let call = ask(endpoint.clone(), request);
+    let codes = match glommio::timer::timeout(Duration::from_millis(FORWARD_TIMEOUT_MS), async {
+        Ok(call.await)
+    })
+    .await
+    {
+        Ok(Ok(codes)) => codes,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(format!(
+                "the controller (broker {controller} at {}:{}) did not answer within \
+                 {FORWARD_TIMEOUT_MS} ms",
+                endpoint.host, endpoint.port
+            ));
+        }
+    };
+    if codes.len() != topics.len() {
+        return Err(format!(
+            "the controller answered {} results for {} topics",
+            codes.len(),
+            topics.len()
+        ));
+    }
+    // Created (or already there): wait until this broker's watch has brought them in.
+    let wanted: Vec<&str> = topics
+        .iter()
+        .zip(&codes)
+        .filter(|(_, code)| **code == 0)
+        .map(|(t, _)| t.name.as_str())
+        .collect();
+    while !wanted.iter().all(|n| shard.metadata().topic(n).is_some()) {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "created by the controller, but not in this broker's metadata after \
+                 {FORWARD_TIMEOUT_MS} ms"
+            ));
+        }
+        glommio::timer::sleep(Duration::from_millis(WATCH_POLL_MS)).await;
+    }
+    Ok(codes)
+}
+
+fn create_request(topics: &[NewTopic]) -> CreateTopicsRequest {
+    let topics = topics
+        .iter()
+        .map(|t| creatable_topic(&t.name, t.partitions, -1, &t.configs))
+        .collect();
+    CreateTopicsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(FORWARD_TIMEOUT_MS as i32)
+}
+
+/// One CreateTopics round trip to `to`; the per-topic error codes.
+async fn ask(to: BrokerEndpoint, request: CreateTopicsRequest) -> Result<Vec<i16>, String> {
+    let addr = resolve(&to).await?;
+    let header = RequestHeader::default()
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+    let frame = encode_request(
+        &header,
+        &RequestKind::CreateTopics(request),
+        CREATE_TOPICS_VERSION,
+    )
+    .map_err(|e| format!("cannot encode CreateTopics: {e}"))?;
+    let io = |e: std::io::Error| format!("controller at {addr}: {e}");
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| io(e.into()))?;
+    stream.write_all(&frame).await.map_err(io)?;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).await.map_err(io)?;
+    let size = i32::from_be_bytes(size);
+    let len = usize::try_from(size)
+        .ok()
+        .filter(|n| *n <= MAX_FORWARD_RESPONSE_BYTES)
+        .ok_or_else(|| format!("controller at {addr}: a response frame of {size} bytes"))?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.map_err(io)?;
+    let (header, response) = decode_response(
+        Bytes::from(body),
+        ApiKey::CreateTopics,
+        CREATE_TOPICS_VERSION,
+    )
+    .map_err(|e| format!("controller at {addr}: {e}"))?;
+    if header.correlation_id != 1 {
+        return Err(format!(
+            "controller at {addr}: answer to correlation id {}",
+            header.correlation_id
+        ));
+    }
+    match response {
+        ResponseKind::CreateTopics(r) => Ok(r.topics.iter().map(|t| t.error_code).collect()),
+        other => Err(format!(
+            "controller at {addr}: not a CreateTopics answer: {other:?}"
+        )),
+    }
+}
+
+/// The controller's address; a host name is resolved off the reactor.
+async fn resolve(to: &BrokerEndpoint) -> Result<SocketAddr, String> {
+    let target = format!("{}:{}", to.host, to.port);
+    if let Ok(addr) = target.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let name = target.clone();
+    let found = glommio::executor()
+        .spawn_blocking(move || name.to_socket_addrs().map(|mut a| a.next()))
+        .await;
+    match found {
+        Ok(Some(addr)) => Ok(addr),
+        Ok(None) => Err(format!("{target} resolves to no address")),
+        Err(e) => Err(format!("cannot resolve {target}: {e}")),
+    }
+}
