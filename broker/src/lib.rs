@@ -23,6 +23,7 @@ pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod panic_policy;
+pub mod replication;
 pub mod server;
 pub mod shard;
 pub mod storage;

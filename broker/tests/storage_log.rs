@@ -818,3 +818,72 @@ fn discard_drains_without_syncing_or_marking_clean() {
         assert!(log.close().await.is_err(), "a clean close must sync");
     });
 }
+
+#[test]
+fn a_replica_copy_keeps_the_leaders_offsets_and_epochs_byte_for_byte() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(32 << 10));
+        let leader = shard.open_log(dir(), small_config()).await.unwrap();
+        for seed in 0..20u64 {
+            let epoch = (seed / 7) as i32;
+            leader
+                .append(
+                    std::slice::from_ref(&make(seed)),
+                    epoch,
+                    0,
+                    Durability::Written,
+                )
+                .await
+                .unwrap();
+        }
+        let from_leader = read_all(&leader).await;
+        let follower = shard
+            .open_log(PathBuf::from("/data/t-1"), small_config())
+            .await
+            .unwrap();
+        // The leader's batches, as a fetch would carry them, in two rounds.
+        let batches: Vec<_> = from_leader
+            .iter()
+            .map(|(_, bytes)| corebus_wire::record::RecordBatch::parse(bytes.clone()).unwrap())
+            .collect();
+        let (first, second) = batches.split_at(8);
+        follower.append_replica(first, 0).unwrap();
+        follower.append_replica(second, 0).unwrap();
+        follower
+            .wait_written(leader.written_offset())
+            .await
+            .unwrap();
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+        let copied = read_all(&follower).await;
+        assert_eq!(copied.len(), from_leader.len());
+        for ((h1, b1), (h2, b2)) in copied.iter().zip(&from_leader) {
+            assert_eq!(h1.base_offset, h2.base_offset);
+            assert_eq!(&b1[..], &b2[..], "byte for byte");
+        }
+        // Going back is refused and appends nothing; so is a batch with a bad CRC.
+        let end = follower.log_end_offset();
+        match follower.append_replica(&batches[..1], 0) {
+            Err(e @ StorageError::ReplicaOffset { .. }) => assert_eq!(e.kafka_error_code(), 1),
+            other => panic!("expected a refusal, got {:?}", other.map(|i| i.base_offset)),
+        }
+        let mut torn = from_leader[0].1.to_vec();
+        let last = torn.len() - 1;
+        torn[last] ^= 0xff;
+        // Moved past the end so only the CRC is wrong.
+        torn[..8].copy_from_slice(&end.to_be_bytes());
+        let torn = corebus_wire::record::RecordBatch::parse(bytes::Bytes::from(torn)).unwrap();
+        assert!(matches!(
+            follower.append_replica(&[torn], 0),
+            Err(StorageError::InvalidBatch(_))
+        ));
+        assert_eq!(follower.log_end_offset(), end);
+        // A gap (the leader compacted) is kept: the next batch lands at its own offset.
+        let mut gapped = from_leader[0].1.to_vec();
+        gapped[..8].copy_from_slice(&(end + 100).to_be_bytes());
+        let gapped = corebus_wire::record::RecordBatch::parse(bytes::Bytes::from(gapped)).unwrap();
+        let info = follower.append_replica(&[gapped], 0).unwrap();
+        assert_eq!(info.base_offset, end + 100);
+        assert!(follower.log_end_offset() > end + 100);
+    })
+}

@@ -12,22 +12,17 @@
 //! Never: forwards a client's own CreateTopics (Kafka clients send it to the controller and
 //! retry on NOT_CONTROLLER); runs on the controller itself.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use super::{BrokerEndpoint, peer};
+use crate::handlers::create_topics::NewTopic;
+use crate::shard::Shard;
 use corebus_wire::kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, RequestHeader, RequestKind, ResponseKind,
 };
 use corebus_wire::kafka_protocol::protocol::StrBytes;
 use corebus_wire::request::creatable_topic;
 use corebus_wire::{decode_response, encode_request};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
-
-use super::BrokerEndpoint;
-use crate::handlers::create_topics::NewTopic;
-use crate::shard::Shard;
 
 /// Time a forwarded creation may take, the controller's answer included.
 pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
@@ -111,7 +106,6 @@ fn create_request(topics: &[NewTopic]) -> CreateTopicsRequest {
 
 /// One CreateTopics round trip to `to`; the per-topic error codes.
 async fn ask(to: BrokerEndpoint, request: CreateTopicsRequest) -> Result<Vec<i16>, String> {
-    let addr = resolve(&to).await?;
     let header = RequestHeader::default()
         .with_correlation_id(1)
         .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
@@ -121,24 +115,13 @@ async fn ask(to: BrokerEndpoint, request: CreateTopicsRequest) -> Result<Vec<i16
         CREATE_TOPICS_VERSION,
     )
     .map_err(|e| format!("cannot encode CreateTopics: {e}"))?;
-    let io = |e: std::io::Error| format!("controller at {addr}: {e}");
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| io(e.into()))?;
-    stream.write_all(&frame).await.map_err(io)?;
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).await.map_err(io)?;
-    let size = i32::from_be_bytes(size);
-    let len = usize::try_from(size)
-        .ok()
-        .filter(|n| *n <= MAX_FORWARD_RESPONSE_BYTES)
-        .ok_or_else(|| format!("controller at {addr}: a response frame of {size} bytes"))?;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await.map_err(io)?;
-    let (header, response) = decode_response(
-        Bytes::from(body),
-        ApiKey::CreateTopics,
-        CREATE_TOPICS_VERSION,
-    )
-    .map_err(|e| format!("controller at {addr}: {e}"))?;
+    let addr = format!("{}:{}", to.host, to.port);
+    let mut stream = peer::connect(&to, FORWARD_TIMEOUT_MS).await?;
+    let body = peer::exchange(&mut stream, &frame, MAX_FORWARD_RESPONSE_BYTES)
+        .await
+        .map_err(|e| format!("controller at {addr}: {e}"))?;
+    let (header, response) = decode_response(body, ApiKey::CreateTopics, CREATE_TOPICS_VERSION)
+        .map_err(|e| format!("controller at {addr}: {e}"))?;
     if header.correlation_id != 1 {
         return Err(format!(
             "controller at {addr}: answer to correlation id {}",
@@ -150,22 +133,5 @@ async fn ask(to: BrokerEndpoint, request: CreateTopicsRequest) -> Result<Vec<i16
         other => Err(format!(
             "controller at {addr}: not a CreateTopics answer: {other:?}"
         )),
-    }
-}
-
-/// The controller's address; a host name is resolved off the reactor.
-async fn resolve(to: &BrokerEndpoint) -> Result<SocketAddr, String> {
-    let target = format!("{}:{}", to.host, to.port);
-    if let Ok(addr) = target.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let name = target.clone();
-    let found = glommio::executor()
-        .spawn_blocking(move || name.to_socket_addrs().map(|mut a| a.next()))
-        .await;
-    match found {
-        Ok(Some(addr)) => Ok(addr),
-        Ok(None) => Err(format!("{target} resolves to no address")),
-        Err(e) => Err(format!("cannot resolve {target}: {e}")),
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod election;
 pub mod forward;
+pub mod peer;
 pub mod registration;
 pub mod watcher;
 

@@ -252,6 +252,16 @@ pub static SETTINGS: &[Setting] = &[
         "Create a topic when Metadata names one that does not exist.",
     ),
     broker(
+        "corebus.replication.experimental",
+        Boolean,
+        Some("false"),
+        ANY,
+        "Lets CreateTopics ask for a replication factor above 1 (up to the live brokers): \
+         followers then copy their leader's log. Not yet built: ISR tracking, the high \
+         watermark across replicas, acks=all across replicas, truncation and failover, so a \
+         follower's copy guarantees nothing yet. For testing the replication work only.",
+    ),
+    broker(
         "delete.topic.enable",
         Boolean,
         Some("true"),

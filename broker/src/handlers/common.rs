@@ -156,12 +156,42 @@ pub fn unreached<R>(r: Result<Result<R, i16>, ShardGone>) -> Result<R, i16> {
     r.unwrap_or(Err(ResponseError::KafkaStorageError.code()))
 }
 
+/// Which log of a partition a request is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The leader's: clients' requests (another broker leading is NOT_LEADER_OR_FOLLOWER).
+    Leader,
+    /// This broker's replica, leader or follower (DescribeLogDirs).
+    Replica,
+}
+
+/// Where `partition` of `topic` is on this node for `route`, or its Kafka error.
+fn route_partition(
+    image: &MetadataImage,
+    here: router::Here,
+    name: &str,
+    partition: i32,
+    route: Route,
+) -> Result<(crate::metadata::TopicId, ShardId), ResponseError> {
+    match route {
+        Route::Leader => locate_partition(image, here, Some(name), uuid::Uuid::nil(), partition),
+        Route::Replica => {
+            let id = find_partition(image, Some(name), uuid::Uuid::nil(), partition)?;
+            router::replica_shard(image, id, partition, here)
+                .map(|owner| (id, owner))
+                .ok_or(ResponseError::NotLeaderOrFollower)
+        }
+    }
+}
+
 /// Runs `op` on the log of each named partition, on its owning shard (`router::scatter`: one
 /// message per shard, all at once); one result per item, in order. Unknown topics and
-/// partitions, partitions another broker leads, partitions whose log is not open and shards
-/// that are gone get their Kafka error code.
+/// partitions, partitions this node does not lead (`Route::Leader`) or hold
+/// (`Route::Replica`), partitions whose log is not open and shards that are gone get their
+/// Kafka error code.
 pub async fn on_partition_logs<A, R, F, Fut>(
     shard: &Rc<Shard>,
+    route: Route,
     items: Vec<(String, i32, A)>,
     op: F,
 ) -> Vec<Result<R, i16>>
@@ -184,13 +214,7 @@ where
     let mut positions = Vec::new();
     let mut work = Vec::new();
     for (pos, (name, partition, arg)) in items.into_iter().enumerate() {
-        match locate_partition(
-            &image,
-            shard.here(),
-            Some(&name),
-            uuid::Uuid::nil(),
-            partition,
-        ) {
+        match route_partition(&image, shard.here(), &name, partition, route) {
             Ok((id, owner)) => {
                 results.push(Err(ResponseError::UnknownServerError.code()));
                 positions.push(pos);

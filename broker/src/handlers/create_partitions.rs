@@ -73,18 +73,24 @@ pub async fn handle(
                         format!("at most {MAX_PARTITIONS_PER_TOPIC} partitions per topic"),
                     ));
                 }
+                // New partitions get as many replicas as the topic's first one has.
+                let factor = meta.partitions.first().map_or(1, |p| p.replicas.len().max(1));
                 let added: Vec<PartitionMeta> = match &assignments {
                     Some(a) => {
-                        let one_live = |b: &Vec<i32>| matches!(b.as_slice(), [id] if live.contains(id));
-                        if a.len() as i32 != count - current || !a.iter().all(one_live) {
+                        let fits = |b: &Vec<i32>| {
+                            b.len() == factor
+                                && b.iter().collect::<HashSet<_>>().len() == b.len()
+                                && b.iter().all(|id| live.contains(id))
+                        };
+                        if a.len() as i32 != count - current || !a.iter().all(fits) {
                             return Err(ItemError::new(
                                 ResponseError::InvalidReplicaAssignment,
-                                format!("each new partition must be assigned to one live broker (of {live:?}): corebus does not replicate partitions yet"),
+                                format!("each new partition must be assigned to {factor} distinct live broker(s) (of {live:?}), as the topic's partitions are"),
                             ));
                         }
-                        a.iter().map(|b| PartitionMeta::led_by(b[0])).collect()
+                        a.iter().cloned().map(PartitionMeta::replicated).collect()
                     }
-                    None => spread(meta.id.0, current..count, &live),
+                    None => spread(meta.id.0, current..count, &live, factor),
                 };
                 if added.is_empty() {
                     return Err(ItemError::new(ResponseError::InvalidReplicationFactor, "no live broker to lead the new partitions"));

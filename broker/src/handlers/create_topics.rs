@@ -35,8 +35,32 @@ pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
     pub configs: BTreeMap<String, String>,
-    /// The leader of each partition, when the request assigned them; else spread.
-    pub leaders: Option<Vec<BrokerId>>,
+    /// The replicas of each partition (the first leads), when the request assigned them;
+    /// else `replication_factor` replicas spread over the live brokers.
+    pub assignments: Option<Vec<Vec<BrokerId>>>,
+    pub replication_factor: usize,
+}
+
+/// Where new partitions may go: the live brokers, and how many replicas a partition may have
+/// (1 unless `corebus.replication.experimental`, then up to the live brokers).
+#[derive(Debug, Clone)]
+pub struct Placing {
+    pub live: Vec<BrokerId>,
+    pub max_replication: usize,
+}
+
+impl Placing {
+    pub fn of(shard: &Shard) -> Placing {
+        let live: Vec<BrokerId> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
+        let replicated = shard
+            .config
+            .settings
+            .bool("corebus.replication.experimental");
+        Placing {
+            max_replication: if replicated { live.len().max(1) } else { 1 },
+            live,
+        }
+    }
 }
 
 /// Creates `topics` (already checked by `check_new_topic`) on the controller; one result per
@@ -68,9 +92,9 @@ pub async fn create(
                 continue;
             }
             let id = TopicId::random();
-            let partitions = match t.leaders {
-                Some(leaders) => leaders.into_iter().map(PartitionMeta::led_by).collect(),
-                None => spread(id.0, 0..t.partitions, &live),
+            let partitions = match t.assignments {
+                Some(lists) => lists.into_iter().map(PartitionMeta::replicated).collect(),
+                None => spread(id.0, 0..t.partitions, &live, t.replication_factor),
             };
             if partitions.is_empty() {
                 results.push(Err(ItemError::new(
@@ -159,9 +183,10 @@ pub async fn create_internal(
     results
 }
 
-/// The checks that need no metadata image: name, partition count, replication factor (1: no
-/// replication yet), assignment (one live broker per partition, of `live`), configs.
-/// `default_partitions` replaces -1.
+/// The checks that need no metadata image: name, partition count, replication factor (at
+/// most the live brokers, and 1 without `corebus.replication.experimental`), assignment
+/// (distinct live brokers, as many for every partition), configs. `default_partitions`
+/// replaces -1.
 pub fn check_new_topic(
     name: &str,
     num_partitions: i32,
@@ -169,10 +194,12 @@ pub fn check_new_topic(
     assigned_partitions: Option<Vec<(i32, Vec<i32>)>>,
     configs: impl IntoIterator<Item = (String, Option<String>)>,
     default_partitions: i32,
-    live: &[BrokerId],
+    placing: &Placing,
 ) -> Result<NewTopic, ItemError> {
     check_topic_name(name)?;
-    let mut leaders = None;
+    let live = &placing.live;
+    let mut assigned = None;
+    let factor: usize;
     let partitions = match assigned_partitions {
         Some(assignments) if !assignments.is_empty() => {
             if num_partitions != -1 || replication_factor != -1 {
@@ -181,18 +208,26 @@ pub fn check_new_topic(
                     "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.",
                 ));
             }
+            factor = assignments.first().map_or(1, |(_, b)| b.len());
             let mut by_partition = BTreeMap::new();
             for (p, brokers) in &assignments {
-                let one_live = match brokers.as_slice() {
-                    [b] => live.contains(b),
-                    _ => false,
-                };
-                if !one_live || by_partition.insert(*p, brokers[0]).is_some() {
+                let distinct = brokers.iter().collect::<HashSet<_>>().len() == brokers.len();
+                let fits = !brokers.is_empty()
+                    && brokers.len() == factor
+                    && factor <= placing.max_replication
+                    && distinct
+                    && brokers.iter().all(|b| live.contains(b));
+                if !fits || by_partition.insert(*p, brokers.clone()).is_some() {
                     return Err(ItemError::new(
                         ResponseError::InvalidReplicaAssignment,
                         format!(
-                            "assignment of partition {p} must name one live broker (of {live:?}), \
-                             once: corebus does not replicate partitions yet"
+                            "assignment of partition {p} must name {} distinct live broker(s) \
+                             (of {live:?}), as many as every other partition, once",
+                            if placing.max_replication == 1 {
+                                "one (corebus.replication.experimental is off)".to_string()
+                            } else {
+                                format!("1 to {}", placing.max_replication)
+                            }
                         ),
                     ));
                 }
@@ -204,7 +239,7 @@ pub fn check_new_topic(
                     "partitions must be numbered consecutively from 0",
                 ));
             }
-            leaders = Some(by_partition.into_values().collect());
+            assigned = Some(by_partition.into_values().collect());
             n
         }
         _ => {
@@ -217,14 +252,21 @@ pub fn check_new_topic(
                     ),
                 ));
             }
-            if replication_factor != -1 && replication_factor != 1 {
+            if replication_factor != -1
+                && (replication_factor < 1 || replication_factor as usize > placing.max_replication)
+            {
                 return Err(ItemError::new(
                     ResponseError::InvalidReplicationFactor,
                     format!(
-                        "replication factor {replication_factor}: corebus does not replicate partitions yet, every partition has one replica"
+                        "replication factor {replication_factor}: corebus does not replicate partitions yet (corebus.replication.experimental is off), every partition has one replica"
                     ),
                 ));
             }
+            factor = if replication_factor == -1 {
+                1
+            } else {
+                replication_factor as usize
+            };
             if num_partitions == -1 {
                 default_partitions
             } else {
@@ -251,7 +293,8 @@ pub fn check_new_topic(
         name: name.to_string(),
         partitions,
         configs: checked,
-        leaders,
+        assignments: assigned,
+        replication_factor: factor,
     })
 }
 
@@ -262,7 +305,7 @@ pub async fn handle(
 ) -> CreateTopicsResponse {
     let settings = &shard.config.settings;
     let default_partitions = settings.i64("num.partitions").unwrap_or(1) as i32;
-    let live: Vec<BrokerId> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
+    let placing = Placing::of(shard);
     let names: Vec<String> = request
         .topics
         .iter()
@@ -310,7 +353,7 @@ pub async fn handle(
             Some(assignments),
             configs,
             default_partitions,
-            &live,
+            &placing,
         ) {
             Ok(nt) => {
                 to_create.push(nt);
@@ -394,7 +437,10 @@ mod tests {
             cfg.iter()
                 .map(|(k, v)| (k.to_string(), Some(v.to_string()))),
             3,
-            &[1, 2],
+            &Placing {
+                live: vec![1, 2],
+                max_replication: 1,
+            },
         )
     }
 
@@ -433,7 +479,7 @@ mod tests {
         );
         let assigned = check(-1, -1, Some(vec![(1, vec![1]), (0, vec![2])]), &[]).unwrap();
         assert_eq!(assigned.partitions, 2);
-        assert_eq!(assigned.leaders, Some(vec![2, 1]));
+        assert_eq!(assigned.assignments, Some(vec![vec![2], vec![1]]));
         for bad in [
             vec![(0, vec![3])],
             vec![(0, vec![1, 2])],

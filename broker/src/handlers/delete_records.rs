@@ -11,7 +11,7 @@ use corebus_wire::kafka_protocol::messages::delete_records_response::{
 };
 use corebus_wire::kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::common::on_partition_logs;
+use super::common::{Route, on_partition_logs};
 use crate::shard::Shard;
 
 /// The offset meaning "up to the high watermark".
@@ -31,16 +31,21 @@ pub async fn handle(
                 .map(|p| (t.name.0.to_string(), p.partition_index, p.offset))
         })
         .collect();
-    let mut results = on_partition_logs(shard, items, |_, _, log, offset: i64| async move {
-        let before = if offset == HIGH_WATERMARK {
-            log.written_offset()
-        } else {
-            offset
-        };
-        log.delete_records(before)
-            .await
-            .map_err(|e| e.kafka_error_code())
-    })
+    let mut results = on_partition_logs(
+        shard,
+        Route::Leader,
+        items,
+        |_, _, log, offset: i64| async move {
+            let before = if offset == HIGH_WATERMARK {
+                log.written_offset()
+            } else {
+                offset
+            };
+            log.delete_records(before)
+                .await
+                .map_err(|e| e.kafka_error_code())
+        },
+    )
     .await
     .into_iter();
     let topics = request

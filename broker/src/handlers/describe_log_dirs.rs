@@ -1,6 +1,7 @@
-//! DescribeLogDirs (key 35): the one data directory, with each requested partition's size
-//! (all partitions when the request names none) and, from v4, the file system's total and
-//! usable bytes. A single node has no replicas catching up: every offset lag is 0.
+//! DescribeLogDirs (key 35): the one data directory, with the size of each requested partition
+//! this broker holds a replica of, leader or follower (all of them when the request names
+//! none) and, from v4, the file system's total and usable bytes. Offset lags are 0: followers
+//! do not report their lag yet.
 //!
 //! Never: lists a partition that does not exist (Kafka leaves unknown ones out).
 
@@ -13,7 +14,7 @@ use corebus_wire::kafka_protocol::messages::{
     DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName,
 };
 
-use super::common::{on_partition_logs, str_bytes};
+use super::common::{Route, on_partition_logs, str_bytes};
 use crate::shard::Shard;
 
 /// First version with the directory's total and usable bytes.
@@ -40,7 +41,7 @@ pub async fn handle(
             .collect(),
     };
     let items = wanted.iter().map(|(n, p)| (n.clone(), *p, ())).collect();
-    let sizes = on_partition_logs(shard, items, |_, _, log, ()| async move {
+    let sizes = on_partition_logs(shard, Route::Replica, items, |_, _, log, ()| async move {
         Ok::<i64, i16>(log.size_bytes() as i64)
     })
     .await;

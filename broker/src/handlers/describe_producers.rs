@@ -13,7 +13,7 @@ use corebus_wire::kafka_protocol::messages::{
     DescribeProducersRequest, DescribeProducersResponse, ProducerId,
 };
 
-use super::common::on_partition_logs;
+use super::common::{Route, on_partition_logs};
 use crate::shard::Shard;
 use crate::shard::producer_state::ActiveProducer;
 
@@ -31,9 +31,14 @@ pub async fn handle(
                 .map(|p| (t.name.0.to_string(), *p, ()))
         })
         .collect();
-    let mut results = on_partition_logs(shard, items, |s: Rc<Shard>, key, _log, ()| async move {
-        Ok::<Vec<ActiveProducer>, i16>(s.logs.with_producers(key, |states| states.describe()))
-    })
+    let mut results = on_partition_logs(
+        shard,
+        Route::Leader,
+        items,
+        |s: Rc<Shard>, key, _log, ()| async move {
+            Ok::<Vec<ActiveProducer>, i16>(s.logs.with_producers(key, |states| states.describe()))
+        },
+    )
     .await
     .into_iter();
     let topics = request

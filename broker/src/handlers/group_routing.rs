@@ -42,7 +42,8 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<MetadataImage>, Resp
         name: OFFSETS_TOPIC.to_string(),
         partitions,
         configs,
-        leaders: None,
+        assignments: None,
+        replication_factor: 1,
     };
     for result in create_internal(shard, vec![topic]).await {
         match result {

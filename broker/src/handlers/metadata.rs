@@ -20,7 +20,7 @@ use corebus_wire::kafka_protocol::messages::{
 use uuid::Uuid;
 
 use super::common::{ItemError, str_bytes};
-use super::create_topics::{check_new_topic, create_internal};
+use super::create_topics::{Placing, check_new_topic, create_internal};
 use crate::metadata::{TopicId, TopicMeta};
 use crate::shard::Shard;
 
@@ -121,13 +121,13 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
 /// Creates every `Wanted::Create` topic in one metadata change and replaces it by the result.
 async fn auto_create_missing(shard: &Rc<Shard>, wanted: Vec<Wanted>) -> Vec<Wanted> {
     let default_partitions = shard.config.settings.i64("num.partitions").unwrap_or(1) as i32;
-    let live: Vec<i32> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
+    let placing = Placing::of(shard);
     let mut new = Vec::new();
     let wanted: Vec<Wanted> = wanted
         .into_iter()
         .map(|w| match w {
             Wanted::Create(name) => {
-                match check_new_topic(&name, -1, -1, None, [], default_partitions, &live) {
+                match check_new_topic(&name, -1, -1, None, [], default_partitions, &placing) {
                     Ok(t) => {
                         new.push(t);
                         Wanted::Create(name)

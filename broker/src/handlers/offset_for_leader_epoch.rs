@@ -15,7 +15,7 @@ use corebus_wire::kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 
-use super::common::on_partition_logs;
+use super::common::{Route, on_partition_logs};
 use crate::shard::Shard;
 
 /// The only leader epoch of a single node.
@@ -41,6 +41,7 @@ pub async fn handle(
         .collect();
     let mut results = on_partition_logs(
         shard,
+        Route::Leader,
         items,
         |_, _, log, (current, wanted): (i32, i32)| async move {
             // -1: the client does not know the current epoch and skips the check. Epoch 0 is the

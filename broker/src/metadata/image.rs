@@ -79,6 +79,17 @@ impl PartitionMeta {
         }
     }
 
+    /// A new partition on `replicas` (non-empty), the first leading, all in sync.
+    pub fn replicated(replicas: Vec<BrokerId>) -> PartitionMeta {
+        PartitionMeta {
+            leader: replicas.first().copied().unwrap_or(NO_LEADER),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
     /// A partition of an older format, not yet given to a broker.
     pub fn unassigned() -> PartitionMeta {
         PartitionMeta {

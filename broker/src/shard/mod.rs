@@ -124,6 +124,8 @@ pub struct Shard {
     pub groups: GroupCoordinator,
     /// This shard's counters (plain state; the metrics endpoint asks for a snapshot by message).
     pub metrics: RefCell<ShardMetrics>,
+    /// The leader brokers this shard runs a replica fetcher for (`crate::replication`).
+    pub following: RefCell<std::collections::BTreeSet<i32>>,
     metadata: RefCell<Arc<MetadataImage>>,
     /// The live brokers and the controller, as shard 0 last installed them.
     cluster: RefCell<Arc<ClusterView>>,
@@ -172,6 +174,7 @@ impl Shard {
             fetch_sessions: RefCell::new(fetch_sessions::FetchSessions::new(id, shard_count)),
             groups,
             metrics: RefCell::new(ShardMetrics::default()),
+            following: RefCell::new(std::collections::BTreeSet::new()),
             metadata: RefCell::new(metadata),
             cluster: RefCell::new(Arc::new(cluster)),
             controller,
@@ -186,7 +189,7 @@ impl Shard {
     /// Installs a newer image (an older one, a late message, is ignored) and opens, updates
     /// or sets aside this shard's partitions to match it before returning, so a produce right
     /// after CreateTopics finds its partition open.
-    pub async fn install_metadata(&self, image: Arc<MetadataImage>) {
+    pub async fn install_metadata(self: &Rc<Self>, image: Arc<MetadataImage>) {
         {
             let mut current = self.metadata.borrow_mut();
             if image.epoch <= current.epoch {
@@ -197,6 +200,7 @@ impl Shard {
         self.logs
             .sync_with(&image, self.id, self.here(), &self.config.settings)
             .await;
+        crate::replication::follow_leaders(self);
     }
 
     /// The live brokers and the controller.

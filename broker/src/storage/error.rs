@@ -56,6 +56,16 @@ pub enum StorageError {
     /// Another process holds the data directory's lock file.
     #[error("data directory {dir} is locked by another process ({holder})")]
     Locked { dir: PathBuf, holder: String },
+    /// A replica's copy of a leader batch that would go back before the log end (the follower
+    /// must truncate first, or the leader sent something it did not ask for).
+    #[error(
+        "log {dir}: replica batch at offset {base_offset} is before the log end {log_end_offset}"
+    )]
+    ReplicaOffset {
+        dir: PathBuf,
+        base_offset: i64,
+        log_end_offset: i64,
+    },
     /// The log was closed (or deleted) while this call was in flight.
     #[error("log {dir} is closed")]
     Closed { dir: PathBuf },
@@ -79,7 +89,9 @@ impl StorageError {
     /// The Kafka error code a client gets for this error.
     pub fn kafka_error_code(&self) -> i16 {
         match self {
-            StorageError::OffsetOutOfRange { .. } => OFFSET_OUT_OF_RANGE,
+            StorageError::OffsetOutOfRange { .. } | StorageError::ReplicaOffset { .. } => {
+                OFFSET_OUT_OF_RANGE
+            }
             StorageError::Offline { .. }
             | StorageError::DiskFull { .. }
             | StorageError::Closed { .. }

@@ -174,6 +174,17 @@ impl<D: Disk> PartitionLog<D> {
         self.inner.core.files.get(path, mode).await
     }
 
+    /// `check_usable`, and no truncation under way (appends wait for none: they are refused).
+    fn check_appendable(&self, state: &LogState<D>) -> Result<()> {
+        self.check_usable(state)?;
+        if state.truncating {
+            return Err(StorageError::Closed {
+                dir: self.inner.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn check_usable(&self, state: &LogState<D>) -> Result<()> {
         if let Some(reason) = &state.offline {
             return Err(StorageError::Offline {
@@ -219,12 +230,7 @@ impl<D: Disk> PartitionLog<D> {
     ) -> Result<AppendInfo> {
         let config = self.inner.config.borrow().clone();
         let mut state = self.inner.state.borrow_mut();
-        self.check_usable(&state)?;
-        if state.truncating {
-            return Err(StorageError::Closed {
-                dir: self.inner.dir.clone(),
-            });
-        }
+        self.check_appendable(&state)?;
         if batches.is_empty() {
             return Err(StorageError::InvalidBatch(
                 corebus_wire::record::RecordError::Truncated {
@@ -246,15 +252,28 @@ impl<D: Disk> PartitionLog<D> {
             .then_some(now_ms);
         let base_offset = state.next_offset;
         for batch in batches {
+            let offset = state.next_offset;
             self.append_one(
                 &mut state,
                 &config,
                 batch,
+                offset,
                 leader_epoch,
                 log_append_time,
                 now_ms,
             );
         }
+        Ok(self.appended(state, base_offset, log_append_time))
+    }
+
+    /// What an append call appended (from `base_offset` to the log end), after starting the
+    /// write task if it is not running.
+    fn appended(
+        &self,
+        mut state: std::cell::RefMut<'_, LogState<D>>,
+        base_offset: i64,
+        log_append_time: Option<i64>,
+    ) -> AppendInfo {
         let info = AppendInfo {
             base_offset,
             last_offset: state.next_offset - 1,
@@ -268,20 +287,74 @@ impl<D: Disk> PartitionLog<D> {
         if start_writer {
             self.spawn_writer();
         }
-        Ok(info)
+        info
     }
 
+    /// Appends a replica's copy of the leader's batches, byte for byte: each keeps the base
+    /// offset and leader epoch the leader gave it (a base offset past the log end leaves a gap,
+    /// as compaction does on the leader), and no timestamp is stamped. Every batch's CRC is
+    /// checked and its base offset must not go back; a refused call appends nothing. Returns
+    /// without waiting for the write, like `append_nowait`.
+    pub fn append_replica(&self, batches: &[RecordBatch], now_ms: i64) -> Result<AppendInfo> {
+        let config = self.inner.config.borrow().clone();
+        let mut state = self.inner.state.borrow_mut();
+        self.check_appendable(&state)?;
+        let Some(first) = batches.first() else {
+            return Err(StorageError::InvalidBatch(
+                corebus_wire::record::RecordError::Truncated {
+                    what: "record set",
+                    needed: corebus_wire::record::BATCH_HEADER_BYTES,
+                    available: 0,
+                },
+            ));
+        };
+        let mut next = state.next_offset;
+        for batch in batches {
+            batch.verify_crc().map_err(StorageError::InvalidBatch)?;
+            if batch.base_offset() < next || batch.last_offset_delta() < 0 {
+                return Err(StorageError::ReplicaOffset {
+                    dir: self.inner.dir.clone(),
+                    base_offset: batch.base_offset(),
+                    log_end_offset: next,
+                });
+            }
+            next = batch.base_offset() + i64::from(batch.last_offset_delta()) + 1;
+        }
+        let limit_bytes = config.segment_bytes as usize;
+        if let Some(big) = batches.iter().find(|b| b.len() > limit_bytes) {
+            return Err(StorageError::BatchTooLarge {
+                batch_bytes: big.len(),
+                limit_bytes,
+            });
+        }
+        let base_offset = first.base_offset();
+        for batch in batches {
+            let epoch = batch.partition_leader_epoch();
+            self.append_one(
+                &mut state,
+                &config,
+                batch,
+                batch.base_offset(),
+                epoch,
+                None,
+                now_ms,
+            );
+        }
+        Ok(self.appended(state, base_offset, None))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn append_one(
         &self,
         state: &mut LogState<D>,
         config: &LogConfig,
         batch: &RecordBatch,
+        offset: i64,
         leader_epoch: i32,
         log_append_time: Option<i64>,
         now_ms: i64,
     ) {
         let len = batch.len();
-        let offset = state.next_offset;
         let next = offset + i64::from(batch.last_offset_delta()) + 1;
         let active = state.active();
         let too_old = active

@@ -1,0 +1,276 @@
+//! A shard's fetchers: one task per leader broker, following every partition whose replica
+//! this shard holds and that broker leads (see the module docs of `replication`).
+//!
+//! A fetcher's round: read which partitions it follows from the shard's current image (so a
+//! metadata change takes effect at the next round), connect to the leader's advertised
+//! listener if not connected (from the cluster view), send one Fetch (v12, `replica_id` = this
+//! broker, each partition from its log end), append each partition's batches, repeat. The
+//! leader long-polls (`max_wait_ms`), so an idle partition costs one request per
+//! [`FETCH_MAX_WAIT_MS`]. A failure (no endpoint, connect, timeout, a malformed answer, an
+//! append refused) drops the connection and waits [`RETRY_MIN_MS`], doubling up to
+//! [`RETRY_MAX_MS`]; a partition-level error only skips that partition for the round.
+//!
+//! The task ends when it follows nothing any more or the shard shuts down.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use corebus_wire::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use corebus_wire::kafka_protocol::messages::{
+    ApiKey, BrokerId as WireBrokerId, FetchRequest, RequestHeader, RequestKind, ResponseKind,
+    TopicName,
+};
+use corebus_wire::kafka_protocol::protocol::StrBytes;
+use corebus_wire::record::RecordBatches;
+use corebus_wire::{decode_response, encode_request};
+use futures_lite::future;
+use glommio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::cluster::peer;
+use crate::metadata::TopicId;
+use crate::metadata::image::BrokerId;
+use crate::shard::Shard;
+use crate::shard::partitions::Log;
+use crate::shard::router::replica_shard;
+use crate::storage::now_ms;
+
+/// Fetch version sent: topics by name, `replica_id` in the body (v15 moved it).
+const FETCH_VERSION: i16 = 12;
+/// How long the leader may hold a fetch that finds nothing new.
+pub const FETCH_MAX_WAIT_MS: i32 = 500;
+/// Bytes asked per partition and per request (Kafka's `replica.fetch.max.bytes` and
+/// `replica.fetch.response.max.bytes`).
+pub const PARTITION_MAX_BYTES: i32 = 1 << 20;
+pub const FETCH_MAX_BYTES: i32 = 10 << 20;
+/// The largest answer read: the request's limit plus room for the response's framing (one
+/// partition may exceed its limit by its first batch, up to `message.max.bytes`).
+pub const MAX_FETCH_RESPONSE_BYTES: usize = 64 << 20;
+/// Time for connecting, and for an answer beyond the leader's long poll.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+pub const ANSWER_TIMEOUT_MS: u64 = 30_000;
+/// Waits after a failed round.
+pub const RETRY_MIN_MS: u64 = 100;
+pub const RETRY_MAX_MS: u64 = 2_000;
+const CLIENT_ID: &str = "corebus-replica-fetcher";
+
+/// One followed partition, as a round sees it.
+struct Followed {
+    topic: TopicId,
+    name: String,
+    partition: i32,
+    leader_epoch: i32,
+    log: Log,
+}
+
+/// Starts a fetcher for every leader this shard follows a partition of and has none yet
+/// (called after each metadata install and at start).
+pub fn follow_leaders(shard: &Rc<Shard>) {
+    let mut leaders: Vec<BrokerId> = followed(shard).keys().copied().collect();
+    leaders.retain(|l| shard.following.borrow_mut().insert(*l));
+    for leader in leaders {
+        info!(
+            shard = shard.id.0,
+            leader, "following partitions of broker {leader}"
+        );
+        glommio::spawn_local(fetcher(shard.clone(), leader)).detach();
+    }
+}
+
+/// The partitions this shard holds a replica of and another live-or-not broker leads, by
+/// leader.
+fn followed(shard: &Shard) -> BTreeMap<BrokerId, Vec<Followed>> {
+    let image = shard.metadata();
+    let here = shard.here();
+    let mut out: BTreeMap<BrokerId, Vec<Followed>> = BTreeMap::new();
+    for topic in image.topics.values() {
+        for (p, meta) in topic.partitions.iter().enumerate() {
+            let p = p as i32;
+            if meta.leader < 0 || meta.leader == here.node_id {
+                continue;
+            }
+            if replica_shard(&image, topic.id, p, here) != Some(shard.id) {
+                continue;
+            }
+            let Some(log) = shard.logs.log((topic.id, p)) else {
+                continue;
+            };
+            out.entry(meta.leader).or_default().push(Followed {
+                topic: topic.id,
+                name: topic.name.clone(),
+                partition: p,
+                leader_epoch: meta.leader_epoch,
+                log,
+            });
+        }
+    }
+    out
+}
+
+async fn fetcher(shard: Rc<Shard>, leader: BrokerId) {
+    let mut conn: Option<(String, TcpStream)> = None;
+    let mut wait_ms = RETRY_MIN_MS;
+    let mut correlation = 0i32;
+    let mut cached: Option<(u64, Vec<Followed>)> = None;
+    loop {
+        if shard.shutdown.is_fired() {
+            break;
+        }
+        // What it follows is looked up again only when the image changed.
+        let epoch = shard.metadata().epoch;
+        if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            cached = followed(&shard).remove(&leader).map(|parts| (epoch, parts));
+        }
+        let Some((_, parts)) = cached.as_ref() else {
+            break;
+        };
+        let round = async {
+            correlation = correlation.wrapping_add(1);
+            fetch_round(&shard, leader, parts, &mut conn, correlation).await
+        };
+        let outcome = future::or(async { Some(round.await) }, async {
+            shard.shutdown.wait().await;
+            None
+        })
+        .await;
+        match outcome {
+            None => break,
+            Some(Ok(())) => wait_ms = RETRY_MIN_MS,
+            Some(Err(reason)) => {
+                conn = None;
+                debug!(leader, %reason, "replica fetch failed; retrying");
+                if wait_ms >= RETRY_MAX_MS {
+                    warn!(leader, %reason, "replica fetch keeps failing");
+                }
+                glommio::timer::sleep(Duration::from_millis(wait_ms)).await;
+                wait_ms = (wait_ms * 2).min(RETRY_MAX_MS);
+            }
+        }
+    }
+    shard.following.borrow_mut().remove(&leader);
+    info!(
+        shard = shard.id.0,
+        leader, "no longer following broker {leader}"
+    );
+}
+
+/// One Fetch to `leader` for `parts`, and the appends of what it answered.
+async fn fetch_round(
+    shard: &Shard,
+    leader: BrokerId,
+    parts: &[Followed],
+    conn: &mut Option<(String, TcpStream)>,
+    correlation: i32,
+) -> Result<(), String> {
+    let to = shard
+        .cluster()
+        .brokers
+        .iter()
+        .find(|b| b.node_id == leader)
+        .cloned()
+        .ok_or_else(|| format!("broker {leader} is not live"))?;
+    let endpoint = format!("{}:{}", to.host, to.port);
+    if conn.as_ref().is_none_or(|(at, _)| *at != endpoint) {
+        let stream = peer::connect(&to, CONNECT_TIMEOUT_MS).await?;
+        *conn = Some((endpoint.clone(), stream));
+    }
+    let Some((_, stream)) = conn.as_mut() else {
+        return Err("no connection".into());
+    };
+    let frame = encode_request(
+        &RequestHeader::default()
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID))),
+        &RequestKind::Fetch(fetch_request(shard.node.node_id, parts)),
+        FETCH_VERSION,
+    )
+    .map_err(|e| format!("cannot encode Fetch: {e}"))?;
+    let answer = glommio::timer::timeout(
+        Duration::from_millis(FETCH_MAX_WAIT_MS as u64 + ANSWER_TIMEOUT_MS),
+        async { Ok(peer::exchange(stream, &frame, MAX_FETCH_RESPONSE_BYTES).await) },
+    )
+    .await
+    .map_err(|_| format!("no answer from {endpoint} in time"))??;
+    let (header, response) = decode_response(answer, ApiKey::Fetch, FETCH_VERSION)
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    if header.correlation_id != correlation {
+        return Err(format!("{endpoint}: answer to another request"));
+    }
+    let ResponseKind::Fetch(response) = response else {
+        return Err(format!("{endpoint}: not a Fetch answer"));
+    };
+    if response.error_code != 0 {
+        return Err(format!("{endpoint}: Fetch error {}", response.error_code));
+    }
+    let now = now_ms();
+    for topic in response.responses {
+        for p in topic.partitions {
+            let Some(part) = parts
+                .iter()
+                .find(|f| *f.name == *topic.topic.0 && f.partition == p.partition_index)
+            else {
+                continue;
+            };
+            if p.error_code != 0 {
+                debug!(topic = %part.name, partition = part.partition, error = p.error_code, "leader refused a replica fetch");
+                continue;
+            }
+            append(part, p.records.unwrap_or_default(), now)?;
+        }
+    }
+    Ok(())
+}
+
+fn fetch_request(node_id: BrokerId, parts: &[Followed]) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for f in parts {
+        let partition = FetchPartition::default()
+            .with_partition(f.partition)
+            .with_current_leader_epoch(f.leader_epoch)
+            .with_fetch_offset(f.log.log_end_offset())
+            .with_log_start_offset(f.log.log_start_offset())
+            .with_partition_max_bytes(PARTITION_MAX_BYTES);
+        match topics.iter_mut().find(|t| *t.topic.0 == *f.name) {
+            Some(t) => t.partitions.push(partition),
+            None => topics.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(f.name.clone())))
+                    .with_topic_id(f.topic.0)
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    FetchRequest::default()
+        .with_replica_id(WireBrokerId(node_id))
+        .with_max_wait_ms(FETCH_MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_MAX_BYTES)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics)
+}
+
+/// Appends the whole batches of `records` (a fetch may end with part of one) to the follower's
+/// log.
+fn append(part: &Followed, records: Bytes, now: i64) -> Result<(), String> {
+    let mut batches = Vec::new();
+    for batch in RecordBatches::allow_partial_tail(records) {
+        let batch = batch.map_err(|e| format!("{}-{}: {e}", part.name, part.partition))?;
+        batches.push(batch);
+    }
+    if batches.is_empty() {
+        return Ok(());
+    }
+    // The leader's batches from before our log end (a fetch offset inside a batch) are skipped.
+    let end = part.log.log_end_offset();
+    batches.retain(|b| b.base_offset() >= end);
+    if batches.is_empty() {
+        return Ok(());
+    }
+    part.log
+        .append_replica(&batches, now)
+        .map(|_| ())
+        .map_err(|e| format!("{}-{}: {e}", part.name, part.partition))
+}
