@@ -352,10 +352,13 @@ pub static SETTINGS: &[Setting] = &[
             min: 1_048_576,
             max: i64::MAX,
         },
-        "Memory for Fetch reads in flight per shard: the read buffer of a partition read and \
-         its copy for the response are counted from before the read until the copy is made. \
-         Past it, reads on the shard wait for earlier ones to finish instead of allocating \
-         (a read larger than the budget takes the whole budget).",
+        "Memory for Fetch reads in flight per shard, counted from before the read: a read for \
+         a connection of the same shard is sent from its buffer, counted until the response \
+         is written; a read for another shard's connection counts its buffer and its one copy \
+         until the copy is made. Past it, reads on the shard wait for earlier ones to finish \
+         instead of allocating (a read larger than the budget takes the whole budget), for at \
+         most 200 ms: then the partition answers without data this time, and the fetch answers \
+         with what it has.",
     ),
     broker(
         "corebus.shard.max.parked.fetches",

@@ -7,13 +7,22 @@
 //! large batch cannot stall a consumer). With less than `min_bytes`, the request waits up to
 //! `max_wait_ms` and is woken by the first append to any of its partitions.
 //!
+//! Copies: a partition owned by the shard holding the connection is answered with the storage
+//! engine's chunks themselves (batch-cache ranges, DMA read buffers: `server::pieces`), which
+//! the connection writes with one vectored send, so its records are never copied by the CPU.
+//! A partition of another shard is copied once on its owner (what crosses the mesh must be
+//! `Send`; the chunks hold shard-local `Rc`s) and that copy is sent as it is.
+//!
 //! Memory: each shard reads its partitions of a round one after another, each asking for no
 //! more than what the response limit still leaves after that shard's earlier reads, and stops
 //! reading once it is used up; so a round reads at most the limit plus one batch per owning
-//! shard, whatever the client asks. Each read first takes its cost (the read buffer and its
-//! copy) from the owning shard's fetch memory budget
-//! (`corebus.shard.fetch.memory.budget.bytes`) and gives it back once copied, so reads wait
-//! for memory instead of allocating without bound. A shard parks at most
+//! shard, whatever the client asks. Each read first takes its cost from the owning shard's
+//! fetch memory budget (`corebus.shard.fetch.memory.budget.bytes`), so reads wait for memory
+//! instead of allocating without bound: a local read takes its buffer and holds it until the
+//! response is written (the budget thus counts the chunks a slow socket keeps alive); a read
+//! for another shard takes its buffer and its copy and gives them back once copied. A fetch
+//! that parks gives back what its last round read (it reads again when it wakes). A shard
+//! parks at most
 //! `corebus.shard.max.parked.fetches` fetches at once (past it a fetch is answered at once,
 //! as at its `max_wait_ms`), and a parked fetch stops waiting, on every shard it waits on,
 //! when its connection's reader ends (`server::closing`).
@@ -46,7 +55,9 @@ use uuid::Uuid;
 use super::common::{locate_partition, str_bytes};
 use crate::metadata::TopicId;
 use crate::server::closing::Closed;
+use crate::server::pieces::Piece;
 use crate::shard::fetch_sessions::{PartKey, Plan};
+use crate::shard::memory_pool::MemoryPermit;
 use crate::shard::{Shard, ShardId, router};
 
 /// Longest a fetch waits for data, whatever `max_wait_ms` says (Kafka's clients use 500 ms).
@@ -77,21 +88,86 @@ type Slot = (usize, i32, Result<(ShardId, Want), i16>);
 /// A partition to read as the session or request gives it, with what the client last heard.
 type PlannedPart = (PartKey, i64, i32, Option<(i64, i64)>);
 
-/// What a partition read gave.
-#[derive(Clone, Default)]
+/// What a partition read gave: whole batches, as the pieces they are sent from.
+#[derive(Default)]
 struct Got {
+    error: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Vec<Piece>,
+    /// The fetch memory the pieces hold (local reads), given back once they are written.
+    held: Option<MemoryPermit>,
+}
+
+impl Got {
+    fn records_len(&self) -> usize {
+        self.records.iter().map(Piece::len).sum()
+    }
+
+    /// An answer without data.
+    fn empty(error: i16, high_watermark: i64, log_start_offset: i64) -> Got {
+        Got {
+            error,
+            high_watermark,
+            log_start_offset,
+            ..Got::default()
+        }
+    }
+
+    /// Gives back the data and the memory it holds (the offsets stay).
+    fn release(&mut self) {
+        self.records.clear();
+        self.held = None;
+    }
+}
+
+/// What a shard sends back for a partition it read for another shard's connection: the one
+/// copy of its chunks (a mesh message must be `Send`).
+struct Copied {
     error: i16,
     high_watermark: i64,
     log_start_offset: i64,
     records: Bytes,
 }
 
+impl Copied {
+    /// Copies `got`'s pieces into one buffer; the read's buffers (and its memory) go.
+    fn of(got: Got) -> Copied {
+        let mut v = Vec::with_capacity(got.records_len());
+        for p in &got.records {
+            v.extend_from_slice(p.as_slice());
+        }
+        Copied {
+            error: got.error,
+            high_watermark: got.high_watermark,
+            log_start_offset: got.log_start_offset,
+            records: Bytes::from(v),
+        }
+    }
+
+    fn into_got(self) -> Got {
+        let records = if self.records.is_empty() {
+            Vec::new()
+        } else {
+            vec![Piece::Shared(self.records)]
+        };
+        Got {
+            error: self.error,
+            high_watermark: self.high_watermark,
+            log_start_offset: self.log_start_offset,
+            records,
+            held: None,
+        }
+    }
+}
+
 /// A Fetch answer: the response with its record data kept beside it (topic-major, one entry
 /// per partition in response order), so the connection sends the data without encoding a
-/// copy of it (`server::gather`).
+/// copy of it (`server::gather`), and the fetch memory that data holds until it is written.
 pub struct FetchReply {
     pub response: FetchResponse,
-    pub records: Vec<Bytes>,
+    pub records: Vec<Vec<Piece>>,
+    pub held: Vec<MemoryPermit>,
 }
 
 pub async fn handle(
@@ -147,6 +223,7 @@ pub async fn handle(
             return FetchReply {
                 response: FetchResponse::default().with_error_code(e.code()),
                 records: Vec::new(),
+                held: Vec::new(),
             };
         }
         Plan::Full { session_id } => (
@@ -196,7 +273,7 @@ pub async fn handle(
     let parked_cap = shard.config.limits.shard_max_parked_fetches;
     let mut got = read_round(shard, &slots, response_max).await;
     loop {
-        let total: usize = got.iter().map(|g| g.records.len()).sum();
+        let total: usize = got.iter().map(Got::records_len).sum();
         let any_error = got.iter().any(|g| g.error != 0);
         // Data below the high watermark that this round did not return (a partition limit of
         // 0, say) will never wake a wait: answer now instead of spinning until the deadline.
@@ -218,6 +295,9 @@ pub async fn handle(
             shard.count(|m| m.fetches_not_parked += 1);
             break;
         };
+        // The round is read again after the wait: a parked fetch holds no read memory (and
+        // cannot wait on memory it holds itself).
+        got.iter_mut().for_each(Got::release);
         wait_for_data(shard, &slots, deadline, &closed).await;
         drop(parked);
         if closed.is_closed() {
@@ -229,6 +309,7 @@ pub async fn handle(
     trim_to(&mut got, response_max);
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
     let mut records = Vec::new();
+    let mut held = Vec::new();
     let mut sent = Vec::new();
     for ((key, _, _, heard), g) in parts.into_iter().zip(got) {
         // An incremental answer leaves out partitions with nothing new for the client.
@@ -248,6 +329,7 @@ pub async fn handle(
             .with_log_start_offset(g.log_start_offset)
             .with_preferred_read_replica(BrokerId(-1));
         records.push(g.records);
+        held.extend(g.held);
         if request.isolation_level == READ_COMMITTED {
             data.aborted_transactions = Some(Vec::new());
         }
@@ -269,6 +351,7 @@ pub async fn handle(
             .with_session_id(session_id)
             .with_responses(responses),
         records,
+        held,
     }
 }
 
@@ -302,65 +385,117 @@ impl Drop for Parked<'_> {
 }
 
 /// Reads every routed partition once, each on its shard (all shards at once), each shard
-/// within `response_max` in all; errors stand for the others.
+/// within `response_max` in all; errors stand for the others. This shard's partitions are
+/// read in place and keep their storage chunks; the others' come back copied once.
 async fn read_round(shard: &Rc<Shard>, slots: &[Slot], response_max: usize) -> Vec<Got> {
     let mut got: Vec<Got> = slots
         .iter()
         .map(|(_, _, r)| match r {
             Ok(_) => Got::default(),
-            Err(code) => Got {
-                error: *code,
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Bytes::new(),
-            },
+            Err(code) => Got::empty(*code, -1, -1),
         })
         .collect();
-    let mut positions = Vec::new();
-    let mut work = Vec::new();
+    let (mut local_positions, mut local) = (Vec::new(), Vec::new());
+    let (mut remote_positions, mut remote) = (Vec::new(), Vec::new());
     for (pos, (_, _, r)) in slots.iter().enumerate() {
-        if let Ok((owner, want)) = r {
-            positions.push(pos);
-            work.push((*owner, *want));
+        match r {
+            Ok((owner, want)) if *owner == shard.id => {
+                local_positions.push(pos);
+                local.push(*want);
+            }
+            Ok((owner, want)) => {
+                remote_positions.push(pos);
+                remote.push((*owner, *want));
+            }
+            Err(_) => {}
         }
     }
-    let done = router::scatter(shard, work, move |s: Rc<Shard>, wants| async move {
-        read_on_owner(&s, wants, response_max).await
-    })
+    // Not through `router::scatter`'s in-place group: its results must be `Send` and local
+    // chunks are not. The remote groups go out first and run meanwhile.
+    let (remote_done, local_done) = future::zip(
+        router::scatter(shard, remote, move |s: Rc<Shard>, wants| async move {
+            read_on_owner(&s, wants, response_max, ReadFor::OtherShard, Copied::of).await
+        }),
+        read_on_owner(shard, local, response_max, ReadFor::ThisShard, |g| g),
+    )
     .await;
-    for (pos, g) in positions.into_iter().zip(done) {
+    for (pos, g) in remote_positions.into_iter().zip(remote_done) {
         match g {
-            Ok(g) => got[pos] = g,
+            Ok(c) => got[pos] = c.into_got(),
             Err(_) => got[pos].error = ResponseError::KafkaStorageError.code(),
         }
+    }
+    for (pos, g) in local_positions.into_iter().zip(local_done) {
+        got[pos] = g;
     }
     got
 }
 
+/// Whose connection a read is for, which decides what it costs and how long it holds it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadFor {
+    /// This shard's: sent from its buffer, held until written.
+    ThisShard,
+    /// Another shard's: copied once, given back once copied.
+    OtherShard,
+}
+
+impl ReadFor {
+    /// Copies of the read buffer a read holds at its peak.
+    fn copies(self) -> usize {
+        match self {
+            ReadFor::ThisShard => 0,
+            ReadFor::OtherShard => 1,
+        }
+    }
+}
+
+/// Longest a read waits for fetch memory; past it the partition (and the rest of its group)
+/// answers without data this round. Held memory goes with written responses, and a
+/// connection writes its responses in order, so a fetch waiting for memory behind a later
+/// response of its own connection (or of a connection on another shard that waits the same
+/// way) would otherwise wait forever.
+const FETCH_MEMORY_WAIT_MS: u64 = 200;
+
 /// What reading up to `ask` bytes of a log holding `log_bytes` may hold at its peak: the read
-/// buffer and its copy (a read returns no more than the log holds, and at least one batch,
-/// which may exceed the ask by that batch).
-fn read_cost_bytes(ask: usize, log_bytes: u64) -> usize {
+/// buffer and `copies` copies of it (a read returns no more than the log holds, and at least
+/// one batch, which may exceed the ask by that batch).
+fn read_cost_bytes(ask: usize, log_bytes: u64, copies: usize) -> usize {
     let data = ask.min(usize::try_from(log_bytes).unwrap_or(usize::MAX));
-    data.saturating_mul(2).saturating_add(READ_SLACK_BYTES)
+    data.saturating_mul(1 + copies)
+        .saturating_add(READ_SLACK_BYTES)
+}
+
+/// The pieces of a read: its chunks, as they are.
+fn pieces_of<D: crate::storage::Disk>(read: crate::storage::LogRead<D>) -> Vec<Piece> {
+    read.chunks.into_iter().map(Piece::local).collect()
 }
 
 /// Runs on the owning shard: one read per partition, one answer per want, in order, one read
 /// at a time, each asking for no more than `response_max` leaves after the reads before it
-/// (once used up, the rest answer without data). The read is copied once into `Bytes` here
-/// because the storage engine's buffers are shard-local and the response may be encoded on
-/// another shard; the read holds its cost of the shard's fetch memory budget until copied.
-async fn read_on_owner(shard: &Shard, wants: Vec<Want>, response_max: usize) -> Vec<Got> {
+/// (once used up, the rest answer without data). Each read takes its cost (its buffer and
+/// `copies` copies) of the shard's fetch memory budget; `finish` turns the read into the
+/// answer right after it (the remote path copies it there and gives the memory back, the
+/// local one keeps the chunks and the memory until the response is written).
+async fn read_on_owner<R>(
+    shard: &Shard,
+    wants: Vec<Want>,
+    response_max: usize,
+    read_for: ReadFor,
+    finish: impl Fn(Got) -> R,
+) -> Vec<R> {
     let mut out = Vec::with_capacity(wants.len());
     let mut left = response_max;
+    // Whether this group keeps fetch memory from an earlier read: it then never waits for
+    // more (it could wait for itself), it stops reading when none is free.
+    let mut holding = false;
     for want in wants {
         let Some(log) = shard.logs.log((want.topic_id, want.partition)) else {
-            out.push(Got {
-                error: ResponseError::KafkaStorageError.code(),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Bytes::new(),
-            });
+            out.push(finish(Got::empty(
+                ResponseError::KafkaStorageError.code(),
+                -1,
+                -1,
+            )));
             continue;
         };
         let high_watermark = log.written_offset();
@@ -368,42 +503,51 @@ async fn read_on_owner(shard: &Shard, wants: Vec<Want>, response_max: usize) -> 
         // With the response already full here, a read could only be trimmed away; the
         // partition answers without data (the request then answers without waiting).
         let g = if want.offset == high_watermark || left == 0 {
-            Got {
-                error: 0,
-                high_watermark,
-                log_start_offset,
-                records: Bytes::new(),
-            }
+            Got::empty(0, high_watermark, log_start_offset)
         } else {
             let ask = want.max_bytes.min(left);
             let budget = &shard.fetch_memory;
-            let cost = read_cost_bytes(ask, log.size_bytes()).min(budget.capacity_bytes());
-            // Capped at the capacity, so never refused; the pool is never closed. Were it,
-            // the read goes ahead uncounted rather than failing the fetch.
-            let permit = budget.take(cost).await.ok();
-            let g = match log.read(want.offset, ask).await {
+            let cost = read_cost_bytes(ask, log.size_bytes(), read_for.copies())
+                .min(budget.capacity_bytes());
+            // Capped at the capacity, so never refused by size.
+            let held = if holding {
+                budget.try_take(cost)
+            } else {
+                let wait = Duration::from_millis(FETCH_MEMORY_WAIT_MS);
+                glommio::timer::timeout(wait, async { Ok(budget.take(cost).await.ok()) })
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            let Some(mut held) = held else {
+                // No memory now: this and the rest of the group answer without data; the
+                // fetch answers at once (data is left below the high watermark).
+                shard.count(|m| m.fetch_reads_deferred += 1);
+                left = 0;
+                out.push(finish(Got::empty(0, high_watermark, log_start_offset)));
+                continue;
+            };
+            match log.read(want.offset, ask).await {
                 Ok(read) => {
-                    let records = read.to_bytes();
-                    left = left.saturating_sub(records.len());
+                    if read_for == ReadFor::ThisShard {
+                        // Kept until written: count what the read keeps alive, not its
+                        // worst case.
+                        held.shrink_to(read.held_bytes());
+                        holding |= held.bytes() > 0;
+                    }
+                    left = left.saturating_sub(read.len_bytes());
                     Got {
                         error: 0,
                         high_watermark: read.high_watermark,
                         log_start_offset: read.log_start_offset,
-                        records,
+                        records: pieces_of(read),
+                        held: Some(held),
                     }
                 }
-                Err(e) => Got {
-                    error: e.kafka_error_code(),
-                    high_watermark,
-                    log_start_offset,
-                    records: Bytes::new(),
-                },
-            };
-            // The read buffer is gone (only the copy is left): its memory is free.
-            drop(permit);
-            g
+                Err(e) => Got::empty(e.kafka_error_code(), high_watermark, log_start_offset),
+            }
         };
-        out.push(g);
+        out.push(finish(g));
     }
     out
 }
@@ -505,13 +649,27 @@ async fn wait_on_owner(
 fn trim_to(got: &mut [Got], max_bytes: usize) {
     let mut used = 0usize;
     for g in got.iter_mut() {
-        if g.records.is_empty() {
-            continue;
+        // A record set's pieces each hold whole batches (a read never splits one), so the
+        // cut is found piece by piece; the pieces after it go.
+        let mut kept_pieces = 0;
+        for p in g.records.iter_mut() {
+            let room = max_bytes.saturating_sub(used);
+            let keep = whole_batches_within(p.as_slice(), room, used == 0);
+            used = used.saturating_add(keep);
+            let whole = keep == p.len();
+            p.truncate(keep);
+            if keep > 0 {
+                kept_pieces += 1;
+            }
+            if !whole {
+                break;
+            }
         }
-        let room = max_bytes.saturating_sub(used);
-        let keep = whole_batches_within(&g.records, room, used == 0);
-        g.records.truncate(keep);
-        used = used.saturating_add(keep);
+        g.records.truncate(kept_pieces);
+        if g.records.is_empty() {
+            // Nothing of this read is sent: its memory need not wait for the write.
+            g.held = None;
+        }
     }
 }
 
@@ -546,23 +704,37 @@ fn whole_batches_within(records: &[u8], room: usize, at_least_one: bool) -> usiz
 mod tests {
     use super::*;
 
-    /// A record set of batches of these total sizes (only the length field is real).
-    fn got(batches: &[usize]) -> Got {
+    /// Record bytes of batches of these total sizes (only the length field is real).
+    fn batches(sizes: &[usize]) -> Vec<u8> {
         let mut v = Vec::new();
-        for &n in batches {
+        for &n in sizes {
             let mut b = vec![0u8; n];
             b[BATCH_LENGTH_AT..BATCH_PREFIX_BYTES]
                 .copy_from_slice(&((n - BATCH_PREFIX_BYTES) as i32).to_be_bytes());
             v.extend_from_slice(&b);
         }
+        v
+    }
+
+    /// A record set in one piece of batches of these total sizes.
+    fn got(sizes: &[usize]) -> Got {
+        got_pieces(&[sizes])
+    }
+
+    /// A record set of several pieces, each of batches of these total sizes.
+    fn got_pieces(pieces: &[&[usize]]) -> Got {
         Got {
-            records: Bytes::from(v),
+            records: pieces
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| Piece::Shared(Bytes::from(batches(p))))
+                .collect(),
             ..Got::default()
         }
     }
 
     fn sizes(g: &[Got]) -> Vec<usize> {
-        g.iter().map(|g| g.records.len()).collect()
+        g.iter().map(Got::records_len).collect()
     }
 
     #[test]
@@ -585,6 +757,28 @@ mod tests {
     }
 
     #[test]
+    fn the_cut_finds_batch_boundaries_across_pieces() {
+        let pieces_of = |g: &Got| g.records.iter().map(Piece::len).collect::<Vec<_>>();
+        // The cut falls inside the second piece: it keeps its first batch.
+        let mut g = vec![got_pieces(&[&[20, 20], &[20, 20]]), got(&[12])];
+        trim_to(&mut g, 65);
+        assert_eq!(pieces_of(&g[0]), vec![40, 20]);
+        assert_eq!(sizes(&g), vec![60, 0]);
+        // The cut falls at a piece boundary: the later pieces go.
+        let mut g = vec![got_pieces(&[&[20, 20], &[20], &[12]])];
+        trim_to(&mut g, 45);
+        assert_eq!(pieces_of(&g[0]), vec![40]);
+        // KIP-74 holds for a first piece whose first batch is over the limit.
+        let mut g = vec![got_pieces(&[&[100], &[20]]), got(&[12])];
+        trim_to(&mut g, 50);
+        assert_eq!(sizes(&g), vec![100, 0]);
+        // Nothing cut: every piece stays.
+        let mut g = vec![got_pieces(&[&[20], &[20], &[20]])];
+        trim_to(&mut g, 60);
+        assert_eq!(pieces_of(&g[0]), vec![20, 20, 20]);
+    }
+
+    #[test]
     fn the_broker_caps_what_a_request_may_ask() {
         assert_eq!(response_limit(i32::MAX, 1 << 20), 1 << 20);
         assert_eq!(response_limit(-1, 1 << 20), 1 << 20);
@@ -593,11 +787,23 @@ mod tests {
     }
 
     #[test]
-    fn a_read_costs_its_buffer_and_copy_of_no_more_than_the_log_holds() {
+    fn a_read_costs_its_buffer_and_copies_of_no_more_than_the_log_holds() {
         // A hostile ask over a small log costs what the log holds, not the ask.
-        assert_eq!(read_cost_bytes(usize::MAX, 1_000), 2_000 + READ_SLACK_BYTES);
-        assert_eq!(read_cost_bytes(100, 1 << 30), 200 + READ_SLACK_BYTES);
-        assert_eq!(read_cost_bytes(usize::MAX, u64::MAX), usize::MAX);
+        let remote = ReadFor::OtherShard.copies();
+        assert_eq!(
+            read_cost_bytes(usize::MAX, 1_000, remote),
+            2_000 + READ_SLACK_BYTES
+        );
+        assert_eq!(
+            read_cost_bytes(100, 1 << 30, remote),
+            200 + READ_SLACK_BYTES
+        );
+        assert_eq!(read_cost_bytes(usize::MAX, u64::MAX, remote), usize::MAX);
+        // A local read is sent from its buffer: no copy to pay for.
+        assert_eq!(
+            read_cost_bytes(100, 1 << 30, ReadFor::ThisShard.copies()),
+            100 + READ_SLACK_BYTES
+        );
     }
 
     #[test]
@@ -623,12 +829,172 @@ mod tests {
 
     #[test]
     fn a_malformed_length_stops_the_cut_without_panicking() {
-        let mut g = got(&[20]);
-        let mut v = g.records.to_vec();
+        let mut v = batches(&[20]);
         v.extend_from_slice(&[0u8; 8]); // a truncated second batch
         v.extend_from_slice(&(-5i32).to_be_bytes());
-        g.records = Bytes::from(v);
-        assert_eq!(whole_batches_within(&g.records, 1_000, true), 20);
+        assert_eq!(whole_batches_within(&v, 1_000, true), 20);
         assert_eq!(whole_batches_within(&[1, 2, 3], 1_000, true), 0);
+        // In a record set, the malformed tail is cut off.
+        let mut g = vec![Got {
+            records: vec![Piece::Shared(Bytes::from(v))],
+            ..Got::default()
+        }];
+        trim_to(&mut g, 1_000);
+        assert_eq!(sizes(&g), vec![20]);
+    }
+
+    mod zero_copy {
+        use std::path::PathBuf;
+        use std::time::Duration;
+
+        use corebus_wire::kafka_protocol::messages::{ApiKey, ResponseKind};
+        use corebus_wire::response::encode_response;
+        use glommio::{LocalExecutorBuilder, Placement};
+
+        use super::*;
+        use crate::server::gather::frame_fetch;
+        use crate::server::pieces::{Unsent, send_until_full};
+        use crate::shard::memory_pool::MemoryPool;
+        use crate::storage::{
+            Durability, LogConfig, ReadChunk, ShardOptions, SimDisk, StorageShard, testing,
+        };
+
+        fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+            LocalExecutorBuilder::new(Placement::Unbound)
+                .io_memory(2 << 20)
+                .spin_before_park(Duration::from_millis(0))
+                .make()
+                .expect("glommio executor")
+                .run(f)
+        }
+
+        /// Frames a one-partition reply of `got` and writes it through the vectored writer
+        /// into a socket that takes `take` bytes per call; returns the pieces' addresses and
+        /// the bytes written, and checks they equal the generated (copying) encoding.
+        fn frame_and_write(got: Got, inline: Bytes, take: usize) -> (Vec<*const u8>, usize) {
+            let data = PartitionData::default()
+                .with_partition_index(0)
+                .with_high_watermark(got.high_watermark);
+            let topic = FetchableTopicResponse::default()
+                .with_topic(TopicName(str_bytes("t".to_string())))
+                .with_partitions(vec![data]);
+            let response = FetchResponse::default().with_responses(vec![topic]);
+            let mut expected_response = response.clone();
+            expected_response.responses[0].partitions[0].records = Some(inline);
+            let mut expected = bytes::BytesMut::new();
+            encode_response(
+                9,
+                ApiKey::Fetch,
+                12,
+                &ResponseKind::Fetch(expected_response),
+                &mut expected,
+            )
+            .unwrap();
+            let reply = FetchReply {
+                response,
+                records: vec![got.records],
+                held: got.held.into_iter().collect(),
+            };
+            let framed = frame_fetch(9, 12, reply).unwrap();
+            let addresses = framed
+                .pieces
+                .iter()
+                .map(|p| p.as_slice().as_ptr())
+                .collect();
+            let slices: Vec<&[u8]> = framed.pieces.iter().map(Piece::as_slice).collect();
+            let mut written = Vec::new();
+            let mut calls = 0;
+            let mut unsent = Unsent::new(&slices);
+            let all = send_until_full(&mut unsent, |iov| {
+                calls += 1;
+                let mut n = 0;
+                for s in iov {
+                    let k = s.len().min(take - n);
+                    written.extend_from_slice(&s[..k]);
+                    n += k;
+                }
+                Ok(n)
+            })
+            .unwrap();
+            assert!(all);
+            assert_eq!(written, expected.to_vec(), "written == the concatenation");
+            (addresses, calls)
+        }
+
+        #[test]
+        fn a_local_read_reaches_the_socket_without_a_copy() {
+            run(async {
+                let disk = SimDisk::new();
+                // A small cache: the first batches are evicted and read from the file.
+                let storage = StorageShard::new(
+                    disk,
+                    ShardOptions {
+                        batch_cache_bytes: 32 << 10,
+                        ..ShardOptions::default()
+                    },
+                );
+                let log = storage
+                    .open_log(
+                        PathBuf::from("/data/t-0"),
+                        LogConfig {
+                            segment_bytes: 1 << 20,
+                            index_interval_bytes: 1024,
+                            ..LogConfig::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                for seed in 0..64u8 {
+                    let b = testing::batch(3, 2_000, 1_000 + i64::from(seed), seed);
+                    log.append(std::slice::from_ref(&b), 0, 0, Durability::Written)
+                        .await
+                        .unwrap();
+                }
+                let budget = MemoryPool::new(1 << 20);
+                for (offset, from_file) in [(0i64, true), (log.written_offset() - 3, false)] {
+                    let read = log.read(offset, 16 << 10).await.unwrap();
+                    assert!(!read.is_empty());
+                    let file = read
+                        .chunks
+                        .iter()
+                        .all(|c| matches!(c, ReadChunk::File { .. }));
+                    let cached = read
+                        .chunks
+                        .iter()
+                        .all(|c| matches!(c, ReadChunk::Cached { .. }));
+                    assert!(if from_file { file } else { cached });
+                    let chunk_addresses: Vec<*const u8> =
+                        read.chunks.iter().map(|c| c.as_ptr()).collect();
+                    let inline = read.to_bytes();
+                    let held = budget.take(inline.len()).await.unwrap();
+                    assert!(budget.in_use_bytes() > 0);
+                    let got = Got {
+                        high_watermark: read.high_watermark,
+                        log_start_offset: read.log_start_offset,
+                        records: pieces_of(read),
+                        held: Some(held),
+                        ..Got::default()
+                    };
+                    let (addresses, calls) = frame_and_write(got, inline.clone(), usize::MAX);
+                    for a in &chunk_addresses {
+                        assert!(
+                            addresses.contains(a),
+                            "the storage chunk itself is a piece of the response"
+                        );
+                    }
+                    assert_eq!(calls, 1, "one sendmsg for the whole response");
+                    // The reply (and the memory it held) is gone once written.
+                    assert_eq!(budget.in_use_bytes(), 0);
+                    // A socket taking a few bytes at a time still gets the same stream.
+                    let read = log.read(offset, 16 << 10).await.unwrap();
+                    let got = Got {
+                        high_watermark: read.high_watermark,
+                        records: pieces_of(read),
+                        ..Got::default()
+                    };
+                    frame_and_write(got, inline, 333);
+                }
+            });
+        }
     }
 }

@@ -262,6 +262,13 @@ impl Collector for NodeMetrics {
             None,
             per_shard(|s| s.counters.fetches_not_parked),
         )?;
+        f.counters(
+            "corebus_fetch_reads_deferred",
+            "Fetch partition reads skipped for a round because no fetch memory came free in \
+             time (corebus.shard.fetch.memory.budget.bytes); the fetch answers with what it has.",
+            None,
+            per_shard(|s| s.counters.fetch_reads_deferred),
+        )?;
         f.gauge(
             "corebus_connections_open",
             "Client connections open on the node (bounded by max.connections).",

@@ -46,6 +46,9 @@ pub struct ShardMetrics {
     /// Fetches answered at once instead of waiting for data because the shard already held
     /// `corebus.shard.max.parked.fetches` waiting.
     pub fetches_not_parked: u64,
+    /// Fetch partition reads skipped for a round because no fetch memory came free in time
+    /// (`corebus.shard.fetch.memory.budget.bytes`); the fetch answers with what it has.
+    pub fetch_reads_deferred: u64,
     /// Time from a Produce request's decoding to its response (acks wait included).
     pub produce_latency: LatencyHistogram,
     /// Time from a Fetch request's decoding to its response (long-poll wait included).

@@ -2,7 +2,9 @@
 //! `max_inflight_requests_per_connection` read ahead), each starting only once the one before
 //! it took effect (`super::order`: as Kafka, which handles a connection's requests one at a
 //! time, except that durability waits overlap), and writes the responses strictly in request
-//! order.
+//! order. A Fetch response goes out as pieces (storage chunks of this shard referenced where
+//! they lie, `super::pieces`) in one vectored send, and the fetch memory its chunks hold is
+//! given back once it is written.
 //!
 //! Memory: as soon as a frame's size prefix is read, the frame's size is taken from the
 //! shard's request memory pool (`corebus.shard.request.memory.pool.bytes`; a frame larger
@@ -84,8 +86,9 @@ thread_local! {
 enum Outcome {
     /// Write this framed response.
     Respond(Bytes),
-    /// Write these pieces, in order, as one framed response.
-    RespondPieces(Vec<Bytes>),
+    /// Write these pieces, in order, as one framed response (one vectored send), then give
+    /// back the fetch memory they held.
+    RespondPieces(super::gather::FramedFetch),
     /// The request wants no response (Produce with acks=0).
     Silent,
     /// Close the connection once the earlier responses are out.
@@ -432,7 +435,7 @@ fn respond(
         handlers::Reply::Fetch(fetch) => {
             let code = fetch_error_code(&fetch.response);
             return match super::gather::frame_fetch(corr, version, fetch) {
-                Ok(pieces) => (Outcome::RespondPieces(pieces), RequestOutcome::Code(code)),
+                Ok(framed) => (Outcome::RespondPieces(framed), RequestOutcome::Code(code)),
                 Err(e) => {
                     warn!(error = %e, "cannot encode the Fetch response; closing the connection");
                     (Outcome::Close, RequestOutcome::Closed)
@@ -460,7 +463,7 @@ async fn write_responses(
     peer: SocketAddr,
     activity: Rc<Activity>,
 ) {
-    'responses: while let Some(task) = queue.recv().await {
+    while let Some(task) = queue.recv().await {
         match task.await {
             Some(Outcome::Respond(bytes)) => {
                 if let Err(e) = writer.write_all(&bytes).await {
@@ -469,14 +472,17 @@ async fn write_responses(
                 }
                 shard.count(|m| m.sent_bytes += bytes.len() as u64);
             }
-            Some(Outcome::RespondPieces(pieces)) => {
-                for piece in pieces {
-                    if let Err(e) = writer.write_all(&piece).await {
-                        debug!(%peer, error = %e, "write failed");
-                        break 'responses;
-                    }
-                    shard.count(|m| m.sent_bytes += piece.len() as u64);
+            Some(Outcome::RespondPieces(framed)) => {
+                let slices: Vec<&[u8]> = framed.pieces.iter().map(|p| p.as_slice()).collect();
+                if let Err(e) = writer.write_all_vectored(&slices).await {
+                    debug!(%peer, error = %e, "write failed");
+                    break;
                 }
+                let sent: usize = slices.iter().map(|s| s.len()).sum();
+                shard.count(|m| m.sent_bytes += sent as u64);
+                // Written: the storage chunks (and the fetch memory they held) go here.
+                drop(slices);
+                drop(framed);
             }
             Some(Outcome::Silent) => {}
             Some(Outcome::Close) => {

@@ -11,6 +11,7 @@ pub mod connection;
 pub mod gather;
 pub mod listener;
 pub mod order;
+pub mod pieces;
 pub mod split;
 
 use std::rc::Rc;

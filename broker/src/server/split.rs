@@ -9,12 +9,15 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::os::unix::io::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite, future};
 use glommio::net::TcpStream;
+
+use super::pieces::{Unsent, send_until_full, send_vectored};
 
 pub struct ReadHalf(Rc<RefCell<TcpStream>>);
 pub struct WriteHalf(Rc<RefCell<TcpStream>>);
@@ -31,6 +34,27 @@ impl AsyncRead for ReadHalf {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl WriteHalf {
+    /// Writes all of `pieces`, in order, with one `sendmsg` per time the socket has room
+    /// (`super::pieces`); when it is full, waits for it through glommio's own write, which
+    /// sends the first unsent piece once the socket has room again.
+    pub async fn write_all_vectored(&mut self, pieces: &[&[u8]]) -> io::Result<()> {
+        let fd = self.0.borrow().as_raw_fd();
+        let mut unsent = Unsent::new(pieces);
+        while !send_until_full(&mut unsent, |iov| send_vectored(fd, iov))? {
+            let first = unsent.first();
+            let sent =
+                future::poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, first))
+                    .await?;
+            if sent == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            unsent.advance(sent);
+        }
+        Ok(())
     }
 }
 

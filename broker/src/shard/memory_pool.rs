@@ -3,7 +3,8 @@
 //! announced size from it as soon as the size prefix arrives, before it reads the body, and
 //! gives it back when the request is done with its memory (the permit is dropped). The same
 //! type is the shard's Fetch read budget (`corebus.shard.fetch.memory.budget.bytes`): a
-//! partition read takes its size before it allocates and gives it back once copied.
+//! partition read takes its size before it allocates and gives it back once its chunks are
+//! written to the socket (or, for a connection of another shard, once copied).
 //!
 //! Per shard, not per node: a shard's connections, buffers and allocations live on its own
 //! thread, so a shard-local count needs no atomics, and a shard waiting for memory is woken by
@@ -20,13 +21,54 @@
 
 use std::rc::Rc;
 
-use glommio::sync::{Semaphore, StaticPermit};
+use glommio::sync::Semaphore;
 
 /// Bytes of a shard's request memory, held until dropped.
-#[derive(Debug)]
 pub struct MemoryPermit {
+    bytes: usize,
     // `None` for an empty frame: nothing to give back.
-    _units: Option<StaticPermit>,
+    pool: Option<Rc<Semaphore>>,
+}
+
+impl MemoryPermit {
+    fn new(bytes: usize, pool: &Rc<Semaphore>) -> MemoryPermit {
+        MemoryPermit {
+            bytes,
+            pool: (bytes > 0).then(|| pool.clone()),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Gives back all but `bytes` now (a Fetch read that took for its worst case keeps what
+    /// it actually holds); no effect when it holds no more than that.
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes >= self.bytes {
+            return;
+        }
+        if let Some(pool) = &self.pool {
+            pool.signal((self.bytes - bytes) as u64);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for MemoryPermit {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool
+            && self.bytes > 0
+        {
+            pool.signal(self.bytes as u64);
+        }
+    }
+}
+
+impl std::fmt::Debug for MemoryPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemoryPermit({} bytes)", self.bytes)
+    }
 }
 
 /// Why no memory was granted.
@@ -77,11 +119,25 @@ impl MemoryPool {
             });
         }
         if bytes == 0 {
-            return Ok(MemoryPermit { _units: None });
+            return Ok(MemoryPermit::new(0, &self.units));
         }
-        match self.units.acquire_static_permit(bytes as u64).await {
-            Ok(p) => Ok(MemoryPermit { _units: Some(p) }),
+        match self.units.acquire(bytes as u64).await {
+            Ok(()) => Ok(MemoryPermit::new(bytes, &self.units)),
             Err(_) => Err(PoolRefusal::Closed),
+        }
+    }
+
+    /// Takes `bytes` if they are free now and nobody waits for memory; never waits.
+    pub fn try_take(&self, bytes: usize) -> Option<MemoryPermit> {
+        if bytes > self.capacity_bytes {
+            return None;
+        }
+        if bytes == 0 {
+            return Some(MemoryPermit::new(0, &self.units));
+        }
+        match self.units.try_acquire(bytes as u64) {
+            Ok(true) => Some(MemoryPermit::new(bytes, &self.units)),
+            _ => None,
         }
     }
 }
@@ -119,6 +175,26 @@ mod tests {
                 let _full = pool.take(100).await.unwrap();
                 let _empty = pool.take(0).await.unwrap();
                 assert_eq!(pool.in_use_bytes(), 100);
+            })
+        });
+    }
+
+    #[test]
+    fn a_permit_shrinks_to_what_it_keeps_and_try_take_never_waits() {
+        on_executor(|| {
+            Box::pin(async {
+                let pool = MemoryPool::new(100);
+                let mut a = pool.take(80).await.unwrap();
+                assert!(pool.try_take(30).is_none(), "only 20 free");
+                a.shrink_to(50);
+                assert_eq!((a.bytes(), pool.in_use_bytes()), (50, 50));
+                a.shrink_to(70); // never grows
+                assert_eq!(pool.in_use_bytes(), 50);
+                let b = pool.try_take(30).expect("30 free after the shrink");
+                assert_eq!(pool.in_use_bytes(), 80);
+                drop((a, b));
+                assert_eq!(pool.in_use_bytes(), 0);
+                assert!(pool.try_take(101).is_none());
             })
         });
     }

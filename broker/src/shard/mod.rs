@@ -106,7 +106,8 @@ pub struct Shard {
     /// counted from their size prefix; connections wait for it before reading a frame's body.
     pub request_memory: memory_pool::MemoryPool,
     /// Fetch reads in flight on this shard (`corebus.shard.fetch.memory.budget.bytes`): a
-    /// partition read waits for it before allocating its buffer.
+    /// partition read waits for it before allocating its buffer, and holds it until its
+    /// chunks are written (or, read for another shard, copied).
     pub fetch_memory: memory_pool::MemoryPool,
     /// Fetches of this shard's connections waiting for data now (bounded by
     /// `corebus.shard.max.parked.fetches`).

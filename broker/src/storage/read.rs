@@ -73,9 +73,21 @@ impl<D: Disk> LogRead<D> {
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
-    /// A copy of all chunks in one buffer. The Fetch handler uses it too, today: its reads
-    /// may cross to another shard, and the chunks are shard-local (the data-path issue's
-    /// zero-copy Fetch for a local owner is not built yet).
+    /// Bytes this read keeps alive while it is held: a direct read's whole buffer (it reads
+    /// around the batches it returns), and the returned ranges of batch-cache buffers (the
+    /// cache holds the rest of those anyway).
+    pub fn held_bytes(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| match c {
+                ReadChunk::Cached { len, .. } => *len,
+                ReadChunk::File { buf, .. } => (**buf).as_ref().len(),
+            })
+            .sum()
+    }
+    /// A copy of all chunks in one buffer (tests, and callers that must cross a shard: the
+    /// chunks are shard-local). Fetch sends the chunks themselves when the connection is on
+    /// the owning shard, and copies them once, chunk by chunk, when it is not.
     pub fn to_bytes(&self) -> Bytes {
         let mut v = Vec::with_capacity(self.len_bytes());
         for c in &self.chunks {
