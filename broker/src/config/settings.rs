@@ -358,7 +358,8 @@ pub static SETTINGS: &[Setting] = &[
          until the copy is made. Past it, reads on the shard wait for earlier ones to finish \
          instead of allocating (a read larger than the budget takes the whole budget), for at \
          most 200 ms: then the partition answers without data this time, and the fetch answers \
-         with what it has.",
+         with what it has. One response carries at most a quarter of it (a consumer that stops \
+         reading holds no more).",
     ),
     broker(
         "corebus.shard.max.parked.fetches",

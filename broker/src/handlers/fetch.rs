@@ -19,7 +19,9 @@
 //! shard, whatever the client asks. Each read first takes its cost from the owning shard's
 //! fetch memory budget (`corebus.shard.fetch.memory.budget.bytes`), so reads wait for memory
 //! instead of allocating without bound: a local read takes its buffer and holds it until the
-//! response is written (the budget thus counts the chunks a slow socket keeps alive); a read
+//! response is written (the budget thus counts the chunks a slow socket keeps alive, and one
+//! response may take at most a quarter of it, so one stalled consumer cannot starve the
+//! shard's other fetches); a read
 //! for another shard takes its buffer and its copy and gives them back once copied. A fetch
 //! that parks gives back what its last round read (it reads again when it wakes). A shard
 //! parks at most
@@ -244,7 +246,8 @@ pub async fn handle(
         ),
     };
     let image = shard.metadata();
-    let response_max = response_limit(request.max_bytes, shard.config.limits.fetch_max_bytes);
+    let response_max = response_limit(request.max_bytes, shard.config.limits.fetch_max_bytes)
+        .min(shard.fetch_memory.capacity_bytes() / RESPONSE_SHARE_OF_FETCH_BUDGET);
     let slots: Vec<Slot> = parts
         .iter()
         .enumerate()
@@ -354,6 +357,12 @@ pub async fn handle(
         held,
     }
 }
+
+/// One response carries at most this fraction of its shard's fetch memory budget (16 MiB of
+/// the default 64 MiB): a local read holds its memory until the response is written, so a
+/// consumer that stops reading its socket with a fetch in flight keeps at most a quarter of
+/// the budget from the shard's other fetches (KIP-74 lets a response be smaller than asked).
+const RESPONSE_SHARE_OF_FETCH_BUDGET: usize = 4;
 
 /// The record bytes a response may carry: the request's `max_bytes` (a negative one means no
 /// limit; old clients send i32::MAX anyway), never more than the broker's `fetch.max.bytes`.
