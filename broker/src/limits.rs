@@ -110,7 +110,7 @@ mod tests {
         let mut s = BrokerSettings::default();
         assert_eq!(
             Limits::from_settings(&s).max_inflight_requests_per_connection,
-            5
+            256
         );
         s.set("max.connections", "7", "test").unwrap();
         s.set(

@@ -114,6 +114,7 @@ pub async fn join(shard: &Rc<Shard>, me: BrokerEndpoint) -> Result<Membership, C
         topics_unread: true,
     };
     arm_topic_watches(client).await?;
+    info!("topic watches armed; reading the cluster view");
     // Topics were read moments ago (`metadata::open`); `follow` reads them once more, after
     // the watches were armed, since only then can it install an image on every shard.
     let now = Dirty {

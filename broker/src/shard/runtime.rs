@@ -350,8 +350,26 @@ async fn join_cluster(
         return Ok(None);
     }
     let me = crate::cluster::BrokerEndpoint::of(&shard.node, crate::cluster::rack(&shard.config));
-    crate::cluster::watcher::join(shard, me).await.map(Some)
+    let started = std::time::Instant::now();
+    // Every step of joining is bounded, but a start-up that hangs here was seen once and not
+    // reproduced: say so while it lasts, with the steps the log shows done so far.
+    let slow = async {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(JOIN_SLOW_WARN_MS)).await;
+            warn!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                "still joining the cluster (registration, topic watches, first cluster view); \
+                 the shard does not serve until it has"
+            );
+        }
+    };
+    futures_lite::future::or(crate::cluster::watcher::join(shard, me), slow)
+        .await
+        .map(Some)
 }
+
+/// How often a slow join of the cluster is reported.
+const JOIN_SLOW_WARN_MS: u64 = 10_000;
 
 /// Follows the cluster on shard 0 (renewing an expired session); when the session is lost
 /// and cannot be renewed within `corebus.consensus.session.renew.timeout.ms`, stops the node
