@@ -122,6 +122,22 @@ impl ClusterView {
         }
     }
 
+    /// The live brokers' ids.
+    pub fn live_ids(&self) -> Vec<i32> {
+        self.brokers.iter().map(|b| b.node_id).collect()
+    }
+
+    /// The live brokers as partition placement sees them (id and rack).
+    pub fn candidates(&self) -> Vec<crate::metadata::assign::Candidate> {
+        self.brokers
+            .iter()
+            .map(|b| crate::metadata::assign::Candidate {
+                id: b.node_id,
+                rack: b.rack.clone(),
+            })
+            .collect()
+    }
+
     /// The controller id as Kafka puts it on the wire.
     pub fn controller_wire_id(&self) -> i32 {
         self.controller_id.unwrap_or(-1)

@@ -14,7 +14,6 @@ use corebus_wire::kafka_protocol::messages::{CreatePartitionsRequest, CreatePart
 use super::common::{ItemError, metadata_failure, on_controller};
 use crate::limits::MAX_PARTITIONS_PER_TOPIC;
 use crate::metadata::assign::spread;
-use crate::metadata::image::BrokerId;
 use crate::metadata::{MetadataCommand, PartitionMeta};
 use crate::shard::Shard;
 
@@ -27,7 +26,9 @@ pub async fn handle(
     request: CreatePartitionsRequest,
     _version: i16,
 ) -> CreatePartitionsResponse {
-    let live: Vec<BrokerId> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
+    let cluster = shard.cluster();
+    let live = cluster.live_ids();
+    let candidates = cluster.candidates();
     let validate_only = request.validate_only;
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = request
@@ -90,7 +91,7 @@ pub async fn handle(
                         }
                         a.iter().cloned().map(PartitionMeta::replicated).collect()
                     }
-                    None => spread(meta.id.0, current..count, &live, factor),
+                    None => spread(meta.id.0, current..count, &candidates, factor),
                 };
                 if added.is_empty() {
                     return Err(ItemError::new(ResponseError::InvalidReplicationFactor, "no live broker to lead the new partitions"));

@@ -51,7 +51,7 @@ pub struct Placing {
 
 impl Placing {
     pub fn of(shard: &Shard) -> Placing {
-        let live: Vec<BrokerId> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
+        let live = shard.cluster().live_ids();
         let replicated = shard
             .config
             .settings
@@ -71,7 +71,7 @@ pub async fn create(
     validate_only: bool,
 ) -> Vec<Result<TopicMeta, ItemError>> {
     let count = topics.len();
-    let live: Vec<BrokerId> = shard.cluster().brokers.iter().map(|b| b.node_id).collect();
+    let live = shard.cluster().candidates();
     let outcome = on_controller(shard, move |image| {
         let mut cmds = Vec::new();
         let mut results = Vec::with_capacity(topics.len());

@@ -86,7 +86,7 @@ pub async fn handle(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -
     }
     let wanted = auto_create_missing(shard, wanted).await;
     let cluster = shard.cluster();
-    let live: Vec<i32> = cluster.brokers.iter().map(|b| b.node_id).collect();
+    let live = cluster.live_ids();
     let topics = wanted
         .into_iter()
         .map(|w| match w {
