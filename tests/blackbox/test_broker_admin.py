@@ -255,6 +255,13 @@ def test_describe_and_alter_configs(broker):
     bc = a.describe_configs([broker_res])[broker_res].result(timeout=CLIENT_TIMEOUT_SECONDS)
     assert bc["num.partitions"].value == "1"
     assert bc["log.retention.hours"].value == "168"
+    # The harness's --listen and --data-dir count as what they stand for in server.properties
+    # (kafka-python's suite checks advertised.listeners the same way).
+    assert bc["listeners"].value == f"PLAINTEXT://127.0.0.1:{broker.port}"
+    assert bc["listeners"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert bc["log.dirs"].value == str(broker.data_dir)
+    assert bc["log.dirs"].source == ConfigSource.STATIC_BROKER_CONFIG.value
+    assert bc["num.partitions"].source == ConfigSource.DEFAULT_CONFIG.value
 
 
 def test_kafka_python_admin(broker):

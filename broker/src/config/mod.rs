@@ -344,7 +344,7 @@ impl Config {
         Self::from_settings(cli, settings)
     }
 
-    fn from_settings(cli: &Cli, settings: BrokerSettings) -> Result<Config, ConfigError> {
+    fn from_settings(cli: &Cli, mut settings: BrokerSettings) -> Result<Config, ConfigError> {
         let node_id = match (cli.node_id, settings.explicit.get("broker.id")) {
             (Some(n), _) => n,
             (None, Some(b)) => {
@@ -401,6 +401,14 @@ impl Config {
                 "--shards 0: at least one shard".into(),
             ));
         }
+        record_flags(
+            cli,
+            &mut settings,
+            node_id,
+            &listen,
+            advertised.as_ref(),
+            &data_dir,
+        )?;
         let limits = Limits::from_settings(&settings);
         let roles = consensus::Roles::parse(&cli.roles)?;
         let consensus = consensus::resolve_consensus(
@@ -449,6 +457,39 @@ fn setting_text(settings: &BrokerSettings, name: &str) -> String {
 }
 
 /// Parses a listener: `HOST:PORT` or Kafka's `PLAINTEXT://HOST:PORT`; one listener only.
+/// Records what the command-line flags set under the Kafka settings they stand for, so
+/// DescribeConfigs reports them as Kafka reports its `server.properties` entries
+/// (STATIC_BROKER_CONFIG, with the value in force) rather than as defaults.
+fn record_flags(
+    cli: &Cli,
+    settings: &mut BrokerSettings,
+    node_id: i32,
+    listen: &HostPort,
+    advertised: Option<&HostPort>,
+    data_dir: &std::path::Path,
+) -> Result<(), ConfigError> {
+    if cli.node_id.is_some() {
+        settings.set("node.id", &node_id.to_string(), "--node-id")?;
+        if settings.explicit.contains_key("broker.id") {
+            settings.set("broker.id", &node_id.to_string(), "--node-id")?;
+        }
+    }
+    if cli.listen.is_some() {
+        settings.set("listeners", &format!("PLAINTEXT://{listen}"), "--listen")?;
+    }
+    if let (Some(_), Some(a)) = (&cli.advertised_listener, advertised) {
+        settings.set(
+            "advertised.listeners",
+            &format!("PLAINTEXT://{a}"),
+            "--advertised-listener",
+        )?;
+    }
+    if cli.data_dir.is_some() {
+        settings.set("log.dirs", &data_dir.display().to_string(), "--data-dir")?;
+    }
+    Ok(())
+}
+
 fn listener(origin: &str, text: &str) -> Result<HostPort, ConfigError> {
     let bad = |reason: String| ConfigError::Malformed {
         name: origin.to_string(),
@@ -516,6 +557,38 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
         assert_eq!(c.settings.i64("num.partitions"), Some(1));
+    }
+
+    #[test]
+    fn flags_are_reported_as_the_static_settings_they_stand_for() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(c.settings.get("advertised.listeners"), None);
+        assert_eq!(
+            c.settings.get("listeners").map(|(_, s)| s),
+            Some(ConfigSource::Default)
+        );
+        let c = Config::load(&cli(&[
+            "--node-id",
+            "7",
+            "--listen",
+            "127.0.0.1:19092",
+            "--advertised-listener",
+            "kafka-7.example:9092",
+            "--data-dir",
+            "/var/lib/corebus",
+        ]))
+        .unwrap();
+        let static_value = |name: &str| match c.settings.get(name) {
+            Some((v, ConfigSource::StaticBroker)) => v.to_string(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(static_value("node.id"), "7");
+        assert_eq!(static_value("listeners"), "PLAINTEXT://127.0.0.1:19092");
+        assert_eq!(
+            static_value("advertised.listeners"),
+            "PLAINTEXT://kafka-7.example:9092"
+        );
+        assert_eq!(static_value("log.dirs"), "/var/lib/corebus");
     }
 
     #[test]
