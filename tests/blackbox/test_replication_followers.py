@@ -3,7 +3,7 @@ a topic of replication factor 3 on three brokers has every partition on every br
 each follower copies its leader's log byte for byte (offsets and leader epochs as the leader
 gave them), also after it was killed with SIGKILL and restarted. Real processes: a group of
 three consensus nodes, three `--roles broker` brokers (one with two shards), confluent-kafka
-clients; the copies compared with DescribeLogDirs while running and with `corebus-ctl log dump
+clients (a consumer group, whose `__consumer_offsets` gets 3 replicas too); the copies compared with DescribeLogDirs while running and with `corebus-ctl log dump
 --records` once stopped.
 
 Without the setting a replication factor above 1 is refused (unit tests of CreateTopics), and
@@ -139,6 +139,10 @@ def test_followers_copy_their_leaders_log_byte_for_byte(group, broker_factory):
 
     got = consume_all(bootstrap, TOPIC, len(first) + len(second))
     assert sorted(got) == sorted(first + second)
+    # The group's offsets topic, created on the way, is replicated as configured
+    # (offsets.topic.replication.factor, 3 by default, capped by the live brokers).
+    offsets = wait_agreement(list(brokers.values()), "__consumer_offsets", 50)
+    assert all(sorted(v[1]) == [1, 2, 3] for v in offsets.values()), offsets
 
     for b in brokers.values():
         assert b.stop() == 0, b.log_tail()

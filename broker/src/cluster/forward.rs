@@ -97,7 +97,10 @@ pub async fn create_topics(shard: &Shard, topics: &[NewTopic]) -> Result<Vec<i16
 fn create_request(topics: &[NewTopic]) -> CreateTopicsRequest {
     let topics = topics
         .iter()
-        .map(|t| creatable_topic(&t.name, t.partitions, -1, &t.configs))
+        .map(|t| {
+            let factor = i16::try_from(t.replication_factor).unwrap_or(-1);
+            creatable_topic(&t.name, t.partitions, factor, &t.configs)
+        })
         .collect();
     CreateTopicsRequest::default()
         .with_topics(topics)

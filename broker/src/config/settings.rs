@@ -779,10 +779,14 @@ pub static SETTINGS: &[Setting] = &[
         Str,
         "only PLAINTEXT is supported; other listeners are refused.",
     ),
-    inert(
+    broker(
         "offsets.topic.replication.factor",
         Int,
-        "a single node keeps one replica of internal topics.",
+        Some("3"),
+        Validator::Range { min: 1, max: 32767 },
+        "Replicas of each __consumer_offsets partition when corebus.replication.experimental is \
+         on, capped by the live brokers when the topic is created (as Kafka does on small \
+         clusters); 1 while it is off.",
     ),
     inert(
         "transaction.state.log.replication.factor",

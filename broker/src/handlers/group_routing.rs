@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use corebus_wire::error_code::ResponseError;
 
-use super::create_topics::{NewTopic, create_internal};
+use super::create_topics::{NewTopic, Placing, create_internal};
 use crate::groups::{OFFSETS_TOPIC, partition_for};
 use crate::metadata::MetadataImage;
 use crate::metadata::image::BrokerId;
@@ -38,12 +38,18 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<MetadataImage>, Resp
         ("segment.bytes".to_string(), segment_bytes.to_string()),
         ("compression.type".to_string(), "producer".to_string()),
     ]);
+    // Replicated only with corebus.replication.experimental, capped by the live brokers.
+    let placing = Placing::of(shard);
+    let wanted = settings
+        .i64("offsets.topic.replication.factor")
+        .unwrap_or(3)
+        .max(1) as usize;
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         partitions,
         configs,
         assignments: None,
-        replication_factor: 1,
+        replication_factor: wanted.min(placing.max_replication),
     };
     for result in create_internal(shard, vec![topic]).await {
         match result {
