@@ -168,16 +168,23 @@ def set_node(addr, path, data):
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def legacy_topic(broker_factory, data, partitions, count):
+    """A single node on `data` with the topic "legacy" of `partitions` partitions holding
+    `count` records; returns (the running broker, the values, the topic id)."""
+    b = broker_factory(data_dir=data)
+    create_topic(b, "legacy", partitions)
+    values = [f"old-{i}" for i in range(count)]
+    produce(b.bootstrap, "legacy", values)
+    topic_id = json.loads(get_node(embedded_addr(b), "/corebus/topics/legacy")["data"])["id"]
+    return b, values, topic_id
+
+
 def test_a_topic_node_of_tree_format_1_is_adopted_and_its_records_served(broker_factory, tmp_path):
     data = tmp_path / "data"
-    b = broker_factory(data_dir=data)
-    create_topic(b, "legacy", 3)
-    values = [f"old-{i}" for i in range(300)]
-    produce(b.bootstrap, "legacy", values)
+    b, values, topic_id = legacy_topic(broker_factory, data, 3, 300)
     # What the previous release wrote: a shard index per partition.
     addr = embedded_addr(b)
     path = "/corebus/topics/legacy"
-    topic_id = json.loads(get_node(addr, path)["data"])["id"]
     set_node(addr, path, json.dumps({"version": 1, "id": topic_id, "partitions": [0, 1, 0]}))
     assert b.stop() == 0, b.log_tail()
 
@@ -192,11 +199,7 @@ def test_a_local_metadata_file_of_format_1_is_imported_adopted_and_its_records_s
     import shutil
 
     data = tmp_path / "data"
-    b = broker_factory(data_dir=data)
-    create_topic(b, "legacy", 2)
-    values = [f"old-{i}" for i in range(100)]
-    produce(b.bootstrap, "legacy", values)
-    topic_id = json.loads(get_node(embedded_addr(b), "/corebus/topics/legacy")["data"])["id"]
+    b, values, topic_id = legacy_topic(broker_factory, data, 2, 100)
     assert b.stop() == 0, b.log_tail()
     # The data directory as the release before the consensus tree left it: the partitions'
     # logs and a local metadata file of format 1 (a shard index per partition), no tree.

@@ -70,13 +70,7 @@ fn no_leader() -> BrokerId {
 impl PartitionMeta {
     /// A new partition with one replica, `leader`, which leads it and is in sync.
     pub fn led_by(leader: BrokerId) -> PartitionMeta {
-        PartitionMeta {
-            replicas: vec![leader],
-            leader,
-            leader_epoch: 0,
-            isr: vec![leader],
-            partition_epoch: 0,
-        }
+        PartitionMeta::replicated(vec![leader])
     }
 
     /// A new partition on `replicas` (non-empty), the first leading, all in sync.
