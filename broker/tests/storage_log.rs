@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use corebus_broker::storage::{
-    Disk, DmaDisk, Durability, LogConfig, MessageTimestampType, PartitionLog, ShardOptions,
-    SimDisk, StorageError, StorageShard,
+    Disk, DmaDisk, Durability, LogConfig, MessageTimestampType, PartitionLog, ReadEnd,
+    ShardOptions, SimDisk, StorageError, StorageShard,
 };
 use storage_common::{expected, make, read_all, run};
 
@@ -885,5 +885,59 @@ fn a_replica_copy_keeps_the_leaders_offsets_and_epochs_byte_for_byte() {
         let info = follower.append_replica(&[gapped], 0).unwrap();
         assert_eq!(info.base_offset, end + 100);
         assert!(follower.log_end_offset() > end + 100);
+    })
+}
+
+#[test]
+fn a_replicated_logs_high_watermark_moves_only_when_told_and_never_past_the_written_end() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(32 << 10));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        for seed in 0..4u64 {
+            log.append(&[make(seed)], 0, 0, Durability::Written)
+                .await
+                .unwrap();
+        }
+        // A single replica: the high watermark is the written end.
+        let end = log.written_offset();
+        assert_eq!(log.high_watermark(), end);
+        log.set_replicated(true);
+        for seed in 4..8u64 {
+            log.append(&[make(seed)], 0, 0, Durability::Written)
+                .await
+                .unwrap();
+        }
+        let written = log.written_offset();
+        assert!(written > end);
+        assert_eq!(log.high_watermark(), end, "writes alone move it no more");
+        // A consumer reads nothing at the high watermark, and an offset between it and the
+        // written end is empty rather than out of range; a follower reads on to the end.
+        assert!(log.read(end, 1 << 20).await.unwrap().is_empty());
+        assert!(log.read(written, 1 << 20).await.unwrap().is_empty());
+        assert!(matches!(
+            log.read(written + 1, 1 << 20).await,
+            Err(StorageError::OffsetOutOfRange { .. })
+        ));
+        let copy = log.read_to(end, 1 << 20, ReadEnd::Written).await.unwrap();
+        assert!(copy.len_bytes() > 0);
+        assert_eq!(copy.high_watermark, end);
+        // Told: it moves, never past the written end, never back.
+        log.advance_high_watermark(end + 1);
+        assert_eq!(log.high_watermark(), end + 1);
+        log.advance_high_watermark(end);
+        assert_eq!(log.high_watermark(), end + 1);
+        log.advance_high_watermark(written + 10);
+        assert_eq!(log.high_watermark(), written);
+        // A waiter on it is released when it gets there.
+        log.append(&[make(9)], 0, 0, Durability::Written)
+            .await
+            .unwrap();
+        let later = log.written_offset();
+        let waiting = log.wait_high_watermark(later);
+        futures_lite::future::yield_now().await;
+        log.set_replicated(false);
+        waiting.await.unwrap();
+        assert_eq!(log.high_watermark(), later);
     })
 }

@@ -257,9 +257,10 @@ pub static SETTINGS: &[Setting] = &[
         Some("false"),
         ANY,
         "Lets CreateTopics ask for a replication factor above 1 (up to the live brokers): \
-         followers then copy their leader's log. Not yet built: ISR tracking, the high \
-         watermark across replicas, acks=all across replicas, truncation and failover, so a \
-         follower's copy guarantees nothing yet. For testing the replication work only.",
+         followers copy their leader's log, the high watermark is what every in-sync replica \
+         holds and acks=all waits for them. Not yet built: in-sync set changes (a dead \
+         follower holds the high watermark back until it returns), truncation and failover. \
+         For testing the replication work only.",
     ),
     broker(
         "delete.topic.enable",
@@ -630,8 +631,9 @@ pub static SETTINGS: &[Setting] = &[
         "min.insync.replicas",
         Int,
         Some("1"),
-        SINGLE_REPLICA,
-        "Replicas that must acknowledge an acks=all produce; a single node has one.",
+        Validator::Range { min: 1, max: 32767 },
+        "In-sync replicas an acks=all produce needs, else NOT_ENOUGH_REPLICAS (a partition \
+         with fewer replicas than this refuses acks=all, as in Kafka).",
     ),
     broker(
         "unclean.leader.election.enable",
@@ -913,9 +915,9 @@ pub static SETTINGS: &[Setting] = &[
     topic(
         "min.insync.replicas",
         Int,
-        SINGLE_REPLICA,
+        Validator::Range { min: 1, max: 32767 },
         &[syn("min.insync.replicas", MS)],
-        "Replicas that must acknowledge an acks=all produce; a single node has one.",
+        "In-sync replicas an acks=all produce needs, else NOT_ENOUGH_REPLICAS.",
     ),
     topic(
         "preallocate",

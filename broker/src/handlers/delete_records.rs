@@ -37,7 +37,7 @@ pub async fn handle(
         items,
         |_, _, log, offset: i64| async move {
             let before = if offset == HIGH_WATERMARK {
-                log.written_offset()
+                log.high_watermark()
             } else {
                 offset
             };

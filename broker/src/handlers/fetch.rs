@@ -29,13 +29,20 @@
 //! as at its `max_wait_ms`), and a parked fetch stops waiting, on every shard it waits on,
 //! when its connection's reader ends (`server::closing`).
 //!
+//! Replica fetches (a `replica_id`, from a follower broker, `crate::replication`): the leader
+//! first records what the follower holds (its fetch offset, `replication::leader`), which may
+//! move the high watermark, then reads up to its written offset rather than the high
+//! watermark, and parks on writes rather than on the high watermark. A broker that is not one
+//! of the partition's replicas gets NOT_LEADER_OR_FOLLOWER.
+//!
 //! Fetch sessions (KIP-227, `shard::fetch_sessions`): a full fetch with epoch 0 opens a session,
 //! incremental fetches then carry only changed partitions and are answered only for partitions
 //! with news; epoch -1 fetches without a session. Transactions do not exist yet, so the last stable offset
 //! is the high watermark and no aborted transactions are listed.
 //!
-//! Never: returns data above the high watermark (nothing a crash could take back); blocks a
-//! shard while waiting (the wait is an await on the logs' write watermarks); reads a partition
+//! Never: returns data above the high watermark to a consumer (nothing a crash or a lost
+//! leader could take back); blocks a shard while waiting (the wait is an await on the logs'
+//! watermarks); reads a partition
 //! for more than the response can still carry; leaves a wait running on another shard after
 //! the fetch stopped waiting.
 
@@ -61,6 +68,7 @@ use crate::server::pieces::Piece;
 use crate::shard::fetch_sessions::{PartKey, Plan};
 use crate::shard::memory_pool::MemoryPermit;
 use crate::shard::{Shard, ShardId, router};
+use crate::storage::ReadEnd;
 
 /// Longest a fetch waits for data, whatever `max_wait_ms` says (Kafka's clients use 500 ms).
 const MAX_FETCH_WAIT_MS: i32 = 60_000;
@@ -81,6 +89,24 @@ struct Want {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// The follower broker fetching (a replica fetch), or `None` for a consumer.
+    replica: Option<BrokerIdNum>,
+}
+
+/// A broker id as the request carries it.
+type BrokerIdNum = i32;
+
+/// Kafka's "not a replica" `replica_id` (a consumer); v15 moved the field into `replica_state`.
+const REPLICA_STATE_VERSION: i16 = 15;
+
+/// The follower a request comes from, if it is a replica fetch.
+fn replica_of(request: &FetchRequest, version: i16) -> Option<BrokerIdNum> {
+    let id = if version >= REPLICA_STATE_VERSION {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    (id >= 0).then_some(id)
 }
 
 /// A partition of the answer: its position, index, and owning shard with the read to do
@@ -246,6 +272,7 @@ pub async fn handle(
         ),
     };
     let image = shard.metadata();
+    let replica = replica_of(&request, version);
     let response_max = response_limit(request.max_bytes, shard.config.limits.fetch_max_bytes)
         .min(shard.fetch_memory.capacity_bytes() / RESPONSE_SHARE_OF_FETCH_BUDGET);
     let slots: Vec<Slot> = parts
@@ -263,6 +290,7 @@ pub async fn handle(
                             offset: *offset,
                             // No partition can use more than the whole response.
                             max_bytes: usize::try_from(*max_bytes).unwrap_or(0).min(response_max),
+                            replica,
                         },
                     )
                 })
@@ -507,11 +535,29 @@ async fn read_on_owner<R>(
             )));
             continue;
         };
-        let high_watermark = log.written_offset();
+        // A follower's fetch says what it holds: recorded before the read, so the high
+        // watermark it answers with counts it.
+        if let Some(replica) = want.replica
+            && let Err(e) = shard.leaders.on_fetch(
+                (want.topic_id, want.partition),
+                &log,
+                replica,
+                want.offset,
+                shard.node.node_id,
+            )
+        {
+            out.push(finish(Got::empty(e.code(), -1, -1)));
+            continue;
+        }
+        let high_watermark = log.high_watermark();
         let log_start_offset = log.log_start_offset();
+        let (end, read_end) = match want.replica {
+            Some(_) => (log.written_offset(), ReadEnd::Written),
+            None => (high_watermark, ReadEnd::HighWatermark),
+        };
         // With the response already full here, a read could only be trimmed away; the
         // partition answers without data (the request then answers without waiting).
-        let g = if want.offset == high_watermark || left == 0 {
+        let g = if want.offset == end || left == 0 {
             Got::empty(0, high_watermark, log_start_offset)
         } else {
             let ask = want.max_bytes.min(left);
@@ -536,7 +582,7 @@ async fn read_on_owner<R>(
                 out.push(finish(Got::empty(0, high_watermark, log_start_offset)));
                 continue;
             };
-            match log.read(want.offset, ask).await {
+            match log.read_to(want.offset, ask, read_end).await {
                 Ok(read) => {
                     if read_for == ReadFor::ThisShard {
                         // Kept until written: count what the read keeps alive, not its
@@ -569,7 +615,15 @@ async fn wait_for_data(shard: &Rc<Shard>, slots: &[Slot], deadline: Instant, clo
         .iter()
         .filter_map(|(_, _, r)| {
             let (owner, want) = r.as_ref().ok()?;
-            Some((*owner, (want.topic_id, want.partition, want.offset)))
+            Some((
+                *owner,
+                (
+                    want.topic_id,
+                    want.partition,
+                    want.offset,
+                    want.replica.is_some(),
+                ),
+            ))
         })
         .collect();
     let (woke_tx, woke_rx) = flume::bounded::<()>(1);
@@ -610,11 +664,11 @@ async fn wait_for_data(shard: &Rc<Shard>, slots: &[Slot], deadline: Instant, clo
     drop(waits);
 }
 
-/// Runs on the owning shard: returns when any of `items` has a written offset past its fetch
-/// offset, after `wait`, or when the fetch stops waiting (`stop` disconnects).
+/// Runs on the owning shard: returns when any of `items` has a high watermark (for a follower:
+/// a written offset) past its fetch offset, after `wait`, or when the fetch stops waiting (`stop` disconnects).
 async fn wait_on_owner(
     shard: &Shard,
-    items: Vec<(TopicId, i32, i64)>,
+    items: Vec<(TopicId, i32, i64, bool)>,
     wait: Duration,
     stop: flume::Receiver<()>,
 ) {
@@ -623,13 +677,18 @@ async fn wait_on_owner(
     let _counted = Parked::enter(&shard.fetch_waits, usize::MAX);
     let (tx, rx) = flume::bounded::<()>(1);
     let mut waits = Vec::new();
-    for (topic_id, partition, offset) in items {
+    for (topic_id, partition, offset, replica) in items {
         let Some(log) = shard.logs.log((topic_id, partition)) else {
             continue;
         };
         let tx = tx.clone();
         waits.push(glommio::spawn_local(async move {
-            let _ = log.wait_written(offset.saturating_add(1)).await;
+            // A follower waits for the leader's writes, a consumer for the high watermark.
+            let _ = if replica {
+                log.wait_written(offset.saturating_add(1)).await
+            } else {
+                log.wait_high_watermark(offset.saturating_add(1)).await
+            };
             let _ = tx.try_send(());
         }));
     }

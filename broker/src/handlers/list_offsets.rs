@@ -105,7 +105,7 @@ async fn lookup(shard: &Shard, id: TopicId, partition: i32, timestamp: i64) -> A
         return (ResponseError::KafkaStorageError.code(), -1, -1);
     };
     let result = match timestamp {
-        LATEST => Ok((-1, log.written_offset())),
+        LATEST => Ok((-1, log.high_watermark())),
         EARLIEST | EARLIEST_LOCAL => Ok((-1, log.log_start_offset())),
         // Nothing is tiered (corebus has no remote storage): Kafka answers -1 then too.
         LATEST_TIERED => Ok((-1, -1)),

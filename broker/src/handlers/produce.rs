@@ -13,7 +13,10 @@
 //! shards at once, appends them there (the batch is copied once, into the storage engine's
 //! aligned write buffer) and answers when they are as durable as `acks` asks: acks=1 written,
 //! acks=all synced (the storage durability contract; a request's partitions on one shard share
-//! one group-commit round), acks=0 no answer at all. The
+//! one group-commit round) and, on a replicated partition, held by every in-sync replica (its
+//! high watermark passed it, within the request's `timeout_ms`, else REQUEST_TIMED_OUT;
+//! refused before appending with NOT_ENOUGH_REPLICAS when the in-sync set is smaller than
+//! `min.insync.replicas`, as in Kafka), acks=0 no answer at all. The
 //! connection's next request may start once the appends are in the logs (`server::order`),
 //! so pipelined requests take effect in order while their durability waits overlap.
 //!
@@ -108,6 +111,7 @@ pub async fn handle(
 ) -> Reply {
     let image = shard.metadata();
     let acks = request.acks;
+    let timeout_ms = request.timeout_ms;
     let now = now_ms();
     // Every partition of the request in order, with its outcome or its append to do.
     let mut slots: Vec<Slot> = Vec::new();
@@ -169,7 +173,7 @@ pub async fn handle(
     let (appended, started) = flume::bounded::<()>(owners.len());
     let appends = router::scatter(shard, work, move |s: Rc<Shard>, items| {
         let appended = appended.clone();
-        async move { append_all(&s, items, acks, now, appended).await }
+        async move { append_all(&s, items, acks, timeout_ms, now, appended).await }
     });
     let in_order = async {
         for _ in &owners {
@@ -397,6 +401,7 @@ async fn append_all(
     shard: &Shard,
     items: Vec<Append>,
     acks: i16,
+    timeout_ms: i32,
     now: i64,
     appended: flume::Sender<()>,
 ) -> Vec<Outcome> {
@@ -410,6 +415,12 @@ async fn append_all(
             continue;
         };
         let key = (a.topic_id, a.partition);
+        if acks == -1
+            && let Err(e) = enough_in_sync(shard, key, &log)
+        {
+            started.push(Err((ResponseError::NotEnoughReplicas.code(), e)));
+            continue;
+        }
         // Check, append and record producer state without an await in between, so two
         // requests of one producer cannot interleave on this shard.
         let outcome = shard.logs.with_producers(key, |states| {
@@ -440,7 +451,7 @@ async fn append_all(
             }
             Ok(Started::Appended(info))
         });
-        started.push(outcome.map(|o| (log, o)));
+        started.push(outcome.map(|o| (key, log, o)));
     }
     // The receiver may be gone with its request (the connection closed): nothing to tell.
     let _ = appended.try_send(());
@@ -449,7 +460,7 @@ async fn append_all(
     let synced: Vec<(&Log, i64)> = started
         .iter()
         .filter_map(|s| match s {
-            Ok((log, Started::Appended(info)))
+            Ok((_, log, Started::Appended(info)))
                 if log.config().durability_for_acks(acks) == Durability::Synced =>
             {
                 Some((log, info.last_offset + 1))
@@ -458,24 +469,39 @@ async fn append_all(
         })
         .collect();
     let mut synced = Log::sync_all(&synced).await.into_iter();
+    // acks=all on a replicated partition also waits for the in-sync replicas: until the
+    // high watermark passes the append, up to the request's timeout.
+    let deadline = std::time::Instant::now()
+        + std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
     let mut done = Vec::with_capacity(started.len());
     for s in &started {
         let outcome = match s {
             Err(e) => Err(e.clone()),
-            Ok((log, Started::Duplicate(base))) => {
+            Ok((key, log, Started::Duplicate(base))) => {
                 // The original is already in the log; wait for it as a new append would.
                 let next = log.log_end_offset().min(base + 1);
-                log.wait_written(next)
-                    .await
-                    .map(|()| (*base, None, log.log_start_offset()))
-                    .map_err(|e| (e.kafka_error_code(), e.to_string()))
+                match log.wait_written(next).await {
+                    Ok(()) if acks == -1 => {
+                        in_sync_replicas(shard, *key, log, next, deadline).await
+                    }
+                    other => other.map_err(|e| (e.kafka_error_code(), e.to_string())),
+                }
+                .map(|()| (*base, None, log.log_start_offset()))
             }
-            Ok((log, Started::Appended(info))) => {
+            Ok((key, log, Started::Appended(info))) => {
                 let durable = match log.config().durability_for_acks(acks) {
                     Durability::Written => Some(log.wait_written(info.last_offset + 1).await),
                     // In the order `synced` was built in; never missing, and never taken
                     // for durable if it were.
                     Durability::Synced => synced.next(),
+                };
+                let durable = match durable {
+                    Some(Ok(())) if acks == -1 => Some(
+                        in_sync_replicas(shard, *key, log, info.last_offset + 1, deadline).await,
+                    ),
+                    Some(Ok(())) => Some(Ok(())),
+                    Some(Err(e)) => Some(Err((e.kafka_error_code(), e.to_string()))),
+                    None => None,
                 };
                 match durable {
                     Some(Ok(())) => Ok((
@@ -483,7 +509,7 @@ async fn append_all(
                         info.log_append_time,
                         log.log_start_offset(),
                     )),
-                    Some(Err(e)) => Err((e.kafka_error_code(), e.to_string())),
+                    Some(Err(e)) => Err(e),
                     None => Err((
                         ResponseError::KafkaStorageError.code(),
                         "no sync result for this partition".to_string(),
@@ -494,4 +520,50 @@ async fn append_all(
         done.push(outcome);
     }
     done
+}
+
+/// Whether a partition has the in-sync replicas its topic's `min.insync.replicas` asks of an
+/// acks=all append (checked before appending, as Kafka does: NOT_ENOUGH_REPLICAS).
+fn enough_in_sync(shard: &Shard, key: (TopicId, i32), log: &Log) -> Result<(), String> {
+    let isr = shard.leaders.isr_len(key);
+    let min = usize::try_from(log.config().min_insync_replicas).unwrap_or(1);
+    if isr < min {
+        return Err(format!(
+            "{isr} in-sync replicas, min.insync.replicas is {min}"
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until the in-sync replicas hold every offset below `next` (the high watermark passed
+/// it), at most until `deadline` (REQUEST_TIMED_OUT); then checks that the in-sync set did not
+/// shrink below `min.insync.replicas` meanwhile (NOT_ENOUGH_REPLICAS_AFTER_APPEND). Immediate on
+/// a partition whose leader is its only in-sync replica: its high watermark is its written
+/// offset.
+async fn in_sync_replicas(
+    shard: &Shard,
+    key: (TopicId, i32),
+    log: &Log,
+    next: i64,
+    deadline: std::time::Instant,
+) -> Result<(), (i16, String)> {
+    if log.high_watermark() < next {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match glommio::timer::timeout(left, async { Ok(log.wait_high_watermark(next).await) }).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err((e.kafka_error_code(), e.to_string())),
+            Err(_) => {
+                return Err((
+                    ResponseError::RequestTimedOut.code(),
+                    "the in-sync replicas did not acknowledge within the request's timeout"
+                        .to_string(),
+                ));
+            }
+        }
+    }
+    if let Err(e) = enough_in_sync(shard, key, log) {
+        return Err((ResponseError::NotEnoughReplicasAfterAppend.code(), e));
+    }
+    Ok(())
 }

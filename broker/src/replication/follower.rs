@@ -4,11 +4,16 @@
 //! A fetcher's round: read which partitions it follows from the shard's current image (so a
 //! metadata change takes effect at the next round), connect to the leader's advertised
 //! listener if not connected (from the cluster view), send one Fetch (v12, `replica_id` = this
-//! broker, each partition from its log end), append each partition's batches, repeat. The
+//! broker, each partition from its log end), append each partition's batches, wait for them
+//! to be written (and synced where the topic's acks=all asks for syncs), take the leader's high
+//! watermark (never past this replica's own written end), repeat: the next fetch offset then
+//! tells the leader what this replica holds. The
 //! leader long-polls (`max_wait_ms`), so an idle partition costs one request per
 //! [`FETCH_MAX_WAIT_MS`]. A failure (no endpoint, connect, timeout, a malformed answer, an
 //! append refused) drops the connection and waits [`RETRY_MIN_MS`], doubling up to
-//! [`RETRY_MAX_MS`]; a partition-level error only skips that partition for the round.
+//! [`RETRY_MAX_MS`]; a partition-level error only skips that partition for the round (a round
+//! in which the leader refused every partition and nothing was appended waits
+//! [`RETRY_MIN_MS`] before the next).
 //!
 //! The task ends when it follows nothing any more or the shard shuts down.
 
@@ -35,7 +40,7 @@ use crate::metadata::image::BrokerId;
 use crate::shard::Shard;
 use crate::shard::partitions::Log;
 use crate::shard::router::replica_shard;
-use crate::storage::now_ms;
+use crate::storage::{Durability, now_ms};
 
 /// Fetch version sent: topics by name, `replica_id` in the body (v15 moved it).
 const FETCH_VERSION: i16 = 12;
@@ -205,6 +210,8 @@ async fn fetch_round(
         return Err(format!("{endpoint}: Fetch error {}", response.error_code));
     }
     let now = now_ms();
+    let mut refused = 0usize;
+    let mut appended: Vec<(&Followed, i64)> = Vec::new();
     for topic in response.responses {
         for p in topic.partitions {
             let Some(part) = parts
@@ -215,10 +222,37 @@ async fn fetch_round(
             };
             if p.error_code != 0 {
                 debug!(topic = %part.name, partition = part.partition, error = p.error_code, "leader refused a replica fetch");
+                refused += 1;
                 continue;
             }
-            append(part, p.records.unwrap_or_default(), now)?;
+            if append(part, p.records.unwrap_or_default(), now)? {
+                appended.push((part, p.high_watermark));
+            } else {
+                part.log.advance_high_watermark(p.high_watermark);
+            }
         }
+    }
+    // The next fetch tells the leader what this replica holds, so it goes only once the
+    // appends are written (and synced, where the topic's acks=all waits for syncs).
+    let synced: Vec<(&Log, i64)> = appended
+        .iter()
+        .filter(|(f, _)| f.log.config().durability_for_acks(-1) == Durability::Synced)
+        .map(|(f, _)| (&f.log, f.log.log_end_offset()))
+        .collect();
+    for r in Log::sync_all(&synced).await {
+        r.map_err(|e| format!("replica sync: {e}"))?;
+    }
+    for (f, hw) in &appended {
+        f.log
+            .wait_written(f.log.log_end_offset())
+            .await
+            .map_err(|e| format!("{}-{}: {e}", f.name, f.partition))?;
+        f.log.advance_high_watermark(*hw);
+    }
+    if refused > 0 && appended.is_empty() {
+        // Nothing moved: the leader refused this replica's fetches (another leader, an
+        // offset it does not have); wait before asking again.
+        glommio::timer::sleep(Duration::from_millis(RETRY_MIN_MS)).await;
     }
     Ok(())
 }
@@ -253,24 +287,24 @@ fn fetch_request(node_id: BrokerId, parts: &[Followed]) -> FetchRequest {
 }
 
 /// Appends the whole batches of `records` (a fetch may end with part of one) to the follower's
-/// log.
-fn append(part: &Followed, records: Bytes, now: i64) -> Result<(), String> {
+/// log; whether anything was appended.
+fn append(part: &Followed, records: Bytes, now: i64) -> Result<bool, String> {
     let mut batches = Vec::new();
     for batch in RecordBatches::allow_partial_tail(records) {
         let batch = batch.map_err(|e| format!("{}-{}: {e}", part.name, part.partition))?;
         batches.push(batch);
     }
     if batches.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     // The leader's batches from before our log end (a fetch offset inside a batch) are skipped.
     let end = part.log.log_end_offset();
     batches.retain(|b| b.base_offset() >= end);
     if batches.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     part.log
         .append_replica(&batches, now)
-        .map(|_| ())
+        .map(|_| true)
         .map_err(|e| format!("{}-{}: {e}", part.name, part.partition))
 }

@@ -127,6 +127,8 @@ pub struct Shard {
     pub metrics: RefCell<ShardMetrics>,
     /// The leader brokers this shard runs a replica fetcher for (`crate::replication`).
     pub following: RefCell<std::collections::BTreeSet<i32>>,
+    /// The partitions this shard leads with followers, and what each follower has.
+    pub leaders: crate::replication::leader::Leaders,
     metadata: RefCell<Arc<MetadataImage>>,
     /// The live brokers and the controller, as shard 0 last installed them.
     cluster: RefCell<Arc<ClusterView>>,
@@ -176,6 +178,7 @@ impl Shard {
             groups,
             metrics: RefCell::new(ShardMetrics::default()),
             following: RefCell::new(std::collections::BTreeSet::new()),
+            leaders: Default::default(),
             metadata: RefCell::new(metadata),
             cluster: RefCell::new(Arc::new(cluster)),
             controller,
@@ -201,6 +204,7 @@ impl Shard {
         self.logs
             .sync_with(&image, self.id, self.here(), &self.config.settings)
             .await;
+        crate::replication::leader::lead_partitions(self);
         crate::replication::follow_leaders(self);
     }
 

@@ -232,7 +232,8 @@ fn run_shards(
                 // Groups are rebuilt from their offsets partitions before any request, from
                 // a client or another shard, can reach them.
                 shard.groups.load(&shard).await;
-                // Followed partitions start copying from their leaders.
+                // Led partitions track their followers; followed ones start copying.
+                crate::replication::leader::lead_partitions(&shard);
                 crate::replication::follow_leaders(&shard);
                 // Shard 0 registers the broker once it can serve, and follows the cluster.
                 let membership = match join_cluster(&shard).await {

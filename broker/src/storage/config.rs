@@ -77,6 +77,9 @@ pub struct LogConfig {
     /// fdatasync; when true acks=all returns once written, as Kafka does (relying on
     /// replication for power-loss safety).
     pub write_caching: bool,
+    /// `min.insync.replicas`: the in-sync replicas an acks=all append needs (the replication
+    /// layer enforces it; the log only carries it, resolved once per topic change).
+    pub min_insync_replicas: i32,
 }
 
 /// Kafka's defaults: 1 GiB segments, 7-day roll and retention, 4 KiB index interval,
@@ -109,6 +112,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             write_caching: false,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -131,7 +135,7 @@ fn parse_i64(name: &str, value: &str, min: i64) -> Result<i64> {
 
 impl LogConfig {
     /// Sets one topic config by its Kafka name. Names this engine does not own (for example
-    /// `min.insync.replicas`) give `Ok(false)` so the broker can handle them; a refused value
+    /// `unclean.leader.election.enable`) give `Ok(false)` so the broker can handle them; a refused value
     /// gives `InvalidConfig`.
     pub fn set(&mut self, name: &str, value: &str) -> Result<bool> {
         match name {
@@ -187,6 +191,10 @@ impl LogConfig {
                     "false" => false,
                     _ => return Err(invalid(name, value, "expected true or false")),
                 }
+            }
+            "min.insync.replicas" => {
+                self.min_insync_replicas =
+                    parse_i64(name, value, 1)?.min(i64::from(i32::MAX)) as i32
             }
             _ => return Ok(false),
         }
@@ -290,7 +298,10 @@ mod tests {
         assert!(c.set("message.timestamp.type", "LogAppendTime").unwrap());
         assert!(c.set("min.cleanable.dirty.ratio", "0.25").unwrap());
         assert_eq!(c.min_cleanable_dirty_ratio_permille, 250);
-        assert!(!c.set("min.insync.replicas", "2").unwrap());
+        assert!(c.set("min.insync.replicas", "2").unwrap());
+        assert_eq!(c.min_insync_replicas, 2);
+        assert!(c.set("min.insync.replicas", "0").is_err());
+        assert!(!c.set("unclean.leader.election.enable", "true").unwrap());
         assert!(c.set("segment.bytes", "-5").is_err());
         assert!(c.set("segment.bytes", "4294967296").is_err());
         assert!(c.set("cleanup.policy", "forever").is_err());

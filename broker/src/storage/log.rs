@@ -102,6 +102,12 @@ pub(crate) struct LogInner<D: Disk> {
     pub written: Watermark,
     /// Every offset below is synced (fdatasync completed).
     pub synced: Watermark,
+    /// Every offset below is visible to consumers: the high watermark. It follows `written`
+    /// while the log is its partition's only in-sync replica; a replicated partition's
+    /// replication moves it (`PartitionLog::set_replicated`), never past `written`.
+    pub high_watermark: Watermark,
+    /// Whether replication, not `written`, moves the high watermark.
+    pub replicated: std::cell::Cell<bool>,
 }
 
 /// A handle to one partition's log. Cheap to clone; every clone is the same log.
@@ -128,9 +134,37 @@ impl<D: Disk> PartitionLog<D> {
     pub fn log_end_offset(&self) -> i64 {
         self.inner.state.borrow().next_offset
     }
-    /// Offsets below are written and visible to readers (the high watermark on one node).
+    /// Offsets below are written (the log end offset as replicas and recovery know it).
     pub fn written_offset(&self) -> i64 {
         self.inner.written.get()
+    }
+    /// Offsets below are visible to consumers: the written offset while this log is its
+    /// partition's only in-sync replica, else what replication last set.
+    pub fn high_watermark(&self) -> i64 {
+        self.inner.high_watermark.get()
+    }
+    /// Whether replication moves the high watermark (`set_replicated`).
+    pub fn is_replicated(&self) -> bool {
+        self.inner.replicated.get()
+    }
+    /// `true`: from now on only `advance_high_watermark` moves the high watermark (a leader
+    /// with other in-sync replicas, or a follower). `false`: it follows the written offset
+    /// again, and catches up with it at once.
+    pub fn set_replicated(&self, replicated: bool) {
+        self.inner.replicated.set(replicated);
+        if !replicated {
+            self.inner.high_watermark.advance(self.inner.written.get());
+        }
+    }
+    /// Moves the high watermark of a replicated log forward to `offset`, never past the
+    /// written offset (a replica cannot expose what it has not written itself).
+    pub fn advance_high_watermark(&self, offset: i64) {
+        let to = offset.min(self.inner.written.get());
+        self.inner.high_watermark.advance(to);
+    }
+    /// Waits until the high watermark reaches `next_offset` (acks=all across replicas).
+    pub async fn wait_high_watermark(&self, next_offset: i64) -> Result<()> {
+        self.inner.high_watermark.wait_for(next_offset).await
     }
     /// Offsets below survive a power loss.
     pub fn synced_offset(&self) -> i64 {
@@ -524,6 +558,7 @@ impl<D: Disk> PartitionLog<D> {
         }
         self.inner.written.fail(&err);
         self.inner.synced.fail(&err);
+        self.inner.high_watermark.fail(&err);
         self.inner.core.cache.borrow_mut().remove_log(self.inner.id);
     }
 
@@ -691,6 +726,9 @@ impl<D: Disk> PartitionLog<D> {
             }
         }
         self.inner.written.advance(job.next_offset);
+        if !self.inner.replicated.get() {
+            self.inner.high_watermark.advance(job.next_offset);
+        }
         let flush_messages = self.inner.config.borrow().flush_messages;
         if self.inner.state.borrow().unsynced_records >= flush_messages {
             self.request_sync();
@@ -758,6 +796,7 @@ impl<D: Disk> PartitionLog<D> {
                 .truncate(cache_log, written);
         }
         self.inner.written.reject_above(written, &err);
+        self.inner.high_watermark.reject_above(written, &err);
     }
 
     /// Syncs a segment that takes no more appends and writes its index files.

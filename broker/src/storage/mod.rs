@@ -78,6 +78,6 @@ pub use dma_disk::DmaDisk;
 pub use error::StorageError;
 pub use lock::DataDirLock;
 pub use log::{AppendInfo, PartitionLog};
-pub use read::{LogRead, ReadChunk};
+pub use read::{LogRead, ReadChunk, ReadEnd};
 pub use shard::{CONCURRENT_LOG_OPENS_CLOSES, StorageShard, now_ms};
 pub use sim_disk::SimDisk;

@@ -14,7 +14,8 @@
 //! Compacted logs have gaps: a read at an offset the cleaner removed starts at the next batch
 //! (as Kafka's does). A read that finds its segment was swapped by the cleaner (or removed by
 //! retention) while it opened the file looks the segment up again (`LogState::generation`).
-//! Never: returns data at or above the written mark (the high watermark), starts anywhere
+//! Never: returns data at or above the high watermark to a consumer, or at or above the
+//! written mark to a follower (`ReadEnd`), starts anywhere
 //! but at the batch containing the requested offset (or the next one after a gap), or returns
 //! a partial batch.
 
@@ -56,6 +57,15 @@ impl<D: Disk> Deref for ReadChunk<D> {
             ReadChunk::File { buf, start, len } => &(**buf).as_ref()[*start..*start + *len],
         }
     }
+}
+
+/// Where a read stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// Below the high watermark: what consumers may see.
+    HighWatermark,
+    /// Below the written offset: what a follower copies.
+    Written,
 }
 
 /// The answer to a read.
@@ -219,23 +229,39 @@ impl<D: Disk> PartitionLog<D> {
 
     /// Whole batches from the one containing `offset`, up to `max_bytes` (at least one batch
     /// even when larger, as Kafka does since KIP-74), below the high watermark, from one
-    /// segment. Empty at the high watermark; OffsetOutOfRange below the log start offset or
-    /// above the high watermark.
+    /// segment: what a consumer may read. Empty at or above the high watermark up to the
+    /// written offset (a replicated partition's high watermark lags it); OffsetOutOfRange
+    /// below the log start offset or above the written offset.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<LogRead<D>> {
-        let (hw, start) = {
+        self.read_to(offset, max_bytes, ReadEnd::HighWatermark)
+            .await
+    }
+
+    /// `read` up to `end`: the high watermark (consumers) or the written offset (a follower
+    /// copying the leader's log). The answer's `high_watermark` is the high watermark either way.
+    pub async fn read_to(&self, offset: i64, max_bytes: usize, end: ReadEnd) -> Result<LogRead<D>> {
+        let (written, hw, start) = {
             let state = self.inner.state.borrow();
             self.check_usable(&state)?;
-            (self.inner.written.get(), state.log_start_offset)
+            (
+                self.inner.written.get(),
+                self.inner.high_watermark.get(),
+                state.log_start_offset,
+            )
         };
         let empty = |chunks| LogRead {
             chunks,
             high_watermark: hw,
             log_start_offset: start,
         };
-        if offset < start || offset > hw {
-            return Err(self.out_of_range(offset, start, hw));
+        if offset < start || offset > written {
+            return Err(self.out_of_range(offset, start, written));
         }
-        if offset == hw {
+        let hw = match end {
+            ReadEnd::HighWatermark => hw,
+            ReadEnd::Written => written,
+        };
+        if offset >= hw {
             return Ok(empty(Vec::new()));
         }
         if let Some(chunks) = self.read_cached(offset, max_bytes, hw) {
@@ -375,7 +401,7 @@ impl<D: Disk> PartitionLog<D> {
             let start = state.log_start_offset;
             let first = state.segment_for(start).map_or(start, |s| s.base_offset);
             let bases: Vec<i64> = state.segments.range(first..).map(|(b, _)| *b).collect();
-            (start, self.inner.written.get(), bases)
+            (start, self.inner.high_watermark.get(), bases)
         };
         for base in bases {
             self.ensure_index(base).await?;

@@ -234,6 +234,8 @@ impl<D: Disk> PartitionLog<D> {
             state: RefCell::new(state),
             written: Watermark::new(next_offset),
             synced: Watermark::new(next_offset),
+            high_watermark: Watermark::new(next_offset),
+            replicated: std::cell::Cell::new(false),
         });
         core.register(&inner);
         Ok(PartitionLog { inner })

@@ -83,7 +83,7 @@ impl<D: Disk> PartitionLog<D> {
         let (start, hw) = {
             let state = self.inner.state.borrow();
             self.check_usable(&state)?;
-            (state.log_start_offset, self.inner.written.get())
+            (state.log_start_offset, self.inner.high_watermark.get())
         };
         if before_offset > hw || before_offset < 0 {
             return Err(StorageError::OffsetOutOfRange {
@@ -305,6 +305,8 @@ impl<D: Disk> PartitionLog<D> {
         self.inner.written.reset(offset, &err);
         let synced = self.inner.synced.get().min(offset);
         self.inner.synced.reset(synced, &err);
+        let visible = self.inner.high_watermark.get().min(offset);
+        self.inner.high_watermark.reset(visible, &err);
         Ok(())
     }
 

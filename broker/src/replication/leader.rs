@@ -1,0 +1,262 @@
+//! The leader's side of replication, on the shard that owns a led partition: what each
+//! follower has (from the offsets its fetches ask for), the high watermark that follows from
+//! the in-sync replicas, and whether an acks=all append has enough in-sync replicas.
+//!
+//! A follower fetches from its own written (or, when the topic's acks=all waits for syncs,
+//! synced) log end: its fetch offset says it holds everything below (`follower` awaits its
+//! writes before fetching again). The high watermark is the least of the leader's written
+//! offset and every other in-sync replica's fetch offset ([`high_watermark`]); a replica
+//! without a fetch under the current leader epoch holds it where it is. A partition whose
+//! in-sync set is the leader alone has its high watermark follow the leader's written offset
+//! (the single-replica path, unchanged).
+//!
+//! Caught up (Kafka's `lastCaughtUpTimeMs`): a fetch at or past the leader's log end when it
+//! arrives makes the follower caught up now; a fetch at or past the log end the leader had at
+//! the follower's previous fetch makes it caught up as of that fetch. So a follower that keeps
+//! up with a steady stream counts as caught up although it is never exactly at the end.
+//!
+//! Not yet: in-sync set changes (the set written at creation stays), so a dead in-sync
+//! follower stops the high watermark and acks=all waits until its timeout.
+//!
+//! Never: moves a high watermark backwards or past the leader's written offset; counts a
+//! fetch from a broker that is not one of the partition's replicas.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use corebus_wire::error_code::ResponseError;
+
+use crate::metadata::MetadataImage;
+use crate::metadata::image::BrokerId;
+use crate::shard::partitions::{Log, PartitionKey};
+use crate::shard::router::{Here, replica_shard};
+use crate::shard::{Shard, ShardId};
+use crate::storage::now_ms;
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The offset its last fetch asked for: it holds every offset below.
+    pub end: i64,
+    /// When that fetch arrived.
+    pub fetched_ms: i64,
+    /// The leader's log end when that fetch arrived.
+    pub leader_end_at_fetch: i64,
+    /// The last time it was caught up with the leader's log end (see the module docs).
+    pub caught_up_ms: Option<i64>,
+}
+
+impl Progress {
+    /// The progress after a fetch at `offset`, at `now`, when the leader's log ends at
+    /// `leader_end`.
+    pub fn after_fetch(
+        previous: Option<Progress>,
+        offset: i64,
+        leader_end: i64,
+        now: i64,
+    ) -> Progress {
+        let caught_up_ms = if offset >= leader_end {
+            Some(now)
+        } else {
+            match previous {
+                Some(p) if offset >= p.leader_end_at_fetch => Some(p.fetched_ms),
+                Some(p) => p.caught_up_ms,
+                None => None,
+            }
+        };
+        Progress {
+            end: offset,
+            fetched_ms: now,
+            leader_end_at_fetch: leader_end,
+            caught_up_ms,
+        }
+    }
+}
+
+/// The high watermark of a partition whose leader has written up to `leader_written`, given
+/// each other in-sync replica's progress (`None`: not heard of under this leader epoch, which
+/// holds the high watermark back). `None` when it cannot be known yet.
+pub fn high_watermark(
+    leader_written: i64,
+    others: impl IntoIterator<Item = Option<i64>>,
+) -> Option<i64> {
+    let mut hw = leader_written;
+    for end in others {
+        hw = hw.min(end?);
+    }
+    Some(hw)
+}
+
+/// One partition this shard leads that has other replicas.
+#[derive(Debug, Clone)]
+struct Led {
+    leader_epoch: i32,
+    replicas: Vec<BrokerId>,
+    isr: Vec<BrokerId>,
+    followers: HashMap<BrokerId, Progress>,
+}
+
+/// The partitions a shard leads with followers, and their followers' progress.
+#[derive(Default)]
+pub struct Leaders {
+    led: RefCell<HashMap<PartitionKey, Led>>,
+}
+
+impl Leaders {
+    /// Brings the led set in line with `image` (after the shard's logs were): partitions this
+    /// shard leads with more than one replica are tracked (their followers' progress is kept
+    /// while the leader epoch stays); logs of replicated partitions get the high watermark
+    /// replication moves, except where the leader is the only in-sync replica.
+    pub fn sync_with(
+        &self,
+        image: &MetadataImage,
+        me: ShardId,
+        here: Here,
+        log: impl Fn(PartitionKey) -> Option<Log>,
+    ) {
+        let mut led = self.led.borrow_mut();
+        let mut next: HashMap<PartitionKey, Led> = HashMap::new();
+        for topic in image.topics.values() {
+            for (p, meta) in topic.partitions.iter().enumerate() {
+                if meta.replicas.len() <= 1 {
+                    continue;
+                }
+                let p = p as i32;
+                let key = (topic.id, p);
+                if replica_shard(image, topic.id, p, here) != Some(me) {
+                    continue;
+                }
+                let Some(l) = log(key) else {
+                    continue;
+                };
+                if meta.leader != here.node_id {
+                    // A follower: the leader's answers move its high watermark.
+                    l.set_replicated(true);
+                    continue;
+                }
+                let followers = match led.remove(&key) {
+                    Some(old) if old.leader_epoch == meta.leader_epoch => old.followers,
+                    _ => HashMap::new(),
+                };
+                let entry = Led {
+                    leader_epoch: meta.leader_epoch,
+                    replicas: meta.replicas.clone(),
+                    isr: meta.isr.clone(),
+                    followers,
+                };
+                let alone = entry.isr.iter().all(|b| *b == here.node_id);
+                l.set_replicated(!alone);
+                if !alone {
+                    advance(&l, &entry, here.node_id);
+                }
+                next.insert(key, entry);
+            }
+        }
+        *led = next;
+    }
+
+    /// A replica fetch from `replica` at `offset`: records its progress and moves the high
+    /// watermark. NOT_LEADER_OR_FOLLOWER when this shard does not lead the partition with
+    /// `replica` among its replicas.
+    pub fn on_fetch(
+        &self,
+        key: PartitionKey,
+        log: &Log,
+        replica: BrokerId,
+        offset: i64,
+        me: BrokerId,
+    ) -> Result<(), ResponseError> {
+        let mut led = self.led.borrow_mut();
+        let Some(entry) = led.get_mut(&key) else {
+            return Err(ResponseError::NotLeaderOrFollower);
+        };
+        if replica == me || !entry.replicas.contains(&replica) {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let leader_end = log.written_offset();
+        // A fetch past the leader's end holds nothing the leader has: it is refused by the
+        // read (out of range) and counts for nothing here.
+        if offset > leader_end {
+            return Ok(());
+        }
+        let previous = entry.followers.get(&replica).copied();
+        entry.followers.insert(
+            replica,
+            Progress::after_fetch(previous, offset, leader_end, now_ms()),
+        );
+        if log.is_replicated() {
+            advance(log, entry, me);
+        }
+        Ok(())
+    }
+
+    /// The in-sync replicas of a partition this shard leads (1 when it has no followers).
+    pub fn isr_len(&self, key: PartitionKey) -> usize {
+        self.led
+            .borrow()
+            .get(&key)
+            .map_or(1, |l| l.isr.len().max(1))
+    }
+
+    /// What the leader knows of `replica` of `key` (tests, metrics).
+    pub fn progress(&self, key: PartitionKey, replica: BrokerId) -> Option<Progress> {
+        self.led
+            .borrow()
+            .get(&key)?
+            .followers
+            .get(&replica)
+            .copied()
+    }
+}
+
+/// Moves `log`'s high watermark to what `entry`'s in-sync replicas hold.
+fn advance(log: &Log, entry: &Led, me: BrokerId) {
+    let others = entry
+        .isr
+        .iter()
+        .filter(|b| **b != me)
+        .map(|b| entry.followers.get(b).map(|p| p.end));
+    if let Some(hw) = high_watermark(log.written_offset(), others) {
+        log.advance_high_watermark(hw);
+    }
+}
+
+/// Runs after each metadata install on `shard`.
+pub fn lead_partitions(shard: &Shard) {
+    let image = shard.metadata();
+    shard
+        .leaders
+        .sync_with(&image, shard.id, shard.here(), |key| shard.logs.log(key));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_high_watermark_is_the_least_in_sync_end() {
+        assert_eq!(high_watermark(10, []), Some(10));
+        assert_eq!(high_watermark(10, [Some(7), Some(9)]), Some(7));
+        assert_eq!(high_watermark(10, [Some(12)]), Some(10));
+        assert_eq!(high_watermark(10, [Some(7), None]), None);
+    }
+
+    #[test]
+    fn a_follower_that_keeps_up_with_a_stream_stays_caught_up() {
+        // First fetch behind the end: never caught up yet.
+        let p = Progress::after_fetch(None, 5, 10, 1_000);
+        assert_eq!(p.caught_up_ms, None);
+        // Next fetch reaches the end the leader had at the first one: caught up as of then,
+        // although the leader moved on meanwhile.
+        let p = Progress::after_fetch(Some(p), 10, 20, 1_100);
+        assert_eq!(p.caught_up_ms, Some(1_000));
+        let p = Progress::after_fetch(Some(p), 20, 30, 1_200);
+        assert_eq!(p.caught_up_ms, Some(1_100));
+        // Falls behind: the time stays where it was.
+        let p = Progress::after_fetch(Some(p), 21, 40, 1_300);
+        assert_eq!(p.caught_up_ms, Some(1_100));
+        // At the end: caught up now.
+        let p = Progress::after_fetch(Some(p), 40, 40, 1_400);
+        assert_eq!(p.caught_up_ms, Some(1_400));
+    }
+}

@@ -1,0 +1,142 @@
+"""Replication, step 3a (`broker/src/replication/leader.rs`): with
+`corebus.replication.experimental` on, a partition's high watermark is what every in-sync
+replica holds, not what its leader wrote, and acks=all waits for the in-sync replicas.
+
+Three brokers beside a group of three consensus nodes, confluent-kafka clients:
+- acks=all answers only for records every in-sync replica holds, and a consumer reads them;
+- with both followers killed (SIGKILL), acks=1 still appends on the leader, but the high
+  watermark stays (ListOffsets latest, a consumer sees nothing new) and acks=all is never
+  acknowledged (the in-sync set is not shrunk yet: that is the next step);
+- once the followers are back they catch up and the high watermark reaches the leader's
+  log end: the consumer then reads everything;
+- a partition with fewer replicas than `min.insync.replicas` refuses acks=all with
+  NOT_ENOUGH_REPLICAS and takes acks=1.
+"""
+
+import time
+
+from test_broker_registration import (  # noqa: F401 (group is a fixture)
+    CLIENT_TIMEOUT_SECONDS,
+    admin,
+    group,
+    wait_view,
+)
+from test_consensus_sessions import serving_group
+from test_partition_leaders import list_offsets_raw, wait_agreement
+from test_replication_followers import replica_broker
+
+TOPIC = "hw"
+NARROW = "narrow"
+CATCH_UP_SECONDS = 60
+
+
+def producer(bootstrap, acks, timeout_ms=CLIENT_TIMEOUT_SECONDS * 1000):
+    from confluent_kafka import Producer
+
+    return Producer({
+        "bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5,
+        "enable.idempotence": False, "retries": 0,
+        "message.timeout.ms": timeout_ms, "request.timeout.ms": timeout_ms,
+    })
+
+
+def send(p, topic, values):
+    """Produces `values` to partition 0; the delivery errors (None for each delivered one)."""
+    results = []
+    for v in values:
+        p.produce(topic, v.encode(), partition=0, on_delivery=lambda err, _m: results.append(err))
+    p.flush(CLIENT_TIMEOUT_SECONDS + 10)
+    assert len(results) == len(values), f"{len(results)} delivery reports of {len(values)}"
+    return results
+
+
+def read_from(bootstrap, topic, offset, expected, seconds):
+    """Values of partition 0 from `offset`, until `expected` arrived or `seconds` passed."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hw-{time.monotonic_ns()}",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, offset)])
+    got = []
+    deadline = time.monotonic() + seconds
+    while len(got) < expected and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value().decode())
+    c.close()
+    return got
+
+
+def high_watermark(broker):
+    code, offset = list_offsets_raw(broker.port, TOPIC, 0)
+    assert code == 0, code
+    return offset
+
+
+def wait_high_watermark(broker, at_least):
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    while (hw := high_watermark(broker)) < at_least:
+        assert time.monotonic() < deadline, f"high watermark stuck at {hw}, wanted {at_least}"
+        time.sleep(0.2)
+    return hw
+
+
+def test_the_high_watermark_is_what_every_in_sync_replica_holds(group, broker_factory):
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import NewTopic
+
+    serving_group(group)
+    brokers = {n: replica_broker(broker_factory, group, n) for n in (1, 2, 3)}
+    for b in brokers.values():
+        wait_view(b.bootstrap, [1, 2, 3])
+    bootstrap = ",".join(b.bootstrap for b in brokers.values())
+    a = admin(bootstrap)
+    created = a.create_topics([
+        NewTopic(TOPIC, 1, 3, config={"min.insync.replicas": "2"}),
+        NewTopic(NARROW, 1, 2, config={"min.insync.replicas": "3"}),
+    ])
+    for f in created.values():
+        f.result(timeout=CLIENT_TIMEOUT_SECONDS)
+    view = wait_agreement(list(brokers.values()), TOPIC, 1)
+    leader_id = view[0][0]
+    assert sorted(view[0][1]) == [1, 2, 3], view
+    leader = brokers[leader_id]
+    followers = [n for n in brokers if n != leader_id]
+
+    # All replicas up: acks=all is acknowledged, and what it acknowledged is readable.
+    first = [f"a-{i}" for i in range(500)]
+    assert send(producer(bootstrap, "all"), TOPIC, first) == [None] * len(first)
+    assert high_watermark(leader) == 500
+    assert read_from(bootstrap, TOPIC, 0, 500, CLIENT_TIMEOUT_SECONDS) == first
+
+    # Both followers gone: the leader still appends with acks=1, but nothing past what the
+    # in-sync replicas hold becomes visible, and acks=all is not acknowledged.
+    for n in followers:
+        brokers[n].process.kill()
+        brokers[n].process.wait(timeout=10)
+    second = [f"b-{i}" for i in range(200)]
+    assert send(producer(leader.bootstrap, "1"), TOPIC, second) == [None] * len(second)
+    refused = send(producer(leader.bootstrap, "all", timeout_ms=3000), TOPIC, ["c-0"])
+    assert refused[0] is not None, "acks=all acknowledged with the in-sync followers down"
+    time.sleep(1.0)
+    assert high_watermark(leader) == 500
+    assert read_from(leader.bootstrap, TOPIC, 500, 1, 3) == []
+
+    # The followers come back, catch up, and the high watermark reaches the log end.
+    for n in followers:
+        brokers[n] = replica_broker(broker_factory, group, n, data_dir=brokers[n].data_dir)
+    for n in followers:
+        wait_view(brokers[n].bootstrap, [1, 2, 3])
+    # 200 acks=1 records, and the acks=all one that was appended but never acknowledged.
+    assert wait_high_watermark(leader, 701) == 701
+    later = read_from(leader.bootstrap, TOPIC, 500, 201, CLIENT_TIMEOUT_SECONDS)
+    assert later == second + ["c-0"]
+
+    # Fewer replicas than min.insync.replicas: acks=all refused before appending, acks=1 taken.
+    wait_agreement(list(brokers.values()), NARROW, 1)
+    narrow = send(producer(bootstrap, "all"), NARROW, ["n-0"])
+    assert narrow[0] is not None and narrow[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, narrow
+    assert send(producer(bootstrap, "1"), NARROW, ["n-1"]) == [None]
+
+    for b in brokers.values():
+        assert b.stop() == 0, b.log_tail()
