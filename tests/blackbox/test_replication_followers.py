@@ -33,12 +33,12 @@ CATCH_UP_SECONDS = 60
 REPLICATION = ["--override", "corebus.replication.experimental=true"]
 
 
-def replica_broker(broker_factory, group, node_id, data_dir=None, shards=1):
+def replica_broker(broker_factory, group, node_id, data_dir=None, shards=1, extra=()):
     return broker_factory(
         data_dir=data_dir,
         shards=shards,
         extra_args=["--roles", "broker", "--node-id", str(node_id), "--consensus-peers",
-                    group.peers, *SESSION_OVERRIDE, *REPLICATION],
+                    group.peers, *SESSION_OVERRIDE, *REPLICATION, *extra],
     )
 
 

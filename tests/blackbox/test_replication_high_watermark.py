@@ -1,12 +1,13 @@
-"""Replication, step 3a (`broker/src/replication/leader.rs`): with
+"""Replication, step 3 (`broker/src/replication/leader.rs`, `isr.rs`): with
 `corebus.replication.experimental` on, a partition's high watermark is what every in-sync
-replica holds, not what its leader wrote, and acks=all waits for the in-sync replicas.
+replica holds, not what its leader wrote, acks=all waits for the in-sync replicas, and the
+in-sync set follows the followers (`replica.lag.time.max.ms`).
 
 Three brokers beside a group of three consensus nodes, confluent-kafka clients:
 - acks=all answers only for records every in-sync replica holds, and a consumer reads them;
 - with both followers killed (SIGKILL), acks=1 still appends on the leader, but the high
   watermark stays (ListOffsets latest, a consumer sees nothing new) and acks=all is never
-  acknowledged (the in-sync set is not shrunk yet: that is the next step);
+  acknowledged (within the default 30 s lag time the in-sync set keeps them);
 - once the followers are back they catch up and the high watermark reaches the leader's
   log end: the consumer then reads everything;
 - a partition with fewer replicas than `min.insync.replicas` refuses acks=all with
@@ -137,6 +138,80 @@ def test_the_high_watermark_is_what_every_in_sync_replica_holds(group, broker_fa
     narrow = send(producer(bootstrap, "all"), NARROW, ["n-0"])
     assert narrow[0] is not None and narrow[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, narrow
     assert send(producer(bootstrap, "1"), NARROW, ["n-1"]) == [None]
+
+    for b in brokers.values():
+        assert b.stop() == 0, b.log_tail()
+
+
+LAG = ["--override", "replica.lag.time.max.ms=2000"]
+
+
+def isr_of(bootstrap, topic):
+    a = admin(bootstrap)
+    md = a.list_topics(topic, timeout=CLIENT_TIMEOUT_SECONDS)
+    return sorted(md.topics[topic].partitions[0].isrs)
+
+
+def wait_isr(broker, want):
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    while (isr := isr_of(broker.bootstrap, TOPIC)) != want:
+        assert time.monotonic() < deadline, f"in-sync replicas {isr}, wanted {want}"
+        time.sleep(0.2)
+
+
+def test_a_lagging_follower_leaves_the_in_sync_set_and_rejoins_once_caught_up(group, broker_factory):
+    """`replica.lag.time.max.ms` 2 s, RF 3, min.insync.replicas 2: one follower killed leaves
+    the set and acks=all goes on with two; the second killed leaves the leader alone and acks=all
+    is refused with NOT_ENOUGH_REPLICAS (acks=1 still appends); both back, they catch up and
+    rejoin, and every acknowledged record is read once, in order."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import NewTopic
+
+    serving_group(group)
+    brokers = {n: replica_broker(broker_factory, group, n, extra=LAG) for n in (1, 2, 3)}
+    for b in brokers.values():
+        wait_view(b.bootstrap, [1, 2, 3])
+    bootstrap = ",".join(b.bootstrap for b in brokers.values())
+    a = admin(bootstrap)
+    a.create_topics([NewTopic(TOPIC, 1, 3, config={"min.insync.replicas": "2"})])[TOPIC].result(
+        timeout=CLIENT_TIMEOUT_SECONDS
+    )
+    view = wait_agreement(list(brokers.values()), TOPIC, 1)
+    leader = brokers[view[0][0]]
+    first_follower, second_follower = [n for n in brokers if n != view[0][0]]
+    acked = []
+
+    def produce_all(values, expect_ok=True):
+        results = send(producer(leader.bootstrap, "all", timeout_ms=10_000), TOPIC, values)
+        if expect_ok:
+            assert results == [None] * len(values), results[:3]
+            acked.extend(values)
+        return results
+
+    produce_all([f"a-{i}" for i in range(300)])
+    wait_isr(leader, [1, 2, 3])
+
+    brokers[first_follower].process.kill()
+    brokers[first_follower].process.wait(timeout=10)
+    wait_isr(leader, sorted(set(brokers) - {first_follower}))
+    produce_all([f"b-{i}" for i in range(300)])
+
+    brokers[second_follower].process.kill()
+    brokers[second_follower].process.wait(timeout=10)
+    wait_isr(leader, [leader_id := view[0][0]])
+    refused = produce_all(["c-0"], expect_ok=False)
+    assert refused[0] is not None and refused[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, refused
+    ones = [f"d-{i}" for i in range(100)]
+    assert send(producer(leader.bootstrap, "1"), TOPIC, ones) == [None] * len(ones)
+    acked.extend(ones)
+
+    for n in (first_follower, second_follower):
+        brokers[n] = replica_broker(broker_factory, group, n, data_dir=brokers[n].data_dir, extra=LAG)
+    wait_isr(leader, [1, 2, 3])
+    produce_all([f"e-{i}" for i in range(300)])
+    assert high_watermark(leader) == len(acked)
+    assert read_from(bootstrap, TOPIC, 0, len(acked), CLIENT_TIMEOUT_SECONDS) == acked
+    assert leader_id in brokers
 
     for b in brokers.values():
         assert b.stop() == 0, b.log_tail()

@@ -1,4 +1,6 @@
-//! Topic creation forwarded to the controller, for what a broker creates on its own account:
+//! What a broker asks of the controller over the Kafka protocol: in-sync set changes of the
+//! partitions it leads (AlterPartition, `crate::replication::isr`), and topic creation, for
+//! what a broker creates on its own account:
 //! `__consumer_offsets` on a group's first FindCoordinator and topics auto-created by Metadata
 //! (as a Kafka broker forwards them, KIP-590). Only the controller writes topics; a broker that
 //! is not the controller sends it a CreateTopics request over the Kafka protocol, to the
@@ -16,9 +18,13 @@ use std::time::{Duration, Instant};
 
 use super::{BrokerEndpoint, peer};
 use crate::handlers::create_topics::NewTopic;
+use crate::metadata::PartitionMeta;
+use crate::replication::isr::IsrChange;
 use crate::shard::Shard;
+use corebus_wire::error_code::ResponseError;
 use corebus_wire::kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, RequestHeader, RequestKind, ResponseKind,
+    AlterPartitionRequest, ApiKey, BrokerId, CreateTopicsRequest, RequestHeader, RequestKind,
+    ResponseKind, alter_partition_request,
 };
 use corebus_wire::kafka_protocol::protocol::StrBytes;
 use corebus_wire::request::creatable_topic;
@@ -41,16 +47,7 @@ const CLIENT_ID: &str = "corebus-broker-forward";
 pub async fn create_topics(shard: &Shard, topics: &[NewTopic]) -> Result<Vec<i16>, String> {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(FORWARD_TIMEOUT_MS);
-    let cluster = shard.cluster();
-    let controller = cluster
-        .controller_id
-        .ok_or_else(|| "no controller is known yet".to_string())?;
-    let endpoint = cluster
-        .brokers
-        .iter()
-        .find(|b| b.node_id == controller)
-        .cloned()
-        .ok_or_else(|| format!("the controller, broker {controller}, is not registered"))?;
+    let (controller, endpoint) = controller_endpoint(shard)?;
     let request = create_request(topics);
     let call = ask(endpoint.clone(), request);
     let codes = match glommio::timer::timeout(Duration::from_millis(FORWARD_TIMEOUT_MS), async {
@@ -92,6 +89,21 @@ pub async fn create_topics(shard: &Shard, topics: &[NewTopic]) -> Result<Vec<i16
         glommio::timer::sleep(Duration::from_millis(WATCH_POLL_MS)).await;
     }
     Ok(codes)
+}
+
+/// The controller's id and advertised listener, as this broker's cluster view has them.
+fn controller_endpoint(shard: &Shard) -> Result<(i32, BrokerEndpoint), String> {
+    let cluster = shard.cluster();
+    let controller = cluster
+        .controller_id
+        .ok_or_else(|| "no controller is known yet".to_string())?;
+    let endpoint = cluster
+        .brokers
+        .iter()
+        .find(|b| b.node_id == controller)
+        .cloned()
+        .ok_or_else(|| format!("the controller, broker {controller}, is not registered"))?;
+    Ok((controller, endpoint))
 }
 
 fn create_request(topics: &[NewTopic]) -> CreateTopicsRequest {
@@ -137,4 +149,98 @@ async fn ask(to: BrokerEndpoint, request: CreateTopicsRequest) -> Result<Vec<i16
             "controller at {addr}: not a CreateTopics answer: {other:?}"
         )),
     }
+}
+
+/// AlterPartition version sent: v2 (topics by id, the new set as broker ids).
+const ALTER_PARTITION_VERSION: i16 = 2;
+
+/// Sends in-sync set changes of this broker's led partitions to the controller (Kafka's
+/// AlterPartition, as a leader does): one result per change, in order, with the partition's
+/// state as the controller committed it. `Err` says why the controller could not be asked or
+/// answered.
+pub async fn alter_partition(
+    shard: &Shard,
+    changes: &[IsrChange],
+) -> Result<Vec<Result<PartitionMeta, ResponseError>>, String> {
+    let (_, to) = controller_endpoint(shard)?;
+    let mut topics: Vec<alter_partition_request::TopicData> = Vec::new();
+    for c in changes {
+        let p = alter_partition_request::PartitionData::default()
+            .with_partition_index(c.partition)
+            .with_leader_epoch(c.leader_epoch)
+            .with_partition_epoch(c.partition_epoch)
+            .with_new_isr(c.isr.iter().map(|b| BrokerId(*b)).collect());
+        match topics.iter_mut().find(|t| t.topic_id == c.topic_id.0) {
+            Some(t) => t.partitions.push(p),
+            None => topics.push(
+                alter_partition_request::TopicData::default()
+                    .with_topic_id(c.topic_id.0)
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    let request = AlterPartitionRequest::default()
+        .with_broker_id(BrokerId(shard.node.node_id))
+        .with_broker_epoch(-1)
+        .with_topics(topics);
+    let header = RequestHeader::default()
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+    let frame = encode_request(
+        &header,
+        &RequestKind::AlterPartition(request),
+        ALTER_PARTITION_VERSION,
+    )
+    .map_err(|e| format!("cannot encode AlterPartition: {e}"))?;
+    let addr = format!("{}:{}", to.host, to.port);
+    let exchange = async {
+        let mut stream = peer::connect(&to, FORWARD_TIMEOUT_MS).await?;
+        peer::exchange(&mut stream, &frame, MAX_FORWARD_RESPONSE_BYTES).await
+    };
+    let body = glommio::timer::timeout(Duration::from_millis(FORWARD_TIMEOUT_MS), async {
+        Ok(exchange.await)
+    })
+    .await
+    .map_err(|_| format!("controller at {addr} did not answer in time"))?
+    .map_err(|e| format!("controller at {addr}: {e}"))?;
+    let (_, response) = decode_response(body, ApiKey::AlterPartition, ALTER_PARTITION_VERSION)
+        .map_err(|e| format!("controller at {addr}: {e}"))?;
+    let ResponseKind::AlterPartition(response) = response else {
+        return Err(format!(
+            "controller at {addr}: not an AlterPartition answer"
+        ));
+    };
+    let top = code_error(response.error_code);
+    Ok(changes
+        .iter()
+        .map(|c| {
+            if let Some(e) = top {
+                return Err(e);
+            }
+            let p = response
+                .topics
+                .iter()
+                .filter(|t| t.topic_id == c.topic_id.0)
+                .flat_map(|t| t.partitions.iter())
+                .find(|p| p.partition_index == c.partition)
+                .ok_or(ResponseError::UnknownServerError)?;
+            if let Some(e) = code_error(p.error_code) {
+                return Err(e);
+            }
+            let isr: Vec<i32> = p.isr.iter().map(|b| b.0).collect();
+            Ok(PartitionMeta {
+                // The answer does not carry the replicas; the leader keeps its own.
+                replicas: Vec::new(),
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                isr,
+                partition_epoch: p.partition_epoch,
+            })
+        })
+        .collect())
+}
+
+fn code_error(code: i16) -> Option<ResponseError> {
+    (code != 0)
+        .then(|| ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError))
 }

@@ -734,7 +734,7 @@ pub static SETTINGS: &[Setting] = &[
     inert(
         "num.replica.fetchers",
         Int,
-        "a single node has no followers.",
+        "each shard runs one fetcher per leader broker it follows partitions of.",
     ),
     inert(
         "queued.max.request.bytes",
@@ -780,6 +780,14 @@ pub static SETTINGS: &[Setting] = &[
         "listener.security.protocol.map",
         Str,
         "only PLAINTEXT is supported; other listeners are refused.",
+    ),
+    broker(
+        "replica.lag.time.max.ms",
+        Long,
+        Some("30000"),
+        POSITIVE,
+        "A follower not caught up with its leader for this long leaves the in-sync replicas; \
+         one that holds the high watermark again joins them (corebus.replication.experimental).",
     ),
     broker(
         "offsets.topic.replication.factor",

@@ -6,6 +6,7 @@
 //! except through the mesh; panics on client input.
 
 pub mod alter_configs;
+pub mod alter_partition;
 pub mod api_versions;
 pub mod common;
 pub mod create_partitions;
@@ -92,6 +93,7 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::DescribeGroups)
         .with(ApiKey::DeleteGroups)
         .with(ApiKey::OffsetDelete)
+        .with(ApiKey::AlterPartition)
 }
 
 /// Runs `request` on this shard; `peer` is the client's address (group members' client host).
@@ -196,6 +198,9 @@ pub async fn handle(
         )),
         RequestKind::OffsetDelete(r) => Reply::Respond(ResponseKind::OffsetDelete(
             offset_delete::handle(shard, r, v).await,
+        )),
+        RequestKind::AlterPartition(r) => Reply::Respond(ResponseKind::AlterPartition(
+            alter_partition::handle(shard, r, v).await,
         )),
         // Unreachable while api_support lists only the APIs above; a safe answer if not.
         _ => {

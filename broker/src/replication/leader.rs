@@ -15,8 +15,8 @@
 //! the follower's previous fetch makes it caught up as of that fetch. So a follower that keeps
 //! up with a steady stream counts as caught up although it is never exactly at the end.
 //!
-//! Not yet: in-sync set changes (the set written at creation stays), so a dead in-sync
-//! follower stops the high watermark and acks=all waits until its timeout.
+//! The in-sync set changes through the controller (`isr`): this module says which followers
+//! lag or may join (`Leaders::proposals`) and takes the committed set (`Leaders::altered`).
 //!
 //! Never: moves a high watermark backwards or past the leader's written offset; counts a
 //! fetch from a broker that is not one of the partition's replicas.
@@ -26,8 +26,9 @@ use std::collections::HashMap;
 
 use corebus_wire::error_code::ResponseError;
 
-use crate::metadata::MetadataImage;
+use super::isr::{IsrChange, RETRY_AFTER_MS};
 use crate::metadata::image::BrokerId;
+use crate::metadata::{MetadataImage, PartitionMeta};
 use crate::shard::partitions::{Log, PartitionKey};
 use crate::shard::router::{Here, replica_shard};
 use crate::shard::{Shard, ShardId};
@@ -88,12 +89,42 @@ pub fn high_watermark(
 }
 
 /// One partition this shard leads that has other replicas.
-#[derive(Debug, Clone)]
 struct Led {
+    log: Log,
     leader_epoch: i32,
+    /// The partition epoch of `isr` (the image's, or a newer one this leader committed).
+    partition_epoch: i32,
     replicas: Vec<BrokerId>,
     isr: Vec<BrokerId>,
     followers: HashMap<BrokerId, Progress>,
+    /// When this broker started leading under `leader_epoch`: a follower not heard of since
+    /// counts as caught up then.
+    since_ms: i64,
+    /// An in-sync set change is in flight (`isr::check_loop`).
+    pending: bool,
+    /// No new proposal before this (after a refused one).
+    retry_at_ms: i64,
+}
+
+impl Led {
+    /// Whether in-sync follower `b` has not been caught up for longer than `lag_ms`.
+    fn lagging(&self, b: BrokerId, now: i64, lag_ms: i64) -> bool {
+        let caught_up = self
+            .followers
+            .get(&b)
+            .and_then(|p| p.caught_up_ms)
+            .unwrap_or(self.since_ms)
+            .max(self.since_ms);
+        now.saturating_sub(caught_up) > lag_ms
+    }
+
+    /// Whether replica `b`, outside the set, may join it: it holds everything below the high
+    /// watermark and has fetched within `lag_ms`.
+    fn may_join(&self, b: BrokerId, now: i64, lag_ms: i64) -> bool {
+        self.followers.get(&b).is_some_and(|p| {
+            p.end >= self.log.high_watermark() && now.saturating_sub(p.fetched_ms) <= lag_ms
+        })
+    }
 }
 
 /// The partitions a shard leads with followers, and their followers' progress.
@@ -134,15 +165,28 @@ impl Leaders {
                     l.set_replicated(true);
                     continue;
                 }
-                let followers = match led.remove(&key) {
-                    Some(old) if old.leader_epoch == meta.leader_epoch => old.followers,
-                    _ => HashMap::new(),
-                };
-                let entry = Led {
-                    leader_epoch: meta.leader_epoch,
-                    replicas: meta.replicas.clone(),
-                    isr: meta.isr.clone(),
-                    followers,
+                let entry = match led.remove(&key) {
+                    Some(mut old) if old.leader_epoch == meta.leader_epoch => {
+                        // A set this leader committed may be newer than the image yet.
+                        if meta.partition_epoch >= old.partition_epoch {
+                            old.partition_epoch = meta.partition_epoch;
+                            old.isr = meta.isr.clone();
+                        }
+                        old.replicas = meta.replicas.clone();
+                        old.log = l.clone();
+                        old
+                    }
+                    _ => Led {
+                        log: l.clone(),
+                        leader_epoch: meta.leader_epoch,
+                        partition_epoch: meta.partition_epoch,
+                        replicas: meta.replicas.clone(),
+                        isr: meta.isr.clone(),
+                        followers: HashMap::new(),
+                        since_ms: now_ms(),
+                        pending: false,
+                        retry_at_ms: 0,
+                    },
                 };
                 let alone = entry.isr.iter().all(|b| *b == here.node_id);
                 l.set_replicated(!alone);
@@ -188,6 +232,80 @@ impl Leaders {
             advance(log, entry, me);
         }
         Ok(())
+    }
+
+    /// The in-sync set changes to propose now (`isr::check_loop`): lagging followers out,
+    /// caught-up replicas in; at most one in flight per partition, which this marks.
+    pub fn proposals(&self, now: i64, lag_ms: i64, me: BrokerId) -> Vec<IsrChange> {
+        let mut out = Vec::new();
+        for (key, l) in self.led.borrow_mut().iter_mut() {
+            if l.pending || now < l.retry_at_ms {
+                continue;
+            }
+            // In the replicas' order, so a set that did not change compares equal.
+            let isr: Vec<BrokerId> = l
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| {
+                    *b == me
+                        || if l.isr.contains(b) {
+                            !l.lagging(*b, now, lag_ms)
+                        } else {
+                            l.may_join(*b, now, lag_ms)
+                        }
+                })
+                .collect();
+            let mut before = l.isr.clone();
+            before.sort_unstable();
+            let mut after = isr.clone();
+            after.sort_unstable();
+            if before == after {
+                continue;
+            }
+            l.pending = true;
+            out.push(IsrChange {
+                topic_id: key.0,
+                partition: key.1,
+                leader_epoch: l.leader_epoch,
+                partition_epoch: l.partition_epoch,
+                isr,
+            });
+        }
+        out
+    }
+
+    /// The controller's answer to `change`: a committed set is used from now on (if this
+    /// shard still leads under the same epoch and has nothing newer); a refusal waits
+    /// `isr::RETRY_AFTER_MS` before the next proposal.
+    pub fn altered(
+        &self,
+        change: &IsrChange,
+        result: Result<PartitionMeta, ResponseError>,
+        me: BrokerId,
+        now: i64,
+    ) {
+        let mut led = self.led.borrow_mut();
+        let Some(l) = led.get_mut(&(change.topic_id, change.partition)) else {
+            return;
+        };
+        l.pending = false;
+        match result {
+            Ok(meta)
+                if meta.leader_epoch == l.leader_epoch
+                    && meta.partition_epoch > l.partition_epoch =>
+            {
+                l.partition_epoch = meta.partition_epoch;
+                l.isr = meta.isr;
+                let alone = l.isr.iter().all(|b| *b == me);
+                l.log.set_replicated(!alone);
+                if !alone {
+                    advance(&l.log, l, me);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => l.retry_at_ms = now + RETRY_AFTER_MS,
+        }
     }
 
     /// The in-sync replicas of a partition this shard leads (1 when it has no followers).

@@ -1,27 +1,32 @@
-//! Replication, steps 2 and 3a of the cluster issue. Followers copy their leader's log
-//! (`follower`): each shard runs one fetcher per leader broker for the partitions whose
-//! replica it holds and another broker leads; it sends that leader Kafka Fetch requests with
-//! its own broker id as `replica_id`, all those partitions in one request, appends what comes
-//! back byte for byte (offsets and leader epochs as the leader gave them,
-//! `PartitionLog::append_replica`), and fetches again only once those appends are written (and
-//! synced, where the topic's acks=all waits for syncs), so its fetch offset says what it holds.
-//! The leader (`leader`) records each follower's fetch offset; the high watermark is what every
-//! in-sync replica holds, consumers read only below it, and acks=all waits for it (refused
-//! with NOT_ENOUGH_REPLICAS when the in-sync set is smaller than `min.insync.replicas`).
+//! Replication, steps 2 and 3 of the cluster issue (all behind
+//! `corebus.replication.experimental`). Followers copy their leader's log (`follower`): each
+//! shard runs one fetcher per leader broker for the partitions whose replica it holds and
+//! another broker leads; it sends that leader Kafka Fetch requests with its own broker id as
+//! `replica_id`, all those partitions in one request, appends what comes back byte for byte
+//! (offsets and leader epochs as the leader gave them, `PartitionLog::append_replica`), and
+//! fetches again only once those appends are written (and synced, where the topic's acks=all
+//! waits for syncs), so its fetch offset says what it holds. The leader (`leader`) records
+//! each follower's fetch offset; the high watermark is what every in-sync replica holds,
+//! consumers read only below it, and acks=all waits for it (refused with NOT_ENOUGH_REPLICAS
+//! when the in-sync set is smaller than `min.insync.replicas`). The in-sync set changes
+//! through the controller (`isr`: a follower lagging `replica.lag.time.max.ms` leaves, a
+//! caught-up one joins, by compare-and-set on the partition's epochs, as Kafka's
+//! AlterPartition).
 //!
-//! What is not built yet, so a replication factor above 1 stays behind
-//! `corebus.replication.experimental` (off by default; CreateTopics refuses it otherwise): the
-//! in-sync set never changes (the one written at creation stays, so a dead follower holds the
-//! high watermark back and acks=all times out until it returns), a returning follower does not
-//! truncate to the leader's epoch history, the high watermark is not checkpointed (a restarted
-//! leader starts it at its own log end), and leadership never moves.
+//! What is not built yet, so a replication factor above 1 stays behind the setting (off by
+//! default; CreateTopics refuses it otherwise): a returning follower does not truncate to the
+//! leader's epoch history (not needed while leadership never moves, since a follower's log is
+//! then always a prefix of its leader's), the high watermark is not checkpointed (a restarted
+//! leader starts it at its own log end), and leadership never moves (no failover, no
+//! controlled shutdown).
 //!
 //! Never: appends a batch that fails its CRC or would go back before the log end; serves a
 //! client from a follower (the router's `owner` answers NOT_LEADER_OR_FOLLOWER); holds a
 //! response larger than `follower::MAX_FETCH_RESPONSE_BYTES`; shows a consumer a record that
-//! an in-sync replica does not hold.
+//! an in-sync replica does not hold; counts an in-sync set the controller did not commit.
 
 pub mod follower;
+pub mod isr;
 pub mod leader;
 
 pub use follower::follow_leaders;

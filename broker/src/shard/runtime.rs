@@ -235,6 +235,7 @@ fn run_shards(
                 // Led partitions track their followers; followed ones start copying.
                 crate::replication::leader::lead_partitions(&shard);
                 crate::replication::follow_leaders(&shard);
+                glommio::spawn_local(crate::replication::isr::check_loop(shard.clone())).detach();
                 // Shard 0 registers the broker once it can serve, and follows the cluster.
                 let membership = match join_cluster(&shard).await {
                     Ok(m) => m,
