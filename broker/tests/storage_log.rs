@@ -941,3 +941,95 @@ fn a_replicated_logs_high_watermark_moves_only_when_told_and_never_past_the_writ
         assert_eq!(log.high_watermark(), later);
     })
 }
+
+#[test]
+fn leader_epochs_survive_a_crash_and_a_truncation_and_answer_as_kafkas_leader_does() {
+    for seed in 1..20u64 {
+        run(|| async move {
+            let disk = SimDisk::new();
+            let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+            let log = shard.open_log(dir(), small_config()).await.unwrap();
+            // Epoch 0 alone writes no epochs file.
+            log.append(&[make(1)], 0, 0, Durability::Synced)
+                .await
+                .unwrap();
+            assert!(disk.contents(&dir().join("leader-epochs")).is_none());
+            let mut starts = Vec::new();
+            for epoch in [2, 5] {
+                let info = log
+                    .append(&[make(epoch as u64)], epoch, 0, Durability::Written)
+                    .await
+                    .unwrap();
+                starts.push(info.base_offset);
+                log.append(&[make(100 + epoch as u64)], epoch, 0, Durability::Written)
+                    .await
+                    .unwrap();
+            }
+            let synced_end = log.log_end_offset();
+            log.sync_to(synced_end).await.unwrap();
+            assert_eq!(log.latest_epoch(), 5);
+            assert_eq!(log.end_offset_for_epoch(5), (5, synced_end));
+            assert_eq!(log.end_offset_for_epoch(4), (2, starts[1]));
+            assert_eq!(log.end_offset_for_epoch(1), (0, starts[0]));
+            assert_eq!(log.end_offset_for_epoch(6), (-1, -1));
+            // A batch of a newer epoch that may not survive the crash.
+            log.append(&[make(9)], 7, 0, Durability::Written)
+                .await
+                .unwrap();
+            drop(log);
+            drop(shard);
+            disk.crash(seed);
+            let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+            let log = shard.open_log(dir(), small_config()).await.unwrap();
+            let end = log.log_end_offset();
+            assert!(end >= synced_end);
+            // Epoch 7 is known exactly when its batch survived.
+            let want_latest = if end > synced_end { 7 } else { 5 };
+            assert_eq!(log.latest_epoch(), want_latest, "seed {seed}");
+            assert_eq!(log.end_offset_for_epoch(4), (2, starts[1]));
+            // A follower's truncation into epoch 2 forgets epoch 5, also across a reopen.
+            log.truncate_to(starts[1]).await.unwrap();
+            assert_eq!(log.latest_epoch(), 2);
+            assert_eq!(log.end_offset_for_epoch(5), (-1, -1));
+            log.close().await.unwrap();
+            drop(log);
+            let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+            let log = shard.open_log(dir(), small_config()).await.unwrap();
+            assert_eq!(log.latest_epoch(), 2);
+            assert_eq!(log.end_offset_for_epoch(2), (2, starts[1]));
+        });
+    }
+}
+
+#[test]
+fn a_reopened_replicated_log_starts_its_high_watermark_at_the_log_start() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        for seed in 0..3u64 {
+            log.append(&[make(seed)], 0, 0, Durability::Synced)
+                .await
+                .unwrap();
+        }
+        let end = log.written_offset();
+        log.close().await.unwrap();
+        drop(log);
+        let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        assert_eq!(
+            log.high_watermark(),
+            end,
+            "a single replica sees its whole log"
+        );
+        log.restart_high_watermark();
+        assert!(log.is_replicated());
+        assert_eq!(log.high_watermark(), 0);
+        assert!(log.read(0, 1 << 20).await.unwrap().is_empty());
+        // The broker rebuilds idempotent-producer state from the headers of the whole written
+        // tail, high watermark or not (else a retried batch would be written twice).
+        assert_eq!(log.scan_headers(0, 100).await.unwrap().len(), 3);
+        log.advance_high_watermark(end);
+        assert_eq!(read_all(&log).await.len(), 3);
+    })
+}

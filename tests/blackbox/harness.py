@@ -208,17 +208,21 @@ def start_broker(
     command=None,
     cwd=None,
     metrics_listen="127.0.0.1:0",
+    port=None,
 ):
     """Starts a broker on a free loopback port with `data_dir` and waits until it answers
     ApiVersions. `command` replaces the corebus command line (the harness self-test uses it
     to stand in a fake broker); it gets `{port}` and `{data_dir}` substituted. A relative
     `data_dir` is relative to `cwd` (the broker's working directory). `metrics_listen` is
     passed as `--metrics-listen` (a port of the broker's choosing by default, so brokers of
-    parallel tests never contend for the default 9644; None passes nothing)."""
+    parallel tests never contend for the default 9644; None passes nothing). `port` restarts a
+    broker on the port it had (clients that lost every broker go back to their bootstrap
+    list, as after a real restart)."""
     (Path(cwd) / data_dir if cwd else data_dir).mkdir(parents=True, exist_ok=True)
     last_error = None
+    fixed_port = port
     for _ in range(BROKER_START_ATTEMPTS):
-        port = free_port()
+        port = fixed_port or free_port()
         if command is None:
             argv = [
                 str(corebus_binary()),
@@ -257,4 +261,6 @@ def start_broker(
             # Retry only when the port was taken in the meantime.
             if "in use" not in _tail(log_path).lower():
                 break
+            if fixed_port:
+                time.sleep(1)  # the same port, once whatever held it lets go
     raise last_error

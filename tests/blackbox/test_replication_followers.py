@@ -33,9 +33,10 @@ CATCH_UP_SECONDS = 60
 REPLICATION = ["--override", "corebus.replication.experimental=true"]
 
 
-def replica_broker(broker_factory, group, node_id, data_dir=None, shards=1, extra=()):
+def replica_broker(broker_factory, group, node_id, data_dir=None, shards=1, extra=(), port=None):
     return broker_factory(
         data_dir=data_dir,
+        port=port,
         shards=shards,
         extra_args=["--roles", "broker", "--node-id", str(node_id), "--consensus-peers",
                     group.peers, *SESSION_OVERRIDE, *REPLICATION, *extra],

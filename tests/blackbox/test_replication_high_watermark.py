@@ -5,15 +5,16 @@ in-sync set follows the followers (`replica.lag.time.max.ms`).
 
 Three brokers beside a group of three consensus nodes, confluent-kafka clients:
 - acks=all answers only for records every in-sync replica holds, and a consumer reads them;
-- with both followers killed (SIGKILL), acks=1 still appends on the leader, but the high
-  watermark stays (ListOffsets latest, a consumer sees nothing new) and acks=all is never
-  acknowledged (within the default 30 s lag time the in-sync set keeps them);
-- once the followers are back they catch up and the high watermark reaches the leader's
+- with both followers frozen (SIGSTOP, within their 20 s session and the 30 s lag time, so
+  they stay in the in-sync set), acks=1 still appends on the leader, but the high watermark
+  stays (ListOffsets latest, a consumer sees nothing new) and acks=all is never acknowledged;
+- once the followers run again they catch up and the high watermark reaches the leader's
   log end: the consumer then reads everything;
 - a partition with fewer replicas than `min.insync.replicas` refuses acks=all with
   NOT_ENOUGH_REPLICAS and takes acks=1.
 """
 
+import signal
 import time
 
 from test_broker_registration import (  # noqa: F401 (group is a fixture)
@@ -27,6 +28,9 @@ from test_partition_leaders import list_offsets_raw, wait_agreement
 from test_replication_followers import replica_broker
 
 TOPIC = "hw"
+# Long enough that a frozen follower keeps its registration through the test (the controller
+# would otherwise take it out of the in-sync set when its session expires).
+LONG_SESSION = ["--override", "corebus.consensus.session.timeout.ms=20000"]
 NARROW = "narrow"
 CATCH_UP_SECONDS = 60
 
@@ -87,7 +91,7 @@ def test_the_high_watermark_is_what_every_in_sync_replica_holds(group, broker_fa
     from confluent_kafka.admin import NewTopic
 
     serving_group(group)
-    brokers = {n: replica_broker(broker_factory, group, n) for n in (1, 2, 3)}
+    brokers = {n: replica_broker(broker_factory, group, n, extra=LONG_SESSION) for n in (1, 2, 3)}
     for b in brokers.values():
         wait_view(b.bootstrap, [1, 2, 3])
     bootstrap = ",".join(b.bootstrap for b in brokers.values())
@@ -110,11 +114,10 @@ def test_the_high_watermark_is_what_every_in_sync_replica_holds(group, broker_fa
     assert high_watermark(leader) == 500
     assert read_from(bootstrap, TOPIC, 0, 500, CLIENT_TIMEOUT_SECONDS) == first
 
-    # Both followers gone: the leader still appends with acks=1, but nothing past what the
+    # Both followers frozen: the leader still appends with acks=1, but nothing past what the
     # in-sync replicas hold becomes visible, and acks=all is not acknowledged.
     for n in followers:
-        brokers[n].process.kill()
-        brokers[n].process.wait(timeout=10)
+        brokers[n].process.send_signal(signal.SIGSTOP)
     second = [f"b-{i}" for i in range(200)]
     assert send(producer(leader.bootstrap, "1"), TOPIC, second) == [None] * len(second)
     refused = send(producer(leader.bootstrap, "all", timeout_ms=3000), TOPIC, ["c-0"])
@@ -123,11 +126,9 @@ def test_the_high_watermark_is_what_every_in_sync_replica_holds(group, broker_fa
     assert high_watermark(leader) == 500
     assert read_from(leader.bootstrap, TOPIC, 500, 1, 3) == []
 
-    # The followers come back, catch up, and the high watermark reaches the log end.
+    # The followers run again, catch up, and the high watermark reaches the log end.
     for n in followers:
-        brokers[n] = replica_broker(broker_factory, group, n, data_dir=brokers[n].data_dir)
-    for n in followers:
-        wait_view(brokers[n].bootstrap, [1, 2, 3])
+        brokers[n].process.send_signal(signal.SIGCONT)
     # 200 acks=1 records, and the acks=all one that was appended but never acknowledged.
     assert wait_high_watermark(leader, 701) == 701
     later = read_from(leader.bootstrap, TOPIC, 500, 201, CLIENT_TIMEOUT_SECONDS)

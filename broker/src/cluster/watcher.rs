@@ -348,6 +348,12 @@ async fn refresh(
         m.topics_unread = false;
     }
     let changed = view.brokers != m.view.brokers || view.controller_id != m.view.controller_id;
+    if installing && controller {
+        // Brokers came or went (or this broker just became the controller): partitions whose
+        // leader is gone get a new one from their live in-sync replicas. Nothing is written
+        // when nothing changes. A failure fails the refresh, which is tried again.
+        elect_leaders(shard, &view).await?;
+    }
     if changed {
         view.generation = m.view.generation + 1;
         info!(
@@ -358,6 +364,26 @@ async fn refresh(
         m.view = view;
     }
     Ok(changed)
+}
+
+/// Runs the controller's leader elections (`metadata::elect`) for the live brokers of `view`.
+async fn elect_leaders(shard: &Rc<Shard>, view: &ClusterView) -> Result<(), ClusterError> {
+    let Some(controller) = shard.controller() else {
+        return Ok(());
+    };
+    let live = view.live_ids();
+    let outcome = controller
+        .transact(move |image| {
+            let cmds = crate::metadata::elect::elect(image, &live);
+            let count = cmds.len();
+            (cmds, count)
+        })
+        .await;
+    let topics = outcome?;
+    if topics > 0 {
+        info!(topics, "partition leaders elected for the live brokers");
+    }
+    Ok(())
 }
 
 /// The registrations under `/corebus/brokers/ids`, arming the child watch.

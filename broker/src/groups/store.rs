@@ -18,7 +18,7 @@ use super::placement::{OFFSETS_TOPIC, partition_for};
 use super::record::{GroupValue, OffsetValue, RecordKey};
 use crate::shard::Shard;
 use crate::shard::partitions::Log;
-use crate::storage::{StorageError, now_ms};
+use crate::storage::{ReadEnd, StorageError, now_ms};
 
 /// Record bytes per batch written; several batches go in one append. Well under the
 /// broker's default `message.max.bytes`, so a large commit never hits the batch limit.
@@ -105,7 +105,8 @@ pub async fn write(shard: &Shard, group_id: &str, records: Vec<Write>) -> Result
     }
     batches.push(builder.build()?);
     let durability = log.config().durability_for_acks(-1);
-    log.append(&batches, 0, now, durability).await?;
+    log.append(&batches, log.leader_epoch(), now, durability)
+        .await?;
     Ok(())
 }
 
@@ -124,7 +125,11 @@ pub async fn load(log: &Log) -> Result<HashMap<String, Loaded>, StorageError> {
     let mut offset = log.log_start_offset();
     let end = log.written_offset();
     while offset < end {
-        let read = log.read(offset, GROUP_LOAD_READ_BYTES).await?;
+        // To the log end, as Kafka's coordinator loads: the high watermark of a replicated
+        // offsets partition is established again only after open.
+        let read = log
+            .read_to(offset, GROUP_LOAD_READ_BYTES, ReadEnd::Written)
+            .await?;
         if read.is_empty() {
             break;
         }

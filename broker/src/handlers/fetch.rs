@@ -91,6 +91,8 @@ struct Want {
     max_bytes: usize,
     /// The follower broker fetching (a replica fetch), or `None` for a consumer.
     replica: Option<BrokerIdNum>,
+    /// The leader epoch the follower knows (`current_leader_epoch`; -1: not checked).
+    leader_epoch: i32,
 }
 
 /// A broker id as the request carries it.
@@ -273,6 +275,20 @@ pub async fn handle(
     };
     let image = shard.metadata();
     let replica = replica_of(&request, version);
+    // A follower's view of each partition's leader epoch, checked against the leader's own.
+    let follower_epochs: std::collections::HashMap<PartKey, i32> = match replica {
+        Some(_) => request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                let (name, id) = topic_key(&t.topic, t.topic_id);
+                t.partitions
+                    .iter()
+                    .map(move |p| ((name.clone(), id, p.partition), p.current_leader_epoch))
+            })
+            .collect(),
+        None => Default::default(),
+    };
     let response_max = response_limit(request.max_bytes, shard.config.limits.fetch_max_bytes)
         .min(shard.fetch_memory.capacity_bytes() / RESPONSE_SHARE_OF_FETCH_BUDGET);
     let slots: Vec<Slot> = parts
@@ -291,6 +307,12 @@ pub async fn handle(
                             // No partition can use more than the whole response.
                             max_bytes: usize::try_from(*max_bytes).unwrap_or(0).min(response_max),
                             replica,
+                            leader_epoch: if follower_epochs.is_empty() {
+                                -1
+                            } else {
+                                let key = (name.unwrap_or_default().to_string(), *id, *partition);
+                                follower_epochs.get(&key).copied().unwrap_or(-1)
+                            },
                         },
                     )
                 })
@@ -543,6 +565,7 @@ async fn read_on_owner<R>(
                 &log,
                 replica,
                 want.offset,
+                want.leader_epoch,
                 shard.node.node_id,
             )
         {

@@ -109,9 +109,10 @@ async fn lookup(shard: &Shard, id: TopicId, partition: i32, timestamp: i64) -> A
         EARLIEST | EARLIEST_LOCAL => Ok((-1, log.log_start_offset())),
         // Nothing is tiered (corebus has no remote storage): Kafka answers -1 then too.
         LATEST_TIERED => Ok((-1, -1)),
+        // What consumers cannot read yet is not named (Kafka answers at the high watermark).
         MAX_TIMESTAMP => log.max_timestamp().await.map(|m| match m {
-            Some((ts, offset)) => (ts, offset),
-            None => (-1, -1),
+            Some((ts, offset)) if offset < log.high_watermark() => (ts, offset),
+            _ => (-1, -1),
         }),
         ts if ts >= 0 => by_timestamp(&log, ts).await,
         _ => return (ResponseError::InvalidRequest.code(), -1, -1),

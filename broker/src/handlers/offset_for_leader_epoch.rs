@@ -1,9 +1,12 @@
 //! OffsetForLeaderEpoch (key 23): the end offset of the largest leader epoch at or below the
-//! one asked. A single node has one epoch, 0, for every partition, so any epoch from 0 up ends
-//! at the log end offset; clients use this to detect log truncation after a leader change,
-//! which here never happens. A current epoch above 0 gets UNKNOWN_LEADER_EPOCH.
+//! one asked, from the partition log's epoch cache (`storage::epochs`, Kafka's
+//! `LeaderEpochFileCache` rules: the latest epoch ends at the log end offset, an older one
+//! where the next starts, an unknown future one is undefined). Clients and followers use it to
+//! find where their copy diverges from the leader's after a leader change. A
+//! `current_leader_epoch` older than the partition's gets FENCED_LEADER_EPOCH, a newer one
+//! UNKNOWN_LEADER_EPOCH; -1 skips the check. A single node's partitions stay at epoch 0.
 //!
-//! Never: reports an epoch other than 0 until replication exists.
+//! Never: answers for a partition this broker does not lead (NOT_LEADER_OR_FOLLOWER).
 
 use std::rc::Rc;
 
@@ -17,9 +20,6 @@ use corebus_wire::kafka_protocol::messages::{
 
 use super::common::{Route, on_partition_logs};
 use crate::shard::Shard;
-
-/// The only leader epoch of a single node.
-const LEADER_EPOCH: i32 = 0;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -44,16 +44,15 @@ pub async fn handle(
         Route::Leader,
         items,
         |_, _, log, (current, wanted): (i32, i32)| async move {
-            // -1: the client does not know the current epoch and skips the check. Epoch 0 is the
-            // lowest there is, so a known current epoch can only be ours or from the future.
-            if current > LEADER_EPOCH {
+            // -1: the client does not know the current epoch and skips the check.
+            let ours = log.leader_epoch();
+            if current >= 0 && current < ours {
+                return Err(ResponseError::FencedLeaderEpoch.code());
+            }
+            if current > ours {
                 return Err(ResponseError::UnknownLeaderEpoch.code());
             }
-            Ok(if wanted < LEADER_EPOCH {
-                (-1, -1)
-            } else {
-                (LEADER_EPOCH, log.written_offset())
-            })
+            Ok(log.end_offset_for_epoch(wanted))
         },
     )
     .await

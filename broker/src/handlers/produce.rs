@@ -435,7 +435,7 @@ async fn append_all(
                 }
             }
             let info = log
-                .append_nowait(&a.batches, 0, now)
+                .append_nowait(&a.batches, log.leader_epoch(), now)
                 .map_err(|e| (e.kafka_error_code(), e.to_string()))?;
             let mut base = info.base_offset;
             for b in a.batches.iter().filter(|b| b.producer_id() >= 0) {

@@ -12,6 +12,7 @@
 pub mod assign;
 pub mod consensus_store;
 pub mod controller;
+pub mod elect;
 pub mod image;
 pub mod local_file;
 pub mod open;

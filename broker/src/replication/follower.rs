@@ -3,7 +3,10 @@
 //!
 //! A fetcher's round: read which partitions it follows from the shard's current image (so a
 //! metadata change takes effect at the next round), connect to the leader's advertised
-//! listener if not connected (from the cluster view), send one Fetch (v12, `replica_id` = this
+//! listener if not connected (from the cluster view); for partitions not yet checked under
+//! their current leader epoch, ask the leader where this replica's latest epoch ends
+//! (OffsetForLeaderEpoch) and truncate what the leader does not have (`truncate`); send one
+//! Fetch (v12, `replica_id` = this
 //! broker, each partition from its log end), append each partition's batches, wait for them
 //! to be written (and synced where the topic's acks=all asks for syncs), take the leader's high
 //! watermark (never past this replica's own written end), repeat: the next fetch offset then
@@ -17,15 +20,18 @@
 //!
 //! The task ends when it follows nothing any more or the shard shuts down.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use corebus_wire::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use corebus_wire::kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use corebus_wire::kafka_protocol::messages::{
-    ApiKey, BrokerId as WireBrokerId, FetchRequest, RequestHeader, RequestKind, ResponseKind,
-    TopicName,
+    ApiKey, BrokerId as WireBrokerId, FetchRequest, OffsetForLeaderEpochRequest, RequestHeader,
+    RequestKind, ResponseKind, TopicName,
 };
 use corebus_wire::kafka_protocol::protocol::StrBytes;
 use corebus_wire::record::RecordBatches;
@@ -44,6 +50,8 @@ use crate::storage::{Durability, now_ms};
 
 /// Fetch version sent: topics by name, `replica_id` in the body (v15 moved it).
 const FETCH_VERSION: i16 = 12;
+/// OffsetForLeaderEpoch version sent: `replica_id` and `current_leader_epoch`, topics by name.
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
 /// How long the leader may hold a fetch that finds nothing new.
 pub const FETCH_MAX_WAIT_MS: i32 = 500;
 /// Bytes asked per partition and per request (Kafka's `replica.fetch.max.bytes` and
@@ -119,6 +127,9 @@ async fn fetcher(shard: Rc<Shard>, leader: BrokerId) {
     let mut wait_ms = RETRY_MIN_MS;
     let mut correlation = 0i32;
     let mut cached: Option<(u64, Vec<Followed>)> = None;
+    // The leader epoch each partition's log was last checked against this leader's
+    // (`truncate`): a partition is fetched only under the epoch it was checked for.
+    let mut checked: HashMap<(TopicId, i32), i32> = HashMap::new();
     loop {
         if shard.shutdown.is_fired() {
             break;
@@ -132,8 +143,27 @@ async fn fetcher(shard: Rc<Shard>, leader: BrokerId) {
             break;
         };
         let round = async {
+            let unchecked: Vec<&Followed> = parts
+                .iter()
+                .filter(|f| checked.get(&(f.topic, f.partition)) != Some(&f.leader_epoch))
+                .collect();
+            if !unchecked.is_empty() {
+                correlation = correlation.wrapping_add(1);
+                let stream = connect(&shard, leader, &mut conn).await?;
+                for (f, epoch) in truncate(&shard, stream, &unchecked, correlation).await? {
+                    checked.insert((f.topic, f.partition), epoch);
+                }
+            }
+            let ready: Vec<&Followed> = parts
+                .iter()
+                .filter(|f| checked.get(&(f.topic, f.partition)) == Some(&f.leader_epoch))
+                .collect();
+            if ready.is_empty() {
+                glommio::timer::sleep(Duration::from_millis(RETRY_MIN_MS)).await;
+                return Ok(());
+            }
             correlation = correlation.wrapping_add(1);
-            fetch_round(&shard, leader, parts, &mut conn, correlation).await
+            fetch_round(&shard, leader, &ready, &mut conn, correlation).await
         };
         let outcome = future::or(async { Some(round.await) }, async {
             shard.shutdown.wait().await;
@@ -161,14 +191,13 @@ async fn fetcher(shard: Rc<Shard>, leader: BrokerId) {
     );
 }
 
-/// One Fetch to `leader` for `parts`, and the appends of what it answered.
-async fn fetch_round(
+/// The connection to `leader` (connecting to its advertised listener when there is none, or
+/// it moved), with its endpoint for messages.
+async fn connect<'a>(
     shard: &Shard,
     leader: BrokerId,
-    parts: &[Followed],
-    conn: &mut Option<(String, TcpStream)>,
-    correlation: i32,
-) -> Result<(), String> {
+    conn: &'a mut Option<(String, TcpStream)>,
+) -> Result<(&'a str, &'a mut TcpStream), String> {
     let to = shard
         .cluster()
         .brokers
@@ -179,30 +208,147 @@ async fn fetch_round(
     let endpoint = format!("{}:{}", to.host, to.port);
     if conn.as_ref().is_none_or(|(at, _)| *at != endpoint) {
         let stream = peer::connect(&to, CONNECT_TIMEOUT_MS).await?;
-        *conn = Some((endpoint.clone(), stream));
+        *conn = Some((endpoint, stream));
     }
-    let Some((_, stream)) = conn.as_mut() else {
-        return Err("no connection".into());
-    };
+    match conn.as_mut() {
+        Some((at, stream)) => Ok((at.as_str(), stream)),
+        None => Err("no connection".into()),
+    }
+}
+
+/// One request and its answer on the leader connection, bounded in time and size.
+async fn call(
+    (endpoint, stream): (&str, &mut TcpStream),
+    correlation: i32,
+    request: RequestKind,
+    key: ApiKey,
+    version: i16,
+    wait_ms: u64,
+) -> Result<ResponseKind, String> {
     let frame = encode_request(
         &RequestHeader::default()
             .with_correlation_id(correlation)
             .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID))),
-        &RequestKind::Fetch(fetch_request(shard.node.node_id, parts)),
-        FETCH_VERSION,
+        &request,
+        version,
     )
-    .map_err(|e| format!("cannot encode Fetch: {e}"))?;
-    let answer = glommio::timer::timeout(
-        Duration::from_millis(FETCH_MAX_WAIT_MS as u64 + ANSWER_TIMEOUT_MS),
-        async { Ok(peer::exchange(stream, &frame, MAX_FETCH_RESPONSE_BYTES).await) },
-    )
-    .await
-    .map_err(|_| format!("no answer from {endpoint} in time"))??;
-    let (header, response) = decode_response(answer, ApiKey::Fetch, FETCH_VERSION)
-        .map_err(|e| format!("{endpoint}: {e}"))?;
+    .map_err(|e| format!("cannot encode {key:?}: {e}"))?;
+    let answer =
+        glommio::timer::timeout(Duration::from_millis(wait_ms + ANSWER_TIMEOUT_MS), async {
+            Ok(peer::exchange(stream, &frame, MAX_FETCH_RESPONSE_BYTES).await)
+        })
+        .await
+        .map_err(|_| format!("no answer from {endpoint} in time"))??;
+    let (header, response) =
+        decode_response(answer, key, version).map_err(|e| format!("{endpoint}: {e}"))?;
     if header.correlation_id != correlation {
         return Err(format!("{endpoint}: answer to another request"));
     }
+    Ok(response)
+}
+
+/// Before fetching under a leader epoch it has not checked yet, a follower asks the leader
+/// where its own latest epoch ends there (OffsetForLeaderEpoch, Kafka's KIP-101/KIP-279) and
+/// truncates what the leader does not have: to the leader's end offset for that epoch when
+/// the leader knows it, else to where the epoch the leader answered with ends in its own log,
+/// never past its own end. Returns the partitions checked, with the epoch they were checked
+/// under; one the leader refused (or that could not be truncated) is tried again next round.
+async fn truncate<'p>(
+    shard: &Shard,
+    conn: (&str, &mut TcpStream),
+    parts: &[&'p Followed],
+    correlation: i32,
+) -> Result<Vec<(&'p Followed, i32)>, String> {
+    let mut topics: Vec<OffsetForLeaderTopic> = Vec::new();
+    for f in parts {
+        let p = OffsetForLeaderPartition::default()
+            .with_partition(f.partition)
+            .with_current_leader_epoch(f.leader_epoch)
+            .with_leader_epoch(f.log.latest_epoch());
+        match topics.iter_mut().find(|t| *t.topic.0 == *f.name) {
+            Some(t) => t.partitions.push(p),
+            None => topics.push(
+                OffsetForLeaderTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(f.name.clone())))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    let endpoint = conn.0.to_string();
+    let request = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(WireBrokerId(shard.node.node_id))
+        .with_topics(topics);
+    let response = call(
+        conn,
+        correlation,
+        RequestKind::OffsetForLeaderEpoch(request),
+        ApiKey::OffsetForLeaderEpoch,
+        OFFSET_FOR_LEADER_EPOCH_VERSION,
+        0,
+    )
+    .await?;
+    let ResponseKind::OffsetForLeaderEpoch(response) = response else {
+        return Err(format!("{endpoint}: not an OffsetForLeaderEpoch answer"));
+    };
+    let mut out = Vec::new();
+    for t in response.topics {
+        for p in t.partitions {
+            let Some(f) = parts
+                .iter()
+                .find(|f| *f.name == *t.topic.0 && f.partition == p.partition)
+            else {
+                continue;
+            };
+            if p.error_code != 0 || p.leader_epoch < 0 {
+                debug!(topic = %f.name, partition = f.partition, error = p.error_code, "the leader cannot say where this replica's epoch ends yet");
+                continue;
+            }
+            let asked = f.log.latest_epoch();
+            let own_end = f.log.log_end_offset();
+            let to = if p.leader_epoch == asked {
+                p.end_offset.min(own_end)
+            } else {
+                p.end_offset
+                    .min(f.log.end_offset_for_epoch(p.leader_epoch).1)
+                    .min(own_end)
+            };
+            if to < own_end {
+                if let Err(e) = f.log.truncate_to(to).await {
+                    warn!(topic = %f.name, partition = f.partition, to, error = %e, "cannot truncate a replica to its leader's log");
+                    continue;
+                }
+                info!(topic = %f.name, partition = f.partition, from = own_end, to, leader_epoch = f.leader_epoch, "replica truncated to its leader's log");
+                let states = crate::shard::partitions::rebuild_producers(&f.log).await;
+                shard
+                    .logs
+                    .with_producers((f.topic, f.partition), |s| *s = states);
+            }
+            out.push((*f, f.leader_epoch));
+        }
+    }
+    Ok(out)
+}
+
+/// One Fetch to `leader` for `parts`, and the appends of what it answered.
+async fn fetch_round(
+    shard: &Shard,
+    leader: BrokerId,
+    parts: &[&Followed],
+    conn: &mut Option<(String, TcpStream)>,
+    correlation: i32,
+) -> Result<(), String> {
+    let conn = connect(shard, leader, conn).await?;
+    let endpoint = conn.0.to_string();
+    let request = RequestKind::Fetch(fetch_request(shard.node.node_id, parts, correlation));
+    let response = call(
+        conn,
+        correlation,
+        request,
+        ApiKey::Fetch,
+        FETCH_VERSION,
+        FETCH_MAX_WAIT_MS as u64,
+    )
+    .await?;
     let ResponseKind::Fetch(response) = response else {
         return Err(format!("{endpoint}: not a Fetch answer"));
     };
@@ -211,7 +357,8 @@ async fn fetch_round(
     }
     let now = now_ms();
     let mut refused = 0usize;
-    let mut appended: Vec<(&Followed, i64)> = Vec::new();
+    let mut failed: Option<String> = None;
+    let mut appended: Vec<(&&Followed, i64)> = Vec::new();
     for topic in response.responses {
         for p in topic.partitions {
             let Some(part) = parts
@@ -225,10 +372,14 @@ async fn fetch_round(
                 refused += 1;
                 continue;
             }
-            if append(part, p.records.unwrap_or_default(), now)? {
-                appended.push((part, p.high_watermark));
-            } else {
-                part.log.advance_high_watermark(p.high_watermark);
+            match append(shard, part, p.records.unwrap_or_default(), now) {
+                Ok(true) => appended.push((part, p.high_watermark)),
+                Ok(false) => part.log.advance_high_watermark(p.high_watermark),
+                // Reported once what was appended is written: the next fetch starts from the
+                // log end, so it must never go out with earlier appends still unwritten.
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
     }
@@ -239,15 +390,23 @@ async fn fetch_round(
         .filter(|(f, _)| f.log.config().durability_for_acks(-1) == Durability::Synced)
         .map(|(f, _)| (&f.log, f.log.log_end_offset()))
         .collect();
+    // Every wait runs even after a failure (a failed write or sync takes its log offline,
+    // which refuses the next append, so nothing unwritten is ever reported).
     for r in Log::sync_all(&synced).await {
-        r.map_err(|e| format!("replica sync: {e}"))?;
+        if let Err(e) = r {
+            failed.get_or_insert(format!("replica sync: {e}"));
+        }
     }
     for (f, hw) in &appended {
-        f.log
-            .wait_written(f.log.log_end_offset())
-            .await
-            .map_err(|e| format!("{}-{}: {e}", f.name, f.partition))?;
-        f.log.advance_high_watermark(*hw);
+        match f.log.wait_written(f.log.log_end_offset()).await {
+            Ok(()) => f.log.advance_high_watermark(*hw),
+            Err(e) => {
+                failed.get_or_insert(format!("{}-{}: {e}", f.name, f.partition));
+            }
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     if refused > 0 && appended.is_empty() {
         // Nothing moved: the leader refused this replica's fetches (another leader, an
@@ -257,9 +416,14 @@ async fn fetch_round(
     Ok(())
 }
 
-fn fetch_request(node_id: BrokerId, parts: &[Followed]) -> FetchRequest {
+/// The Fetch for `parts`, starting at a different partition each `round`: the leader fills
+/// the response in request order, so a fixed order would starve the last partitions of a
+/// busy leader for good (and drop them from the in-sync set).
+fn fetch_request(node_id: BrokerId, parts: &[&Followed], round: i32) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
-    for f in parts {
+    let first = usize::try_from(round).unwrap_or(0) % parts.len().max(1);
+    let (head, tail) = parts.split_at(first);
+    for f in tail.iter().chain(head) {
         let partition = FetchPartition::default()
             .with_partition(f.partition)
             .with_current_leader_epoch(f.leader_epoch)
@@ -287,8 +451,9 @@ fn fetch_request(node_id: BrokerId, parts: &[Followed]) -> FetchRequest {
 }
 
 /// Appends the whole batches of `records` (a fetch may end with part of one) to the follower's
-/// log; whether anything was appended.
-fn append(part: &Followed, records: Bytes, now: i64) -> Result<bool, String> {
+/// log, and records their idempotent producers as the leader did (so a follower that becomes
+/// the leader deduplicates retries as its predecessor would); whether anything was appended.
+fn append(shard: &Shard, part: &Followed, records: Bytes, now: i64) -> Result<bool, String> {
     let mut batches = Vec::new();
     for batch in RecordBatches::allow_partial_tail(records) {
         let batch = batch.map_err(|e| format!("{}-{}: {e}", part.name, part.partition))?;
@@ -305,6 +470,20 @@ fn append(part: &Followed, records: Bytes, now: i64) -> Result<bool, String> {
     }
     part.log
         .append_replica(&batches, now)
-        .map(|_| true)
-        .map_err(|e| format!("{}-{}: {e}", part.name, part.partition))
+        .map_err(|e| format!("{}-{}: {e}", part.name, part.partition))?;
+    shard
+        .logs
+        .with_producers((part.topic, part.partition), |states| {
+            for b in batches.iter().filter(|b| b.producer_id() >= 0) {
+                states.record(
+                    b.producer_id(),
+                    b.producer_epoch(),
+                    b.base_sequence(),
+                    b.record_count(),
+                    b.base_offset(),
+                    b.max_timestamp(),
+                );
+            }
+        });
+    Ok(true)
 }

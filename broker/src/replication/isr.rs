@@ -63,20 +63,34 @@ pub fn decide(
         .ok()
         .and_then(|p| topic.partitions.get(p))
         .ok_or(ResponseError::UnknownTopicOrPartition)?;
-    if meta.leader != from {
-        return Err(ResponseError::NotLeaderOrFollower);
+    // Kafka's controller: epochs from the future mean this controller is behind
+    // (NOT_CONTROLLER, the leader retries), older ones a stale leader.
+    if change.leader_epoch > meta.leader_epoch || change.partition_epoch > meta.partition_epoch {
+        return Err(ResponseError::NotController);
     }
-    if change.leader_epoch != meta.leader_epoch {
+    if change.leader_epoch < meta.leader_epoch {
         return Err(ResponseError::FencedLeaderEpoch);
     }
-    if change.partition_epoch != meta.partition_epoch {
+    if meta.leader != from {
+        return Err(ResponseError::InvalidRequest);
+    }
+    if change.partition_epoch < meta.partition_epoch {
         return Err(ResponseError::InvalidUpdateVersion);
     }
     let mut seen = std::collections::BTreeSet::new();
-    let eligible = change.isr.iter().all(|b| {
-        seen.insert(*b) && meta.replicas.contains(b) && (meta.isr.contains(b) || live.contains(b))
-    });
-    if !eligible || !change.isr.contains(&from) {
+    let well_formed = change
+        .isr
+        .iter()
+        .all(|b| seen.insert(*b) && meta.replicas.contains(b))
+        && change.isr.contains(&from);
+    if !well_formed {
+        return Err(ResponseError::InvalidRequest);
+    }
+    if !change
+        .isr
+        .iter()
+        .all(|b| meta.isr.contains(b) || live.contains(b))
+    {
         return Err(ResponseError::IneligibleReplica);
     }
     if change.isr == meta.isr {
@@ -181,9 +195,10 @@ pub async fn check_loop(shard: Rc<Shard>) {
         if stop {
             return;
         }
+        let live = shard.cluster().live_ids();
         let proposals = shard
             .leaders
-            .proposals(now_ms(), lag_ms, shard.node.node_id);
+            .proposals(now_ms(), lag_ms, shard.node.node_id, &live);
         if proposals.is_empty() {
             continue;
         }
@@ -274,23 +289,24 @@ mod tests {
         let live = [1, 2, 3];
         assert_eq!(
             decide(&image, &live, 2, &change(id, &[2], 0)),
-            Err(ResponseError::NotLeaderOrFollower)
+            Err(ResponseError::InvalidRequest)
         );
+        // From the future: this controller is behind.
         assert_eq!(
             decide(&image, &live, 1, &change(id, &[1], 3)),
-            Err(ResponseError::InvalidUpdateVersion)
+            Err(ResponseError::NotController)
         );
-        let mut fenced = change(id, &[1], 0);
-        fenced.leader_epoch = 1;
+        let mut ahead = change(id, &[1], 0);
+        ahead.leader_epoch = 1;
         assert_eq!(
-            decide(&image, &live, 1, &fenced),
-            Err(ResponseError::FencedLeaderEpoch)
+            decide(&image, &live, 1, &ahead),
+            Err(ResponseError::NotController)
         );
         // Not a replica, twice, or without the leader.
         for isr in [&[1, 4][..], &[1, 1][..], &[2, 3][..]] {
             assert_eq!(
                 decide(&image, &live, 1, &change(id, isr, 0)),
-                Err(ResponseError::IneligibleReplica),
+                Err(ResponseError::InvalidRequest),
                 "{isr:?}"
             );
         }
@@ -319,6 +335,17 @@ mod tests {
         let grown = decide(&image, &[1, 2], 1, &change(id, &[1, 2], 1))
             .unwrap()
             .unwrap();
-        assert_eq!((grown.isr, grown.partition_epoch), (vec![1, 2], 2));
+        assert_eq!((grown.isr.clone(), grown.partition_epoch), (vec![1, 2], 2));
+        image
+            .apply(MetadataCommand::AssignPartitions {
+                id,
+                assignments: vec![(0, grown)],
+            })
+            .unwrap();
+        // A stale leader's change (an older partition epoch) is refused.
+        assert_eq!(
+            decide(&image, &[1, 2], 1, &change(id, &[1], 1)),
+            Err(ResponseError::InvalidUpdateVersion)
+        );
     }
 }

@@ -102,6 +102,10 @@ struct Led {
     since_ms: i64,
     /// An in-sync set change is in flight (`isr::check_loop`).
     pending: bool,
+    /// The set proposed while it adds members: until the answer, the high watermark counts
+    /// them too (Kafka's maximal ISR), so nothing becomes visible that a joining member
+    /// lacks.
+    pending_isr: Option<Vec<BrokerId>>,
     /// No new proposal before this (after a refused one).
     retry_at_ms: i64,
 }
@@ -119,11 +123,31 @@ impl Led {
     }
 
     /// Whether replica `b`, outside the set, may join it: it holds everything below the high
-    /// watermark and has fetched within `lag_ms`.
+    /// watermark, has fetched within `lag_ms`, and would not count as lagging at once.
     fn may_join(&self, b: BrokerId, now: i64, lag_ms: i64) -> bool {
         self.followers.get(&b).is_some_and(|p| {
             p.end >= self.log.high_watermark() && now.saturating_sub(p.fetched_ms) <= lag_ms
-        })
+        }) && !self.lagging(b, now, lag_ms)
+    }
+
+    /// The committed set and any member a pending proposal adds.
+    fn maximal(&self) -> impl Iterator<Item = BrokerId> + '_ {
+        let added = self
+            .pending_isr
+            .iter()
+            .flatten()
+            .filter(|b| !self.isr.contains(b));
+        self.isr.iter().chain(added).copied()
+    }
+
+    /// Hands the log's high watermark to replication unless the leader is alone in the
+    /// (maximal) set, and moves it to what the set holds.
+    fn settle(&self, me: BrokerId) {
+        let alone = self.maximal().all(|b| b == me);
+        self.log.set_replicated(!alone);
+        if !alone {
+            advance(&self.log, self, me);
+        }
     }
 }
 
@@ -149,7 +173,8 @@ impl Leaders {
         let mut next: HashMap<PartitionKey, Led> = HashMap::new();
         for topic in image.topics.values() {
             for (p, meta) in topic.partitions.iter().enumerate() {
-                if meta.replicas.len() <= 1 {
+                // A partition of one replica that never changed leader needs nothing here.
+                if meta.replicas.len() <= 1 && meta.leader_epoch == 0 {
                     continue;
                 }
                 let p = p as i32;
@@ -160,6 +185,13 @@ impl Leaders {
                 let Some(l) = log(key) else {
                     continue;
                 };
+                if meta.leader == here.node_id {
+                    // The leader stamps its appends with the partition's current epoch.
+                    l.set_leader_epoch(meta.leader_epoch);
+                }
+                if meta.replicas.len() <= 1 {
+                    continue;
+                }
                 if meta.leader != here.node_id {
                     // A follower: the leader's answers move its high watermark.
                     l.set_replicated(true);
@@ -185,29 +217,29 @@ impl Leaders {
                         followers: HashMap::new(),
                         since_ms: now_ms(),
                         pending: false,
+                        pending_isr: None,
                         retry_at_ms: 0,
                     },
                 };
-                let alone = entry.isr.iter().all(|b| *b == here.node_id);
-                l.set_replicated(!alone);
-                if !alone {
-                    advance(&l, &entry, here.node_id);
-                }
+                entry.settle(here.node_id);
                 next.insert(key, entry);
             }
         }
         *led = next;
     }
 
-    /// A replica fetch from `replica` at `offset`: records its progress and moves the high
-    /// watermark. NOT_LEADER_OR_FOLLOWER when this shard does not lead the partition with
-    /// `replica` among its replicas.
+    /// A replica fetch from `replica` at `offset`, which knows `leader_epoch` as the current
+    /// one: records its progress and moves the high watermark. NOT_LEADER_OR_FOLLOWER when
+    /// this shard does not lead the partition with `replica` among its replicas;
+    /// FENCED_LEADER_EPOCH when the follower's epoch is older, UNKNOWN_LEADER_EPOCH when newer
+    /// (this leader was replaced and must not count the fetch: Kafka's KIP-320 fencing).
     pub fn on_fetch(
         &self,
         key: PartitionKey,
         log: &Log,
         replica: BrokerId,
         offset: i64,
+        leader_epoch: i32,
         me: BrokerId,
     ) -> Result<(), ResponseError> {
         let mut led = self.led.borrow_mut();
@@ -216,6 +248,12 @@ impl Leaders {
         };
         if replica == me || !entry.replicas.contains(&replica) {
             return Err(ResponseError::NotLeaderOrFollower);
+        }
+        if leader_epoch >= 0 && leader_epoch < entry.leader_epoch {
+            return Err(ResponseError::FencedLeaderEpoch);
+        }
+        if leader_epoch > entry.leader_epoch {
+            return Err(ResponseError::UnknownLeaderEpoch);
         }
         let leader_end = log.written_offset();
         // A fetch past the leader's end holds nothing the leader has: it is refused by the
@@ -235,8 +273,15 @@ impl Leaders {
     }
 
     /// The in-sync set changes to propose now (`isr::check_loop`): lagging followers out,
-    /// caught-up replicas in; at most one in flight per partition, which this marks.
-    pub fn proposals(&self, now: i64, lag_ms: i64, me: BrokerId) -> Vec<IsrChange> {
+    /// caught-up replicas of the `live` brokers in; at most one in flight per partition,
+    /// which this marks.
+    pub fn proposals(
+        &self,
+        now: i64,
+        lag_ms: i64,
+        me: BrokerId,
+        live: &[BrokerId],
+    ) -> Vec<IsrChange> {
         let mut out = Vec::new();
         for (key, l) in self.led.borrow_mut().iter_mut() {
             if l.pending || now < l.retry_at_ms {
@@ -252,7 +297,9 @@ impl Leaders {
                         || if l.isr.contains(b) {
                             !l.lagging(*b, now, lag_ms)
                         } else {
-                            l.may_join(*b, now, lag_ms)
+                            // Only a live broker may join (the controller refuses others, and a
+                            // pending join holds the high watermark back meanwhile).
+                            live.contains(b) && l.may_join(*b, now, lag_ms)
                         }
                 })
                 .collect();
@@ -264,6 +311,10 @@ impl Leaders {
                 continue;
             }
             l.pending = true;
+            if isr.iter().any(|b| !l.isr.contains(b)) {
+                l.pending_isr = Some(isr.clone());
+                l.settle(me);
+            }
             out.push(IsrChange {
                 topic_id: key.0,
                 partition: key.1,
@@ -290,6 +341,7 @@ impl Leaders {
             return;
         };
         l.pending = false;
+        l.pending_isr = None;
         match result {
             Ok(meta)
                 if meta.leader_epoch == l.leader_epoch
@@ -297,15 +349,11 @@ impl Leaders {
             {
                 l.partition_epoch = meta.partition_epoch;
                 l.isr = meta.isr;
-                let alone = l.isr.iter().all(|b| *b == me);
-                l.log.set_replicated(!alone);
-                if !alone {
-                    advance(&l.log, l, me);
-                }
             }
             Ok(_) => {}
             Err(_) => l.retry_at_ms = now + RETRY_AFTER_MS,
         }
+        l.settle(me);
     }
 
     /// The in-sync replicas of a partition this shard leads (1 when it has no followers).
@@ -327,13 +375,13 @@ impl Leaders {
     }
 }
 
-/// Moves `log`'s high watermark to what `entry`'s in-sync replicas hold.
+/// Moves `log`'s high watermark to what `entry`'s in-sync replicas hold (the maximal set:
+/// members a pending proposal adds count too).
 fn advance(log: &Log, entry: &Led, me: BrokerId) {
     let others = entry
-        .isr
-        .iter()
-        .filter(|b| **b != me)
-        .map(|b| entry.followers.get(b).map(|p| p.end));
+        .maximal()
+        .filter(|b| *b != me)
+        .map(|b| entry.followers.get(&b).map(|p| p.end));
     if let Some(hw) = high_watermark(log.written_offset(), others) {
         log.advance_high_watermark(hw);
     }

@@ -16,8 +16,10 @@
 //! What is not built yet, so a replication factor above 1 stays behind the setting (off by
 //! default; CreateTopics refuses it otherwise): a returning follower does not truncate to the
 //! leader's epoch history (not needed while leadership never moves, since a follower's log is
-//! then always a prefix of its leader's), the high watermark is not checkpointed (a restarted
-//! leader starts it at its own log end), and leadership never moves (no failover, no
+//! then always a prefix of its leader's; the leader epochs it would truncate by are kept,
+//! `storage::epochs`), the high watermark is not checkpointed (a replica opens it at its log
+//! start and the in-sync replicas' next fetches establish it again,
+//! `PartitionLog::restart_high_watermark`), and leadership never moves (no failover, no
 //! controlled shutdown).
 //!
 //! Never: appends a batch that fails its CRC or would go back before the log end; serves a

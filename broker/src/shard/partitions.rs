@@ -190,7 +190,8 @@ impl ShardLogs {
                     None => {
                         let dir =
                             StorageShard::<DmaDisk>::log_dir(&self.data_dir, &topic.name, p as i32);
-                        to_open.push((key, dir, config.clone()));
+                        let replicated = topic.partitions[p].replicas.len() > 1;
+                        to_open.push((key, dir, config.clone(), replicated));
                     }
                 }
             }
@@ -203,11 +204,14 @@ impl ShardLogs {
         let opened = run_bounded(
             to_open,
             CONCURRENT_LOG_OPENS_CLOSES,
-            |(key, dir, config)| {
+            |(key, dir, config, replicated)| {
                 let storage = storage.clone();
                 async move {
                     let result = match storage.open_log(dir.clone(), config).await {
                         Ok(log) => {
+                            if replicated {
+                                log.restart_high_watermark();
+                            }
                             let states = rebuild_producers(&log).await;
                             Ok((log, states))
                         }
@@ -236,7 +240,7 @@ impl ShardLogs {
 }
 
 /// Rebuilds idempotent-producer state from the batch headers of the log's tail.
-async fn rebuild_producers(log: &Log) -> ProducerStates {
+pub async fn rebuild_producers(log: &Log) -> ProducerStates {
     let from = log
         .written_offset()
         .saturating_sub(PRODUCER_STATE_REBUILD_RECORDS)

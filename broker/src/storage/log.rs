@@ -27,7 +27,7 @@ use super::cleaner::CleanerLogState;
 use super::config::{Durability, LogConfig, MessageTimestampType};
 use super::disk::{Disk, DiskFile, OpenMode, align_up};
 use super::error::{Result, StorageError};
-use super::meta::{CLEAN_SHUTDOWN_FILE, remove_meta};
+use super::meta::{CLEAN_SHUTDOWN_FILE, remove_meta, write_meta};
 use super::segment::Segment;
 use super::shard::ShardCore;
 use super::watermark::Watermark;
@@ -70,6 +70,8 @@ pub(crate) struct LogState<D: Disk> {
     /// Bumped whenever segments are replaced or removed: a read that looked a segment up
     /// before an await checks it to know its position still means the same file.
     pub generation: u64,
+    /// Where each leader epoch's batches start (`epochs`).
+    pub epochs: super::epochs::EpochCache,
 }
 
 impl<D: Disk> LogState<D> {
@@ -108,6 +110,10 @@ pub(crate) struct LogInner<D: Disk> {
     pub high_watermark: Watermark,
     /// Whether replication, not `written`, moves the high watermark.
     pub replicated: std::cell::Cell<bool>,
+
+    /// The leader epoch this log's own appends are stamped with (its partition's, as the
+    /// replication layer last set it; 0 on a single node).
+    pub leader_epoch: std::cell::Cell<i32>,
 }
 
 /// A handle to one partition's log. Cheap to clone; every clone is the same log.
@@ -156,12 +162,43 @@ impl<D: Disk> PartitionLog<D> {
             self.inner.high_watermark.advance(self.inner.written.get());
         }
     }
+    /// Right after open, for a partition with other replicas: the high watermark is not
+    /// checkpointed, and what this replica wrote before it stopped may be held by no other,
+    /// so it starts from the log start and replication establishes it again (the in-sync
+    /// replicas' next fetches). Nothing waits on a log just opened.
+    pub fn restart_high_watermark(&self) {
+        self.inner.replicated.set(true);
+        let start = self.inner.state.borrow().log_start_offset;
+        let err = StorageError::Closed {
+            dir: self.inner.dir.clone(),
+        };
+        self.inner.high_watermark.reset(start, &err);
+    }
     /// Moves the high watermark of a replicated log forward to `offset`, never past the
     /// written offset (a replica cannot expose what it has not written itself).
     pub fn advance_high_watermark(&self, offset: i64) {
         let to = offset.min(self.inner.written.get());
         self.inner.high_watermark.advance(to);
     }
+    /// The leader epoch the partition's leader stamps its appends with (its current one).
+    pub fn leader_epoch(&self) -> i32 {
+        self.inner.leader_epoch.get()
+    }
+    /// Sets the partition's current leader epoch (the replication layer, from the metadata).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.inner.leader_epoch.set(epoch.max(0));
+    }
+    /// The latest leader epoch of the log's batches (0 when all are epoch 0).
+    pub fn latest_epoch(&self) -> i32 {
+        self.inner.state.borrow().epochs.latest()
+    }
+    /// OffsetForLeaderEpoch's answer for `epoch`: the largest epoch at or below it and where
+    /// the next one starts (the log end offset for the latest), as Kafka's leader gives it.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let state = self.inner.state.borrow();
+        state.epochs.end_offset_for(epoch, state.next_offset)
+    }
+
     /// Waits until the high watermark reaches `next_offset` (acks=all across replicas).
     pub async fn wait_high_watermark(&self, next_offset: i64) -> Result<()> {
         self.inner.high_watermark.wait_for(next_offset).await
@@ -285,6 +322,7 @@ impl<D: Disk> PartitionLog<D> {
             == MessageTimestampType::LogAppendTime)
             .then_some(now_ms);
         let base_offset = state.next_offset;
+        state.epochs.assign(leader_epoch, base_offset);
         for batch in batches {
             let offset = state.next_offset;
             self.append_one(
@@ -364,6 +402,7 @@ impl<D: Disk> PartitionLog<D> {
         let base_offset = first.base_offset();
         for batch in batches {
             let epoch = batch.partition_leader_epoch();
+            state.epochs.assign(epoch, batch.base_offset());
             self.append_one(
                 &mut state,
                 &config,
@@ -612,6 +651,9 @@ impl<D: Disk> PartitionLog<D> {
         if let Err(e) = self.remove_clean_marker().await {
             return self.write_failed(&job, e);
         }
+        if let Err(e) = self.persist_epochs().await {
+            return self.write_failed(&job, e);
+        }
         let file = match core
             .files
             .get(&job.log_path, OpenMode::CreateIfMissing)
@@ -746,6 +788,23 @@ impl<D: Disk> PartitionLog<D> {
         }
         remove_meta(&self.inner.core.disk, &self.inner.dir, CLEAN_SHUTDOWN_FILE).await?;
         self.inner.state.borrow_mut().clean_marker_on_disk = false;
+        Ok(())
+    }
+
+    /// Writes the leader epochs file if the cache changed since it was last written (before
+    /// a write that may carry a batch of a new epoch, and after a truncation).
+    pub(crate) async fn persist_epochs(&self) -> std::io::Result<()> {
+        let Some((payload, version)) = self.inner.state.borrow().epochs.unpersisted() else {
+            return Ok(());
+        };
+        write_meta(
+            &self.inner.core.disk,
+            &self.inner.dir,
+            super::epochs::EPOCHS_FILE,
+            &payload,
+        )
+        .await?;
+        self.inner.state.borrow_mut().epochs.mark_persisted(version);
         Ok(())
     }
 

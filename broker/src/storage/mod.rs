@@ -53,6 +53,7 @@ pub mod cleaner;
 pub mod config;
 pub mod disk;
 pub mod dma_disk;
+pub mod epochs;
 pub mod error;
 mod fd_cache;
 mod index;

@@ -504,7 +504,7 @@ impl<D: Disk> PartitionLog<D> {
         Ok(best)
     }
 
-    /// Headers of the batches from the one containing `from_offset` up to the high watermark,
+    /// Headers of the batches from the one containing `from_offset` up to the written offset,
     /// at most `max_batches` (the broker rebuilds idempotent-producer state from these).
     pub async fn scan_headers(
         &self,
@@ -515,7 +515,11 @@ impl<D: Disk> PartitionLog<D> {
         let mut out = Vec::new();
         let mut offset = from_offset.max(self.log_start_offset());
         while out.len() < max_batches {
-            let read = self.read(offset, scan_chunk_bytes).await?;
+            // Up to what is written, not to the high watermark: the idempotent producers of
+            // a replica restarted with its high watermark at its log start are in its tail.
+            let read = self
+                .read_to(offset, scan_chunk_bytes, ReadEnd::Written)
+                .await?;
             if read.is_empty() {
                 break;
             }

@@ -225,6 +225,13 @@ impl<D: Disk> PartitionLog<D> {
                 uncleanable: None,
             },
             generation: 0,
+            epochs: super::epochs::EpochCache::loaded(
+                read_meta(&disk, &dir, super::epochs::EPOCHS_FILE)
+                    .await
+                    .and_then(|p| super::epochs::EpochCache::decode(&p))
+                    .unwrap_or_default(),
+                next_offset,
+            ),
         };
         let inner = Rc::new(LogInner {
             id: core.new_log_id(),
@@ -236,6 +243,7 @@ impl<D: Disk> PartitionLog<D> {
             synced: Watermark::new(next_offset),
             high_watermark: Watermark::new(next_offset),
             replicated: std::cell::Cell::new(false),
+            leader_epoch: std::cell::Cell::new(0),
         });
         core.register(&inner);
         Ok(PartitionLog { inner })

@@ -58,7 +58,10 @@ impl<D: Disk> PartitionLog<D> {
             let too_big = deletes
                 && config.retention_bytes >= 0
                 && total.saturating_sub(seg.size) >= config.retention_bytes as u64;
-            if !(below_start || too_old || too_big) {
+            // Only what every in-sync replica holds may go by time or size (as in Kafka): a
+            // follower must still be able to copy the rest.
+            let replicated = seg.next_offset <= self.inner.high_watermark.get();
+            if !(below_start || ((too_old || too_big) && replicated)) {
                 break;
             }
             total -= seg.size;
@@ -307,6 +310,13 @@ impl<D: Disk> PartitionLog<D> {
         self.inner.synced.reset(synced, &err);
         let visible = self.inner.high_watermark.get().min(offset);
         self.inner.high_watermark.reset(visible, &err);
+        self.inner.state.borrow_mut().epochs.truncate_from(offset);
+        self.persist_epochs().await.map_err(|e| {
+            StorageError::io(
+                format!("writing the leader epochs of {}", self.inner.dir.display()),
+                e,
+            )
+        })?;
         Ok(())
     }
 
