@@ -683,6 +683,14 @@ pub static SETTINGS: &[Setting] = &[
         "How often expired committed offsets are looked for, in ms.",
     ),
     broker(
+        "offsets.commit.timeout.ms",
+        Int,
+        Some("5000"),
+        POSITIVE,
+        "How long an offset commit to a replicated __consumer_offsets partition waits for \
+         its in-sync replicas, in ms; then COORDINATOR_NOT_AVAILABLE (the client retries).",
+    ),
+    broker(
         "group.initial.rebalance.delay.ms",
         Int,
         Some("3000"),

@@ -7,11 +7,18 @@
 //! Requests for a group reach the shard owning it through the mesh (one hop per request,
 //! see the group handlers); everything here runs on that shard only.
 //!
+//! The groups of a partition are served once it is loaded (`follow_leadership`): at start,
+//! and whenever this shard comes to lead another `__consumer_offsets` partition (a failover
+//! moved it here); until then its groups get COORDINATOR_LOAD_IN_PROGRESS. A partition led
+//! elsewhere now is unloaded: its groups are forgotten and their waiting requests answered
+//! NOT_COORDINATOR, so clients find the new coordinator.
+//!
 //! Never: holds a RefCell borrow across an await; answers a commit before its records are
-//! durable; serves a group whose partition another shard owns.
+//! durable (on every in-sync replica of a replicated partition); serves a group whose
+//! partition another shard or broker leads.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -108,6 +115,10 @@ pub struct GroupCoordinator {
     groups: RefCell<HashMap<String, GroupEntry>>,
     join_waiters: Waiters<JoinResult>,
     sync_waiters: Waiters<SyncResult>,
+    /// The `__consumer_offsets` partitions whose groups are loaded here (and served).
+    loaded: RefCell<BTreeSet<i32>>,
+    /// One leadership change at a time.
+    following: glommio::sync::Semaphore,
 }
 
 impl GroupCoordinator {
@@ -118,6 +129,8 @@ impl GroupCoordinator {
             groups: RefCell::new(HashMap::new()),
             join_waiters: RefCell::new(HashMap::new()),
             sync_waiters: RefCell::new(HashMap::new()),
+            loaded: RefCell::new(BTreeSet::new()),
+            following: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -132,28 +145,72 @@ impl GroupCoordinator {
     /// Rebuilds the groups of every `__consumer_offsets` partition this shard owns from their
     /// logs. Runs at start, before the shard serves requests.
     pub async fn load(&self, shard: &Shard) {
+        self.follow_leadership(shard).await;
+    }
+
+    /// Whether the groups of `__consumer_offsets` partition `partition` are served here. A
+    /// partition led here whose log is empty has nothing to load: it is taken as loaded at
+    /// once (a topic just created serves its first JoinGroup without a retry).
+    pub fn serves(&self, shard: &Shard, partition: i32) -> bool {
+        if self.loaded.borrow().contains(&partition) {
+            return true;
+        }
+        let image = shard.metadata();
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return false;
+        };
+        let led_here =
+            crate::shard::router::owner(&image, topic.id, partition, shard.here()) == Ok(shard.id);
+        let empty = shard
+            .logs
+            .log((topic.id, partition))
+            .is_some_and(|log| log.log_end_offset() == log.log_start_offset());
+        if led_here && empty && self.following.available() > 0 {
+            self.loaded.borrow_mut().insert(partition);
+            return true;
+        }
+        false
+    }
+
+    /// Brings the loaded partitions in line with the ones this shard leads now: loads the
+    /// groups of newly led ones from their logs, and forgets those of partitions led
+    /// elsewhere (their waiting requests get NOT_COORDINATOR). Runs at start and after each
+    /// metadata image.
+    pub async fn follow_leadership(&self, shard: &Shard) {
+        let Ok(_one_at_a_time) = self.following.acquire_permit(1).await else {
+            return;
+        };
         let image = shard.metadata();
         let Some(topic) = image.topic(OFFSETS_TOPIC) else {
             return;
         };
+        let count = topic.partitions.len();
+        let led: BTreeSet<i32> = (0..count as i32)
+            .filter(|p| {
+                crate::shard::router::owner(&image, topic.id, *p, shard.here()) == Ok(shard.id)
+            })
+            .collect();
+        let gone: Vec<i32> = self.loaded.borrow().difference(&led).copied().collect();
+        for p in gone {
+            self.unload(p, count);
+        }
         let now = now_ms();
         let mut loaded_groups = 0usize;
-        for p in 0..topic.partitions.len() {
-            let owner = crate::shard::router::owner(&image, topic.id, p as i32, shard.here());
-            if owner != Ok(shard.id) {
-                continue;
-            }
-            let Some(log) = shard.logs.log((topic.id, p as i32)) else {
+        let new: Vec<i32> = led.difference(&self.loaded.borrow()).copied().collect();
+        for p in new {
+            let Some(log) = shard.logs.log((topic.id, p)) else {
                 continue;
             };
             let loaded = match store::load(&log).await {
                 Ok(l) => l,
                 Err(e) => {
                     warn!(partition = p, error = %e, "cannot replay an offsets partition; its groups start empty");
-                    continue;
+                    HashMap::new()
                 }
             };
             let mut groups = self.groups.borrow_mut();
+            // What an earlier leadership of this partition left is replaced by its log.
+            groups.retain(|id, _| super::partition_for(id, count) != p);
             for (id, l) in loaded {
                 if l.group.is_none() && l.offsets.is_empty() {
                     continue;
@@ -172,12 +229,36 @@ impl GroupCoordinator {
                     },
                 );
             }
+            self.loaded.borrow_mut().insert(p);
         }
         if loaded_groups > 0 {
             info!(
                 shard = shard.id.0,
                 groups = loaded_groups,
                 "consumer groups loaded"
+            );
+        }
+    }
+
+    /// Forgets the groups of `__consumer_offsets` partition `p` (of `count`), led elsewhere
+    /// now; requests waiting on them are answered NOT_COORDINATOR.
+    fn unload(&self, p: i32, count: usize) {
+        self.loaded.borrow_mut().remove(&p);
+        let mine = |id: &str| super::partition_for(id, count) == p;
+        let before = self.groups.borrow().len();
+        self.groups.borrow_mut().retain(|id, _| !mine(id));
+        let forgotten = before - self.groups.borrow().len();
+        answer_waiters(&self.join_waiters, &mine, |member| {
+            JoinResult::error(ResponseError::NotCoordinator, member)
+        });
+        answer_waiters(&self.sync_waiters, &mine, |_| {
+            SyncResult::error(ResponseError::NotCoordinator)
+        });
+        if forgotten > 0 {
+            info!(
+                partition = p,
+                groups = forgotten,
+                "offsets partition led elsewhere now: its groups are unloaded"
             );
         }
     }
@@ -404,6 +485,11 @@ impl GroupCoordinator {
             values.push((item.topic, item.partition, value));
         }
         let written = store::write(shard, group_id, writes).await;
+        // Led elsewhere now (its groups were unloaded meanwhile): the new coordinator has
+        // whatever the in-sync replicas acknowledged.
+        if !self.serves(shard, group_partition(shard, group_id)) {
+            return Err(ResponseError::NotCoordinator);
+        }
         // A DeleteGroups may have removed the group meanwhile: durable offsets bring it back.
         let mut groups = self.groups.borrow_mut();
         let e = groups
@@ -412,7 +498,7 @@ impl GroupCoordinator {
         e.commits_in_flight = e.commits_in_flight.saturating_sub(1);
         if let Err(err) = written {
             warn!(group = group_id, error = %err, "cannot store committed offsets");
-            return Err(ResponseError::CoordinatorNotAvailable);
+            return Err(err.commit_error());
         }
         for (topic, partition, value) in values {
             e.offsets.put(topic, partition, value);
@@ -722,4 +808,32 @@ pub async fn run_timers(shard: Rc<Shard>) {
         shard.groups.tick(&shard).await;
     }
     shard.groups.release_waiters();
+}
+
+/// Answers (with `answer(member_id)`) and removes the requests waiting on groups for which
+/// `mine` holds.
+fn answer_waiters<T>(
+    waiters: &Waiters<T>,
+    mine: &dyn Fn(&str) -> bool,
+    answer: impl Fn(&str) -> T,
+) {
+    let keys: Vec<(String, String)> = waiters
+        .borrow()
+        .keys()
+        .filter(|(group, _)| mine(group))
+        .cloned()
+        .collect();
+    for key in keys {
+        if let Some(tx) = waiters.borrow_mut().remove(&key) {
+            let _ = tx.send(answer(&key.1));
+        }
+    }
+}
+
+/// The `__consumer_offsets` partition of `group_id` in the shard's image (-1 without the topic).
+pub fn group_partition(shard: &Shard, group_id: &str) -> i32 {
+    shard
+        .metadata()
+        .topic(OFFSETS_TOPIC)
+        .map_or(-1, |t| super::partition_for(group_id, t.partitions.len()))
 }

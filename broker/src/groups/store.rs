@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use corebus_wire::error_code::ResponseError;
 use corebus_wire::record::{Compression, RecordBatch, RecordBatchBuilder, RecordBatches};
 use tracing::warn;
 
@@ -38,6 +39,28 @@ pub enum StoreError {
     Storage(#[from] StorageError),
     #[error("cannot build a record batch: {0}")]
     Batch(#[from] corebus_wire::record::RecordError),
+    /// A replicated partition's in-sync replicas did not all take the records in time
+    /// (`offsets.commit.timeout.ms`); they may still, or be lost with a failover.
+    #[error("the in-sync replicas did not acknowledge within {0} ms (offsets.commit.timeout.ms)")]
+    NotReplicated(u64),
+    #[error("this broker no longer leads {OFFSETS_TOPIC} partition {0}")]
+    NotLeader(i32),
+}
+
+impl StoreError {
+    /// The code a failed offset commit answers with, as Kafka's coordinator maps its append
+    /// errors: the client finds the coordinator again, or retries.
+    pub fn commit_error(&self) -> ResponseError {
+        match self {
+            StoreError::NotLeader(_) => ResponseError::NotCoordinator,
+            StoreError::Storage(e)
+                if e.kafka_error_code() == ResponseError::NotLeaderOrFollower.code() =>
+            {
+                ResponseError::NotCoordinator
+            }
+            _ => ResponseError::CoordinatorNotAvailable,
+        }
+    }
 }
 
 /// How long a write waits for its partition to open. Only right after `__consumer_offsets`
@@ -81,7 +104,12 @@ async fn open_group_log(shard: &Shard, group_id: &str) -> Result<Log, StoreError
     }
 }
 
-/// Appends `records` to `group_id`'s partition and waits until they are durable.
+/// Kafka's `offsets.commit.timeout.ms` default, when the setting cannot be read.
+const DEFAULT_COMMIT_TIMEOUT_MS: u64 = 5_000;
+
+/// Appends `records` to `group_id`'s partition and waits until they are durable, and on a
+/// replicated partition until every in-sync replica has them (the high watermark passed
+/// them: what Kafka's coordinator waits for with acks=-1), at most `offsets.commit.timeout.ms`.
 pub async fn write(shard: &Shard, group_id: &str, records: Vec<Write>) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
@@ -105,8 +133,26 @@ pub async fn write(shard: &Shard, group_id: &str, records: Vec<Write>) -> Result
     }
     batches.push(builder.build()?);
     let durability = log.config().durability_for_acks(-1);
-    log.append(&batches, log.leader_epoch(), now, durability)
+    let info = log
+        .append(&batches, log.leader_epoch(), now, durability)
         .await?;
+    if log.high_watermark() <= info.last_offset {
+        let wait_ms = shard
+            .config
+            .settings
+            .i64("offsets.commit.timeout.ms")
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(DEFAULT_COMMIT_TIMEOUT_MS);
+        let passed = glommio::timer::timeout(std::time::Duration::from_millis(wait_ms), async {
+            Ok(log.wait_high_watermark(info.last_offset + 1).await)
+        })
+        .await;
+        match passed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(StoreError::NotReplicated(wait_ms)),
+        }
+    }
     Ok(())
 }
 

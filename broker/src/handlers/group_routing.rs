@@ -115,10 +115,18 @@ where
         return Err(ResponseError::InvalidGroupId);
     }
     let owner = coordinator_shard(shard, group_id).await?;
+    let group_id = group_id.to_string();
     shard
-        .on_shard(owner, f)
+        .on_shard(owner, move |s: Rc<Shard>| async move {
+            // Led here, but its groups not loaded yet (a failover just moved it here).
+            let partition = crate::groups::coordinator::group_partition(&s, &group_id);
+            if !s.groups.serves(&s, partition) {
+                return Err(ResponseError::CoordinatorLoadInProgress);
+            }
+            Ok(f(s).await)
+        })
         .await
-        .map_err(|_| ResponseError::CoordinatorNotAvailable)
+        .map_err(|_| ResponseError::CoordinatorNotAvailable)?
 }
 
 /// The checks of a group id for the membership APIs (JoinGroup, SyncGroup, Heartbeat,

@@ -13,14 +13,20 @@
 //! caught-up one joins, by compare-and-set on the partition's epochs, as Kafka's
 //! AlterPartition).
 //!
+//! Leadership moves (`metadata::elect`): when a broker's session expires the controller
+//! gives its partitions a new leader from the live in-sync replicas (leader epoch +1); a
+//! follower fetches under a new leader epoch only after asking the leader where its own latest
+//! epoch ends (OffsetForLeaderEpoch) and truncating what the leader does not have
+//! (`follower::truncate`, the epochs kept by `storage::epochs`); followers keep the
+//! idempotent-producer state so a new leader deduplicates retries; group coordinators follow
+//! the leadership of `__consumer_offsets` partitions (`groups::coordinator`).
+//!
 //! What is not built yet, so a replication factor above 1 stays behind the setting (off by
-//! default; CreateTopics refuses it otherwise): a returning follower does not truncate to the
-//! leader's epoch history (not needed while leadership never moves, since a follower's log is
-//! then always a prefix of its leader's; the leader epochs it would truncate by are kept,
-//! `storage::epochs`), the high watermark is not checkpointed (a replica opens it at its log
-//! start and the in-sync replicas' next fetches establish it again,
-//! `PartitionLog::restart_high_watermark`), and leadership never moves (no failover, no
-//! controlled shutdown).
+//! default; CreateTopics refuses it otherwise): the high watermark is not checkpointed (a
+//! replica opens it at its log start and the in-sync replicas' next fetches establish it
+//! again, `PartitionLog::restart_high_watermark`); no controlled shutdown, preferred-leader
+//! balancing, reassignment or ElectLeaders; `unclean.leader.election.enable` is not honoured
+//! (never unclean); AlterPartition is not restricted to brokers.
 //!
 //! Never: appends a batch that fails its CRC or would go back before the log end; serves a
 //! client from a follower (the router's `owner` answers NOT_LEADER_OR_FOLLOWER); holds a

@@ -206,6 +206,10 @@ impl Shard {
             .await;
         crate::replication::leader::lead_partitions(self);
         crate::replication::follow_leaders(self);
+        // Group coordinators follow the leadership of `__consumer_offsets` partitions: off
+        // the install (loading a partition's groups reads its log).
+        let shard = self.clone();
+        glommio::spawn_local(async move { shard.groups.follow_leadership(&shard).await }).detach();
     }
 
     /// The live brokers and the controller.
