@@ -119,7 +119,8 @@ def read_partition(bootstrap, partition, expected):
     return got
 
 
-def test_killing_each_leader_in_turn_loses_no_acknowledged_record(group, broker_factory):
+def start_cluster(group, broker_factory):
+    """Three brokers and the topic (RF3, min.insync.replicas 2), every partition in sync."""
     from confluent_kafka.admin import NewTopic
 
     serving_group(group)
@@ -132,40 +133,18 @@ def test_killing_each_leader_in_turn_loses_no_acknowledged_record(group, broker_
         TOPIC
     ].result(timeout=CLIENT_TIMEOUT_SECONDS)
     wait_agreement(list(brokers.values()), TOPIC, PARTITIONS)
-    all_in_sync = lambda v: all(isr == [1, 2, 3] for _, isr in v.values())  # noqa: E731
+    wait_for("all in sync", all_in_sync, bootstrap)
+    return brokers, bootstrap
 
-    writer = Writer(bootstrap)
-    writer.start()
-    kills = []  # (victim, when, partitions it led)
-    try:
-        for partition in range(PARTITIONS):
-            view = wait_for("all in sync", all_in_sync, bootstrap)
-            victim = view[partition][0]
-            before = writer.count()
-            brokers[victim].process.kill()
-            kills.append((victim, time.monotonic(), [p for p, (l, _) in view.items() if l == victim]))
-            brokers[victim].process.wait(timeout=10)
-            others = ",".join(b.bootstrap for n, b in brokers.items() if n != victim)
-            wait_for(f"a leader other than {victim}",
-                     lambda v: all(l not in (victim, -1) for l, _ in v.values()), others)
-            # The producer goes on through the new leaders.
-            deadline = time.monotonic() + SETTLE_SECONDS
-            while writer.count() < before + 300:
-                assert time.monotonic() < deadline, f"no progress after killing {victim}"
-                time.sleep(0.2)
-            # Back on its own port, as a real broker restarts: a client that lost every
-            # broker it knew goes back to its bootstrap list.
-            brokers[victim] = replica_broker(broker_factory, group, victim,
-                                             data_dir=brokers[victim].data_dir,
-                                             port=brokers[victim].port)
-            wait_view(brokers[victim].bootstrap, [1, 2, 3])
-        wait_for("all in sync at the end", all_in_sync, bootstrap)
-    finally:
-        writer.stop.set()
-        writer.join(timeout=180)
+
+def all_in_sync(view):
+    return all(isr == [1, 2, 3] for _, isr in view.values())
+
+
+def check_every_acknowledged_record(writer, bootstrap):
+    """Every acknowledged record is read exactly once, in acknowledgement order."""
     assert not writer.is_alive()
     assert writer.count() > 0
-
     for p in range(PARTITIONS):
         acked = writer.acked[p]
         got = read_partition(bootstrap, p, len(acked))
@@ -178,14 +157,81 @@ def test_killing_each_leader_in_turn_loses_no_acknowledged_record(group, broker_
         positions = [got.index(v) for v in acked]
         assert positions == sorted(positions), f"partition {p}: acknowledged records out of order"
 
-    # The report the issue asks for: how long each failover kept its partitions from taking
-    # acknowledged writes (shown with `pytest -s`; the target is under 2 s beyond the
-    # session timeout).
+
+def report(writer, kills, how):
+    """The report the issue asks for: how long each failover kept its partitions from taking
+    acknowledged writes (shown with `pytest -s`)."""
     for victim, when, led in kills:
         windows = {p: writer.unavailable(p, when) for p in led}
         shown = ", ".join(f"partition {p} {w:.2f} s" if w is not None else f"partition {p} never"
                           for p, w in windows.items())
-        print(f"failover of broker {victim} (session timeout {SESSION_TIMEOUT_MS} ms): {shown}")
+        print(f"{how} of broker {victim} (session timeout {SESSION_TIMEOUT_MS} ms): {shown}")
+
+
+def stop_each_leader_in_turn(group, broker_factory, stop, how):
+    """Stops (with `stop`) and restarts the leader of each partition in turn while the
+    producer writes; checks that every partition got another leader without the stopped
+    broker in its in-sync set, that the producer went on, and that every acknowledged record
+    is read exactly once, in order; prints the unavailability windows. Returns the writer."""
+    brokers, bootstrap = start_cluster(group, broker_factory)
+    writer = Writer(bootstrap)
+    writer.start()
+    stops = []  # (victim, when, partitions it led)
+    try:
+        for partition in range(PARTITIONS):
+            view = wait_for("all in sync", all_in_sync, bootstrap)
+            victim = view[partition][0]
+            before = writer.count()
+            stops.append((victim, time.monotonic(),
+                          [p for p, (l, _) in view.items() if l == victim]))
+            stop(brokers[victim])
+            others = ",".join(b.bootstrap for n, b in brokers.items() if n != victim)
+            moved = wait_for(f"a leader other than {victim}",
+                             lambda v: all(l not in (victim, -1) for l, _ in v.values()), others)
+            assert all(victim not in isr for _, isr in moved.values()), moved
+            # The producer goes on through the new leaders.
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while writer.count() < before + 300:
+                assert time.monotonic() < deadline, f"no progress after stopping {victim}"
+                time.sleep(0.2)
+            # Back on its own port, as a real broker restarts: a client that lost every
+            # broker it knew goes back to its bootstrap list.
+            brokers[victim] = replica_broker(broker_factory, group, victim,
+                                             data_dir=brokers[victim].data_dir,
+                                             port=brokers[victim].port)
+            wait_view(brokers[victim].bootstrap, [1, 2, 3])
+        wait_for("all in sync at the end", all_in_sync, bootstrap)
+    finally:
+        writer.stop.set()
+        writer.join(timeout=180)
+    check_every_acknowledged_record(writer, bootstrap)
+    report(writer, stops, how)
 
     for b in brokers.values():
         assert b.stop() == 0, b.log_tail()
+    return writer
+
+
+def test_killing_each_leader_in_turn_loses_no_acknowledged_record(group, broker_factory):
+    def kill(broker):
+        broker.process.kill()
+        broker.process.wait(timeout=10)
+
+    # The target is under 2 s beyond the session timeout.
+    stop_each_leader_in_turn(group, broker_factory, kill, "SIGKILL")
+
+
+def test_a_broker_stopped_with_sigterm_hands_its_leaderships_over_first(group, broker_factory):
+    """Controlled shutdown (`broker/src/replication/shutdown.rs`): SIGTERM to the leader of
+    each partition in turn, while the producer writes; the broker asks the controller to move
+    its leaderships before it stops and exits 0; clients switch without waiting for its
+    session to expire and no write fails; restarted, it catches up and rejoins the in-sync
+    sets."""
+
+    def terminate(broker):
+        assert broker.stop() == 0, broker.log_tail()
+        log = broker.log_path.read_text()
+        assert "controlled shutdown: leaderships handed over" in log, broker.log_tail()
+
+    writer = stop_each_leader_in_turn(group, broker_factory, terminate, "controlled shutdown")
+    assert not writer.failed, writer.failed[:5]

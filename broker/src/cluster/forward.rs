@@ -23,8 +23,8 @@ use crate::replication::isr::IsrChange;
 use crate::shard::Shard;
 use corebus_wire::error_code::ResponseError;
 use corebus_wire::kafka_protocol::messages::{
-    AlterPartitionRequest, ApiKey, BrokerId, CreateTopicsRequest, RequestHeader, RequestKind,
-    ResponseKind, alter_partition_request,
+    AlterPartitionRequest, ApiKey, BrokerHeartbeatRequest, BrokerId, CreateTopicsRequest,
+    RequestHeader, RequestKind, ResponseKind, alter_partition_request,
 };
 use corebus_wire::kafka_protocol::protocol::StrBytes;
 use corebus_wire::request::creatable_topic;
@@ -153,6 +153,8 @@ async fn ask(to: BrokerEndpoint, request: CreateTopicsRequest) -> Result<Vec<i16
 
 /// AlterPartition version sent: v2 (topics by id, the new set as broker ids).
 const ALTER_PARTITION_VERSION: i16 = 2;
+/// BrokerHeartbeat version sent (v1 adds the offline log directories, none here).
+const BROKER_HEARTBEAT_VERSION: i16 = 1;
 
 /// Sends in-sync set changes of this broker's led partitions to the controller (Kafka's
 /// AlterPartition, as a leader does): one result per change, in order, with the partition's
@@ -162,7 +164,6 @@ pub async fn alter_partition(
     shard: &Shard,
     changes: &[IsrChange],
 ) -> Result<Vec<Result<PartitionMeta, ResponseError>>, String> {
-    let (_, to) = controller_endpoint(shard)?;
     let mut topics: Vec<alter_partition_request::TopicData> = Vec::new();
     for c in changes {
         let p = alter_partition_request::PartitionData::default()
@@ -183,32 +184,15 @@ pub async fn alter_partition(
         .with_broker_id(BrokerId(shard.node.node_id))
         .with_broker_epoch(-1)
         .with_topics(topics);
-    let header = RequestHeader::default()
-        .with_correlation_id(1)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-    let frame = encode_request(
-        &header,
-        &RequestKind::AlterPartition(request),
+    let response = call_controller(
+        shard,
+        RequestKind::AlterPartition(request),
+        ApiKey::AlterPartition,
         ALTER_PARTITION_VERSION,
     )
-    .map_err(|e| format!("cannot encode AlterPartition: {e}"))?;
-    let addr = format!("{}:{}", to.host, to.port);
-    let exchange = async {
-        let mut stream = peer::connect(&to, FORWARD_TIMEOUT_MS).await?;
-        peer::exchange(&mut stream, &frame, MAX_FORWARD_RESPONSE_BYTES).await
-    };
-    let body = glommio::timer::timeout(Duration::from_millis(FORWARD_TIMEOUT_MS), async {
-        Ok(exchange.await)
-    })
-    .await
-    .map_err(|_| format!("controller at {addr} did not answer in time"))?
-    .map_err(|e| format!("controller at {addr}: {e}"))?;
-    let (_, response) = decode_response(body, ApiKey::AlterPartition, ALTER_PARTITION_VERSION)
-        .map_err(|e| format!("controller at {addr}: {e}"))?;
+    .await?;
     let ResponseKind::AlterPartition(response) = response else {
-        return Err(format!(
-            "controller at {addr}: not an AlterPartition answer"
-        ));
+        return Err("the controller's answer is not an AlterPartition answer".to_string());
     };
     let top = code_error(response.error_code);
     Ok(changes
@@ -238,6 +222,60 @@ pub async fn alter_partition(
             })
         })
         .collect())
+}
+
+/// Asks the controller to move this broker's leaderships away before it stops (a controlled
+/// shutdown: BrokerHeartbeat with `want_shut_down`, as a KRaft broker does); whether the
+/// controller says it may stop now (it leads nothing another replica could take).
+pub async fn controlled_shutdown(shard: &Shard) -> Result<bool, String> {
+    let request = BrokerHeartbeatRequest::default()
+        .with_broker_id(BrokerId(shard.node.node_id))
+        .with_broker_epoch(-1)
+        .with_want_shut_down(true);
+    let response = call_controller(
+        shard,
+        RequestKind::BrokerHeartbeat(request),
+        ApiKey::BrokerHeartbeat,
+        BROKER_HEARTBEAT_VERSION,
+    )
+    .await?;
+    let ResponseKind::BrokerHeartbeat(response) = response else {
+        return Err("the controller's answer is not a BrokerHeartbeat answer".to_string());
+    };
+    match code_error(response.error_code) {
+        Some(e) => Err(format!("the controller answered {e:?}")),
+        None => Ok(response.should_shut_down),
+    }
+}
+
+/// One request to the controller's advertised listener and its answer, bounded by
+/// [`FORWARD_TIMEOUT_MS`] and [`MAX_FORWARD_RESPONSE_BYTES`].
+async fn call_controller(
+    shard: &Shard,
+    request: RequestKind,
+    key: ApiKey,
+    version: i16,
+) -> Result<ResponseKind, String> {
+    let (_, to) = controller_endpoint(shard)?;
+    let header = RequestHeader::default()
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+    let frame = encode_request(&header, &request, version)
+        .map_err(|e| format!("cannot encode {key:?}: {e}"))?;
+    let addr = format!("{}:{}", to.host, to.port);
+    let exchange = async {
+        let mut stream = peer::connect(&to, FORWARD_TIMEOUT_MS).await?;
+        peer::exchange(&mut stream, &frame, MAX_FORWARD_RESPONSE_BYTES).await
+    };
+    let body = glommio::timer::timeout(Duration::from_millis(FORWARD_TIMEOUT_MS), async {
+        Ok(exchange.await)
+    })
+    .await
+    .map_err(|_| format!("controller at {addr} did not answer in time"))?
+    .map_err(|e| format!("controller at {addr}: {e}"))?;
+    let (_, response) =
+        decode_response(body, key, version).map_err(|e| format!("controller at {addr}: {e}"))?;
+    Ok(response)
 }
 
 fn code_error(code: i16) -> Option<ResponseError> {

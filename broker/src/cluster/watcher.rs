@@ -372,9 +372,10 @@ async fn elect_leaders(shard: &Rc<Shard>, view: &ClusterView) -> Result<(), Clus
         return Ok(());
     };
     let live = view.live_ids();
+    let barred = controller.barred(&live);
     let outcome = controller
         .transact(move |image| {
-            let cmds = crate::metadata::elect::elect(image, &live);
+            let cmds = crate::metadata::elect::elect(image, &live, &barred);
             let count = cmds.len();
             (cmds, count)
         })

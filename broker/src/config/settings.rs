@@ -258,9 +258,29 @@ pub static SETTINGS: &[Setting] = &[
         ANY,
         "Lets CreateTopics ask for a replication factor above 1 (up to the live brokers): \
          followers copy their leader's log, the high watermark is what every in-sync replica \
-         holds and acks=all waits for them. Not yet built: in-sync set changes (a dead \
-         follower holds the high watermark back until it returns), truncation and failover. \
-         For testing the replication work only.",
+         holds and acks=all waits for them, the in-sync set follows the followers, a dead \
+         leader is replaced from the in-sync replicas (truncating what the new leader does \
+         not have) and a broker stopping hands its leaderships over first. Not yet built: \
+         leader balancing, reassignment, a checkpointed high watermark. For testing the \
+         replication work only.",
+    ),
+    broker(
+        "controlled.shutdown.enable",
+        Boolean,
+        Some("true"),
+        ANY,
+        "On SIGTERM, a broker asks the controller to move its partition leaderships to other \
+         in-sync replicas (and to take it out of the in-sync sets) before it stops, so clients \
+         switch leaders without waiting for its session to expire. A second signal stops it \
+         at once.",
+    ),
+    broker(
+        "corebus.controlled.shutdown.timeout.ms",
+        Long,
+        Some("30000"),
+        POSITIVE,
+        "How long a controlled shutdown may take, in ms: past it the broker stops anyway \
+         (its remaining partitions fail over when its session expires).",
     ),
     broker(
         "delete.topic.enable",

@@ -8,6 +8,7 @@
 pub mod alter_configs;
 pub mod alter_partition;
 pub mod api_versions;
+pub mod broker_heartbeat;
 pub mod common;
 pub mod create_partitions;
 pub mod create_topics;
@@ -94,6 +95,7 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::DeleteGroups)
         .with(ApiKey::OffsetDelete)
         .with(ApiKey::AlterPartition)
+        .with(ApiKey::BrokerHeartbeat)
 }
 
 /// Runs `request` on this shard; `peer` is the client's address (group members' client host).
@@ -201,6 +203,9 @@ pub async fn handle(
         )),
         RequestKind::AlterPartition(r) => Reply::Respond(ResponseKind::AlterPartition(
             alter_partition::handle(shard, r, v).await,
+        )),
+        RequestKind::BrokerHeartbeat(r) => Reply::Respond(ResponseKind::BrokerHeartbeat(
+            broker_heartbeat::handle(shard, r, v).await,
         )),
         // Unreachable while api_support lists only the APIs above; a safe answer if not.
         _ => {

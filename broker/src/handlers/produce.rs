@@ -453,6 +453,15 @@ async fn append_all(
         });
         started.push(outcome.map(|o| (key, log, o)));
     }
+    // The leader epoch each append was made under, before anything awaits (a leadership that
+    // changes while acks=all waits is then seen, `in_sync_replicas`).
+    let epochs: Vec<Option<i32>> = started
+        .iter()
+        .map(|s| match s {
+            Ok((key, _, _)) => shard.leaders.led_epoch(*key),
+            Err(_) => None,
+        })
+        .collect();
     // The receiver may be gone with its request (the connection closed): nothing to tell.
     let _ = appended.try_send(());
     // The partitions that must be synced are synced together: one group-commit round for
@@ -474,7 +483,7 @@ async fn append_all(
     let deadline = std::time::Instant::now()
         + std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
     let mut done = Vec::with_capacity(started.len());
-    for s in &started {
+    for (s, epoch) in started.iter().zip(epochs) {
         let outcome = match s {
             Err(e) => Err(e.clone()),
             Ok((key, log, Started::Duplicate(base))) => {
@@ -482,7 +491,7 @@ async fn append_all(
                 let next = log.log_end_offset().min(base + 1);
                 match log.wait_written(next).await {
                     Ok(()) if acks == -1 => {
-                        in_sync_replicas(shard, *key, log, next, deadline).await
+                        in_sync_replicas(shard, *key, log, next, deadline, epoch).await
                     }
                     other => other.map_err(|e| (e.kafka_error_code(), e.to_string())),
                 }
@@ -497,7 +506,8 @@ async fn append_all(
                 };
                 let durable = match durable {
                     Some(Ok(())) if acks == -1 => Some(
-                        in_sync_replicas(shard, *key, log, info.last_offset + 1, deadline).await,
+                        in_sync_replicas(shard, *key, log, info.last_offset + 1, deadline, epoch)
+                            .await,
                     ),
                     Some(Ok(())) => Some(Ok(())),
                     Some(Err(e)) => Some(Err((e.kafka_error_code(), e.to_string()))),
@@ -521,6 +531,10 @@ async fn append_all(
     }
     done
 }
+
+/// How often an acks=all append waiting for the in-sync replicas checks that this broker still
+/// leads its partition.
+const LEADERSHIP_CHECK_MS: u64 = 50;
 
 /// Whether a partition has the in-sync replicas its topic's `min.insync.replicas` asks of an
 /// acks=all append (checked before appending, as Kafka does: NOT_ENOUGH_REPLICAS).
@@ -546,20 +560,37 @@ async fn in_sync_replicas(
     log: &Log,
     next: i64,
     deadline: std::time::Instant,
+    epoch: Option<i32>,
 ) -> Result<(), (i16, String)> {
-    if log.high_watermark() < next {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match glommio::timer::timeout(left, async { Ok(log.wait_high_watermark(next).await) }).await
+    // `epoch`: the leader epoch the append was made under. A leader replaced meanwhile (a
+    // failover, a controlled shutdown) answers NOT_LEADER_OR_FOLLOWER at once, as Kafka's
+    // delayed produce does, and the client retries on the new leader (which deduplicates an
+    // idempotent batch it already has).
+    while log.high_watermark() < next {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Err((
+                ResponseError::RequestTimedOut.code(),
+                "the in-sync replicas did not acknowledge within the request's timeout".to_string(),
+            ));
+        }
+        let slice = deadline
+            .saturating_duration_since(now)
+            .min(std::time::Duration::from_millis(LEADERSHIP_CHECK_MS));
+        match glommio::timer::timeout(slice, async { Ok(log.wait_high_watermark(next).await) })
+            .await
         {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err((e.kafka_error_code(), e.to_string())),
-            Err(_) => {
+            Err(_) if epoch.is_some() && shard.leaders.led_epoch(key) != epoch => {
                 return Err((
-                    ResponseError::RequestTimedOut.code(),
-                    "the in-sync replicas did not acknowledge within the request's timeout"
+                    ResponseError::NotLeaderOrFollower.code(),
+                    "this broker stopped leading the partition before the in-sync replicas \
+                     acknowledged"
                         .to_string(),
                 ));
             }
+            Err(_) => {}
         }
     }
     if let Err(e) = enough_in_sync(shard, key, log) {

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use super::image::BrokerId;
 use super::{MetadataCommand, MetadataError, MetadataImage, MetadataStore, Store};
 use crate::shard::ShardId;
 use crate::shard::mesh::Mesh;
@@ -23,6 +24,9 @@ pub struct Controller {
     mesh: Mesh,
     turn: glommio::sync::Semaphore,
     producer_ids: std::cell::Cell<(i64, i64)>,
+    /// Live brokers in a controlled shutdown: never made leaders or in-sync members again
+    /// until they are gone (and register anew).
+    shutting_down: std::cell::RefCell<std::collections::BTreeSet<BrokerId>>,
 }
 
 impl Controller {
@@ -32,7 +36,20 @@ impl Controller {
             mesh,
             turn: glommio::sync::Semaphore::new(1),
             producer_ids: std::cell::Cell::new((0, 0)),
+            shutting_down: Default::default(),
         }
+    }
+
+    /// Notes that `broker` is in a controlled shutdown.
+    pub fn shutting_down(&self, broker: BrokerId) {
+        self.shutting_down.borrow_mut().insert(broker);
+    }
+
+    /// The brokers in a controlled shutdown, forgetting those no longer `live`.
+    pub fn barred(&self, live: &[BrokerId]) -> Vec<BrokerId> {
+        let mut set = self.shutting_down.borrow_mut();
+        set.retain(|b| live.contains(b));
+        set.iter().copied().collect()
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {

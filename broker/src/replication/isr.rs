@@ -111,7 +111,12 @@ pub async fn alter_here(
     changes: Vec<IsrChange>,
 ) -> Vec<Result<PartitionMeta, ResponseError>> {
     let count = changes.len();
-    let live = shard.cluster().live_ids();
+    // A broker in a controlled shutdown does not join an in-sync set again.
+    let mut live = shard.cluster().live_ids();
+    if let Some(c) = shard.controller() {
+        let barred = c.barred(&live);
+        live.retain(|b| !barred.contains(b));
+    }
     let outcome = crate::handlers::common::on_controller(shard, move |image: &MetadataImage| {
         let mut cmds = Vec::new();
         let mut results = Vec::with_capacity(changes.len());

@@ -356,6 +356,12 @@ impl Leaders {
         l.settle(me);
     }
 
+    /// The leader epoch under which this shard leads `key` with followers (`None` when it
+    /// does not, or the partition has one replica).
+    pub fn led_epoch(&self, key: PartitionKey) -> Option<i32> {
+        self.led.borrow().get(&key).map(|l| l.leader_epoch)
+    }
+
     /// The in-sync replicas of a partition this shard leads (1 when it has no followers).
     pub fn isr_len(&self, key: PartitionKey) -> usize {
         self.led

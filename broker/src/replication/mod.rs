@@ -19,13 +19,14 @@
 //! epoch ends (OffsetForLeaderEpoch) and truncating what the leader does not have
 //! (`follower::truncate`, the epochs kept by `storage::epochs`); followers keep the
 //! idempotent-producer state so a new leader deduplicates retries; group coordinators follow
-//! the leadership of `__consumer_offsets` partitions (`groups::coordinator`).
+//! the leadership of `__consumer_offsets` partitions (`groups::coordinator`); a broker
+//! stopping hands its leaderships over first (`shutdown`).
 //!
 //! What is not built yet, so a replication factor above 1 stays behind the setting (off by
 //! default; CreateTopics refuses it otherwise): the high watermark is not checkpointed (a
 //! replica opens it at its log start and the in-sync replicas' next fetches establish it
-//! again, `PartitionLog::restart_high_watermark`); no controlled shutdown, preferred-leader
-//! balancing, reassignment or ElectLeaders; `unclean.leader.election.enable` is not honoured
+//! again, `PartitionLog::restart_high_watermark`); no preferred-leader balancing,
+//! reassignment or ElectLeaders; `unclean.leader.election.enable` is not honoured
 //! (never unclean); AlterPartition is not restricted to brokers.
 //!
 //! Never: appends a batch that fails its CRC or would go back before the log end; serves a
@@ -36,5 +37,6 @@
 pub mod follower;
 pub mod isr;
 pub mod leader;
+pub mod shutdown;
 
 pub use follower::follow_leaders;

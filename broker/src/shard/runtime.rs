@@ -301,13 +301,19 @@ fn run_shards(
     let signal_thread = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            let mut signals = signals.forever();
+            if let Some(sig) = signals.next() {
                 info!(
                     signal = sig,
-                    "stopping: no new connections, finishing in-flight requests"
+                    "stopping: leaderships handed over first (controlled shutdown), then no \
+                     new connections, finishing in-flight requests"
                 );
                 signal_health.set_stopping();
-                stop_every_shard(&signal_mesh);
+                stop_after_hand_over(&signal_mesh);
+                if let Some(sig) = signals.next() {
+                    info!(signal = sig, "stopping at once");
+                    stop_every_shard(&signal_mesh);
+                }
             }
         });
     if let Err(e) = signal_thread {
@@ -331,6 +337,26 @@ fn run_shards(
             info!("corebus stopped cleanly");
             Ok(())
         }
+    }
+}
+
+/// Has shard 0 hand this broker's leaderships over (`replication::shutdown`), then tell every
+/// shard to stop (from a thread that is not a shard's).
+fn stop_after_hand_over(mesh: &Mesh) {
+    let job: Job = Box::new(|shard: Rc<Shard>| {
+        Box::pin(async move {
+            crate::replication::shutdown::hand_over_leaderships(&shard).await;
+            for s in 0..shard.shard_count() {
+                let _ = shard
+                    .on_shard(ShardId(s as u16), |target: Rc<Shard>| async move {
+                        target.shutdown.fire()
+                    })
+                    .await;
+            }
+        })
+    });
+    if mesh.post_blocking(ShardId(0), job).is_err() {
+        stop_every_shard(mesh);
     }
 }
 

@@ -1,0 +1,90 @@
+//! Controlled shutdown (`controlled.shutdown.enable`): on the first SIGTERM, before any shard
+//! stops, shard 0 asks the controller to move this broker's leaderships to other in-sync
+//! replicas and to take it out of the in-sync sets (`cluster::forward::controlled_shutdown`,
+//! answered by `handlers::broker_heartbeat`), and waits until its own metadata shows it leads
+//! nothing another replica could take, at most `corebus.controlled.shutdown.timeout.ms`. The
+//! broker keeps serving meanwhile: clients writing to it get NOT_LEADER_OR_FOLLOWER once a
+//! leadership moved, and find the new leader through Metadata, as with Kafka.
+//!
+//! Never: delays the stop past its timeout; runs without replication or a consensus group
+//! (nothing could take a partition over).
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::shard::Shard;
+
+/// Pause between asks when the controller could not move everything yet (or could not be
+/// reached), and the longest wait for an accepted hand-over to reach this broker's image.
+const RETRY_MS: u64 = 500;
+/// How often the image is looked at while waiting.
+const POLL_MS: u64 = 20;
+
+/// Hands this broker's leaderships over, within the configured time; returns when done,
+/// when there is nothing to hand over, or at the deadline.
+pub async fn hand_over_leaderships(shard: &Rc<Shard>) {
+    let settings = &shard.config.settings;
+    if !settings.bool("controlled.shutdown.enable")
+        || !settings.bool("corebus.replication.experimental")
+        || !crate::metadata::open::uses_consensus(&shard.config)
+    {
+        return;
+    }
+    let timeout_ms = settings
+        .i64("corebus.controlled.shutdown.timeout.ms")
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(30_000);
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(timeout_ms);
+    let before = movable(shard);
+    if before == 0 {
+        return;
+    }
+    info!(
+        partitions = before,
+        "controlled shutdown: handing leaderships over"
+    );
+    loop {
+        match crate::cluster::forward::controlled_shutdown(shard).await {
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "controlled shutdown: cannot reach the controller yet"),
+        }
+        // Until the hand-over reaches this broker's image (or it is time to ask again).
+        let ask_again = Instant::now() + Duration::from_millis(RETRY_MS);
+        while movable(shard) > 0 && Instant::now() < ask_again.min(deadline) {
+            glommio::timer::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+        let left = movable(shard);
+        if left == 0 {
+            info!(
+                partitions = before,
+                took_ms = started.elapsed().as_millis() as u64,
+                "controlled shutdown: leaderships handed over"
+            );
+            return;
+        }
+        if Instant::now() >= deadline {
+            warn!(
+                partitions = left,
+                timeout_ms,
+                "controlled shutdown: still leading when its time ran out; stopping anyway \
+                 (they fail over when this broker's session expires)"
+            );
+            return;
+        }
+    }
+}
+
+/// Partitions this broker leads that another in-sync replica could take.
+fn movable(shard: &Shard) -> usize {
+    let me = shard.node.node_id;
+    let image = shard.metadata();
+    image
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| p.leader == me && p.replicas.len() > 1 && p.isr.iter().any(|b| *b != me))
+        .count()
+}
