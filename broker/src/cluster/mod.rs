@@ -77,6 +77,9 @@ pub struct BrokerEndpoint {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// The zxid that created its registration: a new one for every life of the broker
+    /// (Kafka's broker epoch), 0 where unknown.
+    pub registered: u64,
 }
 
 impl BrokerEndpoint {
@@ -87,6 +90,7 @@ impl BrokerEndpoint {
             host: node.host.clone(),
             port: node.port,
             rack,
+            registered: 0,
         }
     }
 }

@@ -92,6 +92,7 @@ pub fn decode_registration(path: &str, bytes: &[u8]) -> Result<BrokerEndpoint, M
         host: listener.host.clone(),
         port: listener.port,
         rack: node.rack,
+        registered: 0,
     })
 }
 
@@ -178,6 +179,7 @@ mod tests {
             host: "10.0.0.7".into(),
             port: 9092,
             rack: Some("r1".into()),
+            registered: 0,
         };
         let bytes = registration_value(&me);
         let text = String::from_utf8(bytes.clone()).unwrap();

@@ -372,7 +372,7 @@ async fn elect_leaders(shard: &Rc<Shard>, view: &ClusterView) -> Result<(), Clus
         return Ok(());
     };
     let live = view.live_ids();
-    let barred = controller.barred(&live);
+    let barred = controller.barred(view);
     let outcome = controller
         .transact(move |image| {
             let cmds = crate::metadata::elect::elect(image, &live, &barred);
@@ -395,8 +395,11 @@ async fn live_brokers(client: &Client) -> Result<Vec<BrokerEndpoint>, ClusterErr
     for name in names {
         let path = format!("{BROKER_IDS}/{name}");
         match client.get(&path).await {
-            Ok((bytes, _)) => match decode_registration(&path, &bytes) {
-                Ok(b) => brokers.push(b),
+            Ok((bytes, stat)) => match decode_registration(&path, &bytes) {
+                Ok(mut b) => {
+                    b.registered = stat.czxid.as_u64();
+                    brokers.push(b)
+                }
                 Err(e) => warn!(error = %e, "a broker registration is unreadable; left out"),
             },
             // Gone since the listing: the child watch tells of it.

@@ -660,7 +660,33 @@ pub static SETTINGS: &[Setting] = &[
         Boolean,
         Some("false"),
         ANY,
-        "Kafka's unclean leader election; meaningless with a single replica.",
+        "Kafka's unclean leader election; not honoured yet (a partition without a live \
+         in-sync replica has no leader until one returns; ElectLeaders with the unclean type \
+         elects another live replica on request).",
+    ),
+    broker(
+        "auto.leader.rebalance.enable",
+        Boolean,
+        Some("true"),
+        ANY,
+        "With replication: the controller gives partitions back to their preferred (first \
+         assigned) replica when it is live and in sync, for brokers leading fewer of their \
+         preferred partitions than leader.imbalance.per.broker.percentage allows.",
+    ),
+    broker(
+        "leader.imbalance.check.interval.seconds",
+        Long,
+        Some("300"),
+        POSITIVE,
+        "How often the controller checks the leader balance, in seconds.",
+    ),
+    broker(
+        "leader.imbalance.per.broker.percentage",
+        Int,
+        Some("10"),
+        Validator::Range { min: 0, max: 100 },
+        "Share of a broker's preferred partitions, in percent, that may be led by others \
+         before leader balancing gives them back.",
     ),
     // --- Consumer groups and committed offsets ---
     broker(

@@ -2,8 +2,9 @@
 //! brokers send it for one purpose: a controlled shutdown (`want_shut_down`). The controller
 //! notes the broker as shutting down (never made a leader or in-sync member again while it
 //! stays registered), moves its leaderships to other live in-sync replicas and takes it out of
-//! the in-sync sets (`metadata::elect::hand_over`), and answers `should_shut_down` once it leads
-//! nothing that could move. A broker that is not the controller answers NOT_CONTROLLER.
+//! the in-sync sets (`metadata::elect::hand_over`), and answers `should_shut_down` once nothing
+//! more can move: what it still leads has no other live in-sync replica that is not shutting
+//! down too. A broker that is not the controller answers NOT_CONTROLLER.
 //!
 //! Liveness itself is the broker's consensus session, not this heartbeat: a plain heartbeat is
 //! answered and changes nothing.
@@ -17,8 +18,9 @@ use corebus_wire::error_code::ResponseError;
 use corebus_wire::kafka_protocol::messages::{BrokerHeartbeatRequest, BrokerHeartbeatResponse};
 use tracing::info;
 
+use crate::handlers::common::on_controller_with_brokers;
 use crate::metadata::elect::hand_over;
-use crate::shard::{Shard, ShardId};
+use crate::shard::Shard;
 
 pub async fn handle(
     shard: &Rc<Shard>,
@@ -34,31 +36,27 @@ pub async fn handle(
         return BrokerHeartbeatResponse::default().with_is_caught_up(true);
     }
     let leaving = request.broker_id.0;
-    let outcome = shard
-        .on_shard(ShardId::CONTROLLER, move |s0: Rc<Shard>| async move {
-            let Some(controller) = s0.controller() else {
-                return Err(ResponseError::NotController);
-            };
-            let live = s0.cluster().live_ids();
-            controller.shutting_down(leaving);
-            let barred = controller.barred(&live);
-            let eligible: Vec<i32> = live.into_iter().filter(|b| !barred.contains(b)).collect();
-            controller
-                .transact(move |image| hand_over(image, leaving, &eligible))
-                .await
-                .map_err(|e| crate::handlers::common::metadata_failure(&e).code)
-        })
-        .await
-        .unwrap_or(Err(ResponseError::NotController));
+    let outcome = on_controller_with_brokers(shard, Some(leaving), move |image, live, barred| {
+        let eligible: Vec<i32> = live
+            .iter()
+            .copied()
+            .filter(|b| !barred.contains(b))
+            .collect();
+        let (cmds, remaining) = hand_over(image, leaving, &eligible);
+        let moved = !cmds.is_empty();
+        (cmds, (remaining, moved))
+    })
+    .await;
     match outcome {
-        Ok(remaining) => {
+        Ok((remaining, moved)) => {
             info!(
                 broker = leaving,
                 remaining, "controlled shutdown: leaderships handed over"
             );
             BrokerHeartbeatResponse::default()
                 .with_is_caught_up(true)
-                .with_should_shut_down(remaining == 0)
+                // Nothing left, or nothing more could move (asked again, it would not either).
+                .with_should_shut_down(remaining == 0 || !moved)
         }
         Err(code) => BrokerHeartbeatResponse::default().with_error_code(code.code()),
     }

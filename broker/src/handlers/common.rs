@@ -10,6 +10,7 @@ use corebus_wire::kafka_protocol::protocol::StrBytes;
 
 use crate::limits::MAX_TOPIC_NAME_BYTES;
 use crate::metadata::controller::Controller;
+use crate::metadata::image::BrokerId;
 use crate::metadata::{MetadataCommand, MetadataError, MetadataImage};
 use crate::shard::mesh::ShardGone;
 use crate::shard::{Shard, ShardId, router};
@@ -95,6 +96,39 @@ where
         })
         .await
         .map_err(|gone| MetadataError::Invalid(gone.to_string()))?
+}
+
+/// Runs `decide` on the controller's latest image with the live brokers and those of them in a
+/// controlled shutdown (`barred`, never made leaders), after noting `shutting_down` as one;
+/// commits the commands it returns. NOT_CONTROLLER off the controller.
+pub async fn on_controller_with_brokers<R, F>(
+    shard: &Rc<Shard>,
+    shutting_down: Option<BrokerId>,
+    decide: F,
+) -> Result<R, ResponseError>
+where
+    R: Send + 'static,
+    F: FnOnce(&MetadataImage, &[BrokerId], &[BrokerId]) -> (Vec<MetadataCommand>, R)
+        + Send
+        + 'static,
+{
+    shard
+        .on_shard(ShardId::CONTROLLER, move |s0: Rc<Shard>| async move {
+            let controller: &Rc<Controller> =
+                s0.controller().ok_or(ResponseError::NotController)?;
+            let view = s0.cluster();
+            if let Some(b) = shutting_down {
+                controller.shutting_down(b, &view);
+            }
+            let live = view.live_ids();
+            let barred = controller.barred(&view);
+            controller
+                .transact(move |image| decide(image, &live, &barred))
+                .await
+                .map_err(|e| metadata_failure(&e).code)
+        })
+        .await
+        .unwrap_or(Err(ResponseError::NotController))
 }
 
 /// The per-item error when the metadata change itself failed: a consensus group that did not

@@ -20,6 +20,7 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod group_routing;
@@ -96,6 +97,7 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::OffsetDelete)
         .with(ApiKey::AlterPartition)
         .with(ApiKey::BrokerHeartbeat)
+        .with(ApiKey::ElectLeaders)
 }
 
 /// Runs `request` on this shard; `peer` is the client's address (group members' client host).
@@ -206,6 +208,9 @@ pub async fn handle(
         )),
         RequestKind::BrokerHeartbeat(r) => Reply::Respond(ResponseKind::BrokerHeartbeat(
             broker_heartbeat::handle(shard, r, v).await,
+        )),
+        RequestKind::ElectLeaders(r) => Reply::Respond(ResponseKind::ElectLeaders(
+            elect_leaders::handle(shard, r, v).await,
         )),
         // Unreachable while api_support lists only the APIs above; a safe answer if not.
         _ => {

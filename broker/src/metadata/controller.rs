@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::image::BrokerId;
 use super::{MetadataCommand, MetadataError, MetadataImage, MetadataStore, Store};
+use crate::cluster::ClusterView;
 use crate::shard::ShardId;
 use crate::shard::mesh::Mesh;
 
@@ -24,9 +25,10 @@ pub struct Controller {
     mesh: Mesh,
     turn: glommio::sync::Semaphore,
     producer_ids: std::cell::Cell<(i64, i64)>,
-    /// Live brokers in a controlled shutdown: never made leaders or in-sync members again
-    /// until they are gone (and register anew).
-    shutting_down: std::cell::RefCell<std::collections::BTreeSet<BrokerId>>,
+    /// Brokers in a controlled shutdown, with the registration they had then: never made
+    /// leaders or in-sync members again while that registration lives (a restarted broker
+    /// registers anew).
+    shutting_down: std::cell::RefCell<std::collections::BTreeMap<BrokerId, u64>>,
 }
 
 impl Controller {
@@ -40,16 +42,23 @@ impl Controller {
         }
     }
 
-    /// Notes that `broker` is in a controlled shutdown.
-    pub fn shutting_down(&self, broker: BrokerId) {
-        self.shutting_down.borrow_mut().insert(broker);
+    /// Notes that `broker`, registered as `view` shows it, is in a controlled shutdown.
+    pub fn shutting_down(&self, broker: BrokerId, view: &ClusterView) {
+        if let Some(b) = view.brokers.iter().find(|b| b.node_id == broker) {
+            self.shutting_down.borrow_mut().insert(broker, b.registered);
+        }
     }
 
-    /// The brokers in a controlled shutdown, forgetting those no longer `live`.
-    pub fn barred(&self, live: &[BrokerId]) -> Vec<BrokerId> {
+    /// The brokers in a controlled shutdown, forgetting those whose registration is gone
+    /// from `view` (stopped, or registered anew since).
+    pub fn barred(&self, view: &ClusterView) -> Vec<BrokerId> {
         let mut set = self.shutting_down.borrow_mut();
-        set.retain(|b| live.contains(b));
-        set.iter().copied().collect()
+        set.retain(|id, registered| {
+            view.brokers
+                .iter()
+                .any(|b| b.node_id == *id && b.registered == *registered)
+        });
+        set.keys().copied().collect()
     }
 
     pub fn image(&self) -> Arc<MetadataImage> {

@@ -19,6 +19,14 @@
 //! partition with no other live in-sync replica stays with it. Brokers shutting down are
 //! `barred`: never chosen as a new leader.
 //!
+//! Elections asked for (`elect_asked`, ElectLeaders): *preferred* gives a partition back to
+//! its first assigned replica when that one is live and in sync; *unclean* gives a partition
+//! whose leader is gone to a live replica even outside the in-sync set (what
+//! `unclean.leader.election.enable` would do on its own: acknowledged records may be lost).
+//! Leader balancing (`rebalance`, `auto.leader.rebalance.enable`): a broker that leads less
+//! than it prefers by more than `leader.imbalance.per.broker.percentage` gets its preferred
+//! partitions back.
+//!
 //! Pure: the controller runs it on its latest image inside `Controller::transact`, which
 //! commits the commands with its fence (a deposed controller cannot elect).
 
@@ -141,6 +149,162 @@ pub fn hand_over(
     (cmds, remaining)
 }
 
+/// Which election ElectLeaders asks for (Kafka's ElectionType: 0 preferred, 1 unclean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Election {
+    Preferred,
+    Unclean,
+}
+
+/// Why an election asked for a partition changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotElected {
+    /// The partition already has the leader the election would give it.
+    NotNeeded,
+    /// No replica the election may choose is live (and in sync, for a preferred election).
+    NotAvailable,
+    /// No such topic or partition.
+    Unknown,
+}
+
+/// One partition's state after `election` with `live` brokers (none of `barred` chosen).
+pub fn elect_one(
+    meta: &PartitionMeta,
+    election: Election,
+    live: &[BrokerId],
+    barred: &[BrokerId],
+) -> Result<PartitionMeta, NotElected> {
+    let may_lead = |b: &BrokerId| live.contains(b) && !barred.contains(b);
+    let mut next = meta.clone();
+    match election {
+        Election::Preferred => {
+            let preferred = *meta.replicas.first().ok_or(NotElected::Unknown)?;
+            if meta.leader == preferred {
+                return Err(NotElected::NotNeeded);
+            }
+            if !meta.isr.contains(&preferred) || !may_lead(&preferred) {
+                return Err(NotElected::NotAvailable);
+            }
+            next.leader = preferred;
+        }
+        Election::Unclean => {
+            if meta.leader != NO_LEADER && live.contains(&meta.leader) {
+                return Err(NotElected::NotNeeded);
+            }
+            let clean = meta
+                .replicas
+                .iter()
+                .find(|r| meta.isr.contains(r) && may_lead(r));
+            let leader = *clean
+                .or_else(|| meta.replicas.iter().find(|r| may_lead(r)))
+                .ok_or(NotElected::NotAvailable)?;
+            next.leader = leader;
+            next.isr = if clean.is_some() {
+                meta.isr
+                    .iter()
+                    .copied()
+                    .filter(|b| live.contains(b))
+                    .collect()
+            } else {
+                vec![leader]
+            };
+        }
+    }
+    next.leader_epoch += 1;
+    next.partition_epoch += 1;
+    Ok(next)
+}
+
+/// The outcome per asked partition of an ElectLeaders.
+pub type Asked = Vec<(String, i32, Result<(), NotElected>)>;
+
+/// ElectLeaders: `election` for the partitions `asked` (topic name, partition), or for every
+/// partition of more than one replica when `None`. Returns the changes and one outcome per
+/// partition.
+pub fn elect_asked(
+    image: &MetadataImage,
+    election: Election,
+    asked: Option<&[(String, i32)]>,
+    live: &[BrokerId],
+    barred: &[BrokerId],
+) -> (Vec<MetadataCommand>, Asked) {
+    let all: Vec<(String, i32)>;
+    let asked = match asked {
+        Some(a) => a,
+        None => {
+            all = image
+                .topics
+                .values()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, m)| m.replicas.len() > 1)
+                        .map(|(p, _)| (t.name.clone(), p as i32))
+                })
+                .collect();
+            &all
+        }
+    };
+    let mut changed: BTreeMap<String, BTreeMap<i32, PartitionMeta>> = BTreeMap::new();
+    let mut outcomes = Vec::with_capacity(asked.len());
+    for (name, p) in asked {
+        let meta = image
+            .topic(name)
+            .and_then(|t| t.partitions.get(usize::try_from(*p).ok()?));
+        let outcome = match meta {
+            None => Err(NotElected::Unknown),
+            Some(meta) => elect_one(meta, election, live, barred).map(|next| {
+                changed.entry(name.clone()).or_default().insert(*p, next);
+            }),
+        };
+        outcomes.push((name.clone(), *p, outcome));
+    }
+    let cmds = changed
+        .into_iter()
+        .filter_map(|(name, parts)| {
+            Some(MetadataCommand::AssignPartitions {
+                id: image.topic(&name)?.id,
+                assignments: parts.into_iter().collect(),
+            })
+        })
+        .collect();
+    (cmds, outcomes)
+}
+
+/// Leader balancing: for each broker that leads fewer of the partitions it is the preferred
+/// replica of than it prefers, by more than `percentage` percent of them, the preferred
+/// elections of those partitions that can have one.
+pub fn rebalance(
+    image: &MetadataImage,
+    live: &[BrokerId],
+    barred: &[BrokerId],
+    percentage: u32,
+) -> Vec<MetadataCommand> {
+    let mut preferred: BTreeMap<BrokerId, (usize, Vec<(String, i32)>)> = BTreeMap::new();
+    for t in image.topics.values() {
+        for (p, meta) in t.partitions.iter().enumerate() {
+            if meta.replicas.len() <= 1 {
+                continue;
+            }
+            let entry = preferred.entry(meta.replicas[0]).or_default();
+            entry.0 += 1;
+            if meta.leader != meta.replicas[0] {
+                entry.1.push((t.name.clone(), p as i32));
+            }
+        }
+    }
+    let asked: Vec<(String, i32)> = preferred
+        .into_values()
+        .filter(|(total, off)| off.len() * 100 > *total * percentage as usize)
+        .flat_map(|(_, off)| off)
+        .collect();
+    if asked.is_empty() {
+        return Vec::new();
+    }
+    elect_asked(image, Election::Preferred, Some(&asked), live, barred).0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +424,106 @@ mod tests {
         let (cmds, remaining) = hand_over(&image_of(parts), 1, &[2]);
         assert!(cmds.is_empty());
         assert_eq!(remaining, 2);
+    }
+
+    #[test]
+    fn a_preferred_election_gives_the_partition_back_to_its_first_replica() {
+        let back = elect_one(
+            &meta(&[1, 2, 3], 2, &[2, 3, 1]),
+            Election::Preferred,
+            &[1, 2, 3],
+            &[],
+        );
+        let back = back.unwrap();
+        assert_eq!(
+            (back.leader, back.leader_epoch, back.partition_epoch),
+            (1, 4, 8)
+        );
+        assert_eq!(back.isr, vec![2, 3, 1]);
+        let led = meta(&[1, 2, 3], 1, &[1, 2, 3]);
+        assert_eq!(
+            elect_one(&led, Election::Preferred, &[1, 2, 3], &[]),
+            Err(NotElected::NotNeeded)
+        );
+        // Out of sync, gone, or shutting down: not available.
+        let m = meta(&[1, 2, 3], 2, &[2, 3]);
+        assert_eq!(
+            elect_one(&m, Election::Preferred, &[1, 2, 3], &[]),
+            Err(NotElected::NotAvailable)
+        );
+        let m = meta(&[1, 2, 3], 2, &[1, 2, 3]);
+        assert_eq!(
+            elect_one(&m, Election::Preferred, &[2, 3], &[]),
+            Err(NotElected::NotAvailable)
+        );
+        assert_eq!(
+            elect_one(&m, Election::Preferred, &[1, 2, 3], &[1]),
+            Err(NotElected::NotAvailable)
+        );
+    }
+
+    #[test]
+    fn an_unclean_election_takes_a_live_replica_only_when_no_in_sync_one_is_live() {
+        let live_leader = meta(&[1, 2, 3], 1, &[1]);
+        assert_eq!(
+            elect_one(&live_leader, Election::Unclean, &[1, 2], &[]),
+            Err(NotElected::NotNeeded)
+        );
+        let gone = meta(&[1, 2, 3], NO_LEADER, &[1]);
+        let next = elect_one(&gone, Election::Unclean, &[2, 3], &[]).unwrap();
+        assert_eq!((next.leader, next.isr.clone()), (2, vec![2]));
+        let clean = meta(&[1, 2, 3], NO_LEADER, &[1, 3]);
+        let next = elect_one(&clean, Election::Unclean, &[2, 3], &[]).unwrap();
+        assert_eq!((next.leader, next.isr.clone()), (3, vec![3]));
+        assert_eq!(
+            elect_one(&gone, Election::Unclean, &[], &[]),
+            Err(NotElected::NotAvailable)
+        );
+    }
+
+    #[test]
+    fn balancing_gives_brokers_their_preferred_partitions_back_past_the_threshold() {
+        // Broker 1 prefers two partitions and leads neither; broker 2 leads everything.
+        let image = image_of(vec![
+            meta(&[1, 2, 3], 2, &[1, 2, 3]),
+            meta(&[1, 3, 2], 2, &[1, 2, 3]),
+            meta(&[2, 1, 3], 2, &[1, 2, 3]),
+        ]);
+        let parts = after(&image, rebalance(&image, &[1, 2, 3], &[], 10));
+        assert_eq!(
+            parts.iter().map(|p| p.leader).collect::<Vec<_>>(),
+            vec![1, 1, 2]
+        );
+        // Balanced: nothing to do.
+        assert!(rebalance(&image_of(parts), &[1, 2, 3], &[], 10).is_empty());
+        // One of ten off is within 10%.
+        let mut ten: Vec<PartitionMeta> = (0..10).map(|_| meta(&[1, 2], 1, &[1, 2])).collect();
+        ten[0].leader = 2;
+        assert!(rebalance(&image_of(ten), &[1, 2], &[], 10).is_empty());
+    }
+
+    #[test]
+    fn elect_asked_reports_each_partition() {
+        let image = image_of(vec![meta(&[1, 2], 2, &[1, 2]), meta(&[1, 2], 1, &[1, 2])]);
+        let asked = vec![
+            ("t".to_string(), 0),
+            ("t".to_string(), 1),
+            ("t".to_string(), 5),
+            ("u".to_string(), 0),
+        ];
+        let (cmds, outcomes) = elect_asked(&image, Election::Preferred, Some(&asked), &[1, 2], &[]);
+        assert_eq!(cmds.len(), 1);
+        let results: Vec<_> = outcomes.into_iter().map(|(_, _, r)| r).collect();
+        assert_eq!(
+            results,
+            vec![
+                Ok(()),
+                Err(NotElected::NotNeeded),
+                Err(NotElected::Unknown),
+                Err(NotElected::Unknown)
+            ]
+        );
+        let (_, all) = elect_asked(&image, Election::Preferred, None, &[1, 2], &[]);
+        assert_eq!(all.len(), 2);
     }
 }

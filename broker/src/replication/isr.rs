@@ -112,9 +112,10 @@ pub async fn alter_here(
 ) -> Vec<Result<PartitionMeta, ResponseError>> {
     let count = changes.len();
     // A broker in a controlled shutdown does not join an in-sync set again.
-    let mut live = shard.cluster().live_ids();
+    let view = shard.cluster();
+    let mut live = view.live_ids();
     if let Some(c) = shard.controller() {
-        let barred = c.barred(&live);
+        let barred = c.barred(&view);
         live.retain(|b| !barred.contains(b));
     }
     let outcome = crate::handlers::common::on_controller(shard, move |image: &MetadataImage| {

@@ -20,13 +20,13 @@
 //! (`follower::truncate`, the epochs kept by `storage::epochs`); followers keep the
 //! idempotent-producer state so a new leader deduplicates retries; group coordinators follow
 //! the leadership of `__consumer_offsets` partitions (`groups::coordinator`); a broker
-//! stopping hands its leaderships over first (`shutdown`).
+//! stopping hands its leaderships over first (`shutdown`); leadership returns to the preferred
+//! replicas (`balance`, and ElectLeaders on request).
 //!
 //! What is not built yet, so a replication factor above 1 stays behind the setting (off by
 //! default; CreateTopics refuses it otherwise): the high watermark is not checkpointed (a
 //! replica opens it at its log start and the in-sync replicas' next fetches establish it
-//! again, `PartitionLog::restart_high_watermark`); no preferred-leader balancing,
-//! reassignment or ElectLeaders; `unclean.leader.election.enable` is not honoured
+//! again, `PartitionLog::restart_high_watermark`); no reassignment; `unclean.leader.election.enable` is not honoured
 //! (never unclean); AlterPartition is not restricted to brokers.
 //!
 //! Never: appends a batch that fails its CRC or would go back before the log end; serves a
@@ -34,6 +34,7 @@
 //! response larger than `follower::MAX_FETCH_RESPONSE_BYTES`; shows a consumer a record that
 //! an in-sync replica does not hold; counts an in-sync set the controller did not commit.
 
+pub mod balance;
 pub mod follower;
 pub mod isr;
 pub mod leader;

@@ -1,8 +1,10 @@
 //! Controlled shutdown (`controlled.shutdown.enable`): on the first SIGTERM, before any shard
 //! stops, shard 0 asks the controller to move this broker's leaderships to other in-sync
 //! replicas and to take it out of the in-sync sets (`cluster::forward::controlled_shutdown`,
-//! answered by `handlers::broker_heartbeat`), and waits until its own metadata shows it leads
-//! nothing another replica could take, at most `corebus.controlled.shutdown.timeout.ms`. The
+//! answered by `handlers::broker_heartbeat`) until the controller says nothing more can move
+//! (`should_shut_down`: what it still leads has no other live in-sync replica that is not
+//! shutting down too, as when a whole cluster stops), and waits for its own metadata to show
+//! the moves, at most `corebus.controlled.shutdown.timeout.ms` in all. The
 //! broker keeps serving meanwhile: clients writing to it get NOT_LEADER_OR_FOLLOWER once a
 //! leadership moved, and find the new leader through Metadata, as with Kafka.
 //!
@@ -47,16 +49,30 @@ pub async fn hand_over_leaderships(shard: &Rc<Shard>) {
         "controlled shutdown: handing leaderships over"
     );
     loop {
-        match crate::cluster::forward::controlled_shutdown(shard).await {
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "controlled shutdown: cannot reach the controller yet"),
-        }
+        let asked_with = movable(shard);
+        let done = match crate::cluster::forward::controlled_shutdown(shard).await {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(error = %e, "controlled shutdown: cannot reach the controller yet");
+                false
+            }
+        };
         // Until the hand-over reaches this broker's image (or it is time to ask again).
         let ask_again = Instant::now() + Duration::from_millis(RETRY_MS);
-        while movable(shard) > 0 && Instant::now() < ask_again.min(deadline) {
+        while movable(shard) >= asked_with
+            && movable(shard) > 0
+            && Instant::now() < ask_again.min(deadline)
+        {
             glommio::timer::sleep(Duration::from_millis(POLL_MS)).await;
         }
         let left = movable(shard);
+        if done && left > 0 {
+            info!(
+                partitions = left,
+                "controlled shutdown: no other live in-sync replica can take the rest"
+            );
+            return;
+        }
         if left == 0 {
             info!(
                 partitions = before,

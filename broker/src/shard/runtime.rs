@@ -236,6 +236,8 @@ fn run_shards(
                 crate::replication::leader::lead_partitions(&shard);
                 crate::replication::follow_leaders(&shard);
                 glommio::spawn_local(crate::replication::isr::check_loop(shard.clone())).detach();
+                glommio::spawn_local(crate::replication::balance::balance_loop(shard.clone()))
+                    .detach();
                 // Shard 0 registers the broker once it can serve, and follows the cluster.
                 let membership = match join_cluster(&shard).await {
                     Ok(m) => m,
