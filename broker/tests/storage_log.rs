@@ -1026,6 +1026,12 @@ fn a_reopened_replicated_log_starts_its_high_watermark_at_the_log_start() {
         assert!(log.is_replicated());
         assert_eq!(log.high_watermark(), 0);
         assert!(log.read(0, 1 << 20).await.unwrap().is_empty());
+        // A replica that becomes leader starts its epoch at its log end before any append: a
+        // follower asking where its own epoch 0 ends is told here.
+        log.begin_leader_epoch(5);
+        assert_eq!(log.latest_epoch(), 5);
+        assert_eq!(log.end_offset_for_epoch(5), (5, end));
+        assert_eq!(log.end_offset_for_epoch(3), (0, end));
         // The broker rebuilds idempotent-producer state from the headers of the whole written
         // tail, high watermark or not (else a retried batch would be written twice).
         assert_eq!(log.scan_headers(0, 100).await.unwrap().len(), 3);

@@ -228,9 +228,18 @@ pub async fn alter_partition(
 /// shutdown: BrokerHeartbeat with `want_shut_down`, as a KRaft broker does); whether the
 /// controller says it may stop now (it leads nothing another replica could take).
 pub async fn controlled_shutdown(shard: &Shard) -> Result<bool, String> {
+    // This life's registration, as the controller's view has it (Kafka's broker epoch).
+    let me = shard.node.node_id;
+    let registered = shard
+        .cluster()
+        .brokers
+        .iter()
+        .find(|b| b.node_id == me)
+        .map(|b| b.registered)
+        .ok_or_else(|| "this broker is not in its own cluster view".to_string())?;
     let request = BrokerHeartbeatRequest::default()
-        .with_broker_id(BrokerId(shard.node.node_id))
-        .with_broker_epoch(-1)
+        .with_broker_id(BrokerId(me))
+        .with_broker_epoch(i64::try_from(registered).unwrap_or(-1))
         .with_want_shut_down(true);
     let response = call_controller(
         shard,

@@ -152,20 +152,22 @@ impl GroupCoordinator {
     /// partition led here whose log is empty has nothing to load: it is taken as loaded at
     /// once (a topic just created serves its first JoinGroup without a retry).
     pub fn serves(&self, shard: &Shard, partition: i32) -> bool {
-        if self.loaded.borrow().contains(&partition) {
-            return true;
-        }
         let image = shard.metadata();
         let Some(topic) = image.topic(OFFSETS_TOPIC) else {
             return false;
         };
-        let led_here =
-            crate::shard::router::owner(&image, topic.id, partition, shard.here()) == Ok(shard.id);
+        // Led here now: an unload after a leadership change may not have run yet.
+        if !crate::replication::leader::leads(shard, (topic.id, partition)) {
+            return false;
+        }
+        if self.loaded.borrow().contains(&partition) {
+            return true;
+        }
         let empty = shard
             .logs
             .log((topic.id, partition))
             .is_some_and(|log| log.log_end_offset() == log.log_start_offset());
-        if led_here && empty && self.following.available() > 0 {
+        if empty && self.following.available() > 0 {
             self.loaded.borrow_mut().insert(partition);
             return true;
         }

@@ -132,6 +132,14 @@ pub async fn write(shard: &Shard, group_id: &str, records: Vec<Write>) -> Result
         builder.record(now, Some(&key), value.as_deref());
     }
     batches.push(builder.build()?);
+    // Led here now, checked with no await before the append (a group write never lands in a
+    // follower's log, whatever image the shard that asked for it had).
+    let image = shard.metadata();
+    let topic = image.topic(OFFSETS_TOPIC).ok_or(StoreError::NoTopic)?;
+    let partition = partition_for(group_id, topic.partitions.len());
+    if !crate::replication::leader::leads(shard, (topic.id, partition)) {
+        return Err(StoreError::NotLeader(partition));
+    }
     let durability = log.config().durability_for_acks(-1);
     let info = log
         .append(&batches, log.leader_epoch(), now, durability)

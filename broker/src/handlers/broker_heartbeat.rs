@@ -10,7 +10,8 @@
 //! answered and changes nothing.
 //!
 //! Never: moves a leadership to a replica outside the in-sync set, or to a broker that is not
-//! live or is shutting down itself.
+//! live or is shutting down itself; acts for a broker without its current registration's zxid
+//! as `broker_epoch` (STALE_BROKER_EPOCH).
 
 use std::rc::Rc;
 
@@ -36,6 +37,18 @@ pub async fn handle(
         return BrokerHeartbeatResponse::default().with_is_caught_up(true);
     }
     let leaving = request.broker_id.0;
+    // Only the broker's current life may stop it (a late request of an earlier one, or any
+    // other sender without its registration's zxid, is refused: Kafka's broker epoch).
+    let current = shard
+        .cluster()
+        .brokers
+        .iter()
+        .find(|b| b.node_id == leaving)
+        .map(|b| i64::try_from(b.registered).unwrap_or(-1));
+    if current != Some(request.broker_epoch) {
+        return BrokerHeartbeatResponse::default()
+            .with_error_code(ResponseError::StaleBrokerEpoch.code());
+    }
     let outcome = on_controller_with_brokers(shard, Some(leaving), move |image, live, barred| {
         let eligible: Vec<i32> = live
             .iter()

@@ -415,6 +415,13 @@ async fn append_all(
             continue;
         };
         let key = (a.topic_id, a.partition);
+        if !crate::replication::leader::leads(shard, key) {
+            started.push(Err((
+                ResponseError::NotLeaderOrFollower.code(),
+                "this broker does not lead the partition (any more)".to_string(),
+            )));
+            continue;
+        }
         if acks == -1
             && let Err(e) = enough_in_sync(shard, key, &log)
         {
@@ -592,6 +599,16 @@ async fn in_sync_replicas(
             }
             Err(_) => {}
         }
+    }
+    // The high watermark passed, but a deposed leader's log may have been truncated under a
+    // new leader meanwhile (its high watermark then comes from that leader): only a leader
+    // still under the append's epoch acknowledges.
+    if epoch.is_some() && shard.leaders.led_epoch(key) != epoch {
+        return Err((
+            ResponseError::NotLeaderOrFollower.code(),
+            "this broker stopped leading the partition before the in-sync replicas acknowledged"
+                .to_string(),
+        ));
     }
     if let Err(e) = enough_in_sync(shard, key, log) {
         return Err((ResponseError::NotEnoughReplicasAfterAppend.code(), e));

@@ -29,7 +29,7 @@ pub async fn balance_loop(shard: Rc<Shard>) {
         .and_then(|s| u64::try_from(s).ok())
         .unwrap_or(300)
         .saturating_mul(1000)
-        .max(1);
+        .max(1000);
     let percentage = settings
         .i64("leader.imbalance.per.broker.percentage")
         .and_then(|p| u32::try_from(p).ok())

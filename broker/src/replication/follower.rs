@@ -305,12 +305,22 @@ async fn truncate<'p>(
             }
             let asked = f.log.latest_epoch();
             let own_end = f.log.log_end_offset();
+            // Where the leader's answered epoch ends here too; when this replica's own epoch at
+            // that point is another one, the logs may differ below as well: truncate, then ask
+            // again with the epoch that is latest after it (KIP-279's further rounds).
+            let (own_epoch, own_epoch_end) = f.log.end_offset_for_epoch(p.leader_epoch);
+            let settled = p.leader_epoch == asked || own_epoch == p.leader_epoch;
             let to = if p.leader_epoch == asked {
                 p.end_offset.min(own_end)
             } else {
-                p.end_offset
-                    .min(f.log.end_offset_for_epoch(p.leader_epoch).1)
-                    .min(own_end)
+                p.end_offset.min(own_epoch_end).min(own_end)
+            };
+            // To the start of the batch holding `to`: this replica's batches need not have the
+            // leader's boundaries (they may come from another leader), and a truncation cuts
+            // whole batches, as Kafka's does; what it cuts too much is fetched again.
+            let to = match f.log.scan_headers(to, 1).await {
+                Ok(headers) => headers.first().map_or(to, |h| h.base_offset.min(to)),
+                Err(_) => to,
             };
             if to < own_end {
                 if let Err(e) = f.log.truncate_to(to).await {
@@ -323,7 +333,9 @@ async fn truncate<'p>(
                     .logs
                     .with_producers((f.topic, f.partition), |s| *s = states);
             }
-            out.push((*f, f.leader_epoch));
+            if settled || to >= own_end {
+                out.push((*f, f.leader_epoch));
+            }
         }
     }
     Ok(out)

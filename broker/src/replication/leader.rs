@@ -186,8 +186,9 @@ impl Leaders {
                     continue;
                 };
                 if meta.leader == here.node_id {
-                    // The leader stamps its appends with the partition's current epoch.
-                    l.set_leader_epoch(meta.leader_epoch);
+                    // The leader stamps its appends with the partition's current epoch, which
+                    // starts at its log end.
+                    l.begin_leader_epoch(meta.leader_epoch);
                 }
                 if meta.replicas.len() <= 1 {
                     continue;
@@ -390,6 +391,26 @@ fn advance(log: &Log, entry: &Led, me: BrokerId) {
         .map(|b| entry.followers.get(&b).map(|p| p.end));
     if let Some(hw) = high_watermark(log.written_offset(), others) {
         log.advance_high_watermark(hw);
+    }
+}
+
+/// Whether this shard leads `key` now, by its own image and, for a partition of more than
+/// one replica, under the epoch its leader state was set up for (between an image's install
+/// and `lead_partitions` the two may disagree: not leading then). Checked by every append
+/// on the shard that owns the log, without an await before the append: a request routed by
+/// a shard that still had an older image never lands in a follower's log.
+pub fn leads(shard: &Shard, key: PartitionKey) -> bool {
+    let image = shard.metadata();
+    if crate::shard::router::owner(&image, key.0, key.1, shard.here()) != Ok(shard.id) {
+        return false;
+    }
+    let meta = image
+        .topic_by_id(key.0)
+        .and_then(|t| t.partitions.get(usize::try_from(key.1).ok()?));
+    match meta {
+        Some(m) if m.replicas.len() > 1 => shard.leaders.led_epoch(key) == Some(m.leader_epoch),
+        Some(_) => true,
+        None => false,
     }
 }
 

@@ -188,6 +188,16 @@ impl<D: Disk> PartitionLog<D> {
     pub fn set_leader_epoch(&self, epoch: i32) {
         self.inner.leader_epoch.set(epoch.max(0));
     }
+    /// This replica becomes the leader under `epoch`: its appends are stamped with it, and the
+    /// epoch starts at the log end now, before any append (as Kafka's leader records it), so
+    /// a follower asking where its own later epoch ends is answered from here.
+    pub fn begin_leader_epoch(&self, epoch: i32) {
+        let epoch = epoch.max(0);
+        self.inner.leader_epoch.set(epoch);
+        let mut state = self.inner.state.borrow_mut();
+        let end = state.next_offset;
+        state.epochs.assign(epoch, end);
+    }
     /// The latest leader epoch of the log's batches (0 when all are epoch 0).
     pub fn latest_epoch(&self) -> i32 {
         self.inner.state.borrow().epochs.latest()
