@@ -18,7 +18,7 @@ use super::offsets::GroupOffsets;
 use super::placement::{OFFSETS_TOPIC, partition_for};
 use super::record::{GroupValue, OffsetValue, RecordKey};
 use crate::shard::Shard;
-use crate::shard::partitions::Log;
+use crate::shard::partitions::{Log, PartitionKey};
 use crate::storage::{ReadEnd, StorageError, now_ms};
 
 /// Record bytes per batch written; several batches go in one append. Well under the
@@ -74,19 +74,17 @@ const GROUP_PARTITION_OPEN_POLL_MS: u64 = 5;
 /// One record to write: a key and a value, or `None` for a tombstone.
 pub type Write = (RecordKey, Option<Bytes>);
 
-/// The log holding `group_id`'s records, when this shard owns it.
-pub fn group_log(shard: &Shard, group_id: &str) -> Result<Log, StoreError> {
+/// The log holding `group_id`'s records, when this shard owns it, and its partition.
+fn group_log(shard: &Shard, group_id: &str) -> Result<(Log, PartitionKey), StoreError> {
     let image = shard.metadata();
     let topic = image.topic(OFFSETS_TOPIC).ok_or(StoreError::NoTopic)?;
-    let partition = partition_for(group_id, topic.partitions.len());
-    shard
-        .logs
-        .log((topic.id, partition))
-        .ok_or(StoreError::NotOpen(partition))
+    let key = (topic.id, partition_for(group_id, topic.partitions.len()));
+    let log = shard.logs.log(key).ok_or(StoreError::NotOpen(key.1))?;
+    Ok((log, key))
 }
 
 /// The log of `group_id`, waiting (bounded) while it is still being opened.
-async fn open_group_log(shard: &Shard, group_id: &str) -> Result<Log, StoreError> {
+async fn open_group_log(shard: &Shard, group_id: &str) -> Result<(Log, PartitionKey), StoreError> {
     let deadline =
         std::time::Instant::now() + std::time::Duration::from_millis(GROUP_PARTITION_OPEN_WAIT_MS);
     loop {
@@ -114,7 +112,7 @@ pub async fn write(shard: &Shard, group_id: &str, records: Vec<Write>) -> Result
     if records.is_empty() {
         return Ok(());
     }
-    let log = open_group_log(shard, group_id).await?;
+    let (log, key) = open_group_log(shard, group_id).await?;
     let now = now_ms();
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut builder = RecordBatchBuilder::new(Compression::None);
@@ -134,11 +132,8 @@ pub async fn write(shard: &Shard, group_id: &str, records: Vec<Write>) -> Result
     batches.push(builder.build()?);
     // Led here now, checked with no await before the append (a group write never lands in a
     // follower's log, whatever image the shard that asked for it had).
-    let image = shard.metadata();
-    let topic = image.topic(OFFSETS_TOPIC).ok_or(StoreError::NoTopic)?;
-    let partition = partition_for(group_id, topic.partitions.len());
-    if !crate::replication::leader::leads(shard, (topic.id, partition)) {
-        return Err(StoreError::NotLeader(partition));
+    if !crate::replication::leader::leads(shard, key) {
+        return Err(StoreError::NotLeader(key.1));
     }
     let durability = log.config().durability_for_acks(-1);
     let info = log

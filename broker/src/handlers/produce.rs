@@ -458,17 +458,11 @@ async fn append_all(
             }
             Ok(Started::Appended(info))
         });
-        started.push(outcome.map(|o| (key, log, o)));
+        // With the leader epoch the append was made under (a leadership that changes while
+        // acks=all waits is then seen, `in_sync_replicas`).
+        let epoch = shard.leaders.led_epoch(key);
+        started.push(outcome.map(|o| (key, log, o, epoch)));
     }
-    // The leader epoch each append was made under, before anything awaits (a leadership that
-    // changes while acks=all waits is then seen, `in_sync_replicas`).
-    let epochs: Vec<Option<i32>> = started
-        .iter()
-        .map(|s| match s {
-            Ok((key, _, _)) => shard.leaders.led_epoch(*key),
-            Err(_) => None,
-        })
-        .collect();
     // The receiver may be gone with its request (the connection closed): nothing to tell.
     let _ = appended.try_send(());
     // The partitions that must be synced are synced together: one group-commit round for
@@ -476,7 +470,7 @@ async fn append_all(
     let synced: Vec<(&Log, i64)> = started
         .iter()
         .filter_map(|s| match s {
-            Ok((_, log, Started::Appended(info)))
+            Ok((_, log, Started::Appended(info), _))
                 if log.config().durability_for_acks(acks) == Durability::Synced =>
             {
                 Some((log, info.last_offset + 1))
@@ -490,21 +484,21 @@ async fn append_all(
     let deadline = std::time::Instant::now()
         + std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
     let mut done = Vec::with_capacity(started.len());
-    for (s, epoch) in started.iter().zip(epochs) {
+    for s in &started {
         let outcome = match s {
             Err(e) => Err(e.clone()),
-            Ok((key, log, Started::Duplicate(base))) => {
+            Ok((key, log, Started::Duplicate(base), epoch)) => {
                 // The original is already in the log; wait for it as a new append would.
                 let next = log.log_end_offset().min(base + 1);
                 match log.wait_written(next).await {
                     Ok(()) if acks == -1 => {
-                        in_sync_replicas(shard, *key, log, next, deadline, epoch).await
+                        in_sync_replicas(shard, *key, log, next, deadline, *epoch).await
                     }
                     other => other.map_err(|e| (e.kafka_error_code(), e.to_string())),
                 }
                 .map(|()| (*base, None, log.log_start_offset()))
             }
-            Ok((key, log, Started::Appended(info))) => {
+            Ok((key, log, Started::Appended(info), epoch)) => {
                 let durable = match log.config().durability_for_acks(acks) {
                     Durability::Written => Some(log.wait_written(info.last_offset + 1).await),
                     // In the order `synced` was built in; never missing, and never taken
@@ -513,7 +507,7 @@ async fn append_all(
                 };
                 let durable = match durable {
                     Some(Ok(())) if acks == -1 => Some(
-                        in_sync_replicas(shard, *key, log, info.last_offset + 1, deadline, epoch)
+                        in_sync_replicas(shard, *key, log, info.last_offset + 1, deadline, *epoch)
                             .await,
                     ),
                     Some(Ok(())) => Some(Ok(())),
@@ -589,20 +583,14 @@ async fn in_sync_replicas(
         {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err((e.kafka_error_code(), e.to_string())),
-            Err(_) if epoch.is_some() && shard.leaders.led_epoch(key) != epoch => {
-                return Err((
-                    ResponseError::NotLeaderOrFollower.code(),
-                    "this broker stopped leading the partition before the in-sync replicas \
-                     acknowledged"
-                        .to_string(),
-                ));
-            }
+            // Deposed meanwhile: answered below.
+            Err(_) if epoch.is_some() && shard.leaders.led_epoch(key) != epoch => break,
             Err(_) => {}
         }
     }
-    // The high watermark passed, but a deposed leader's log may have been truncated under a
-    // new leader meanwhile (its high watermark then comes from that leader): only a leader
-    // still under the append's epoch acknowledges.
+    // Also when the high watermark passed: a deposed leader's log may have been truncated
+    // under a new leader meanwhile (its high watermark then comes from that leader), so only a
+    // leader still under the append's epoch acknowledges.
     if epoch.is_some() && shard.leaders.led_epoch(key) != epoch {
         return Err((
             ResponseError::NotLeaderOrFollower.code(),
