@@ -81,7 +81,7 @@ impl Follower {
         };
         let silent = core.now.saturating_sub(self.last_heard);
         if silent > u64::from(limit) {
-            tracing::debug!(node = %core.cfg.id, leader = %self.leader, "leader silent, looking");
+            tracing::debug!(node = %core.cfg.id, leader = %self.leader, silent, now = core.now, "leader silent, looking");
             return Next::Look;
         }
         // The leader may not have been leading yet when FOLLOWERINFO reached it (it was still
