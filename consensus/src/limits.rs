@@ -45,6 +45,12 @@ pub const DRIVER_BURST_EVENTS: usize = 256;
 pub const SLOW_DRIVER_STEP_WARN_MS: u64 = 50;
 /// Requests one client connection may have outstanding; its socket is not read past it.
 pub const MAX_INFLIGHT_REQUESTS_PER_CLIENT: usize = 1024;
+/// Replies and watch events queued for one client connection. Replies to requests are bounded
+/// by [`MAX_INFLIGHT_REQUESTS_PER_CLIENT`], but watch events are not (a recursive watch fires
+/// for every change below it): a client that lets more than this pile up (it does not read its
+/// socket) is disconnected rather than buffered for. Its session lives on: it reconnects,
+/// re-arms its watches and is told what it missed, as a client that moved.
+pub const MAX_QUEUED_REPLIES_PER_CLIENT: usize = MAX_INFLIGHT_REQUESTS_PER_CLIENT + 16 * 1024;
 /// Client connections one node serves at once; more are refused at accept.
 pub const MAX_CLIENT_CONNECTIONS: usize = 4096;
 /// First wait before redialling a peer; doubles per failure up to the maximum.

@@ -154,3 +154,61 @@ fn a_moved_client_is_told_what_it_missed() {
         }
     });
 }
+
+#[test]
+fn a_client_that_stops_reading_is_disconnected_not_buffered_for_and_comes_back() {
+    use corebus_consensus::txn::WriteOp;
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, node) = start_one(dir.path());
+    let (armed_tx, armed_rx) = flume::bounded::<()>(1);
+    let (wake_tx, wake_rx) = flume::bounded::<()>(1);
+    // A client with a recursive watch whose thread then stops: nothing reads its socket.
+    let slow = std::thread::spawn(move || {
+        on_executor(async move || {
+            let c = Client::new(ClientConfig::new(vec![addr])).unwrap();
+            c.create("/flood", b"", CreateMode::Persistent)
+                .await
+                .unwrap();
+            c.add_watch("/flood", true).await.unwrap();
+            armed_tx.send(()).unwrap();
+            // Blocks this executor's only thread on purpose.
+            wake_rx.recv_timeout(Duration::from_secs(300)).unwrap();
+            // Back: the client reconnects (its stream was closed) and works.
+            c.sync().await.unwrap();
+            c.exists("/flood").await.unwrap().is_some()
+        })
+    });
+    armed_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    // Another client changes what it watches, a thousand nodes per commit, until the node
+    // says it let the slow one go (past the kernel's socket buffers and the reply queue).
+    let batches = on_executor(async move || {
+        let w = Client::new(ClientConfig::new(vec![addr])).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let mut batch = 0u32;
+        loop {
+            let ops = (0..1000)
+                .map(|i| WriteOp::Create {
+                    path: format!("/flood/{batch}-{i}"),
+                    data: Vec::new(),
+                    sequential: false,
+                    ephemeral_owner: None,
+                })
+                .collect();
+            w.multi(ops).await.unwrap();
+            batch += 1;
+            if w.status().await.unwrap().slow_clients_dropped >= 1 {
+                return batch;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "after {batch} batches the slow client is still being buffered for"
+            );
+        }
+    });
+    println!("the slow client was let go after {batches} x 1000 events");
+    wake_tx.send(()).unwrap();
+    assert!(slow.join().unwrap(), "the slow client works again");
+    node.stop().unwrap();
+}

@@ -77,4 +77,7 @@ pub struct NodeStatus {
     pub followers: Vec<FollowerProgress>,
     /// The node's tick, the unit of [`FollowerProgress::silent_ticks`].
     pub tick_ms: u64,
+    /// Client connections this node closed because they did not read their replies
+    /// (`limits::MAX_QUEUED_REPLIES_PER_CLIENT`), since it started.
+    pub slow_clients_dropped: u64,
 }

@@ -2,7 +2,10 @@
 //!
 //! Owns one connection's sockets and its in-flight limit
 //! ([`crate::limits::MAX_INFLIGHT_REQUESTS_PER_CLIENT`]: the socket is not read past it, so a
-//! client cannot queue unbounded work). Replies go out in the order the node produces them
+//! client cannot queue unbounded work). Its reply queue is bounded too
+//! ([`crate::limits::MAX_QUEUED_REPLIES_PER_CLIENT`]: watch events have no request to bound
+//! them); the driver drops a client that fills it, and the writer then closes the socket once
+//! it has written what was queued, so the client reconnects at once. Replies go out in the order the node produces them
 //! (a read can overtake an earlier write, as in ZooKeeper's pipelining of one session, where
 //! reads are answered locally); the client matches them by request id. A malformed or
 //! oversized frame closes the connection with one log line.
@@ -17,8 +20,10 @@ use glommio::sync::Semaphore;
 use rkyv::util::AlignedVec;
 use tracing::{debug, warn};
 
-use crate::limits::{MAX_CLIENT_FRAME_BYTES, MAX_INFLIGHT_REQUESTS_PER_CLIENT};
-use crate::proto::client::{Reply, Request};
+use crate::limits::{
+    MAX_CLIENT_FRAME_BYTES, MAX_INFLIGHT_REQUESTS_PER_CLIENT, MAX_QUEUED_REPLIES_PER_CLIENT,
+};
+use crate::proto::client::{EVENT_ID, Reply, Request};
 use crate::proto::frame::{self, FrameError};
 use crate::types::ClientId;
 
@@ -35,7 +40,8 @@ pub(crate) async fn serve(
     events: flume::Sender<ClientEvent>,
     tq: glommio::TaskQueueHandle,
 ) {
-    let (replies_tx, replies) = flume::unbounded::<Reply>();
+    // Bounded: the driver disconnects a client that lets it fill (see the limit's docs).
+    let (replies_tx, replies) = flume::bounded::<Reply>(MAX_QUEUED_REPLIES_PER_CLIENT);
     if events
         .send_async(ClientEvent::Opened {
             client,
@@ -107,7 +113,8 @@ async fn write_until_closed(
         let mut answered = 0u64;
         let mut next = Some(first);
         while let Some(reply) = next.take() {
-            answered += 1;
+            // A watch event answers no request: it gives back no in-flight permit.
+            answered += u64::from(reply.id != EVENT_ID);
             match frame::encode(&reply, MAX_CLIENT_FRAME_BYTES) {
                 Ok(p) => frame::put_frame(&mut batch, &p),
                 Err(e) => {
@@ -125,4 +132,7 @@ async fn write_until_closed(
         }
         permits.signal(answered);
     }
+    // The driver let go of this client (it closed, or its queue filled): end the stream so
+    // the peer sees it at once, once everything queued is written.
+    let _ = writer.close().await;
 }

@@ -34,7 +34,7 @@ use flume::TryRecvError;
 use futures_lite::future;
 use tracing::{info, warn};
 
-use crate::limits::{DRIVER_BURST_EVENTS, SLOW_DRIVER_STEP_WARN_MS};
+use crate::limits::{DRIVER_BURST_EVENTS, MAX_QUEUED_REPLIES_PER_CLIENT, SLOW_DRIVER_STEP_WARN_MS};
 use crate::proto::client::{
     EVENT_ID, NodeStatus, Reply, ReplyResult, Request, RequestOp, SessionRequest,
 };
@@ -196,6 +196,8 @@ pub(crate) struct Driver {
     password_keys: std::collections::hash_map::RandomState,
     password_count: u64,
     clients: HashMap<ClientId, flume::Sender<Reply>>,
+    /// Clients disconnected because their reply queue filled (`NodeStatus`).
+    slow_clients_dropped: u64,
     out: Vec<Output>,
     last_role: Cell<Option<RoleName>>,
 }
@@ -216,6 +218,7 @@ impl Driver {
             tick_ms: tick_ms.max(1),
             password_keys: std::collections::hash_map::RandomState::new(),
             password_count: 0,
+            slow_clients_dropped: 0,
             clients: HashMap::new(),
             out: Vec::new(),
             last_role: Cell::new(None),
@@ -473,6 +476,7 @@ impl Driver {
             tree_digest: digest,
             followers: self.node.followers(),
             tick_ms: self.tick_ms,
+            slow_clients_dropped: self.slow_clients_dropped,
         }
     }
 
@@ -482,10 +486,25 @@ impl Driver {
         self.password_keys.hash_one(self.password_count)
     }
 
-    fn reply(&self, client: ClientId, id: u64, zxid: Zxid, result: ReplyResult) {
-        if let Some(tx) = self.clients.get(&client) {
-            // The connection may be closing; its reply is then moot.
-            let _ = tx.send(Reply { id, zxid, result });
+    fn reply(&mut self, client: ClientId, id: u64, zxid: Zxid, result: ReplyResult) {
+        let Some(tx) = self.clients.get(&client) else {
+            return;
+        };
+        match tx.try_send(Reply { id, zxid, result }) {
+            // Disconnected: the connection is closing; its reply is moot.
+            Ok(()) | Err(flume::TrySendError::Disconnected(_)) => {}
+            Err(flume::TrySendError::Full(_)) => {
+                // The client does not read its socket: let it go rather than queue for it
+                // without bound (limits::MAX_QUEUED_REPLIES_PER_CLIENT). Dropping the sender
+                // ends its writer, which closes the stream; the session lives on.
+                warn!(
+                    client = client.0,
+                    queued = MAX_QUEUED_REPLIES_PER_CLIENT,
+                    "consensus client does not read its replies; disconnecting it"
+                );
+                self.clients.remove(&client);
+                self.slow_clients_dropped += 1;
+            }
         }
     }
 
