@@ -43,6 +43,16 @@ def replica_broker(broker_factory, group, node_id, data_dir=None, shards=1, extr
     )
 
 
+def three_brokers(group, broker_factory, extra=()):
+    """Brokers 1-3 with replication on, beside a serving group of three consensus nodes, each
+    seeing all three; returns (brokers by id, the bootstrap list of all three)."""
+    serving_group(group)
+    brokers = {n: replica_broker(broker_factory, group, n, extra=list(extra)) for n in (1, 2, 3)}
+    for b in brokers.values():
+        wait_view(b.bootstrap, [1, 2, 3])
+    return brokers, ",".join(b.bootstrap for b in brokers.values())
+
+
 def log_dir_sizes(port, topic):
     """{partition: bytes} of `topic` on the broker at `port` (DescribeLogDirs v1, all topics)."""
     reply = harness.kafka_request(port, 35, 1, struct.pack(">i", -1), client=b"replication-test")

@@ -17,9 +17,8 @@ from test_broker_registration import (  # noqa: F401 (group is a fixture)
     group,
     wait_view,
 )
-from test_consensus_sessions import serving_group
 from test_partition_leaders import wait_agreement
-from test_replication_followers import replica_broker
+from test_replication_followers import replica_broker, three_brokers
 
 TOPIC = "resumed"
 GROUP = "resuming-group"
@@ -74,11 +73,7 @@ def test_a_group_resumes_at_its_committed_offset_after_its_coordinator_is_killed
     from confluent_kafka import Producer, TopicPartition
     from confluent_kafka.admin import NewTopic
 
-    serving_group(group)
-    brokers = {n: replica_broker(broker_factory, group, n, extra=OFFSETS) for n in (1, 2, 3)}
-    for b in brokers.values():
-        wait_view(b.bootstrap, [1, 2, 3])
-    bootstrap = ",".join(b.bootstrap for b in brokers.values())
+    brokers, bootstrap = three_brokers(group, broker_factory, OFFSETS)
     a = admin(bootstrap)  # kept: a client handle destroyed fails its pending results
     a.create_topics([NewTopic(TOPIC, 1, 3)])[TOPIC].result(timeout=CLIENT_TIMEOUT_SECONDS)
     wait_agreement(list(brokers.values()), TOPIC, 1)

@@ -48,6 +48,9 @@ enum Command {
     /// Topics: create, delete, list, describe, alter-config, add-partitions
     #[command(subcommand)]
     Topic(cmd::topic::TopicCommand),
+    /// Partitions: move, cancel a move, list moves, balance the brokers
+    #[command(subcommand)]
+    Partition(cmd::partition::PartitionCommand),
     /// Produce lines from standard input
     Produce(cmd::produce::ProduceArgs),
     /// Consume records and print them
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Cluster(c) => cmd::cluster::run(c, &cli.brokers, cli.format),
         Command::Topic(c) => cmd::topic::run(c, &cli.brokers, cli.format),
+        Command::Partition(c) => cmd::partition::run(c, &cli.brokers, cli.format),
         Command::Produce(a) => cmd::produce::run(a, &cli.brokers, cli.format),
         Command::Consume(a) => cmd::consume::run(a, &cli.brokers, cli.format),
         Command::Group(c) => cmd::group::run(c, &cli.brokers, cli.format),

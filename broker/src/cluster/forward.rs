@@ -219,6 +219,8 @@ pub async fn alter_partition(
                 leader_epoch: p.leader_epoch,
                 isr,
                 partition_epoch: p.partition_epoch,
+                adding: Vec::new(),
+                removing: Vec::new(),
             })
         })
         .collect())

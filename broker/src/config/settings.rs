@@ -844,6 +844,17 @@ pub static SETTINGS: &[Setting] = &[
          one that holds the high watermark again joins them (corebus.replication.experimental).",
     ),
     broker(
+        "follower.replication.throttled.rate",
+        Long,
+        Some("9223372036854775807"),
+        POSITIVE,
+        "Bytes per second each shard's fetchers copy into replicas a partition reassignment \
+         is adding, until they are in sync (Kafka applies it to the replicas \
+         follower.replication.throttled.replicas lists, which kafka-reassign-partitions \
+         --throttle sets to the moving ones; corebus applies it to every adding replica). \
+         Replicas already in the assignment are never throttled. Default: unthrottled.",
+    ),
+    broker(
         "offsets.topic.replication.factor",
         Int,
         Some("3"),

@@ -36,6 +36,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
+pub mod partition_reassignments;
 pub mod produce;
 pub mod sync_group;
 pub mod topic_configs;
@@ -98,6 +99,8 @@ pub fn api_support() -> ApiSupport {
         .with(ApiKey::AlterPartition)
         .with(ApiKey::BrokerHeartbeat)
         .with(ApiKey::ElectLeaders)
+        .with(ApiKey::AlterPartitionReassignments)
+        .with(ApiKey::ListPartitionReassignments)
 }
 
 /// Runs `request` on this shard; `peer` is the client's address (group members' client host).
@@ -212,6 +215,16 @@ pub async fn handle(
         RequestKind::ElectLeaders(r) => Reply::Respond(ResponseKind::ElectLeaders(
             elect_leaders::handle(shard, r, v).await,
         )),
+        RequestKind::AlterPartitionReassignments(r) => {
+            Reply::Respond(ResponseKind::AlterPartitionReassignments(
+                partition_reassignments::alter(shard, r, v).await,
+            ))
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            Reply::Respond(ResponseKind::ListPartitionReassignments(
+                partition_reassignments::list(shard, r, v).await,
+            ))
+        }
         // Unreachable while api_support lists only the APIs above; a safe answer if not.
         _ => {
             warn!(api = ?key, "advertised API without a handler; closing");

@@ -195,7 +195,14 @@ pub fn elect_one(
                 .replicas
                 .iter()
                 .find(|r| meta.isr.contains(r) && may_lead(r));
+            // Unclean: a replica that had the whole log once (not one a reassignment is still
+            // adding, which may hold only part of it) before any other.
             let leader = *clean
+                .or_else(|| {
+                    meta.replicas
+                        .iter()
+                        .find(|r| !meta.adding.contains(r) && may_lead(r))
+                })
                 .or_else(|| meta.replicas.iter().find(|r| may_lead(r)))
                 .ok_or(NotElected::NotAvailable)?;
             next.leader = leader;
@@ -316,6 +323,8 @@ mod tests {
             leader_epoch: 3,
             isr: isr.to_vec(),
             partition_epoch: 7,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 

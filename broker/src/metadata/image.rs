@@ -61,6 +61,13 @@ pub struct PartitionMeta {
     pub isr: Vec<BrokerId>,
     #[serde(default)]
     pub partition_epoch: i32,
+    /// During a reassignment (`metadata::reassign`): the target replicas not in the original
+    /// set, still copying, and the original replicas not in the target, leaving once every
+    /// target replica is in sync. Both are members of `replicas`; both empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<BrokerId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<BrokerId>,
 }
 
 fn no_leader() -> BrokerId {
@@ -81,6 +88,8 @@ impl PartitionMeta {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
@@ -92,11 +101,36 @@ impl PartitionMeta {
             leader_epoch: 0,
             isr: Vec::new(),
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
     pub fn is_assigned(&self) -> bool {
         !self.replicas.is_empty()
+    }
+
+    /// A reassignment is under way (`metadata::reassign`).
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas the ongoing reassignment moves to (all of them when there is none).
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing.contains(b))
+            .collect()
+    }
+
+    /// The replicas before the ongoing reassignment (all of them when there is none).
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.adding.contains(b))
+            .collect()
     }
 
     /// What is wrong with this partition's fields, if anything: replicas distinct and
@@ -130,6 +164,18 @@ impl PartitionMeta {
         }
         if self.leader_epoch < 0 || self.partition_epoch < 0 {
             return Err("negative epoch".into());
+        }
+        let mut moving = std::collections::BTreeSet::new();
+        if self
+            .adding
+            .iter()
+            .chain(&self.removing)
+            .any(|b| !seen.contains(b) || !moving.insert(*b))
+        {
+            return Err(format!(
+                "adding {:?} and removing {:?} are not disjoint sets of the replicas {:?}",
+                self.adding, self.removing, self.replicas
+            ));
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ pub mod elect;
 pub mod image;
 pub mod local_file;
 pub mod open;
+pub mod reassign;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -18,6 +18,10 @@
 //! in which the leader refused every partition and nothing was appended waits
 //! [`RETRY_MIN_MS`] before the next).
 //!
+//! Replicas a reassignment is adding, while not yet in sync (learners), copy at most
+//! `follower.replication.throttled.rate` bytes per second on the broker ([`Throttle`]): while
+//! over it, they are left out of the fetches and the other partitions go on.
+//!
 //! The task ends when it follows nothing any more or the shard shuts down.
 
 use std::collections::{BTreeMap, HashMap};
@@ -76,6 +80,79 @@ struct Followed {
     partition: i32,
     leader_epoch: i32,
     log: Log,
+    /// This replica is being added by a reassignment: its catch-up is throttled
+    /// (`follower.replication.throttled.rate`).
+    learner: bool,
+}
+
+/// The byte rate of reassignment catch-up (`follower.replication.throttled.rate`, for the
+/// whole broker: each shard's fetchers share a shard's part of it): a token bucket that may
+/// go into debt by one fetch; while in debt, learner partitions are left out of the fetches
+/// (as Kafka's throttled follower leaves throttled partitions out of its fetch requests), the
+/// others go on.
+#[derive(Debug)]
+pub struct Throttle {
+    bytes_per_sec: u64,
+    debt: u64,
+    at_ms: i64,
+}
+
+impl Throttle {
+    /// A shard's share of `follower.replication.throttled.rate` (the rate is the broker's).
+    pub fn for_shard(
+        settings: &crate::config::BrokerSettings,
+        shard_count: usize,
+        now_ms: i64,
+    ) -> Option<Throttle> {
+        let rate = settings
+            .i64("follower.replication.throttled.rate")
+            .unwrap_or(i64::MAX);
+        if rate == i64::MAX {
+            return None;
+        }
+        let shards = i64::try_from(shard_count.max(1)).unwrap_or(1);
+        Throttle::new((rate / shards).max(1), now_ms)
+    }
+
+    /// `None` when the rate is unlimited (`i64::MAX`, the default) or not positive.
+    pub fn new(bytes_per_sec: i64, now_ms: i64) -> Option<Throttle> {
+        (bytes_per_sec > 0 && bytes_per_sec < i64::MAX).then_some(Throttle {
+            bytes_per_sec: bytes_per_sec as u64,
+            debt: 0,
+            at_ms: now_ms,
+        })
+    }
+
+    fn repay(&mut self, now_ms: i64) {
+        let elapsed = u64::try_from(now_ms.saturating_sub(self.at_ms)).unwrap_or(0);
+        let repaid = self.bytes_per_sec.saturating_mul(elapsed) / 1000;
+        if repaid > 0 {
+            self.debt = self.debt.saturating_sub(repaid);
+            self.at_ms = now_ms;
+        }
+    }
+
+    /// How long learners must wait before their next fetch (0: they may fetch now).
+    pub fn wait_ms(&mut self, now_ms: i64) -> u64 {
+        self.repay(now_ms);
+        if self.debt == 0 {
+            self.at_ms = now_ms;
+            return 0;
+        }
+        (self.debt.saturating_mul(1000) / self.bytes_per_sec).max(1)
+    }
+
+    /// What one learner partition may ask for per fetch: a second's worth, at most
+    /// [`PARTITION_MAX_BYTES`] (the leader still sends a first batch that is larger).
+    pub fn per_fetch_bytes(&self) -> i32 {
+        i32::try_from(self.bytes_per_sec)
+            .map_or(PARTITION_MAX_BYTES, |r| r.min(PARTITION_MAX_BYTES))
+    }
+
+    /// Counts `bytes` copied into learners.
+    pub fn charge(&mut self, bytes: u64) {
+        self.debt = self.debt.saturating_add(bytes);
+    }
 }
 
 /// Starts a fetcher for every leader this shard follows a partition of and has none yet
@@ -116,6 +193,8 @@ fn followed(shard: &Shard) -> BTreeMap<BrokerId, Vec<Followed>> {
                 partition: p,
                 leader_epoch: meta.leader_epoch,
                 log,
+                // Only while it copies: once in sync it counts for the high watermark.
+                learner: meta.adding.contains(&here.node_id) && !meta.isr.contains(&here.node_id),
             });
         }
     }
@@ -154,16 +233,45 @@ async fn fetcher(shard: Rc<Shard>, leader: BrokerId) {
                     checked.insert((f.topic, f.partition), epoch);
                 }
             }
+            let learners_wait_ms = shard
+                .learner_throttle
+                .borrow_mut()
+                .as_mut()
+                .map_or(0, |t| t.wait_ms(now_ms()));
             let ready: Vec<&Followed> = parts
                 .iter()
                 .filter(|f| checked.get(&(f.topic, f.partition)) == Some(&f.leader_epoch))
+                .filter(|f| !f.learner || learners_wait_ms == 0)
                 .collect();
             if ready.is_empty() {
-                glommio::timer::sleep(Duration::from_millis(RETRY_MIN_MS)).await;
-                return Ok(());
+                let wait = if learners_wait_ms > 0 {
+                    learners_wait_ms.min(RETRY_MAX_MS)
+                } else {
+                    RETRY_MIN_MS
+                };
+                glommio::timer::sleep(Duration::from_millis(wait)).await;
+                return Ok::<(), String>(());
             }
             correlation = correlation.wrapping_add(1);
-            fetch_round(&shard, leader, &ready, &mut conn, correlation).await
+            // A throttled learner asks for at most a second's worth per fetch.
+            let learner_max_bytes = shard
+                .learner_throttle
+                .borrow()
+                .as_ref()
+                .map_or(PARTITION_MAX_BYTES, |t| t.per_fetch_bytes());
+            let learner_bytes = fetch_round(
+                &shard,
+                leader,
+                &ready,
+                &mut conn,
+                correlation,
+                learner_max_bytes,
+            )
+            .await?;
+            if let Some(t) = shard.learner_throttle.borrow_mut().as_mut() {
+                t.charge(learner_bytes);
+            }
+            Ok(())
         };
         let outcome = future::or(async { Some(round.await) }, async {
             shard.shutdown.wait().await;
@@ -341,17 +449,24 @@ async fn truncate<'p>(
     Ok(out)
 }
 
-/// One Fetch to `leader` for `parts`, and the appends of what it answered.
+/// One Fetch to `leader` for `parts`, and the appends of what it answered; the bytes appended
+/// to learners (replicas a reassignment is adding), for the throttle.
 async fn fetch_round(
     shard: &Shard,
     leader: BrokerId,
     parts: &[&Followed],
     conn: &mut Option<(String, TcpStream)>,
     correlation: i32,
-) -> Result<(), String> {
+    learner_max_bytes: i32,
+) -> Result<u64, String> {
     let conn = connect(shard, leader, conn).await?;
     let endpoint = conn.0.to_string();
-    let request = RequestKind::Fetch(fetch_request(shard.node.node_id, parts, correlation));
+    let request = RequestKind::Fetch(fetch_request(
+        shard.node.node_id,
+        parts,
+        correlation,
+        learner_max_bytes,
+    ));
     let response = call(
         conn,
         correlation,
@@ -371,6 +486,7 @@ async fn fetch_round(
     let mut refused = 0usize;
     let mut failed: Option<String> = None;
     let mut appended: Vec<(&&Followed, i64)> = Vec::new();
+    let mut learner_bytes = 0u64;
     for topic in response.responses {
         for p in topic.partitions {
             let Some(part) = parts
@@ -384,7 +500,11 @@ async fn fetch_round(
                 refused += 1;
                 continue;
             }
-            match append(shard, part, p.records.unwrap_or_default(), now) {
+            let records = p.records.unwrap_or_default();
+            if part.learner {
+                learner_bytes += records.len() as u64;
+            }
+            match append(shard, part, records, now) {
                 Ok(true) => appended.push((part, p.high_watermark)),
                 Ok(false) => part.log.advance_high_watermark(p.high_watermark),
                 // Reported once what was appended is written: the next fetch starts from the
@@ -425,13 +545,19 @@ async fn fetch_round(
         // offset it does not have); wait before asking again.
         glommio::timer::sleep(Duration::from_millis(RETRY_MIN_MS)).await;
     }
-    Ok(())
+    Ok(learner_bytes)
 }
 
 /// The Fetch for `parts`, starting at a different partition each `round`: the leader fills
 /// the response in request order, so a fixed order would starve the last partitions of a
-/// busy leader for good (and drop them from the in-sync set).
-fn fetch_request(node_id: BrokerId, parts: &[&Followed], round: i32) -> FetchRequest {
+/// busy leader for good (and drop them from the in-sync set). A learner asks for at most
+/// `learner_max_bytes` (the throttle's second's worth).
+fn fetch_request(
+    node_id: BrokerId,
+    parts: &[&Followed],
+    round: i32,
+    learner_max_bytes: i32,
+) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     let first = usize::try_from(round).unwrap_or(0) % parts.len().max(1);
     let (head, tail) = parts.split_at(first);
@@ -441,7 +567,11 @@ fn fetch_request(node_id: BrokerId, parts: &[&Followed], round: i32) -> FetchReq
             .with_current_leader_epoch(f.leader_epoch)
             .with_fetch_offset(f.log.log_end_offset())
             .with_log_start_offset(f.log.log_start_offset())
-            .with_partition_max_bytes(PARTITION_MAX_BYTES);
+            .with_partition_max_bytes(if f.learner {
+                learner_max_bytes
+            } else {
+                PARTITION_MAX_BYTES
+            });
         match topics.iter_mut().find(|t| *t.topic.0 == *f.name) {
             Some(t) => t.partitions.push(partition),
             None => topics.push(
@@ -498,4 +628,25 @@ fn append(shard: &Shard, part: &Followed, records: Bytes, now: i64) -> Result<bo
             }
         });
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_holds_learners_to_their_rate() {
+        assert!(Throttle::new(i64::MAX, 0).is_none());
+        assert!(Throttle::new(0, 0).is_none());
+        let mut t = Throttle::new(1_000_000, 0).unwrap();
+        assert_eq!(t.wait_ms(0), 0);
+        t.charge(500_000);
+        assert_eq!(t.wait_ms(0), 500);
+        assert_eq!(t.wait_ms(250), 250);
+        assert_eq!(t.wait_ms(500), 0);
+        // A fetch larger than a second's worth waits for all of it.
+        t.charge(3_000_000);
+        assert_eq!(t.wait_ms(500), 3000);
+        assert_eq!(t.wait_ms(3_500), 0);
+    }
 }

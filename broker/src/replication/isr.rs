@@ -26,7 +26,7 @@ use corebus_wire::error_code::ResponseError;
 use tracing::{info, warn};
 
 use crate::metadata::image::BrokerId;
-use crate::metadata::{MetadataCommand, MetadataImage, PartitionMeta, TopicId};
+use crate::metadata::{MetadataCommand, MetadataImage, PartitionMeta, TopicId, reassign};
 use crate::shard::{Shard, ShardId};
 use crate::storage::now_ms;
 
@@ -122,7 +122,10 @@ pub async fn alter_here(
         let mut cmds = Vec::new();
         let mut results = Vec::with_capacity(changes.len());
         for c in &changes {
-            let decided = decide(image, &live, from, c);
+            // A reassignment completes as soon as its last target replica is in sync, in
+            // the same write (`metadata::reassign`): the brokers in `live` are not barred.
+            let decided = decide(image, &live, from, c)
+                .map(|d| d.map(|meta| reassign::complete(&meta, &live, &[]).unwrap_or(meta)));
             results.push(match decided {
                 Ok(Some(meta)) => {
                     cmds.push(MetadataCommand::AssignPartitions {

@@ -191,6 +191,11 @@ impl Leaders {
                     l.begin_leader_epoch(meta.leader_epoch);
                 }
                 if meta.replicas.len() <= 1 {
+                    if meta.leader == here.node_id && l.is_replicated() {
+                        // Alone again (a reassignment moved the others away): the high
+                        // watermark follows its own writes.
+                        l.set_replicated(false);
+                    }
                     continue;
                 }
                 if meta.leader != here.node_id {

@@ -127,6 +127,9 @@ pub struct Shard {
     pub metrics: RefCell<ShardMetrics>,
     /// The leader brokers this shard runs a replica fetcher for (`crate::replication`).
     pub following: RefCell<std::collections::BTreeSet<i32>>,
+    /// The catch-up rate of replicas a reassignment adds, shared by this shard's fetchers
+    /// (`follower.replication.throttled.rate` split over the shards); `None`: unthrottled.
+    pub learner_throttle: RefCell<Option<crate::replication::follower::Throttle>>,
     /// The partitions this shard leads with followers, and what each follower has.
     pub leaders: crate::replication::leader::Leaders,
     metadata: RefCell<Arc<MetadataImage>>,
@@ -152,6 +155,11 @@ impl Shard {
         let request_pool_bytes = config.limits.shard_request_memory_pool_bytes;
         let fetch_budget_bytes = config.limits.shard_fetch_memory_budget_bytes;
         let shard_count = mesh.shard_count();
+        let learner_throttle = crate::replication::follower::Throttle::for_shard(
+            &config.settings,
+            shard_count,
+            crate::storage::now_ms(),
+        );
         let groups = GroupCoordinator::new(GroupSettings::from_settings(&config.settings));
         let me = BrokerEndpoint::of(&node, crate::cluster::rack(&config));
         let cluster = if crate::metadata::open::uses_consensus(&config) {
@@ -178,6 +186,7 @@ impl Shard {
             groups,
             metrics: RefCell::new(ShardMetrics::default()),
             following: RefCell::new(std::collections::BTreeSet::new()),
+            learner_throttle: RefCell::new(learner_throttle),
             leaders: Default::default(),
             metadata: RefCell::new(metadata),
             cluster: RefCell::new(Arc::new(cluster)),

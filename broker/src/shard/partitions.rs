@@ -143,7 +143,7 @@ impl ShardLogs {
             set_aside(log.dir(), id).await;
         })
         .await;
-        // Partitions that moved to another broker: closed cleanly, their directory kept.
+        // Partitions this shard no longer holds a replica of.
         let moved: Vec<PartitionKey> = self
             .logs
             .borrow()
@@ -152,12 +152,35 @@ impl ShardLogs {
             .copied()
             .collect();
         let mut moved_logs = Vec::new();
+        // Replicas a reassignment took off this broker are deleted, as Kafka's StopReplica
+        // with deletion does (the reason to move a partition is often the disk it takes);
+        // anything else that no longer maps here is closed and kept.
+        let mut removed_replicas = Vec::new();
         for key in moved {
             self.producers.borrow_mut().remove(&key);
             if let Some(log) = self.logs.borrow_mut().remove(&key) {
-                moved_logs.push(log);
+                let reassigned_away = super::router::partition_meta(image, key.0, key.1)
+                    .is_some_and(|m| m.is_assigned() && !m.replicas.contains(&here.node_id));
+                if reassigned_away {
+                    removed_replicas.push((key.0, log));
+                } else {
+                    moved_logs.push(log);
+                }
             }
         }
+        if !removed_replicas.is_empty() {
+            info!(
+                partitions = removed_replicas.len(),
+                "replicas moved off this broker: their logs are deleted"
+            );
+        }
+        run_bounded(removed_replicas, CONCURRENT_LOG_OPENS_CLOSES, |(id, log)| async move {
+            if let Err(e) = log.discard().await {
+                warn!(dir = %log.dir().display(), error = %e, "closing a removed replica failed");
+            }
+            set_aside(log.dir(), id).await;
+        })
+        .await;
         if !moved_logs.is_empty() {
             info!(
                 partitions = moved_logs.len(),

@@ -40,7 +40,12 @@ pub enum NotHere {
     NotLeader { leader: BrokerId },
 }
 
-fn partition_meta(image: &MetadataImage, topic: TopicId, partition: i32) -> Option<&PartitionMeta> {
+/// A partition of the image, when its topic and it exist.
+pub fn partition_meta(
+    image: &MetadataImage,
+    topic: TopicId,
+    partition: i32,
+) -> Option<&PartitionMeta> {
     let meta = image.topic_by_id(topic)?;
     meta.partitions.get(usize::try_from(partition).ok()?)
 }
