@@ -43,13 +43,13 @@ def replica_broker(broker_factory, group, node_id, data_dir=None, shards=1, extr
     )
 
 
-def three_brokers(group, broker_factory, extra=()):
-    """Brokers 1-3 with replication on, beside a serving group of three consensus nodes, each
-    seeing all three; returns (brokers by id, the bootstrap list of all three)."""
+def start_brokers(group, broker_factory, ids=(1, 2, 3), extra=()):
+    """Brokers `ids` with replication on, beside a serving group of three consensus nodes,
+    each seeing all of them; returns (brokers by id, the bootstrap list of all of them)."""
     serving_group(group)
-    brokers = {n: replica_broker(broker_factory, group, n, extra=list(extra)) for n in (1, 2, 3)}
+    brokers = {n: replica_broker(broker_factory, group, n, extra=list(extra)) for n in ids}
     for b in brokers.values():
-        wait_view(b.bootstrap, [1, 2, 3])
+        wait_view(b.bootstrap, sorted(ids))
     return brokers, ",".join(b.bootstrap for b in brokers.values())
 
 

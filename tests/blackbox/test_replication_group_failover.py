@@ -18,7 +18,7 @@ from test_broker_registration import (  # noqa: F401 (group is a fixture)
     wait_view,
 )
 from test_partition_leaders import wait_agreement
-from test_replication_followers import replica_broker, three_brokers
+from test_replication_followers import replica_broker, start_brokers
 
 TOPIC = "resumed"
 GROUP = "resuming-group"
@@ -73,7 +73,7 @@ def test_a_group_resumes_at_its_committed_offset_after_its_coordinator_is_killed
     from confluent_kafka import Producer, TopicPartition
     from confluent_kafka.admin import NewTopic
 
-    brokers, bootstrap = three_brokers(group, broker_factory, OFFSETS)
+    brokers, bootstrap = start_brokers(group, broker_factory, extra=OFFSETS)
     a = admin(bootstrap)  # kept: a client handle destroyed fails its pending results
     a.create_topics([NewTopic(TOPIC, 1, 3)])[TOPIC].result(timeout=CLIENT_TIMEOUT_SECONDS)
     wait_agreement(list(brokers.values()), TOPIC, 1)

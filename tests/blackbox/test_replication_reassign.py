@@ -21,9 +21,8 @@ from test_broker_registration import (  # noqa: F401 (group is a fixture)
     group,
     wait_view,
 )
-from test_consensus_sessions import serving_group
 from test_partition_leaders import wait_agreement
-from test_replication_followers import replica_broker, three_brokers
+from test_replication_followers import replica_broker, start_brokers
 
 TOPIC = "moving"
 RECORDS = 2000
@@ -78,7 +77,7 @@ def start_cluster(group, broker_factory, extra=()):
     bootstrap, the replica's broker, the two others)."""
     from confluent_kafka.admin import NewTopic
 
-    brokers, bootstrap = three_brokers(group, broker_factory, extra)
+    brokers, bootstrap = start_brokers(group, broker_factory, extra=extra)
     a = admin(bootstrap)  # kept: a client handle destroyed fails its pending results
     a.create_topics([NewTopic(TOPIC, 1, 1)])[TOPIC].result(timeout=CLIENT_TIMEOUT_SECONDS)
     wait_agreement(list(brokers.values()), TOPIC, 1)
@@ -219,11 +218,7 @@ def test_a_new_broker_gets_partitions_from_corebus_ctl_balance(group, broker_fac
     from confluent_kafka.admin import NewTopic
     from test_ctl import ctl
 
-    serving_group(group)
-    brokers = {n: replica_broker(broker_factory, group, n) for n in (1, 2)}
-    for b in brokers.values():
-        wait_view(b.bootstrap, [1, 2])
-    bootstrap = ",".join(b.bootstrap for b in brokers.values())
+    brokers, bootstrap = start_brokers(group, broker_factory, ids=(1, 2))
     a = admin(bootstrap)  # kept: a client handle destroyed fails its pending results
     a.create_topics([NewTopic(BALANCE_TOPIC, BALANCE_PARTITIONS, 2)])[BALANCE_TOPIC].result(
         timeout=CLIENT_TIMEOUT_SECONDS

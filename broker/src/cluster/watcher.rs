@@ -373,9 +373,13 @@ async fn elect_leaders(shard: &Rc<Shard>, view: &ClusterView) -> Result<(), Clus
     };
     let live = view.live_ids();
     let barred = controller.barred(view);
+    let unclean = shard
+        .config
+        .settings
+        .bool(crate::metadata::elect::UNCLEAN_SETTING);
     let outcome = controller
         .transact(move |image| {
-            let cmds = crate::metadata::elect::elect(image, &live, &barred);
+            let cmds = crate::metadata::elect::elect(image, &live, &barred, unclean);
             let count = cmds.len();
             (cmds, count)
         })

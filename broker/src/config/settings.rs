@@ -660,9 +660,11 @@ pub static SETTINGS: &[Setting] = &[
         Boolean,
         Some("false"),
         ANY,
-        "Kafka's unclean leader election; not honoured yet (a partition without a live \
-         in-sync replica has no leader until one returns; ElectLeaders with the unclean type \
-         elects another live replica on request).",
+        "Kafka's unclean leader election: a partition whose in-sync replicas are all gone gets \
+         another live replica as its leader (available again, but records only the lost \
+         replicas held are lost). Off: it has no leader until an in-sync replica returns \
+         (ElectLeaders with the unclean type still elects one on request). A topic's own \
+         setting overrides it (corebus.replication.experimental).",
     ),
     broker(
         "auto.leader.rebalance.enable",
@@ -1056,7 +1058,8 @@ pub static SETTINGS: &[Setting] = &[
         Boolean,
         ANY,
         &[syn("unclean.leader.election.enable", MS)],
-        "Kafka's unclean leader election; meaningless with a single replica.",
+        "Kafka's unclean leader election for this topic (see the broker setting); meaningless \
+         with a single replica.",
     ),
     topic(
         "write.caching",

@@ -4,8 +4,9 @@
 //!   preferred leader first), that is in the in-sync set and live; the leader epoch and the
 //!   partition epoch go up by one and the in-sync set keeps only its live members. With no
 //!   such replica the partition has no leader (-1) until one of its in-sync replicas returns
-//!   (never an out-of-sync replica: `unclean.leader.election.enable` is not honoured yet) and
-//!   the in-sync set stays as it was, so the last replicas that had everything are known;
+//!   and the in-sync set stays as it was, so the last replicas that had everything are known;
+//!   unless `unclean.leader.election.enable` (the topic's, else the broker's) lets the first
+//!   live replica lead alone (records only the lost replicas held are lost);
 //! - with a live leader, in-sync members that are not live leave the set at once (the leader
 //!   would drop them after `replica.lag.time.max.ms` anyway).
 //!
@@ -36,20 +37,26 @@ use super::image::{BrokerId, NO_LEADER};
 use super::{MetadataCommand, MetadataImage, PartitionMeta};
 
 /// The changes that elections and in-sync set clean-ups make for the live brokers `live`, no
-/// broker of `barred` becoming a leader.
+/// broker of `barred` becoming a leader. `unclean_default` is the broker's
+/// `unclean.leader.election.enable`; a topic's own setting overrides it.
 pub fn elect(
     image: &MetadataImage,
     live: &[BrokerId],
     barred: &[BrokerId],
+    unclean_default: bool,
 ) -> Vec<MetadataCommand> {
     let mut cmds = Vec::new();
     for topic in image.topics.values() {
+        let unclean = topic
+            .configs
+            .get(UNCLEAN_SETTING)
+            .map_or(unclean_default, |v| v.eq_ignore_ascii_case("true"));
         let mut changed: BTreeMap<i32, PartitionMeta> = BTreeMap::new();
         for (p, meta) in topic.partitions.iter().enumerate() {
             if meta.replicas.len() <= 1 {
                 continue;
             }
-            if let Some(next) = next_state(meta, live, barred) {
+            if let Some(next) = next_state(meta, live, barred, unclean) {
                 changed.insert(p as i32, next);
             }
         }
@@ -63,12 +70,18 @@ pub fn elect(
     cmds
 }
 
+/// Kafka's setting, per topic and for the broker.
+pub const UNCLEAN_SETTING: &str = "unclean.leader.election.enable";
+
 /// One partition's state after an election with `live` brokers (none of `barred` chosen), if
-/// it changes.
+/// it changes. With `unclean`, a partition whose in-sync replicas are all gone gets the first
+/// live replica (one not still being added before others) as its only in-sync member:
+/// available again, and whatever only the lost replicas held is lost, as Kafka warns.
 pub fn next_state(
     meta: &PartitionMeta,
     live: &[BrokerId],
     barred: &[BrokerId],
+    unclean: bool,
 ) -> Option<PartitionMeta> {
     let live_isr: Vec<BrokerId> = meta
         .isr
@@ -92,8 +105,14 @@ pub fn next_state(
                 next.leader = *leader;
                 next.isr = live_isr;
             }
-            None if meta.leader == NO_LEADER => return None,
-            None => next.leader = NO_LEADER,
+            None => match unclean_choice(meta, live, barred).filter(|_| unclean) {
+                Some(leader) => {
+                    next.leader = leader;
+                    next.isr = vec![leader];
+                }
+                None if meta.leader == NO_LEADER => return None,
+                None => next.leader = NO_LEADER,
+            },
         }
         next.leader_epoch += 1;
     }
@@ -195,15 +214,9 @@ pub fn elect_one(
                 .replicas
                 .iter()
                 .find(|r| meta.isr.contains(r) && may_lead(r));
-            // Unclean: a replica that had the whole log once (not one a reassignment is still
-            // adding, which may hold only part of it) before any other.
-            let leader = *clean
-                .or_else(|| {
-                    meta.replicas
-                        .iter()
-                        .find(|r| !meta.adding.contains(r) && may_lead(r))
-                })
-                .or_else(|| meta.replicas.iter().find(|r| may_lead(r)))
+            let leader = clean
+                .copied()
+                .or_else(|| unclean_choice(meta, live, barred))
                 .ok_or(NotElected::NotAvailable)?;
             next.leader = leader;
             next.isr = if clean.is_some() {
@@ -312,6 +325,23 @@ pub fn rebalance(
     elect_asked(image, Election::Preferred, Some(&asked), live, barred).0
 }
 
+/// The replica an unclean election picks: the first live one not shutting down, in
+/// assignment order, preferring one that had the whole log once (not one a reassignment is
+/// still adding, which may hold only part of it).
+fn unclean_choice(
+    meta: &PartitionMeta,
+    live: &[BrokerId],
+    barred: &[BrokerId],
+) -> Option<BrokerId> {
+    let may_lead = |r: &&BrokerId| live.contains(r) && !barred.contains(r);
+    meta.replicas
+        .iter()
+        .filter(may_lead)
+        .find(|r| !meta.adding.contains(r))
+        .or_else(|| meta.replicas.iter().find(may_lead))
+        .copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,24 +360,24 @@ mod tests {
 
     #[test]
     fn a_dead_leader_is_replaced_from_the_live_in_sync_replicas_in_preferred_order() {
-        let next = next_state(&meta(&[1, 2, 3], 1, &[1, 3, 2]), &[2, 3], &[]).unwrap();
+        let next = next_state(&meta(&[1, 2, 3], 1, &[1, 3, 2]), &[2, 3], &[], false).unwrap();
         assert_eq!(next.leader, 2, "replica order, not ISR order");
         assert_eq!(next.isr, vec![3, 2]);
         assert_eq!((next.leader_epoch, next.partition_epoch), (4, 8));
         // An out-of-sync replica is never elected.
-        let next = next_state(&meta(&[1, 2, 3], 1, &[1, 3]), &[2, 3], &[]).unwrap();
+        let next = next_state(&meta(&[1, 2, 3], 1, &[1, 3]), &[2, 3], &[], false).unwrap();
         assert_eq!(next.leader, 3);
         assert_eq!(next.isr, vec![3]);
     }
 
     #[test]
     fn without_a_live_in_sync_replica_there_is_no_leader_until_one_returns() {
-        let gone = next_state(&meta(&[1, 2, 3], 1, &[1]), &[2, 3], &[]).unwrap();
+        let gone = next_state(&meta(&[1, 2, 3], 1, &[1]), &[2, 3], &[], false).unwrap();
         assert_eq!(gone.leader, NO_LEADER);
         assert_eq!(gone.isr, vec![1], "the last in-sync replica is remembered");
         assert_eq!(gone.leader_epoch, 4);
-        assert_eq!(next_state(&gone, &[2, 3], &[]), None);
-        let back = next_state(&gone, &[1, 2, 3], &[]).unwrap();
+        assert_eq!(next_state(&gone, &[2, 3], &[], false), None);
+        let back = next_state(&gone, &[1, 2, 3], &[], false).unwrap();
         assert_eq!((back.leader, back.leader_epoch), (1, 5));
         assert_eq!(back.isr, vec![1]);
     }
@@ -355,10 +385,10 @@ mod tests {
     #[test]
     fn a_live_leader_keeps_its_epoch_and_loses_dead_followers() {
         assert_eq!(
-            next_state(&meta(&[1, 2, 3], 1, &[1, 2, 3]), &[1, 2, 3], &[]),
+            next_state(&meta(&[1, 2, 3], 1, &[1, 2, 3]), &[1, 2, 3], &[], false),
             None
         );
-        let next = next_state(&meta(&[1, 2, 3], 1, &[1, 2, 3]), &[1, 3], &[]).unwrap();
+        let next = next_state(&meta(&[1, 2, 3], 1, &[1, 2, 3]), &[1, 3], &[], false).unwrap();
         assert_eq!((next.leader, next.leader_epoch), (1, 3));
         assert_eq!(next.isr, vec![1, 3]);
         assert_eq!(next.partition_epoch, 8);
@@ -375,12 +405,48 @@ mod tests {
                 configs: Default::default(),
             }))
             .unwrap();
-        assert!(elect(&image, &[2], &[]).is_empty());
+        assert!(elect(&image, &[2], &[], false).is_empty());
+    }
+
+    #[test]
+    fn unclean_election_gives_a_partition_whose_in_sync_replicas_are_gone_a_live_one() {
+        let only_1_in_sync = meta(&[1, 2, 3], 1, &[1]);
+        // Clean: no leader until 1 returns.
+        let waiting = next_state(&only_1_in_sync, &[2, 3], &[], false).unwrap();
+        assert_eq!((waiting.leader, waiting.isr.clone()), (NO_LEADER, vec![1]));
+        // Unclean: the first live replica, alone in sync; epochs move.
+        let next = next_state(&only_1_in_sync, &[2, 3], &[2], true).unwrap();
+        assert_eq!((next.leader, next.isr.clone()), (3, vec![3]));
+        assert_eq!((next.leader_epoch, next.partition_epoch), (4, 8));
+        // A partition already waiting gets one as soon as a replica is live.
+        let later = next_state(&waiting, &[3], &[], true).unwrap();
+        assert_eq!((later.leader, later.isr), (3, vec![3]));
+        // A replica still being added comes after one that had the whole log.
+        let mut moving = meta(&[4, 2], 1, &[1]);
+        moving.replicas = vec![4, 2, 1];
+        moving.adding = vec![4];
+        moving.removing = vec![1];
+        assert_eq!(next_state(&moving, &[2, 4], &[], true).unwrap().leader, 2);
+        // The topic's setting overrides the broker's.
+        let mut image = image_of(vec![only_1_in_sync.clone()]);
+        assert!(!elect(&image, &[2, 3], &[], true).is_empty());
+        let name = image.topics.keys().next().unwrap().clone();
+        image
+            .topics
+            .get_mut(&name)
+            .unwrap()
+            .configs
+            .insert(UNCLEAN_SETTING.into(), "false".into());
+        let cmds = elect(&image, &[2, 3], &[], true);
+        let MetadataCommand::AssignPartitions { assignments, .. } = &cmds[0] else {
+            panic!("{cmds:?}");
+        };
+        assert_eq!(assignments[0].1.leader, NO_LEADER);
     }
 
     #[test]
     fn a_barred_broker_is_never_elected() {
-        let next = next_state(&meta(&[1, 2, 3], 1, &[1, 2, 3]), &[2, 3], &[2]).unwrap();
+        let next = next_state(&meta(&[1, 2, 3], 1, &[1, 2, 3]), &[2, 3], &[2], false).unwrap();
         assert_eq!(next.leader, 3);
     }
 
