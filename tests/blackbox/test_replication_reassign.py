@@ -29,8 +29,9 @@ RECORDS = 2000
 MOVE_TIMEOUT_SECONDS = 90
 NODE_TIMEOUT_SECONDS = 120
 
-# argv: bootstrap, command ("alter" topic partition replicas-csv | "list"). Prints one JSON
-# line: the list's topics, or the error kafkajs reports ({"error": type}).
+# argv: bootstrap, command ("alter" topic partition replicas-csv | "delete" topic partition
+# offset | "list"). Prints one JSON line: the list's topics, or the error kafkajs reports
+# ({"error": type}).
 KAFKAJS_ADMIN = r"""
 const { Kafka, logLevel } = require('kafkajs');
 const [bootstrap, cmd, topic, partition, replicas] = process.argv.slice(1);
@@ -43,6 +44,12 @@ const kafka = new Kafka({ clientId: 'reassign-test', brokers: bootstrap.split(',
     if (cmd === 'alter') {
       await admin.alterPartitionReassignments({ topics: [{ topic, partitionAssignment: [
         { partition: Number(partition), replicas: replicas.split(',').map(Number) }] }] });
+      console.log(JSON.stringify({ ok: true }));
+    } else if (cmd === 'delete') {
+      // deleteTopicRecords: partition's records below `replicas` (an offset) are deleted.
+      await admin.fetchTopicMetadata({ topics: [topic] });
+      await admin.deleteTopicRecords({ topic, partitions: [
+        { partition: Number(partition), offset: replicas }] });
       console.log(JSON.stringify({ ok: true }));
     } else {
       const r = await admin.listPartitionReassignments({});
@@ -116,8 +123,9 @@ def wait_moved(bootstrap, new):
 def consume_all(bootstrap, count):
     from confluent_kafka import Consumer, TopicPartition
 
+    # From the log start when offset 0 is gone (DeleteRecords).
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reassign-check",
-                  "enable.auto.commit": False})
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     c.assign([TopicPartition(TOPIC, 0, 0)])
     seen = []
     deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS * 2
@@ -280,5 +288,27 @@ def test_a_new_broker_gets_partitions_from_corebus_ctl_balance(group, broker_fac
             seen.append(m.value())
     c.close()
     assert sorted(seen) == sorted(values), len(seen)
+    for b in brokers.values():
+        assert b.stop() == 0, b.log_tail()
+
+
+def test_a_move_after_delete_records_copies_from_the_leaders_log_start(
+    group, broker_factory, node_env
+):
+    """The leader's log start is past 0 (DeleteRecords, as retention would do): the new
+    replicas have nothing below it to fetch, start at the leader's log start, catch up, and
+    the move completes with every record above it."""
+    brokers, bootstrap, old, new = start_cluster(group, broker_factory)
+    values = [f"d{i}".encode() for i in range(RECORDS)]
+    produce(bootstrap, values)
+    deleted = kafkajs_admin(node_env, bootstrap, "delete", TOPIC, "0", str(RECORDS // 2))
+    assert deleted == {"ok": True}, deleted
+    moved = kafkajs_admin(node_env, bootstrap, "alter", TOPIC, "0", ",".join(map(str, new)))
+    assert moved == {"ok": True}, moved
+    wait_moved(bootstrap, new)
+    after = [b"after-delete"]
+    produce(bootstrap, after)
+    seen = consume_all(bootstrap, RECORDS // 2 + 1)
+    assert seen == values[RECORDS // 2:] + after, (len(seen), seen[:2])
     for b in brokers.values():
         assert b.stop() == 0, b.log_tail()

@@ -18,6 +18,10 @@
 //! in which the leader refused every partition and nothing was appended waits
 //! [`RETRY_MIN_MS`] before the next).
 //!
+//! The replica's log start follows the leader's (DeleteRecords and retention there), never past
+//! its own high watermark; a replica whose log end is below the leader's log start fetches
+//! from there instead (the records below exist nowhere else), leaving a gap as compaction does.
+//!
 //! Replicas a reassignment is adding, while not yet in sync (learners), copy at most
 //! `follower.replication.throttled.rate` bytes per second on the broker ([`Throttle`]): while
 //! over it, they are left out of the fetches and the other partitions go on.
@@ -52,6 +56,8 @@ use crate::shard::partitions::Log;
 use crate::shard::router::replica_shard;
 use crate::storage::{Durability, now_ms};
 
+/// Kafka's OFFSET_OUT_OF_RANGE.
+const OFFSET_OUT_OF_RANGE: i16 = 1;
 /// Fetch version sent: topics by name, `replica_id` in the body (v15 moved it).
 const FETCH_VERSION: i16 = 12;
 /// OffsetForLeaderEpoch version sent: `replica_id` and `current_leader_epoch`, topics by name.
@@ -209,6 +215,10 @@ async fn fetcher(shard: Rc<Shard>, leader: BrokerId) {
     // The leader epoch each partition's log was last checked against this leader's
     // (`truncate`): a partition is fetched only under the epoch it was checked for.
     let mut checked: HashMap<(TopicId, i32), i32> = HashMap::new();
+    // Where to fetch a partition from when its log end is below the leader's log start
+    // (retention or DeleteRecords moved it): from there, leaving a gap below as compaction
+    // does (Kafka truncates fully and starts there; records below it exist nowhere else).
+    let mut skip_to: HashMap<(TopicId, i32), i64> = HashMap::new();
     loop {
         if shard.shutdown.is_fired() {
             break;
@@ -266,6 +276,7 @@ async fn fetcher(shard: Rc<Shard>, leader: BrokerId) {
                 &mut conn,
                 correlation,
                 learner_max_bytes,
+                &mut skip_to,
             )
             .await?;
             if let Some(t) = shard.learner_throttle.borrow_mut().as_mut() {
@@ -458,14 +469,23 @@ async fn fetch_round(
     conn: &mut Option<(String, TcpStream)>,
     correlation: i32,
     learner_max_bytes: i32,
+    skip_to: &mut HashMap<(TopicId, i32), i64>,
 ) -> Result<u64, String> {
     let conn = connect(shard, leader, conn).await?;
     let endpoint = conn.0.to_string();
+    // A skip the log end has reached is done with.
+    skip_to.retain(|(t, p), at| {
+        parts
+            .iter()
+            .find(|f| f.topic == *t && f.partition == *p)
+            .is_some_and(|f| f.log.log_end_offset() < *at)
+    });
     let request = RequestKind::Fetch(fetch_request(
         shard.node.node_id,
         parts,
         correlation,
         learner_max_bytes,
+        skip_to,
     ));
     let response = call(
         conn,
@@ -486,6 +506,9 @@ async fn fetch_round(
     let mut refused = 0usize;
     let mut failed: Option<String> = None;
     let mut appended: Vec<(&&Followed, i64)> = Vec::new();
+    // The leader's log start of each partition it answered (DeleteRecords and retention
+    // there move it; followers follow, as Kafka's do).
+    let mut starts: Vec<(&&Followed, i64)> = Vec::new();
     let mut learner_bytes = 0u64;
     for topic in response.responses {
         for p in topic.partitions {
@@ -495,11 +518,24 @@ async fn fetch_round(
             else {
                 continue;
             };
+            let end = part.log.log_end_offset();
+            if p.error_code == OFFSET_OUT_OF_RANGE && p.log_start_offset > end {
+                info!(
+                    topic = %part.name,
+                    partition = part.partition,
+                    log_end = end,
+                    leader_log_start = p.log_start_offset,
+                    "the leader no longer has this replica's next records; fetching from its log start"
+                );
+                skip_to.insert((part.topic, part.partition), p.log_start_offset);
+                continue;
+            }
             if p.error_code != 0 {
                 debug!(topic = %part.name, partition = part.partition, error = p.error_code, "leader refused a replica fetch");
                 refused += 1;
                 continue;
             }
+            starts.push((part, p.log_start_offset));
             let records = p.records.unwrap_or_default();
             if part.learner {
                 learner_bytes += records.len() as u64;
@@ -537,6 +573,16 @@ async fn fetch_round(
             }
         }
     }
+    // The log start follows the leader's, never past what this replica holds below its
+    // high watermark (records deleted there must not come back from here after a failover).
+    for (f, leader_start) in starts {
+        let start = leader_start.min(f.log.high_watermark());
+        if start > f.log.log_start_offset()
+            && let Err(e) = f.log.delete_records(start).await
+        {
+            warn!(topic = %f.name, partition = f.partition, error = %e, "cannot follow the leader's log start");
+        }
+    }
     if let Some(e) = failed {
         return Err(e);
     }
@@ -557,6 +603,7 @@ fn fetch_request(
     parts: &[&Followed],
     round: i32,
     learner_max_bytes: i32,
+    skip_to: &HashMap<(TopicId, i32), i64>,
 ) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     let first = usize::try_from(round).unwrap_or(0) % parts.len().max(1);
@@ -565,7 +612,13 @@ fn fetch_request(
         let partition = FetchPartition::default()
             .with_partition(f.partition)
             .with_current_leader_epoch(f.leader_epoch)
-            .with_fetch_offset(f.log.log_end_offset())
+            .with_fetch_offset(
+                skip_to
+                    .get(&(f.topic, f.partition))
+                    .map_or(f.log.log_end_offset(), |at| {
+                        (*at).max(f.log.log_end_offset())
+                    }),
+            )
             .with_log_start_offset(f.log.log_start_offset())
             .with_partition_max_bytes(if f.learner {
                 learner_max_bytes

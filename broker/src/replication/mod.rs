@@ -26,9 +26,7 @@
 //! What is not built yet, so a replication factor above 1 stays behind the setting (off by
 //! default; CreateTopics refuses it otherwise): the high watermark is not checkpointed (a
 //! replica opens it at its log start and the in-sync replicas' next fetches establish it
-//! again, `PartitionLog::restart_high_watermark`); a replica whose log end is below its leader's
-//! log start (retention moved it, or a new replica of such a partition) cannot catch up yet
-//! (Kafka truncates it fully and starts it at the leader's log start); AlterPartition is not restricted to brokers.
+//! again, `PartitionLog::restart_high_watermark`); AlterPartition is not restricted to brokers.
 //!
 //! Never: appends a batch that fails its CRC or would go back before the log end; serves a
 //! client from a follower (the router's `owner` answers NOT_LEADER_OR_FOLLOWER); holds a
