@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{free_addr, on_executor, start};
+use common::{free_addr, on_executor, start, start_group};
 use corebus_consensus::client::{Client, ClientConfig, CreateMode, Error};
-use corebus_consensus::runtime::ConsensusNode;
 use corebus_consensus::txn::{TreeError, WriteOp};
 use corebus_consensus::types::NodeId;
 
@@ -132,10 +131,7 @@ fn a_node_of_one_serves_every_operation() {
 #[test]
 fn a_group_of_three_survives_its_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let members: BTreeMap<NodeId, SocketAddr> = (1..=3).map(|i| (NodeId(i), free_addr())).collect();
-    let mut nodes: BTreeMap<u64, ConsensusNode> = (1..=3)
-        .map(|i| (i, start(i, &members, dir.path())))
-        .collect();
+    let (members, mut nodes) = start_group(3, dir.path());
     let addrs: Vec<SocketAddr> = members.values().copied().collect();
     let a = addrs.clone();
     on_executor(async move || {

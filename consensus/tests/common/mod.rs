@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use corebus_consensus::runtime::{ConsensusNode, RuntimeConfig};
+use corebus_consensus::runtime::{ConsensusNode, RuntimeConfig, StartError};
 use corebus_consensus::types::NodeId;
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -33,15 +33,54 @@ pub fn start(id: u64, members: &BTreeMap<NodeId, SocketAddr>, dir: &Path) -> Con
     ConsensusNode::start(cfg).unwrap()
 }
 
-/// A group of `count` nodes on free addresses, all started.
+/// Tries at starting a group on fresh addresses.
+const GROUP_START_ATTEMPTS: u32 = 5;
+
+/// A group of `count` nodes on free addresses, all started. An address `free_addr` chose can
+/// be taken before its node binds it (by another test running at the same time, or by an
+/// outgoing connection of the group's first nodes): the group then starts over on fresh
+/// addresses with empty directories.
 pub fn start_group(
     count: u64,
     dir: &Path,
 ) -> (BTreeMap<NodeId, SocketAddr>, BTreeMap<u64, ConsensusNode>) {
-    let members: BTreeMap<NodeId, SocketAddr> =
-        (1..=count).map(|i| (NodeId(i), free_addr())).collect();
-    let nodes = (1..=count).map(|i| (i, start(i, &members, dir))).collect();
-    (members, nodes)
+    for attempt in 1..=GROUP_START_ATTEMPTS {
+        let members: BTreeMap<NodeId, SocketAddr> =
+            (1..=count).map(|i| (NodeId(i), free_addr())).collect();
+        let mut nodes = BTreeMap::new();
+        let mut taken = false;
+        for i in 1..=count {
+            let cfg = RuntimeConfig::new(
+                NodeId(i),
+                members.clone(),
+                members[&NodeId(i)],
+                dir.join(format!("n{i}")),
+            );
+            match ConsensusNode::start(cfg) {
+                Ok(node) => {
+                    nodes.insert(i, node);
+                }
+                Err(StartError::Bind { source, .. })
+                    if source.kind() == std::io::ErrorKind::AddrInUse
+                        && attempt < GROUP_START_ATTEMPTS =>
+                {
+                    taken = true;
+                    break;
+                }
+                Err(e) => panic!("cannot start consensus node {i}: {e}"),
+            }
+        }
+        if !taken {
+            return (members, nodes);
+        }
+        for (_, node) in nodes {
+            let _ = node.stop();
+        }
+        for i in 1..=count {
+            let _ = std::fs::remove_dir_all(dir.join(format!("n{i}")));
+        }
+    }
+    unreachable!("the last attempt panics on its error")
 }
 
 /// Lets a test running on its own executor stop one node of the group by its address.
