@@ -97,6 +97,41 @@ def rss_bytes(pid):
     raise AssertionError("no VmRSS line")
 
 
+def poll_until(what, look, check, timeout):
+    """Calls `look()` until `check` holds for what it returns, and returns that; an exception
+    from `look()` (a broker between lives, metadata between states) counts as not yet. Fails
+    with the last answer after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            last = look()
+            if check(last):
+                return last
+        except Exception as e:  # noqa: BLE001 (see above)
+            last = e
+        assert time.monotonic() < deadline, f"never {what}: {last}"
+        time.sleep(0.3)
+
+
+def read_values(bootstrap, assignment, count, timeout):
+    """The values a confluent-kafka consumer assigned `assignment` (TopicPartitions) reads, up
+    to `count` of them or until `timeout` seconds; starts at the log start when an assigned
+    offset is gone."""
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{time.monotonic_ns()}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.assign(assignment)
+    seen = []
+    deadline = time.monotonic() + timeout
+    while len(seen) < count and time.monotonic() < deadline:
+        m = c.poll(1.0)
+        if m is not None and m.error() is None:
+            seen.append(m.value())
+    c.close()
+    return seen
+
+
 def kafka_request(port, api_key, api_version, body, client=b"blackbox", timeout=30):
     """Sends one request with a v1 (non-flexible) header and correlation id 1 to the broker on
     `port` and returns the response body after its correlation id (v0 response header)."""

@@ -15,6 +15,7 @@ consensus-only nodes, a topic of 3 partitions with 3 replicas and min.insync.rep
 
 import time
 
+import harness
 import pytest
 from test_broker_registration import (  # noqa: F401 (group is a fixture)
     CLIENT_TIMEOUT_SECONDS,
@@ -40,16 +41,8 @@ def view(bootstrap):
 
 
 def wait_for(what, bootstrap, check):
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while True:
-        try:
-            v = view(bootstrap)
-            if len(v) == PARTITIONS and check(v):
-                return v
-        except Exception as e:  # noqa: BLE001 (a broker may be between lives)
-            v = e
-        assert time.monotonic() < deadline, f"never {what}: {v}"
-        time.sleep(0.3)
+    return harness.poll_until(what, lambda: view(bootstrap),
+                              lambda v: len(v) == PARTITIONS and check(v), SETTLE_SECONDS)
 
 
 def produce(bootstrap, values, retries=2_147_483_647):
@@ -68,19 +61,10 @@ def produce(bootstrap, values, retries=2_147_483_647):
 
 
 def read_all(bootstrap, count):
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"q-{time.monotonic_ns()}",
-                  "enable.auto.commit": False})
-    c.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
-    seen = []
-    deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS * 2
-    while len(seen) < count and time.monotonic() < deadline:
-        m = c.poll(1.0)
-        if m is not None and m.error() is None:
-            seen.append(m.value())
-    c.close()
-    return seen
+    every = [TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)]
+    return harness.read_values(bootstrap, every, count, CLIENT_TIMEOUT_SECONDS * 2)
 
 
 def all_in_sync(v):

@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import harness
+
 from test_broker_registration import (  # noqa: F401 (group is a fixture)
     CLIENT_TIMEOUT_SECONDS,
     admin,
@@ -108,33 +110,16 @@ def produce(bootstrap, values):
 
 def wait_moved(bootstrap, new):
     """Waits until partition 0 is on exactly `new`, all in sync, led by one of them."""
-    deadline = time.monotonic() + MOVE_TIMEOUT_SECONDS
-    while True:
-        try:
-            v = partition_view(bootstrap)
-            if v[1] == new and v[2] == new and v[0] in new:
-                return
-        except Exception as e:  # noqa: BLE001 (metadata may be between states)
-            v = e
-        assert time.monotonic() < deadline, f"the move never completed: {v}"
-        time.sleep(0.3)
+    harness.poll_until("the move completed", lambda: partition_view(bootstrap),
+                       lambda v: v[1] == new and v[2] == new and v[0] in new,
+                       MOVE_TIMEOUT_SECONDS)
 
 
 def consume_all(bootstrap, count):
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    # From the log start when offset 0 is gone (DeleteRecords).
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reassign-check",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    c.assign([TopicPartition(TOPIC, 0, 0)])
-    seen = []
-    deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS * 2
-    while len(seen) < count and time.monotonic() < deadline:
-        m = c.poll(1.0)
-        if m is not None and m.error() is None:
-            seen.append(m.value())
-    c.close()
-    return seen
+    return harness.read_values(bootstrap, [TopicPartition(TOPIC, 0, 0)], count,
+                               CLIENT_TIMEOUT_SECONDS * 2)
 
 
 def test_a_partition_moves_to_other_brokers_with_every_acknowledged_record(
@@ -275,18 +260,10 @@ def test_a_new_broker_gets_partitions_from_corebus_ctl_balance(group, broker_fac
     _, out, _ = ctl("--format", "json", "partition", "balance", "--topic", BALANCE_TOPIC,
                     brokers=bootstrap)
     assert json.loads(out) == [], out
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "balance-check",
-                  "enable.auto.commit": False})
-    c.assign([TopicPartition(BALANCE_TOPIC, q, 0) for q in range(BALANCE_PARTITIONS)])
-    seen = []
-    deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS * 2
-    while len(seen) < len(values) and time.monotonic() < deadline:
-        m = c.poll(1.0)
-        if m is not None and m.error() is None:
-            seen.append(m.value())
-    c.close()
+    every = [TopicPartition(BALANCE_TOPIC, q, 0) for q in range(BALANCE_PARTITIONS)]
+    seen = harness.read_values(bootstrap, every, len(values), CLIENT_TIMEOUT_SECONDS * 2)
     assert sorted(seen) == sorted(values), len(seen)
     for b in brokers.values():
         assert b.stop() == 0, b.log_tail()

@@ -7,8 +7,8 @@ old follower comes back, the controller makes it the leader (alone in sync) and 
 takes writes again; Kafka warns that records only the lost leader held are lost, and they
 are. A topic without the setting stays without a leader meanwhile (the clean default)."""
 
-import time
 
+import harness
 from test_broker_registration import (  # noqa: F401 (group is a fixture)
     CLIENT_TIMEOUT_SECONDS,
     admin,
@@ -31,16 +31,8 @@ def partition(bootstrap, topic):
 
 
 def wait_for(what, bootstrap, check):
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while True:
-        try:
-            v = {t: partition(bootstrap, t) for t in (UNCLEAN, CLEAN)}
-            if check(v):
-                return v
-        except Exception as e:  # noqa: BLE001 (a broker may be between lives)
-            v = e
-        assert time.monotonic() < deadline, f"never {what}: {v}"
-        time.sleep(0.3)
+    return harness.poll_until(what, lambda: {t: partition(bootstrap, t) for t in (UNCLEAN, CLEAN)},
+                              check, SETTLE_SECONDS)
 
 
 def test_unclean_election_brings_back_a_partition_whose_in_sync_replicas_are_gone(
@@ -87,18 +79,9 @@ def test_unclean_election_brings_back_a_partition_whose_in_sync_replicas_are_gon
     p = Producer({"bootstrap.servers": back, "acks": "all"})
     p.produce(UNCLEAN, b"after", partition=0)
     assert p.flush(CLIENT_TIMEOUT_SECONDS) == 0
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    c = Consumer({"bootstrap.servers": back, "group.id": "unclean-check",
-                  "enable.auto.commit": False})
-    c.assign([TopicPartition(UNCLEAN, 0, 0)])
-    seen = []
-    deadline = time.monotonic() + CLIENT_TIMEOUT_SECONDS
-    while b"after" not in seen and time.monotonic() < deadline:
-        m = c.poll(1.0)
-        if m is not None and m.error() is None:
-            seen.append(m.value())
-    c.close()
+    seen = harness.read_values(back, [TopicPartition(UNCLEAN, 0, 0)], 1, CLIENT_TIMEOUT_SECONDS)
     # What only the lost leader held is gone, as Kafka warns; the new write is there.
     assert seen == [b"after"], seen
     assert brokers[2].stop() == 0, brokers[2].log_tail()
