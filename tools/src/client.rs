@@ -401,6 +401,13 @@ impl Cluster {
         }
     }
 
+    /// A connection to the controller Metadata names (admin requests Kafka's controller
+    /// answers: partition reassignments).
+    pub fn controller(&mut self) -> Result<&mut Connection, ClientError> {
+        let id = self.metadata(Some(&[]))?.controller_id.0;
+        self.broker(id)
+    }
+
     /// A connection to broker `id` (from the last Metadata).
     pub fn broker(&mut self, id: i32) -> Result<&mut Connection, ClientError> {
         let addr = self

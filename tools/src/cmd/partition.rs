@@ -273,10 +273,9 @@ fn alter(
         .with_timeout_ms(ADMIN_TIMEOUT_MS)
         .with_allow_replication_factor_change(true)
         .with_topics(topics);
-    let controller = cluster.metadata(Some(&[]))?.controller_id.0;
-    let conn = cluster.broker(controller)?;
-    let ResponseKind::AlterPartitionReassignments(r) =
-        conn.call(RequestKind::AlterPartitionReassignments(request))?
+    let ResponseKind::AlterPartitionReassignments(r) = cluster
+        .controller()?
+        .call(RequestKind::AlterPartitionReassignments(request))?
     else {
         return Err(Failure::Refused(
             "not an AlterPartitionReassignments answer".into(),
@@ -327,11 +326,10 @@ fn alter(
 }
 
 fn list(cluster: &mut Cluster, format: Format) -> Outcome {
-    let controller = cluster.metadata(Some(&[]))?.controller_id.0;
-    let conn = cluster.broker(controller)?;
     let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(ADMIN_TIMEOUT_MS);
-    let ResponseKind::ListPartitionReassignments(r) =
-        conn.call(RequestKind::ListPartitionReassignments(request))?
+    let ResponseKind::ListPartitionReassignments(r) = cluster
+        .controller()?
+        .call(RequestKind::ListPartitionReassignments(request))?
     else {
         return Err(Failure::Refused(
             "not a ListPartitionReassignments answer".into(),
