@@ -260,9 +260,10 @@ pub static SETTINGS: &[Setting] = &[
          followers copy their leader's log, the high watermark is what every in-sync replica \
          holds and acks=all waits for them, the in-sync set follows the followers, a dead \
          leader is replaced from the in-sync replicas (truncating what the new leader does \
-         not have) and a broker stopping hands its leaderships over first. Not yet built: \
-         leader balancing, reassignment, a checkpointed high watermark. For testing the \
-         replication work only.",
+         not have), a broker stopping hands its leaderships over first, leaders return to their \
+         preferred replicas and partitions can be reassigned. Not yet built: a checkpointed \
+         high watermark, and the inter-broker APIs are open to any client (no listener \
+         separation or authentication yet). For testing the replication work only.",
     ),
     broker(
         "controlled.shutdown.enable",

@@ -567,6 +567,7 @@ async fn read_on_owner<R>(
                 want.offset,
                 want.leader_epoch,
                 shard.node.node_id,
+                crate::storage::now_ms(),
             )
         {
             out.push(finish(Got::empty(e.code(), -1, -1)));

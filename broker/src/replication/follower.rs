@@ -54,7 +54,7 @@ use crate::metadata::image::BrokerId;
 use crate::shard::Shard;
 use crate::shard::partitions::Log;
 use crate::shard::router::replica_shard;
-use crate::storage::{Durability, now_ms};
+use crate::storage::{Disk, Durability, PartitionLog, now_ms};
 
 /// Kafka's OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -422,25 +422,9 @@ async fn truncate<'p>(
                 debug!(topic = %f.name, partition = f.partition, error = p.error_code, "the leader cannot say where this replica's epoch ends yet");
                 continue;
             }
-            let asked = f.log.latest_epoch();
             let own_end = f.log.log_end_offset();
-            // Where the leader's answered epoch ends here too; when this replica's own epoch at
-            // that point is another one, the logs may differ below as well: truncate, then ask
-            // again with the epoch that is latest after it (KIP-279's further rounds).
-            let (own_epoch, own_epoch_end) = f.log.end_offset_for_epoch(p.leader_epoch);
-            let settled = p.leader_epoch == asked || own_epoch == p.leader_epoch;
-            let to = if p.leader_epoch == asked {
-                p.end_offset.min(own_end)
-            } else {
-                p.end_offset.min(own_epoch_end).min(own_end)
-            };
-            // To the start of the batch holding `to`: this replica's batches need not have the
-            // leader's boundaries (they may come from another leader), and a truncation cuts
-            // whole batches, as Kafka's does; what it cuts too much is fetched again.
-            let to = match f.log.scan_headers(to, 1).await {
-                Ok(headers) => headers.first().map_or(to, |h| h.base_offset.min(to)),
-                Err(_) => to,
-            };
+            let Truncation { to, settled } =
+                truncation(&f.log, (p.leader_epoch, p.end_offset)).await;
             if to < own_end {
                 if let Err(e) = f.log.truncate_to(to).await {
                     warn!(topic = %f.name, partition = f.partition, to, error = %e, "cannot truncate a replica to its leader's log");
@@ -458,6 +442,45 @@ async fn truncate<'p>(
         }
     }
     Ok(out)
+}
+
+/// Where a follower cuts its log after the leader answered OffsetForLeaderEpoch for the
+/// follower's latest epoch with `answer` (the largest epoch the leader has at or below it,
+/// and where that epoch ends there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Truncation {
+    /// Truncate to here (the log end when nothing is to be cut).
+    pub to: i64,
+    /// The logs agree below `to`; otherwise ask again after truncating, with the epoch that
+    /// is then latest (KIP-279's further rounds).
+    pub settled: bool,
+}
+
+/// The truncation of `log` for the leader's `answer` (epoch, end offset) to a question about
+/// `log.latest_epoch()`: to the leader's end offset for that epoch when the leader knows it,
+/// else to where the epoch the leader answered with ends here too, never past the log end,
+/// and down to the start of the batch holding that offset (a replica's batches need not have
+/// the leader's boundaries, as they may come from another leader; a truncation cuts whole
+/// batches, as Kafka's does, and what it cuts too much is fetched again). Shared by the
+/// fetcher and the replication simulator.
+pub async fn truncation<D: Disk>(log: &PartitionLog<D>, answer: (i32, i64)) -> Truncation {
+    let (epoch, end) = answer;
+    let asked = log.latest_epoch();
+    let own_end = log.log_end_offset();
+    // Where the leader's answered epoch ends here too; when this replica's own epoch at that
+    // point is another one, the logs may differ below as well.
+    let (own_epoch, own_epoch_end) = log.end_offset_for_epoch(epoch);
+    let settled = epoch == asked || own_epoch == epoch;
+    let to = if epoch == asked {
+        end.min(own_end)
+    } else {
+        end.min(own_epoch_end).min(own_end)
+    };
+    let to = match log.scan_headers(to, 1).await {
+        Ok(headers) => headers.first().map_or(to, |h| h.base_offset.min(to)),
+        Err(_) => to,
+    };
+    Truncation { to, settled }
 }
 
 /// One Fetch to `leader` for `parts`, and the appends of what it answered; the bytes appended

@@ -29,10 +29,10 @@ use corebus_wire::error_code::ResponseError;
 use super::isr::{IsrChange, RETRY_AFTER_MS};
 use crate::metadata::image::BrokerId;
 use crate::metadata::{MetadataImage, PartitionMeta};
-use crate::shard::partitions::{Log, PartitionKey};
+use crate::shard::partitions::PartitionKey;
 use crate::shard::router::{Here, replica_shard};
 use crate::shard::{Shard, ShardId};
-use crate::storage::now_ms;
+use crate::storage::{Disk, DmaDisk, PartitionLog, now_ms};
 
 /// What the leader knows of one follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,8 +89,8 @@ pub fn high_watermark(
 }
 
 /// One partition this shard leads that has other replicas.
-struct Led {
-    log: Log,
+struct Led<D: Disk> {
+    log: PartitionLog<D>,
     leader_epoch: i32,
     /// The partition epoch of `isr` (the image's, or a newer one this leader committed).
     partition_epoch: i32,
@@ -110,7 +110,7 @@ struct Led {
     retry_at_ms: i64,
 }
 
-impl Led {
+impl<D: Disk> Led<D> {
     /// Whether in-sync follower `b` has not been caught up for longer than `lag_ms`.
     fn lagging(&self, b: BrokerId, now: i64, lag_ms: i64) -> bool {
         let caught_up = self
@@ -151,26 +151,37 @@ impl Led {
     }
 }
 
-/// The partitions a shard leads with followers, and their followers' progress.
-#[derive(Default)]
-pub struct Leaders {
-    led: RefCell<HashMap<PartitionKey, Led>>,
+/// The partitions a shard leads with followers, and their followers' progress. Generic over
+/// the disk so the replication simulator (`replication::sim`) drives this very code over
+/// simulated disks; time comes in as arguments for the same reason.
+pub struct Leaders<D: Disk = DmaDisk> {
+    led: RefCell<HashMap<PartitionKey, Led<D>>>,
 }
 
-impl Leaders {
+impl<D: Disk> Default for Leaders<D> {
+    fn default() -> Self {
+        Leaders {
+            led: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+impl<D: Disk> Leaders<D> {
     /// Brings the led set in line with `image` (after the shard's logs were): partitions this
     /// shard leads with more than one replica are tracked (their followers' progress is kept
     /// while the leader epoch stays); logs of replicated partitions get the high watermark
-    /// replication moves, except where the leader is the only in-sync replica.
+    /// replication moves, except where the leader is the only in-sync replica. `now`: the
+    /// time in milliseconds.
     pub fn sync_with(
         &self,
         image: &MetadataImage,
         me: ShardId,
         here: Here,
-        log: impl Fn(PartitionKey) -> Option<Log>,
+        log: impl Fn(PartitionKey) -> Option<PartitionLog<D>>,
+        now: i64,
     ) {
         let mut led = self.led.borrow_mut();
-        let mut next: HashMap<PartitionKey, Led> = HashMap::new();
+        let mut next: HashMap<PartitionKey, Led<D>> = HashMap::new();
         for topic in image.topics.values() {
             for (p, meta) in topic.partitions.iter().enumerate() {
                 // A partition of one replica that never changed leader needs nothing here.
@@ -205,6 +216,12 @@ impl Leaders {
                 }
                 let entry = match led.remove(&key) {
                     Some(mut old) if old.leader_epoch == meta.leader_epoch => {
+                        // A change whose outcome was unknown (`altered`) is settled once the
+                        // image moved past the epoch it was proposed against: committed or
+                        // not, the image's set is the truth now.
+                        if meta.partition_epoch > old.partition_epoch && !old.pending {
+                            old.pending_isr = None;
+                        }
                         // A set this leader committed may be newer than the image yet.
                         if meta.partition_epoch >= old.partition_epoch {
                             old.partition_epoch = meta.partition_epoch;
@@ -221,7 +238,7 @@ impl Leaders {
                         replicas: meta.replicas.clone(),
                         isr: meta.isr.clone(),
                         followers: HashMap::new(),
-                        since_ms: now_ms(),
+                        since_ms: now,
                         pending: false,
                         pending_isr: None,
                         retry_at_ms: 0,
@@ -239,14 +256,17 @@ impl Leaders {
     /// this shard does not lead the partition with `replica` among its replicas;
     /// FENCED_LEADER_EPOCH when the follower's epoch is older, UNKNOWN_LEADER_EPOCH when newer
     /// (this leader was replaced and must not count the fetch: Kafka's KIP-320 fencing).
+    /// `now`: the fetch's arrival, in milliseconds.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_fetch(
         &self,
         key: PartitionKey,
-        log: &Log,
+        log: &PartitionLog<D>,
         replica: BrokerId,
         offset: i64,
         leader_epoch: i32,
         me: BrokerId,
+        now: i64,
     ) -> Result<(), ResponseError> {
         let mut led = self.led.borrow_mut();
         let Some(entry) = led.get_mut(&key) else {
@@ -270,7 +290,7 @@ impl Leaders {
         let previous = entry.followers.get(&replica).copied();
         entry.followers.insert(
             replica,
-            Progress::after_fetch(previous, offset, leader_end, now_ms()),
+            Progress::after_fetch(previous, offset, leader_end, now),
         );
         if log.is_replicated() {
             advance(log, entry, me);
@@ -318,7 +338,14 @@ impl Leaders {
             }
             l.pending = true;
             if isr.iter().any(|b| !l.isr.contains(b)) {
-                l.pending_isr = Some(isr.clone());
+                // With members of an earlier change of unknown outcome (`altered`) kept.
+                let mut maximal = isr.clone();
+                for b in l.pending_isr.iter().flatten() {
+                    if !maximal.contains(b) {
+                        maximal.push(*b);
+                    }
+                }
+                l.pending_isr = Some(maximal);
                 l.settle(me);
             }
             out.push(IsrChange {
@@ -334,7 +361,14 @@ impl Leaders {
 
     /// The controller's answer to `change`: a committed set is used from now on (if this
     /// shard still leads under the same epoch and has nothing newer); a refusal waits
-    /// `isr::RETRY_AFTER_MS` before the next proposal.
+    /// `isr::RETRY_AFTER_MS` before the next proposal. Only a refusal that says the change
+    /// was not applied (INELIGIBLE_REPLICA, INVALID_REQUEST: the controller decided on the
+    /// partition's current epochs) drops the members it would have added; after any other
+    /// error (a timeout, a lost answer, a stale epoch, a consensus write of unknown outcome)
+    /// the change may be committed, so they keep counting for the high watermark until the
+    /// image shows what was committed (`sync_with`), as Kafka's leader keeps its pending
+    /// maximal set. Otherwise a member committed to the set could lack records below the high
+    /// watermark, and be elected.
     pub fn altered(
         &self,
         change: &IsrChange,
@@ -347,17 +381,25 @@ impl Leaders {
             return;
         };
         l.pending = false;
-        l.pending_isr = None;
         match result {
             Ok(meta)
                 if meta.leader_epoch == l.leader_epoch
                     && meta.partition_epoch > l.partition_epoch =>
             {
+                l.pending_isr = None;
                 l.partition_epoch = meta.partition_epoch;
                 l.isr = meta.isr;
             }
-            Ok(_) => {}
-            Err(_) => l.retry_at_ms = now + RETRY_AFTER_MS,
+            Ok(_) => l.pending_isr = None,
+            Err(e) => {
+                if matches!(
+                    e,
+                    ResponseError::IneligibleReplica | ResponseError::InvalidRequest
+                ) {
+                    l.pending_isr = None;
+                }
+                l.retry_at_ms = now + RETRY_AFTER_MS;
+            }
         }
         l.settle(me);
     }
@@ -389,7 +431,7 @@ impl Leaders {
 
 /// Moves `log`'s high watermark to what `entry`'s in-sync replicas hold (the maximal set:
 /// members a pending proposal adds count too).
-fn advance(log: &Log, entry: &Led, me: BrokerId) {
+fn advance<D: Disk>(log: &PartitionLog<D>, entry: &Led<D>, me: BrokerId) {
     let others = entry
         .maximal()
         .filter(|b| *b != me)
@@ -422,9 +464,13 @@ pub fn leads(shard: &Shard, key: PartitionKey) -> bool {
 /// Runs after each metadata install on `shard`.
 pub fn lead_partitions(shard: &Shard) {
     let image = shard.metadata();
-    shard
-        .leaders
-        .sync_with(&image, shard.id, shard.here(), |key| shard.logs.log(key));
+    shard.leaders.sync_with(
+        &image,
+        shard.id,
+        shard.here(),
+        |key| shard.logs.log(key),
+        now_ms(),
+    );
 }
 
 #[cfg(test)]

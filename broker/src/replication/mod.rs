@@ -23,6 +23,12 @@
 //! stopping hands its leaderships over first (`shutdown`); leadership returns to the preferred
 //! replicas (`balance`, and ElectLeaders on request).
 //!
+//! `sim` (tests only) runs this code (the leader's `Leaders`, the follower's `truncation`,
+//! the controller's `isr::decide` and `elect`, real logs over simulated disks) under a
+//! deterministic simulator with kills, power losses, lost and late messages and late metadata,
+//! checking that nothing acknowledged or shown to a consumer is lost; `scripts/replication-sim`
+//! sweeps more seeds.
+//!
 //! What is not built yet, so a replication factor above 1 stays behind the setting (off by
 //! default; CreateTopics refuses it otherwise): the high watermark is not checkpointed (a
 //! replica opens it at its log start and the in-sync replicas' next fetches establish it
@@ -38,5 +44,7 @@ pub mod follower;
 pub mod isr;
 pub mod leader;
 pub mod shutdown;
+#[cfg(test)]
+mod sim;
 
 pub use follower::follow_leaders;
