@@ -108,6 +108,9 @@ struct Led<D: Disk> {
     pending_isr: Option<Vec<BrokerId>>,
     /// No new proposal before this (after a refused one).
     retry_at_ms: i64,
+    /// A change whose outcome is unknown (`altered`): sent again as it was until an answer or
+    /// the image settles it.
+    unknown: Option<IsrChange>,
 }
 
 impl<D: Disk> Led<D> {
@@ -128,6 +131,20 @@ impl<D: Disk> Led<D> {
         self.followers.get(&b).is_some_and(|p| {
             p.end >= self.log.high_watermark() && now.saturating_sub(p.fetched_ms) <= lag_ms
         }) && !self.lagging(b, now, lag_ms)
+    }
+
+    /// Forgets a change of unknown outcome once the set this leader knows is newer than the
+    /// one it was proposed against: committed or not, that set is the truth now (and the
+    /// change, sent again, could only be refused as stale).
+    fn forget_settled(&mut self) {
+        if self
+            .unknown
+            .as_ref()
+            .is_some_and(|u| self.partition_epoch > u.partition_epoch)
+        {
+            self.unknown = None;
+            self.pending_isr = None;
+        }
     }
 
     /// The committed set and any member a pending proposal adds.
@@ -216,17 +233,12 @@ impl<D: Disk> Leaders<D> {
                 }
                 let entry = match led.remove(&key) {
                     Some(mut old) if old.leader_epoch == meta.leader_epoch => {
-                        // A change whose outcome was unknown (`altered`) is settled once the
-                        // image moved past the epoch it was proposed against: committed or
-                        // not, the image's set is the truth now.
-                        if meta.partition_epoch > old.partition_epoch && !old.pending {
-                            old.pending_isr = None;
-                        }
                         // A set this leader committed may be newer than the image yet.
                         if meta.partition_epoch >= old.partition_epoch {
                             old.partition_epoch = meta.partition_epoch;
                             old.isr = meta.isr.clone();
                         }
+                        old.forget_settled();
                         old.replicas = meta.replicas.clone();
                         old.log = l.clone();
                         old
@@ -242,6 +254,7 @@ impl<D: Disk> Leaders<D> {
                         pending: false,
                         pending_isr: None,
                         retry_at_ms: 0,
+                        unknown: None,
                     },
                 };
                 entry.settle(here.node_id);
@@ -313,6 +326,15 @@ impl<D: Disk> Leaders<D> {
             if l.pending || now < l.retry_at_ms {
                 continue;
             }
+            // As Kafka's leader retries its pending AlterPartition: the controller applies it
+            // now, says it already did (a stale partition epoch: the image will show it), or
+            // refuses it for good (a member no longer live: INELIGIBLE_REPLICA). Never a new
+            // set meanwhile, which could leave the unknown one's members counted for ever.
+            if let Some(change) = l.unknown.clone() {
+                l.pending = true;
+                out.push(change);
+                continue;
+            }
             // In the replicas' order, so a set that did not change compares equal.
             let isr: Vec<BrokerId> = l
                 .replicas
@@ -365,10 +387,10 @@ impl<D: Disk> Leaders<D> {
     /// was not applied (INELIGIBLE_REPLICA, INVALID_REQUEST: the controller decided on the
     /// partition's current epochs) drops the members it would have added; after any other
     /// error (a timeout, a lost answer, a stale epoch, a consensus write of unknown outcome)
-    /// the change may be committed, so they keep counting for the high watermark until the
-    /// image shows what was committed (`sync_with`), as Kafka's leader keeps its pending
-    /// maximal set. Otherwise a member committed to the set could lack records below the high
-    /// watermark, and be elected.
+    /// the change may be committed, so they keep counting for the high watermark until an
+    /// answer to the same change sent again (`proposals`) or the image (`sync_with`) shows
+    /// what was committed, as Kafka's leader keeps its pending maximal set. Otherwise a member
+    /// committed to the set could lack records below the high watermark, and be elected.
     pub fn altered(
         &self,
         change: &IsrChange,
@@ -387,16 +409,24 @@ impl<D: Disk> Leaders<D> {
                     && meta.partition_epoch > l.partition_epoch =>
             {
                 l.pending_isr = None;
+                l.unknown = None;
                 l.partition_epoch = meta.partition_epoch;
                 l.isr = meta.isr;
             }
-            Ok(_) => l.pending_isr = None,
+            Ok(_) => {
+                l.pending_isr = None;
+                l.unknown = None;
+            }
             Err(e) => {
                 if matches!(
                     e,
                     ResponseError::IneligibleReplica | ResponseError::InvalidRequest
                 ) {
                     l.pending_isr = None;
+                    l.unknown = None;
+                } else {
+                    l.unknown = Some(change.clone());
+                    l.forget_settled();
                 }
                 l.retry_at_ms = now + RETRY_AFTER_MS;
             }

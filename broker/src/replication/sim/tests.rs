@@ -53,85 +53,154 @@ fn power_losses_lose_nothing_acknowledged_more_seeds() {
     seeds(&power_loss(), 1_500..2_000);
 }
 
-/// A leader whose proposal to add a member timed out while the controller committed it:
-/// the member keeps counting for the high watermark until the image says, so nothing it
-/// lacks becomes visible (or acknowledged) while it may be elected.
-#[test]
-fn an_addition_of_unknown_outcome_holds_the_high_watermark() {
+/// Broker 1 leading partition 0 of a topic on brokers 1-3 with in-sync set `isr`
+/// (partition epoch 1), over a simulated disk, in a test executor: `f` gets the image, the
+/// log and the leader state.
+fn with_leader<T>(
+    isr: &[BrokerId],
+    f: impl AsyncFnOnce(MetadataImage, Log, Leaders<SimDisk>) -> T,
+) -> T {
     let topic = TopicId(uuid::Uuid::from_u128(9));
     let mut image = MetadataImage::new_cluster();
     let mut meta = PartitionMeta::replicated(BROKERS.to_vec());
-    meta.isr = vec![1, 3];
+    meta.isr = isr.to_vec();
     meta.partition_epoch = 1;
     image
         .apply(MetadataCommand::CreateTopic(TopicMeta {
             name: "t".into(),
             id: topic,
-            partitions: vec![meta.clone()],
+            partitions: vec![meta],
             configs: Default::default(),
         }))
         .unwrap();
     image.epoch = 1;
-    let hw = LocalExecutorBuilder::new(Placement::Unbound)
+    LocalExecutorBuilder::new(Placement::Unbound)
         .make()
         .unwrap()
         .run(async move {
             let storage = StorageShard::new(SimDisk::new(), shard_options());
             let log = storage.open_log(log_dir(), config()).await.unwrap();
             let leaders: Leaders<SimDisk> = Leaders::default();
-            let here = Here {
-                node_id: 1,
-                shard_count: 1,
-            };
-            let key = (topic, 0);
-            let sync = |image: &MetadataImage, now| {
-                leaders.sync_with(image, ShardId(0), here, |_| Some(log.clone()), now)
-            };
-            let append = |n: u64| {
-                let log = log.clone();
-                async move {
-                    let info = log
-                        .append_nowait(&[testing::batch(1, 100, n as i64, 0)], 0, 0)
-                        .unwrap();
-                    log.wait_written(info.last_offset + 1).await.unwrap();
-                }
-            };
-            sync(&image, 0);
-            for n in 0..10 {
-                append(n).await;
-            }
-            for follower in [2, 3] {
-                leaders.on_fetch(key, &log, follower, 10, 0, 1, 10).unwrap();
-            }
-            assert_eq!(log.high_watermark(), 10);
-            let change = leaders.proposals(20, LAG_MS, 1, &BROKERS).pop().unwrap();
-            assert_eq!(change.isr, vec![1, 2, 3]);
-            // The controller commits it; the answer is lost.
-            let mut committed = image.clone();
-            let mut next = meta.clone();
-            next.isr = vec![1, 2, 3];
-            next.partition_epoch = 2;
-            committed
+            sync(&leaders, &image, &log, 0);
+            f(image, log, leaders).await
+        })
+}
+
+fn sync(leaders: &Leaders<SimDisk>, image: &MetadataImage, log: &Log, now: i64) {
+    let here = Here {
+        node_id: 1,
+        shard_count: 1,
+    };
+    leaders.sync_with(image, ShardId(0), here, |_| Some(log.clone()), now);
+}
+
+async fn append(log: &Log, batches: std::ops::Range<i64>) {
+    for n in batches {
+        let info = log
+            .append_nowait(&[testing::batch(1, 100, n, 0)], 0, 0)
+            .unwrap();
+        log.wait_written(info.last_offset + 1).await.unwrap();
+    }
+}
+
+fn key(image: &MetadataImage) -> (TopicId, i32) {
+    (image.topics["t"].id, 0)
+}
+
+/// The controller's answer to `change` against `image` with `live` brokers, committing it
+/// there as `alter_here` does.
+fn controller(
+    image: &mut MetadataImage,
+    live: &[BrokerId],
+    change: &IsrChange,
+) -> Result<PartitionMeta, ResponseError> {
+    let id = key(image).0;
+    match isr::decide(image, live, 1, change)? {
+        Some(meta) => {
+            image
                 .apply(MetadataCommand::AssignPartitions {
-                    id: topic,
-                    assignments: vec![(0, next)],
+                    id,
+                    assignments: vec![(0, meta.clone())],
                 })
                 .unwrap();
-            committed.epoch = 2;
-            leaders.altered(&change, Err(ResponseError::RequestTimedOut), 1, 30);
-            for n in 10..15 {
-                append(n).await;
-            }
-            // Broker 3 has everything, broker 2 (in the committed set) does not.
-            leaders.on_fetch(key, &log, 3, 15, 0, 1, 40).unwrap();
-            let before_image = log.high_watermark();
-            sync(&committed, 50);
-            leaders.on_fetch(key, &log, 3, 15, 0, 1, 60).unwrap();
-            let after_image = log.high_watermark();
-            leaders.on_fetch(key, &log, 2, 15, 0, 1, 70).unwrap();
-            (before_image, after_image, log.high_watermark())
-        });
+            image.epoch += 1;
+            Ok(meta)
+        }
+        None => Ok(Sim::meta(image).clone()),
+    }
+}
+
+/// A leader whose proposal to add a member timed out while the controller committed it:
+/// the member keeps counting for the high watermark until the image says, so nothing it
+/// lacks becomes visible (or acknowledged) while it may be elected.
+#[test]
+fn an_addition_of_unknown_outcome_holds_the_high_watermark() {
+    let hw = with_leader(&[1, 3], async |mut image, log, leaders| {
+        let key = key(&image);
+        append(&log, 0..10).await;
+        for follower in [2, 3] {
+            leaders.on_fetch(key, &log, follower, 10, 0, 1, 10).unwrap();
+        }
+        assert_eq!(log.high_watermark(), 10);
+        let change = leaders.proposals(20, LAG_MS, 1, &BROKERS).pop().unwrap();
+        assert_eq!(change.isr, vec![1, 2, 3]);
+        // The controller commits it; the answer is lost.
+        controller(&mut image, &BROKERS, &change).unwrap();
+        leaders.altered(&change, Err(ResponseError::RequestTimedOut), 1, 30);
+        append(&log, 10..15).await;
+        // Broker 3 has everything, broker 2 (in the committed set) does not.
+        leaders.on_fetch(key, &log, 3, 15, 0, 1, 40).unwrap();
+        let before_image = log.high_watermark();
+        sync(&leaders, &image, &log, 50);
+        leaders.on_fetch(key, &log, 3, 15, 0, 1, 60).unwrap();
+        let after_image = log.high_watermark();
+        leaders.on_fetch(key, &log, 2, 15, 0, 1, 70).unwrap();
+        (before_image, after_image, log.high_watermark())
+    });
     assert_eq!(hw, (10, 10, 15));
+}
+
+/// The same addition lost before the controller saw it, and then its member dies: the change
+/// is sent again, refused for good (the member is not live), and the high watermark moves on
+/// with the members that are in sync; it is never held for ever by a member never committed.
+#[test]
+fn a_lost_addition_whose_member_dies_does_not_hold_the_high_watermark() {
+    let (refused, hw) = with_leader(&[1, 3], async |mut image, log, leaders| {
+        let key = key(&image);
+        append(&log, 0..10).await;
+        for follower in [2, 3] {
+            leaders.on_fetch(key, &log, follower, 10, 0, 1, 10).unwrap();
+        }
+        let change = leaders.proposals(20, LAG_MS, 1, &BROKERS).pop().unwrap();
+        leaders.altered(&change, Err(ResponseError::RequestTimedOut), 1, 30);
+        // Broker 2 dies; broker 3 keeps up.
+        append(&log, 10..15).await;
+        leaders.on_fetch(key, &log, 3, 15, 0, 1, 40).unwrap();
+        assert_eq!(
+            log.high_watermark(),
+            10,
+            "held while the outcome is unknown"
+        );
+        let retry_at = 30 + isr::RETRY_AFTER_MS;
+        assert!(
+            leaders
+                .proposals(retry_at - 1, LAG_MS, 1, &[1, 3])
+                .is_empty()
+        );
+        let again = leaders
+            .proposals(retry_at, LAG_MS, 1, &[1, 3])
+            .pop()
+            .unwrap();
+        assert_eq!(again, change, "the same change, sent again");
+        let answer = controller(&mut image, &[1, 3], &again);
+        leaders.altered(&again, answer.clone(), 1, retry_at + 10);
+        leaders
+            .on_fetch(key, &log, 3, 15, 0, 1, retry_at + 20)
+            .unwrap();
+        (answer, log.high_watermark())
+    });
+    assert_eq!(refused, Err(ResponseError::IneligibleReplica));
+    assert_eq!(hw, 15);
 }
 
 #[test]
