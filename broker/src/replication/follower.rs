@@ -239,7 +239,7 @@ async fn fetcher(shard: Rc<Shard>, leader: BrokerId) {
             if !unchecked.is_empty() {
                 correlation = correlation.wrapping_add(1);
                 let stream = connect(&shard, leader, &mut conn).await?;
-                for (f, epoch) in truncate(&shard, stream, &unchecked, correlation).await? {
+                for (f, epoch) in truncate(&shard, leader, stream, &unchecked, correlation).await? {
                     checked.insert((f.topic, f.partition), epoch);
                 }
             }
@@ -374,6 +374,7 @@ async fn call(
 /// under; one the leader refused (or that could not be truncated) is tried again next round.
 async fn truncate<'p>(
     shard: &Shard,
+    leader: BrokerId,
     conn: (&str, &mut TcpStream),
     parts: &[&'p Followed],
     correlation: i32,
@@ -418,6 +419,11 @@ async fn truncate<'p>(
             else {
                 continue;
             };
+            // A leader replaced while the question was out has no say any more: its answer
+            // could cut what the new leader's fetcher already copied (and reported).
+            if !still_led_by(&shard.metadata(), f, leader) {
+                continue;
+            }
             if p.error_code != 0 || p.leader_epoch < 0 {
                 debug!(topic = %f.name, partition = f.partition, error = p.error_code, "the leader cannot say where this replica's epoch ends yet");
                 continue;
@@ -426,6 +432,10 @@ async fn truncate<'p>(
             let Truncation { to, settled } =
                 truncation(&f.log, (p.leader_epoch, p.end_offset)).await;
             if to < own_end {
+                // Again after the header scan's await, right before the cut.
+                if !still_led_by(&shard.metadata(), f, leader) {
+                    continue;
+                }
                 if let Err(e) = f.log.truncate_to(to).await {
                     warn!(topic = %f.name, partition = f.partition, to, error = %e, "cannot truncate a replica to its leader's log");
                     continue;
@@ -526,6 +536,8 @@ async fn fetch_round(
         return Err(format!("{endpoint}: Fetch error {}", response.error_code));
     }
     let now = now_ms();
+    // The image as the answer arrives: a partition whose leader changed meanwhile is skipped.
+    let image = shard.metadata();
     let mut refused = 0usize;
     let mut failed: Option<String> = None;
     let mut appended: Vec<(&&Followed, i64)> = Vec::new();
@@ -541,6 +553,15 @@ async fn fetch_round(
             else {
                 continue;
             };
+            // The answer of a leader replaced while the fetch was out (a long poll lasts up
+            // to FETCH_MAX_WAIT_MS) is dropped, as Kafka's fetcher drops answers to a fetch
+            // state that is gone: the new leader's fetcher may already have truncated this
+            // log, and the old leader's later batches appended after that would sit at
+            // offsets the new leader fills differently, then count as held by this replica.
+            // No await between this check and the append below.
+            if !still_led_by(&image, part, leader) {
+                continue;
+            }
             let end = part.log.log_end_offset();
             if p.error_code == OFFSET_OUT_OF_RANGE && p.log_start_offset > end {
                 info!(
@@ -615,6 +636,12 @@ async fn fetch_round(
         glommio::timer::sleep(Duration::from_millis(RETRY_MIN_MS)).await;
     }
     Ok(learner_bytes)
+}
+
+/// Whether `image` still has `part` led by `leader` under the epoch it was fetched with.
+fn still_led_by(image: &crate::metadata::MetadataImage, part: &Followed, leader: BrokerId) -> bool {
+    crate::shard::router::partition_meta(image, part.topic, part.partition)
+        .is_some_and(|m| m.leader == leader && m.leader_epoch == part.leader_epoch)
 }
 
 /// The Fetch for `parts`, starting at a different partition each `round`: the leader fills

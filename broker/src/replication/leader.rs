@@ -402,6 +402,11 @@ impl<D: Disk> Leaders<D> {
         let Some(l) = led.get_mut(&(change.topic_id, change.partition)) else {
             return;
         };
+        // The late answer to a proposal of an earlier leadership of this broker: the
+        // proposal of this one may still be in flight, and is not settled by it.
+        if change.leader_epoch != l.leader_epoch {
+            return;
+        }
         l.pending = false;
         match result {
             Ok(meta)

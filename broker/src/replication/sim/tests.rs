@@ -248,6 +248,16 @@ fn the_checkers_catch_a_high_watermark_from_the_leader_alone() {
 }
 
 #[test]
+fn the_checkers_catch_a_follower_taking_a_replaced_leaders_answers() {
+    let caught = first_caught(Fault::StaleLeaderAnswers, false, 1_000);
+    eprintln!("caught: {caught:?}");
+    assert!(
+        caught.is_some(),
+        "a follower appending a replaced leader's answers went unnoticed in 1,000 seeds"
+    );
+}
+
+#[test]
 fn the_checkers_catch_a_follower_reporting_before_its_sync() {
     let caught = first_caught(Fault::FollowerReportsBeforeSync, true, 300);
     eprintln!("caught: {caught:?}");
