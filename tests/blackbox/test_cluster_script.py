@@ -4,6 +4,7 @@ are spread over the three brokers, and a client bootstrapped with all three writ
 every record (as a consumer group, coordinated by whichever broker leads its offsets
 partition)."""
 
+import json
 import os
 import subprocess
 from collections import Counter
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import harness
 from test_broker_registration import CLIENT_TIMEOUT_SECONDS, admin, consume_all, produce
+from test_ctl import ctl, ctl_json
 from test_partition_leaders import wait_agreement
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +54,21 @@ def test_three_nodes_start_serve_spread_partitions_and_stop(tmp_path):
         produce(BOOTSTRAP, "spread", values)
         got = consume_all(BOOTSTRAP, "spread", len(values), group="cluster-script", commit=True)
         assert sorted(got, key=int) == values
+
+        # corebus-ctl's topic writes reach the controller whichever single broker it is
+        # given (at least two of the three are not the controller, which answers
+        # NOT_CONTROLLER to them).
+        for port in (19092, 19093, 19094):
+            via = f"127.0.0.1:{port}"
+            name = f"ctl-{port}"
+            ctl("topic", "create", name, "--partitions", "2", brokers=via)
+            ctl("topic", "add-partitions", name, "--total", "3", brokers=via)
+            ctl("topic", "alter-config", name, "--set", "retention.ms=3600000", brokers=via)
+            described = ctl_json("topic", "describe", name, brokers=via)
+            assert "3600000" in json.dumps(described), described
+            # Every broker agrees on the 3 partitions (polls until then).
+            wait_agreement([Endpoint(p) for p in (19092, 19093, 19094)], name, 3)
+            ctl("topic", "delete", name, brokers=via)
     finally:
         out = cluster("stop", dir=d)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -1,5 +1,7 @@
 //! `topic create|delete|list|describe|alter-config|add-partitions`, over CreateTopics,
 //! DeleteTopics, Metadata, DescribeConfigs, IncrementalAlterConfigs and CreatePartitions.
+//! The writes go to the controller Metadata names (as Kafka's admin clients send them: a
+//! broker that is not the controller answers NOT_CONTROLLER), reads to any broker.
 
 use clap::{Args, Subcommand};
 use corebus_wire::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
@@ -178,7 +180,9 @@ fn create(cluster: &mut Cluster, args: CreateArgs, format: Format) -> Outcome {
         .with_topics(topics)
         .with_timeout_ms(ADMIN_TIMEOUT_MS)
         .with_validate_only(args.dry_run);
-    let ResponseKind::CreateTopics(r) = cluster.any().call(RequestKind::CreateTopics(request))?
+    let ResponseKind::CreateTopics(r) = cluster
+        .controller()?
+        .call(RequestKind::CreateTopics(request))?
     else {
         return Err(unexpected("CreateTopics"));
     };
@@ -207,7 +211,9 @@ fn delete(cluster: &mut Cluster, topics: &[String], format: Format) -> Outcome {
                 .collect(),
         )
         .with_timeout_ms(ADMIN_TIMEOUT_MS);
-    let ResponseKind::DeleteTopics(r) = cluster.any().call(RequestKind::DeleteTopics(request))?
+    let ResponseKind::DeleteTopics(r) = cluster
+        .controller()?
+        .call(RequestKind::DeleteTopics(request))?
     else {
         return Err(unexpected("DeleteTopics"));
     };
@@ -363,7 +369,7 @@ fn alter_config(
         .with_configs(configs);
     let request = IncrementalAlterConfigsRequest::default().with_resources(vec![resource]);
     let ResponseKind::IncrementalAlterConfigs(r) = cluster
-        .any()
+        .controller()?
         .call(RequestKind::IncrementalAlterConfigs(request))?
     else {
         return Err(unexpected("IncrementalAlterConfigs"));
@@ -389,8 +395,9 @@ fn add_partitions(cluster: &mut Cluster, topic: &str, total: i32, format: Format
                 .with_assignments(None),
         ])
         .with_timeout_ms(ADMIN_TIMEOUT_MS);
-    let ResponseKind::CreatePartitions(r) =
-        cluster.any().call(RequestKind::CreatePartitions(request))?
+    let ResponseKind::CreatePartitions(r) = cluster
+        .controller()?
+        .call(RequestKind::CreatePartitions(request))?
     else {
         return Err(unexpected("CreatePartitions"));
     };
