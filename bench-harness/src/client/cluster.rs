@@ -54,6 +54,8 @@ pub struct Cluster {
     bootstrap: Rc<Connection>,
     max_in_flight: usize,
     brokers: RefCell<HashMap<i32, String>>,
+    /// The controller named by the last Metadata answer (-1: none known).
+    controller: std::cell::Cell<i32>,
     connections: RefCell<HashMap<i32, Rc<Connection>>>,
 }
 
@@ -64,6 +66,7 @@ impl Cluster {
             bootstrap: connection,
             max_in_flight,
             brokers: RefCell::new(HashMap::new()),
+            controller: std::cell::Cell::new(-1),
             connections: RefCell::new(HashMap::new()),
         })
     }
@@ -88,6 +91,7 @@ impl Cluster {
         else {
             return Err(ClientError::Metadata("not a Metadata answer".to_owned()));
         };
+        self.controller.set(response.controller_id.0);
         {
             let mut brokers = self.brokers.borrow_mut();
             for broker in &response.brokers {
@@ -130,7 +134,9 @@ impl Cluster {
     }
 
     /// Creates `topics` (an existing one is accepted as it is) and waits until every
-    /// partition has a leader.
+    /// partition has a leader. The request goes to the controller Metadata names, as
+    /// librdkafka and the Java admin client send it (a broker that is not the controller
+    /// answers NOT_CONTROLLER), else to the bootstrap broker.
     pub async fn create_topics(
         &self,
         topics: &[NewTopic],
@@ -146,10 +152,15 @@ impl Cluster {
                     })
                     .collect(),
             );
-        let ResponseKind::CreateTopics(response) = self
-            .bootstrap
-            .call(RequestKind::CreateTopics(request))
-            .await?
+        self.metadata(&[]).await?;
+        let controller = self.controller.get();
+        let to = if controller >= 0 {
+            self.connection(controller).await?
+        } else {
+            self.bootstrap.clone()
+        };
+        let ResponseKind::CreateTopics(response) =
+            to.call(RequestKind::CreateTopics(request)).await?
         else {
             return Err(ClientError::Metadata(
                 "not a CreateTopics answer".to_owned(),

@@ -57,6 +57,23 @@ use smallvec::SmallVec;
 /// executor wakes this often for a few microseconds.
 const MAX_PARK: Duration = Duration::from_millis(5);
 
+/// corebus patch: `MAX_PARK`, unless `COREBUS_GLOMMIO_MAX_PARK_MS` says otherwise when the
+/// process starts (0: no bound, as glommio 0.9.0 was published). For same-run benchmarks of
+/// the patch against the published behaviour; not a setting to tune.
+fn max_park() -> Option<Duration> {
+    static PARK: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *PARK.get_or_init(|| {
+        match std::env::var("COREBUS_GLOMMIO_MAX_PARK_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => Some(MAX_PARK),
+        }
+    })
+}
+
 const MSG_ZEROCOPY: i32 = 0x4000000;
 
 #[allow(dead_code)]
@@ -1050,7 +1067,7 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source, max: Duration) -> io::Result<usize> {
+    fn sleep(&mut self, link: &Source, max: Option<Duration>) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
@@ -1097,10 +1114,11 @@ impl SleepableRing {
                 // its fd, and under load that wake-up was seen lost (the thread slept 2-10 s
                 // with socket reads and its timers complete on the latency ring); after
                 // `max` the caller consumes every ring and sleeps again.
-                self.ring
-                    .cq()
-                    .wait_timeout(1, max)
-                    .map(|_| 1)
+                match max {
+                    Some(max) => self.ring.cq().wait_timeout(1, max),
+                    None => self.ring.cq().wait(1),
+                }
+                .map(|_| 1)
                     .or_else(Reactor::busy_ok)
                     .or_else(Reactor::again_ok)
                     .or_else(Reactor::intr_ok)
@@ -1735,7 +1753,11 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
-    fn link_rings_and_sleep(&self, ring: &mut SleepableRing, max: Duration) -> io::Result<()> {
+    fn link_rings_and_sleep(
+        &self,
+        ring: &mut SleepableRing,
+        max: Option<Duration>,
+    ) -> io::Result<()> {
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1880,7 +1902,8 @@ impl Reactor {
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
                     // corebus patch: never longer than the next user timer nor MAX_PARK.
-                    let max = user_timer.map_or(MAX_PARK, |t| t.min(MAX_PARK));
+                    // (The user timer also wakes the latency ring, as published.)
+                    let max = max_park().map(|park| user_timer.map_or(park, |t| t.min(park)));
                     self.link_rings_and_sleep(&mut main_ring, max)
                         .expect("some error");
                     // May have new cancellations related to the link ring fd.
