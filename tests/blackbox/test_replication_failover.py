@@ -29,19 +29,19 @@ PARTITIONS = 3
 SETTLE_SECONDS = 60
 
 
-def metadata(bootstrap):
+def metadata(bootstrap, topic=TOPIC):
     a = admin(bootstrap)
-    md = a.list_topics(TOPIC, timeout=CLIENT_TIMEOUT_SECONDS)
-    t = md.topics[TOPIC]
+    md = a.list_topics(topic, timeout=CLIENT_TIMEOUT_SECONDS)
+    t = md.topics[topic]
     return {p: (m.leader, sorted(m.isrs)) for p, m in t.partitions.items()}
 
 
-def wait_for(what, check, bootstrap):
+def wait_for(what, check, bootstrap, topic=TOPIC, partitions=PARTITIONS):
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
         try:
-            view = metadata(bootstrap)
-            if len(view) == PARTITIONS and check(view):
+            view = metadata(bootstrap, topic)
+            if len(view) == partitions and check(view):
                 return view
         except Exception as e:  # noqa: BLE001 (a broker may be between lives)
             view = e
@@ -121,20 +121,26 @@ def read_partition(bootstrap, partition, expected):
 
 def start_cluster(group, broker_factory):
     """Three brokers and the topic (RF3, min.insync.replicas 2), every partition in sync."""
-    from confluent_kafka.admin import NewTopic
-
     serving_group(group)
     brokers = {n: replica_broker(broker_factory, group, n) for n in (1, 2, 3)}
     for b in brokers.values():
         wait_view(b.bootstrap, [1, 2, 3])
     bootstrap = ",".join(b.bootstrap for b in brokers.values())
-    a = admin(bootstrap)
-    a.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={"min.insync.replicas": "2"})])[
-        TOPIC
-    ].result(timeout=CLIENT_TIMEOUT_SECONDS)
-    wait_agreement(list(brokers.values()), TOPIC, PARTITIONS)
-    wait_for("all in sync", all_in_sync, bootstrap)
+    create_in_sync(brokers.values(), bootstrap)
     return brokers, bootstrap
+
+
+def create_in_sync(brokers, bootstrap, topic=TOPIC, partitions=PARTITIONS):
+    """Creates `topic` (replication factor 3, min.insync.replicas 2) through `bootstrap` and
+    waits until `brokers` agree on its leaders and every partition has all three in sync."""
+    from confluent_kafka.admin import NewTopic
+
+    a = admin(bootstrap)  # kept: a client handle destroyed fails its pending results
+    a.create_topics([NewTopic(topic, partitions, 3, config={"min.insync.replicas": "2"})])[
+        topic
+    ].result(timeout=CLIENT_TIMEOUT_SECONDS)
+    wait_agreement(list(brokers), topic, partitions)
+    wait_for("all in sync", all_in_sync, bootstrap, topic, partitions)
 
 
 def all_in_sync(view):

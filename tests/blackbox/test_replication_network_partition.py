@@ -40,7 +40,7 @@ import pytest
 import harness
 from test_broker_registration import CLIENT_TIMEOUT_SECONDS, SESSION_OVERRIDE, admin, wait_view
 from test_partition_leaders import wait_agreement
-from test_replication_failover import PARTITIONS, TOPIC, Writer, read_partition
+from test_replication_failover import PARTITIONS, TOPIC, Writer, create_in_sync, read_partition
 from test_replication_followers import REPLICATION
 
 KAFKA_PORT = 9092
@@ -363,18 +363,11 @@ def check_read_once_in_order(bootstrap, acked_by):
 def test_a_cut_off_broker_loses_its_leaderships_and_no_acknowledged_record_is_lost(
     partitioned_cluster, tmp_path
 ):
-    from confluent_kafka.admin import NewTopic
-
     net, nodes = partitioned_cluster
     everyone = ",".join(n.bootstrap for n in nodes.values())
     for n in nodes.values():
         wait_view(n.bootstrap, [1, 2, 3], timeout=START_TIMEOUT_SECONDS)
-    a = admin(everyone)  # kept: a client handle destroyed fails its pending results
-    a.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={"min.insync.replicas": "2"})])[
-        TOPIC
-    ].result(timeout=CLIENT_TIMEOUT_SECONDS)
-    wait_agreement(list(nodes.values()), TOPIC, PARTITIONS)
-    wait_for("all in sync", everyone, all_in_sync)
+    create_in_sync(nodes.values(), everyone)
 
     writer = PartitionWriter(everyone)
     writer.start()

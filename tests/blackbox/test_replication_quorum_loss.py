@@ -24,7 +24,7 @@ from test_broker_registration import (  # noqa: F401 (group is a fixture)
     wait_view,
 )
 from test_consensus import leader_of
-from test_partition_leaders import wait_agreement
+from test_replication_failover import create_in_sync
 from test_replication_followers import replica_broker, start_brokers
 
 TOPIC = "quorum"
@@ -72,15 +72,8 @@ def all_in_sync(v):
 
 
 def start(group, broker_factory):
-    from confluent_kafka.admin import NewTopic
-
     brokers, bootstrap = start_brokers(group, broker_factory)
-    a = admin(bootstrap)  # kept: a client handle destroyed fails its pending results
-    a.create_topics([NewTopic(TOPIC, PARTITIONS, 3, config={"min.insync.replicas": "2"})])[
-        TOPIC
-    ].result(timeout=CLIENT_TIMEOUT_SECONDS)
-    wait_agreement(list(brokers.values()), TOPIC, PARTITIONS)
-    wait_for("all in sync", bootstrap, all_in_sync)
+    create_in_sync(brokers.values(), bootstrap, TOPIC, PARTITIONS)
     return brokers, bootstrap
 
 

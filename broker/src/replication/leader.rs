@@ -360,14 +360,9 @@ impl<D: Disk> Leaders<D> {
             }
             l.pending = true;
             if isr.iter().any(|b| !l.isr.contains(b)) {
-                // With members of an earlier change of unknown outcome (`altered`) kept.
-                let mut maximal = isr.clone();
-                for b in l.pending_isr.iter().flatten() {
-                    if !maximal.contains(b) {
-                        maximal.push(*b);
-                    }
-                }
-                l.pending_isr = Some(maximal);
+                // (No earlier set is pending here: one of unknown outcome is sent again
+                // above until settled, and settling it clears `pending_isr`.)
+                l.pending_isr = Some(isr.clone());
                 l.settle(me);
             }
             out.push(IsrChange {
