@@ -64,6 +64,9 @@ pub struct Limits {
     pub shard_fetch_memory_budget_bytes: usize,
     /// `corebus.shard.max.parked.fetches`: fetches waiting for data at once per shard.
     pub shard_max_parked_fetches: usize,
+    /// `corebus.shard.max.open.files`: segment files open at once per shard; 0 derives it
+    /// from the process's open-file limit (`shard::open_files::budget`).
+    pub shard_max_open_files: usize,
 }
 
 impl Limits {
@@ -97,6 +100,7 @@ impl Limits {
                 64 << 20,
             ),
             shard_max_parked_fetches: get("corebus.shard.max.parked.fetches", 4096),
+            shard_max_open_files: get("corebus.shard.max.open.files", 0),
         }
     }
 }

@@ -388,6 +388,21 @@ pub static SETTINGS: &[Setting] = &[
          reading holds no more).",
     ),
     broker(
+        "corebus.shard.max.open.files",
+        Int,
+        Some("0"),
+        Validator::Range {
+            min: 0,
+            max: 1_000_000,
+        },
+        "Segment and index files one shard keeps open at once (past it the least recently \
+         used idle ones are closed and opened again when needed). 0: derived at start-up from \
+         the process's open-file limit, which the broker first raises from its soft to its \
+         hard value: (limit - max.connections - 1024) / shards, at least 256. A partition being \
+         written keeps one file open; give every written partition its own, or each write \
+         opens and closes its file.",
+    ),
+    broker(
         "corebus.shard.max.parked.fetches",
         Int,
         Some("4096"),

@@ -372,6 +372,13 @@ impl Collector for NodeMetrics {
             None,
             gauge_per_shard(|s| s.open_files),
         )?;
+        f.counters(
+            "corebus_segment_files_closed_for_limit",
+            "Segment and index files the shard closed to stay within its open-file budget \
+             (corebus.shard.max.open.files); a steady rise means files are reopened per write.",
+            None,
+            per_shard(|s| s.files_closed_for_limit),
+        )?;
         if let Some(c) = self.consensus {
             let roles = [
                 ("looking", RoleName::Looking),

@@ -43,6 +43,7 @@ pub struct ShardSnapshot {
     pub fetch_waits: u64,
     pub batch_cache_bytes: u64,
     pub open_files: u64,
+    pub files_closed_for_limit: u64,
 }
 
 impl ShardSnapshot {
@@ -66,6 +67,7 @@ impl ShardSnapshot {
             fetch_waits: shard.fetch_waits.get() as u64,
             batch_cache_bytes: storage.cache_bytes() as u64,
             open_files: storage.open_files() as u64,
+            files_closed_for_limit: storage.files_closed_for_limit(),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod cpus;
 pub mod fetch_sessions;
 pub mod memory_pool;
 pub mod mesh;
+pub mod open_files;
 pub mod partitions;
 pub mod placement;
 pub mod producer_state;

@@ -48,12 +48,19 @@ pub struct ShardLogs {
 
 impl ShardLogs {
     /// Prepares direct I/O on `data_dir`; must run on the shard's executor before any other
-    /// DMA file is opened there (glommio's polled-I/O probe, see `storage::dma_disk`).
-    pub async fn new(data_dir: &Path) -> Result<ShardLogs, std::io::Error> {
+    /// DMA file is opened there (glommio's polled-I/O probe, see `storage::dma_disk`). At most
+    /// `max_open_files` segment files stay open at once (`shard::open_files`).
+    pub async fn new(data_dir: &Path, max_open_files: usize) -> Result<ShardLogs, std::io::Error> {
         let disk = DmaDisk::new(data_dir).await?;
         Ok(ShardLogs {
             data_dir: data_dir.to_path_buf(),
-            storage: StorageShard::new(disk, ShardOptions::default()),
+            storage: StorageShard::new(
+                disk,
+                ShardOptions {
+                    max_open_files,
+                    ..ShardOptions::default()
+                },
+            ),
             logs: RefCell::new(HashMap::new()),
             producers: RefCell::new(HashMap::new()),
             topics: RefCell::new(HashMap::new()),

@@ -81,12 +81,41 @@ pub fn run(config: Config) -> Result<(), StartError> {
 }
 
 fn run_broker(
-    config: Arc<Config>,
+    mut config: Arc<Config>,
     own_consensus: Option<std::net::SocketAddr>,
     observed: Option<Arc<corebus_consensus::runtime::Observed>>,
 ) -> Result<(), StartError> {
     let cpus = cpus::allowed_cpus().map_err(StartError::Cpus)?;
     let shard_count = config.shards.unwrap_or(cpus.len());
+    // Each shard's share of the open-file limit for segment files, fixed from here on.
+    let limit = match super::open_files::raise_limit() {
+        Ok(r) => {
+            if r.now > r.was {
+                info!(
+                    was = r.was,
+                    now = r.now,
+                    "raised the open-file limit to its hard value"
+                );
+            }
+            r.now
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let limits = &mut Arc::make_mut(&mut config).limits;
+    limits.shard_max_open_files = super::open_files::budget(
+        limits.shard_max_open_files,
+        limit,
+        limits.max_connections,
+        shard_count,
+    );
+    info!(
+        open_file_limit = limit,
+        segment_files_per_shard = limits.shard_max_open_files,
+        "open-file budget"
+    );
     if shard_count > cpus.len() {
         warn!(
             shards = shard_count,
@@ -207,7 +236,12 @@ fn run_shards(
                         None => None,
                     };
                 // Direct I/O is prepared before anything else opens a DMA file here.
-                let logs = match ShardLogs::new(&config.data_dir).await {
+                let logs = match ShardLogs::new(
+                    &config.data_dir,
+                    config.limits.shard_max_open_files,
+                )
+                .await
+                {
                     Ok(l) => l,
                     Err(e) => {
                         return Err(format!("direct I/O on {}: {e}", config.data_dir.display()));

@@ -5,6 +5,10 @@
 //! used ones not in use by an I/O (nobody else holds the `Rc`) are closed when the limit is
 //! passed. Never: closes a file an operation still holds; never blocks (closing is glommio's
 //! asynchronous close on drop).
+//!
+//! The limit comes from the process's open-file limit (`shard::open_files`); files closed for
+//! it are counted (a metric), because a working set larger than the limit (10,000 partitions
+//! written in turn) makes every write open and close its file.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -21,6 +25,8 @@ pub(crate) struct FdCache<D: Disk> {
     disk: D,
     max_open_files: usize,
     tick: Cell<u64>,
+    /// Files closed to stay within the limit, since start-up.
+    closed_for_limit: Cell<u64>,
     files: RefCell<HashMap<PathBuf, Cached<D::File>>>,
 }
 
@@ -30,6 +36,7 @@ impl<D: Disk> FdCache<D> {
             disk,
             max_open_files: max_open_files.max(1),
             tick: Cell::new(0),
+            closed_for_limit: Cell::new(0),
             files: RefCell::new(HashMap::new()),
         }
     }
@@ -50,7 +57,18 @@ impl<D: Disk> FdCache<D> {
         let mut files = self.files.borrow_mut();
         files.insert(path.to_owned(), (file.clone(), tick));
         if files.len() > self.max_open_files {
-            Self::evict(&mut files, self.max_open_files);
+            let closed = Self::evict(&mut files, self.max_open_files);
+            let before = self.closed_for_limit.get();
+            if before == 0 && closed > 0 {
+                tracing::warn!(
+                    limit = self.max_open_files,
+                    "this shard's segment files exceed its open-file budget: files are closed \
+                     and opened again as partitions are used, which costs a syscall pair per \
+                     write; raise the process's open-file limit (LimitNOFILE, ulimit -n) or \
+                     corebus.shard.max.open.files"
+                );
+            }
+            self.closed_for_limit.set(before + closed);
         }
         Ok(file)
     }
@@ -59,11 +77,12 @@ impl<D: Disk> FdCache<D> {
     /// none is idle). The slack makes the scan over every open file happen once per
     /// `limit / 8` opens rather than on every open past the limit (10,000 partitions opened
     /// at start-up would otherwise cost a quadratic number of steps).
-    fn evict(files: &mut HashMap<PathBuf, (Rc<D::File>, u64)>, limit: usize) {
+    /// Returns how many it closed.
+    fn evict(files: &mut HashMap<PathBuf, (Rc<D::File>, u64)>, limit: usize) -> u64 {
         let target = limit - limit / 8;
         let excess = files.len().saturating_sub(target);
         if excess == 0 {
-            return;
+            return 0;
         }
         let mut idle: Vec<(u64, &PathBuf)> = files
             .iter()
@@ -76,9 +95,10 @@ impl<D: Disk> FdCache<D> {
         } else {
             idle.into_iter().map(|(_, p)| p.clone()).collect()
         };
-        for path in doomed {
-            files.remove(&path);
+        for path in &doomed {
+            files.remove(path);
         }
+        doomed.len() as u64
     }
 
     /// Serves `file` for `path` from now on (the cleaner swapped a segment: `file` is the new
@@ -98,5 +118,9 @@ impl<D: Disk> FdCache<D> {
 
     pub(crate) fn open_count(&self) -> usize {
         self.files.borrow().len()
+    }
+
+    pub(crate) fn closed_for_limit(&self) -> u64 {
+        self.closed_for_limit.get()
     }
 }

@@ -178,6 +178,11 @@ impl<D: Disk> StorageShard<D> {
     pub fn open_files(&self) -> usize {
         self.core.files.open_count()
     }
+    /// Segment files closed to stay within `ShardOptions::max_open_files` (then opened again
+    /// when used), since start-up.
+    pub fn files_closed_for_limit(&self) -> u64 {
+        self.core.files.closed_for_limit()
+    }
     /// Latency of every group-commit fdatasync so far (metrics).
     /// Group-commit rounds run so far.
     pub fn group_commit_rounds(&self) -> u64 {
