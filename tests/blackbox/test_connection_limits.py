@@ -12,6 +12,10 @@ good client's ApiVersions p99 to 222 ms).
   starts only then.
 - A connection with nothing in flight is closed after connections.max.idle.ms; one that
   keeps sending requests is not.
+- max.connections.per.ip (with an override for one address) and max.connections: the
+  connections within them are served on every shard, the one past them is closed at accept
+  before anything is read, each refusal is counted by reason, and a closed connection frees its
+  address's place.
 """
 
 import re
@@ -284,3 +288,69 @@ def test_an_idle_connection_is_closed_and_a_busy_one_is_not(broker_factory):
         busy.join(CLIENT_TIMEOUT_SECONDS)
     assert not errors, errors
     assert metric(b.metrics_port, "corebus_idle_connections_closed_total") == 1
+
+
+def connect_from(source_ip, port):
+    """A connection from `source_ip` (any 127.x.y.z is this host's loopback on Linux)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT_SECONDS,
+                                 source_address=(source_ip, 0))
+    return s
+
+
+def answers_api_versions(sock, correlation=7):
+    sock.sendall(api_versions_request(correlation))
+    (size,) = struct.unpack(">i", harness._read_exact(sock, 4))
+    body = harness._read_exact(sock, size)
+    return struct.unpack(">i", body[:4])[0] == correlation
+
+
+def test_connections_per_address_and_on_the_node_are_bounded(broker_factory):
+    port = harness.free_port()
+    args = []
+    for o in ("max.connections.per.ip=3", "max.connections.per.ip.overrides=127.0.0.2:5",
+              "max.connections=8"):
+        args += ["--override", o]
+    # Two shards: the counts are the node's, whichever shard accepts.
+    b = broker_factory(shards=2, extra_args=args, metrics_listen=f"127.0.0.1:{port}")
+    b.metrics_port = port
+    held = []
+    try:
+        for source, allowed in (("127.0.0.1", 3), ("127.0.0.2", 5)):
+            for _ in range(allowed):
+                s = connect_from(source, b.port)
+                held.append(s)
+                assert answers_api_versions(s), f"a connection from {source} within its limit"
+            # One more from the same address is closed before anything is read.
+            extra = connect_from(source, b.port)
+            assert closed_by_peer(extra, CLOSE_DEADLINE_SECONDS) is not None, (
+                f"connection {allowed + 1} from {source} was not closed")
+            extra.close()
+        # 8 are open: the node is full for an address that holds none.
+        other = connect_from("127.0.0.3", b.port)
+        assert closed_by_peer(other, CLOSE_DEADLINE_SECONDS) is not None, (
+            "a connection past max.connections was not closed")
+        other.close()
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        refused = {reason: sum(float(m.group(1)) for m in re.finditer(
+            rf'^corebus_connections_refused_total\{{[^}}]*reason="{reason}"[^}}]*\}} (\S+)$', text, re.M))
+            for reason in ("address", "node")}
+        assert refused == {"address": 2.0, "node": 1.0}, refused
+        # A closed connection gives its address's place back (the broker sees the close
+        # asynchronously: poll).
+        held.pop(0).close()
+
+        def reconnects():
+            s = connect_from("127.0.0.1", b.port)
+            try:
+                if answers_api_versions(s):
+                    held.append(s)
+                    return True
+            except (OSError, struct.error, AssertionError):
+                pass
+            s.close()
+            return False
+
+        wait_for("a place freed by a closed connection", reconnects)
+    finally:
+        for s in held:
+            s.close()

@@ -316,6 +316,8 @@ pub struct Config {
     /// `None`: one shard per CPU this process may run on.
     pub shards: Option<usize>,
     pub limits: Limits,
+    /// `max.connections.per.ip` and its overrides.
+    pub per_ip: crate::server::admission::PerIpLimits,
     pub settings: BrokerSettings,
     pub roles: consensus::Roles,
     pub consensus: consensus::ConsensusConfig,
@@ -410,6 +412,18 @@ impl Config {
             &data_dir,
         )?;
         let limits = Limits::from_settings(&settings);
+        let per_ip = crate::server::admission::PerIpLimits::parse(
+            settings
+                .i64("max.connections.per.ip")
+                .unwrap_or(i64::from(i32::MAX)),
+            &setting_text(&settings, "max.connections.per.ip.overrides"),
+        )
+        .map_err(|reason| ConfigError::Malformed {
+            name: "max.connections.per.ip.overrides".into(),
+            value: setting_text(&settings, "max.connections.per.ip.overrides"),
+            origin: "broker settings".into(),
+            reason,
+        })?;
         let roles = consensus::Roles::parse(&cli.roles)?;
         let consensus = consensus::resolve_consensus(
             node_id,
@@ -441,6 +455,7 @@ impl Config {
             data_dir,
             shards: cli.shards,
             limits,
+            per_ip,
             settings,
             roles,
             consensus,
@@ -589,6 +604,31 @@ mod tests {
             "PLAINTEXT://kafka-7.example:9092"
         );
         assert_eq!(static_value("log.dirs"), "/var/lib/corebus");
+    }
+
+    #[test]
+    fn connections_per_address_are_read_and_bad_overrides_refused() {
+        let c = Config::load(&cli(&[])).unwrap();
+        assert_eq!(
+            c.per_ip,
+            crate::server::admission::PerIpLimits::parse(i64::from(i32::MAX), "").unwrap()
+        );
+        let c = Config::load(&cli(&[
+            "--override",
+            "max.connections.per.ip=4",
+            "--override",
+            "max.connections.per.ip.overrides=10.1.2.3:9",
+        ]))
+        .unwrap();
+        assert_eq!(c.per_ip.max_for("10.1.2.3".parse().unwrap()), 9);
+        assert_eq!(c.per_ip.max_for("10.1.2.4".parse().unwrap()), 4);
+        for bad in [
+            &["--override", "max.connections.per.ip.overrides=10.1.2.3"][..],
+            &["--override", "max.connections.per.ip=0"][..],
+        ] {
+            let e = Config::load(&cli(bad)).unwrap_err().to_string();
+            assert!(e.contains("max.connections.per.ip"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

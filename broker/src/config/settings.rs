@@ -321,6 +321,22 @@ pub static SETTINGS: &[Setting] = &[
          corebus bounds everything). Further connections are closed at accept.",
     ),
     broker(
+        "max.connections.per.ip",
+        Int,
+        Some("2147483647"),
+        NON_NEGATIVE_I32,
+        "Most client connections open at once from one address (Kafka's default: no bound); \
+         a further one is closed at accept. 0 needs max.connections.per.ip.overrides.",
+    ),
+    broker(
+        "max.connections.per.ip.overrides",
+        Str,
+        Some(""),
+        ANY,
+        "Exceptions to max.connections.per.ip, as HOST:COUNT pairs separated by commas \
+         (an IP address or a host name, resolved at start-up), e.g. 127.0.0.1:200,[::1]:200.",
+    ),
+    broker(
         "corebus.max.inflight.requests.per.connection",
         Int,
         Some("256"),

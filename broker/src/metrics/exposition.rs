@@ -243,6 +243,30 @@ impl Collector for NodeMetrics {
             per_shard(|s| s.counters.connections_accepted),
         )?;
         f.counters(
+            "corebus_connections_refused",
+            "Client connections closed at accept, by reason: max.connections reached on the \
+             node (node) or max.connections.per.ip reached for the client's address (address).",
+            None,
+            answered
+                .iter()
+                .flat_map(|s| {
+                    [
+                        ("node", s.counters.connections_refused_node),
+                        ("address", s.counters.connections_refused_address),
+                    ]
+                    .map(|(reason, n)| {
+                        (
+                            vec![
+                                ("shard", s.shard.to_string()),
+                                ("reason", reason.to_string()),
+                            ],
+                            n,
+                        )
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        f.counters(
             "corebus_idle_connections_closed",
             "Client connections closed after connections.max.idle.ms with no request in flight.",
             None,

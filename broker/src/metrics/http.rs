@@ -15,7 +15,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use corebus_consensus::runtime::Observed;
 use thiserror::Error;
@@ -40,7 +39,7 @@ pub struct Endpoint {
     /// The shards' mesh (a broker node); `None` on a node without shards.
     pub mesh: Option<Mesh>,
     /// Open client connections on the node.
-    pub connections: Arc<AtomicUsize>,
+    pub connections: Arc<crate::server::admission::Admission>,
     /// This process's consensus role, when it has one.
     pub consensus: Option<Arc<Observed>>,
 }
@@ -58,7 +57,7 @@ impl Endpoint {
         NodeMetrics {
             ready: phase == Phase::Ready,
             shards,
-            connections_open: self.connections.load(Ordering::Relaxed) as u64,
+            connections_open: self.connections.open() as u64,
             consensus: self.consensus.as_ref().map(|o| ConsensusView {
                 role: o.role(),
                 serving: o.serving(),

@@ -39,6 +39,10 @@ pub struct ShardMetrics {
     pub sent_bytes: u64,
     /// Connections accepted (and admitted under `max.connections`).
     pub connections_accepted: u64,
+    /// Connections closed at accept because `max.connections` were open on the node.
+    pub connections_refused_node: u64,
+    /// Connections closed at accept because their address held `max.connections.per.ip`.
+    pub connections_refused_address: u64,
     /// Connections closed after `connections.max.idle.ms` with nothing in flight.
     pub idle_connections_closed: u64,
     /// Connections closed because a frame did not arrive within `corebus.request.read.timeout.ms`.

@@ -6,6 +6,7 @@
 //! Never: handles a Kafka API itself (handlers do); moves a connection between shards (a
 //! connection stays on the shard that accepted it).
 
+pub mod admission;
 pub mod closing;
 pub mod connection;
 pub mod gather;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use futures_lite::future;
 use glommio::net::TcpListener;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::shard::Shard;
 
@@ -47,9 +48,20 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Ok(p) => p,
             Err(_) => continue, // already gone
         };
-        if !shard.admit_connection() {
-            warn!(%peer, max = shard.config.limits.max_connections, "max.connections reached; closing the new connection");
-            continue;
+        match shard.connections.admit(peer.ip()) {
+            Ok(()) => {}
+            Err(admission::Refused::Node { max }) => {
+                shard.count(|m| m.connections_refused_node += 1);
+                warn!(%peer, max, "max.connections reached; closing the new connection");
+                continue;
+            }
+            Err(admission::Refused::Address { max }) => {
+                // Per connection at debug only: a client retrying in a loop would flood the
+                // log; the counter shows it.
+                shard.count(|m| m.connections_refused_address += 1);
+                debug!(%peer, max, "max.connections.per.ip reached for this address; closing the new connection");
+                continue;
+            }
         }
         shard.count(|m| m.connections_accepted += 1);
         let span = info_span!("conn", %peer, shard = shard.id.0);
@@ -57,7 +69,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         let spawned = shard.tasks.spawn(
             async move {
                 connection::serve_connection(s.clone(), stream, peer).await;
-                s.release_connection();
+                s.connections.release(peer.ip());
             }
             .instrument(span),
         );
@@ -67,7 +79,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
             Err(_) => {
                 // The gate is closing: shutdown won the race with this accept.
-                shard.release_connection();
+                shard.connections.release(peer.ip());
                 return;
             }
         }

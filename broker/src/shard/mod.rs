@@ -21,7 +21,6 @@ pub mod runtime;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -97,9 +96,9 @@ pub struct Shard {
     pub config: Arc<Config>,
     pub node: Arc<NodeInfo>,
     pub mesh: Mesh,
-    /// Open client connections on the whole node (for `max.connections`); touched at accept
-    /// and close only, never per request.
-    pub connections: Arc<AtomicUsize>,
+    /// Open client connections on the whole node, in total and per address
+    /// (`max.connections`, `max.connections.per.ip`); touched at accept and close only.
+    pub connections: Arc<crate::server::admission::Admission>,
     /// Bytes of produce requests in flight on this shard (`corebus.shard.produce.memory.budget.bytes`);
     /// connections wait for units before reading further, which is the backpressure.
     pub produce_budget: Rc<glommio::sync::Semaphore>,
@@ -147,7 +146,7 @@ impl Shard {
         config: Arc<Config>,
         node: Arc<NodeInfo>,
         mesh: Mesh,
-        connections: Arc<AtomicUsize>,
+        connections: Arc<crate::server::admission::Admission>,
         metadata: Arc<MetadataImage>,
         controller: Option<Rc<Controller>>,
         logs: partitions::ShardLogs,
@@ -266,22 +265,8 @@ impl Shard {
         }
     }
 
-    /// Counts a new connection; `false` (and nothing counted) when `max.connections` is reached.
-    pub fn admit_connection(&self) -> bool {
-        let max = self.config.limits.max_connections;
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
     /// Adds to this shard's counters (one short borrow; never held across an await).
     pub fn count(&self, f: impl FnOnce(&mut ShardMetrics)) {
         f(&mut self.metrics.borrow_mut());
-    }
-
-    pub fn release_connection(&self) {
-        self.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }

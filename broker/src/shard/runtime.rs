@@ -125,7 +125,10 @@ fn run_broker(
     }
     let (sockets, bound) = bind_exclusive(&config.listen, shard_count)?;
     let (mesh, mailboxes) = Mesh::new(shard_count);
-    let connections = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(crate::server::admission::Admission::new(
+        config.limits.max_connections,
+        config.per_ip.clone(),
+    ));
     // Up before recovery and the metadata load, so probes see "alive, not ready" meanwhile.
     let health = Health::new();
     let metrics = start_metrics(
@@ -178,7 +181,7 @@ fn run_shards(
     cpus: &[usize],
     (sockets, bound): (Vec<socket2::Socket>, std::net::SocketAddr),
     (mesh, mailboxes): (Mesh, Vec<flume::Receiver<Job>>),
-    connections: Arc<AtomicUsize>,
+    connections: Arc<crate::server::admission::Admission>,
     health: &Health,
 ) -> Result<(), StartError> {
     let opened = crate::metadata::open::open(&config, own_consensus)?;
