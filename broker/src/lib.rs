@@ -20,6 +20,7 @@ pub mod groups;
 pub mod handlers;
 pub mod limits;
 pub mod logging;
+pub mod memory_trim;
 pub mod metadata;
 pub mod metrics;
 pub mod panic_policy;

@@ -24,6 +24,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Freed memory goes back to the system in a thread of its own (`memory_trim`).
+    corebus_broker::memory_trim::start(
+        config
+            .settings
+            .i64("corebus.memory.trim.interval.ms")
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0),
+        config
+            .settings
+            .i64("corebus.memory.trim.threshold.bytes")
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(u64::MAX),
+    );
     for (name, why) in config.settings.inert_given() {
         warn!(
             setting = name,

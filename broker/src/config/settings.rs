@@ -404,6 +404,24 @@ pub static SETTINGS: &[Setting] = &[
          reading holds no more).",
     ),
     broker(
+        "corebus.memory.trim.interval.ms",
+        Int,
+        Some("10000"),
+        NON_NEGATIVE_I32,
+        "How often the broker looks at the memory its allocator holds free and, past \
+         corebus.memory.trim.threshold.bytes, gives it back to the system (after a large \
+         topic is deleted or many connections close) when more of it is free than in use. 0 \
+         turns it off.",
+    ),
+    broker(
+        "corebus.memory.trim.threshold.bytes",
+        Long,
+        Some("67108864"),
+        NON_NEGATIVE,
+        "Free memory held by the allocator past which it is given back to the system (see \
+         corebus.memory.trim.interval.ms).",
+    ),
+    broker(
         "corebus.shard.max.open.files",
         Int,
         Some("0"),
