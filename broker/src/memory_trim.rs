@@ -29,12 +29,23 @@ pub struct Trimmed {
 }
 
 /// Bytes the allocator holds free (in its arenas, not returned to the system) and bytes in
-/// use, where known.
+/// use, where known: glibc 2.33 or newer (`mallinfo2`, looked up when first needed, so the
+/// binary still starts on an older glibc, without the trim). Each call locks every arena in
+/// turn and walks its free chunks: call it from the trim thread only, not per request.
 pub fn heap() -> Option<(u64, u64)> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        type MallInfo2 = unsafe extern "C" fn() -> libc::mallinfo2;
+        static MALLINFO2: std::sync::OnceLock<Option<MallInfo2>> = std::sync::OnceLock::new();
+        let f = MALLINFO2.get_or_init(|| {
+            // SAFETY: a NUL-terminated name looked up in the already loaded libraries.
+            let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"mallinfo2".as_ptr()) };
+            // SAFETY: glibc's mallinfo2 has exactly this signature.
+            (!sym.is_null())
+                .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, MallInfo2>(sym) })
+        });
         // SAFETY: mallinfo2 only reads the allocator's own statistics.
-        let info = unsafe { libc::mallinfo2() };
+        let info = unsafe { (*f)?() };
         Some((info.fordblks as u64, (info.uordblks + info.hblkhd) as u64))
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -127,30 +138,14 @@ mod tests {
         assert!(!worth_trimming(10 << 20, 1 << 20, 64 << 20));
     }
 
+    // That a trim returns freed memory is tested on the real broker
+    // (tests/blackbox/test_memory_return.py): measured here, the other tests of this process
+    // allocating in parallel would make it flaky.
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn freed_memory_is_counted_free_and_a_trim_returns_it() {
-        // 64 MiB in blocks small enough to come from the heap, not from mmap, each followed
-        // by a small allocation that stays: the freed blocks cannot merge into the heap's top
-        // (which the allocator would give back on its own), as after a real workload.
-        let (blocks, pins): (Vec<Vec<u8>>, Vec<Box<u64>>) = (0..2048u64)
-            .map(|i| (vec![i as u8; 32 << 10], Box::new(i)))
-            .unzip();
-        let held = resident_bytes().unwrap();
-        let free_before = free_bytes().unwrap();
-        drop(blocks);
-        assert!(
-            free_bytes().unwrap() >= free_before + (32 << 20),
-            "the freed blocks are not counted free"
-        );
-        let t = trim();
-        assert!(t.resident_before > 0 && t.resident_after > 0);
-        // Other tests of this process allocate meanwhile: only most of it must be gone.
-        assert!(
-            t.resident_after + (32 << 20) <= held,
-            "resident {held} before the free, {} after the trim",
-            t.resident_after
-        );
-        assert_eq!(pins.iter().map(|p| **p).sum::<u64>(), 2047 * 2048 / 2);
+    fn the_heap_is_read_on_glibc() {
+        let (free, in_use) = heap().expect("mallinfo2 on this glibc");
+        assert!(in_use > 0, "free {free}, in use {in_use}");
+        assert!(resident_bytes().unwrap() > 0);
     }
 }

@@ -313,6 +313,17 @@ def test_connections_per_address_and_on_the_node_are_bounded(broker_factory):
     # Two shards: the counts are the node's, whichever shard accepts.
     b = broker_factory(shards=2, extra_args=args, metrics_listen=f"127.0.0.1:{port}")
     b.metrics_port = port
+
+    def open_connections():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("corebus_connections_open"):
+                    return float(line.rsplit(" ", 1)[1])
+        raise AssertionError("no corebus_connections_open")
+
+    # The harness's readiness probe came from 127.0.0.1 too: its close is seen asynchronously.
+    wait_for("the readiness probe's connection to be released",
+             lambda: open_connections() == 0, CLIENT_TIMEOUT_SECONDS)
     held = []
     try:
         for source, allowed in (("127.0.0.1", 3), ("127.0.0.2", 5)):

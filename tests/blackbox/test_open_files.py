@@ -123,11 +123,15 @@ def test_a_small_budget_bounds_open_files_and_loses_nothing(tmp_path):
 
 
 def test_the_soft_limit_is_raised_and_a_derived_budget_closes_nothing(tmp_path):
+    import shutil
+
+    import pytest
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard <= 4096:
-        import pytest
-
         pytest.skip(f"the hard open-file limit ({hard}) leaves no room to raise")
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
     # Start the broker with a soft limit of 1,024, as many shells do.
     port = harness.free_port()
     data_dir = tmp_path / "data"

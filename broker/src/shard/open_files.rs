@@ -25,7 +25,8 @@ pub struct Raised {
     pub now: u64,
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard one; returns both values.
+/// Raises the soft `RLIMIT_NOFILE` to the hard one; returns both values (`now` stays `was`
+/// when the raise is refused: the limit in force is what the budget must fit).
 pub fn raise_limit() -> io::Result<Raised> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -42,10 +43,16 @@ pub fn raise_limit() -> io::Result<Raised> {
             rlim_max: lim.rlim_max,
         };
         // SAFETY: a valid rlimit whose soft value does not exceed its hard one.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim = raised;
+        } else {
+            tracing::warn!(
+                soft = was,
+                hard = lim.rlim_max,
+                error = %io::Error::last_os_error(),
+                "cannot raise the open-file limit to its hard value; keeping the soft one"
+            );
         }
-        lim = raised;
     }
     Ok(Raised {
         was,
@@ -69,6 +76,16 @@ pub fn budget(setting: usize, limit: u64, max_connections: usize, shards: usize)
         .max(MIN_FILES_PER_SHARD)
 }
 
+/// Whether `shards` budgets of `per_shard` files, `max_connections` sockets and the reserve
+/// fit in `limit` (when they do not, opens and accepts can fail with EMFILE under load).
+pub fn fits(per_shard: usize, shards: usize, max_connections: usize, limit: u64) -> bool {
+    (per_shard as u64)
+        .saturating_mul(shards as u64)
+        .saturating_add(max_connections as u64)
+        .saturating_add(RESERVED_FILES)
+        <= limit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +100,8 @@ mod tests {
         assert_eq!(budget(0, 1024, 10_000, 4), MIN_FILES_PER_SHARD);
         // No shard count is taken as one.
         assert_eq!(budget(0, u64::MAX, 0, 0), usize::MAX - 1024);
+        assert!(fits(budget(0, 20_000, 4_000, 1), 1, 4_000, 20_000));
+        assert!(!fits(MIN_FILES_PER_SHARD, 4, 10_000, 1024));
     }
 
     #[test]

@@ -116,6 +116,23 @@ fn run_broker(
         segment_files_per_shard = limits.shard_max_open_files,
         "open-file budget"
     );
+    if !super::open_files::fits(
+        limits.shard_max_open_files,
+        shard_count,
+        limits.max_connections,
+        limit,
+    ) {
+        warn!(
+            open_file_limit = limit,
+            segment_files_per_shard = limits.shard_max_open_files,
+            shards = shard_count,
+            max_connections = limits.max_connections,
+            "segment files, max.connections and a reserve of {} exceed the open-file limit: \
+             under load, opening a file or accepting a connection can fail; raise the limit \
+             (LimitNOFILE, ulimit -n) or lower max.connections",
+            super::open_files::RESERVED_FILES
+        );
+    }
     if shard_count > cpus.len() {
         warn!(
             shards = shard_count,
