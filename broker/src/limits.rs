@@ -67,6 +67,10 @@ pub struct Limits {
     /// `corebus.shard.max.open.files`: segment files open at once per shard; 0 derives it
     /// from the process's open-file limit (`shard::open_files::budget`).
     pub shard_max_open_files: usize,
+    /// `corebus.memory.trim.interval.ms`: how often freed memory is looked at (0: never).
+    pub memory_trim_interval_ms: u64,
+    /// `corebus.memory.trim.threshold.bytes`: free memory worth giving back.
+    pub memory_trim_threshold_bytes: u64,
 }
 
 impl Limits {
@@ -101,6 +105,9 @@ impl Limits {
             ),
             shard_max_parked_fetches: get("corebus.shard.max.parked.fetches", 4096),
             shard_max_open_files: get("corebus.shard.max.open.files", 0),
+            memory_trim_interval_ms: get("corebus.memory.trim.interval.ms", 10_000) as u64,
+            memory_trim_threshold_bytes: get("corebus.memory.trim.threshold.bytes", 64 << 20)
+                as u64,
         }
     }
 }

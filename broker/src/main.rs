@@ -26,16 +26,8 @@ fn main() -> ExitCode {
     };
     // Freed memory goes back to the system in a thread of its own (`memory_trim`).
     corebus_broker::memory_trim::start(
-        config
-            .settings
-            .i64("corebus.memory.trim.interval.ms")
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(0),
-        config
-            .settings
-            .i64("corebus.memory.trim.threshold.bytes")
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(u64::MAX),
+        config.limits.memory_trim_interval_ms,
+        config.limits.memory_trim_threshold_bytes,
     );
     for (name, why) in config.settings.inert_given() {
         warn!(

@@ -21,14 +21,6 @@ pub struct PerIpLimits {
 }
 
 impl PerIpLimits {
-    /// No per-address bound (Kafka's default, `Int.MAX_VALUE`).
-    pub fn unbounded() -> PerIpLimits {
-        PerIpLimits {
-            default_max: usize::MAX,
-            overrides: HashMap::new(),
-        }
-    }
-
     /// Parses `max.connections.per.ip` and `max.connections.per.ip.overrides` (Kafka's form:
     /// `host-or-ip:count` pairs separated by commas; a host name stands for every address it
     /// resolves to at start-up). As in Kafka, a default of 0 needs at least one override.
@@ -167,7 +159,8 @@ impl Admission {
     }
 
     /// Connections open from `ip`.
-    pub fn open_from(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    fn open_from(&self, ip: IpAddr) -> usize {
         let by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
         by_ip.get(&canonical(ip)).copied().unwrap_or(0)
     }

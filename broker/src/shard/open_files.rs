@@ -11,6 +11,10 @@
 
 use std::io;
 
+use tracing::{info, warn};
+
+use crate::limits::Limits;
+
 /// Descriptors kept for what is neither a client connection nor a segment file.
 pub const RESERVED_FILES: u64 = 1024;
 
@@ -46,7 +50,7 @@ pub fn raise_limit() -> io::Result<Raised> {
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
             lim = raised;
         } else {
-            tracing::warn!(
+            warn!(
                 soft = was,
                 hard = lim.rlim_max,
                 error = %io::Error::last_os_error(),
@@ -58,6 +62,55 @@ pub fn raise_limit() -> io::Result<Raised> {
         was,
         now: lim.rlim_cur,
     })
+}
+
+/// Raises the limit, then sets `limits.shard_max_open_files` to each of `shards`' budget
+/// (`budget`), saying so in the log, with a warning when the budgets, the connections and the
+/// reserve do not fit in the limit.
+pub fn size_budget(limits: &mut Limits, shards: usize) {
+    let limit = match raise_limit() {
+        Ok(r) => {
+            if r.now > r.was {
+                info!(
+                    was = r.was,
+                    now = r.now,
+                    "raised the open-file limit to its hard value"
+                );
+            }
+            r.now
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    limits.shard_max_open_files = budget(
+        limits.shard_max_open_files,
+        limit,
+        limits.max_connections,
+        shards,
+    );
+    info!(
+        open_file_limit = limit,
+        segment_files_per_shard = limits.shard_max_open_files,
+        "open-file budget"
+    );
+    if !fits(
+        limits.shard_max_open_files,
+        shards,
+        limits.max_connections,
+        limit,
+    ) {
+        warn!(
+            open_file_limit = limit,
+            segment_files_per_shard = limits.shard_max_open_files,
+            shards,
+            max_connections = limits.max_connections,
+            "segment files, max.connections and a reserve of {RESERVED_FILES} exceed the \
+             open-file limit: under load, opening a file or accepting a connection can fail; \
+             raise the limit (LimitNOFILE, ulimit -n) or lower max.connections"
+        );
+    }
 }
 
 /// Segment files each of `shards` may keep open: `setting` when it is not 0, else what the

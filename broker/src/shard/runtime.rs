@@ -88,51 +88,7 @@ fn run_broker(
     let cpus = cpus::allowed_cpus().map_err(StartError::Cpus)?;
     let shard_count = config.shards.unwrap_or(cpus.len());
     // Each shard's share of the open-file limit for segment files, fixed from here on.
-    let limit = match super::open_files::raise_limit() {
-        Ok(r) => {
-            if r.now > r.was {
-                info!(
-                    was = r.was,
-                    now = r.now,
-                    "raised the open-file limit to its hard value"
-                );
-            }
-            r.now
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot read the open-file limit; assuming 1024");
-            1024
-        }
-    };
-    let limits = &mut Arc::make_mut(&mut config).limits;
-    limits.shard_max_open_files = super::open_files::budget(
-        limits.shard_max_open_files,
-        limit,
-        limits.max_connections,
-        shard_count,
-    );
-    info!(
-        open_file_limit = limit,
-        segment_files_per_shard = limits.shard_max_open_files,
-        "open-file budget"
-    );
-    if !super::open_files::fits(
-        limits.shard_max_open_files,
-        shard_count,
-        limits.max_connections,
-        limit,
-    ) {
-        warn!(
-            open_file_limit = limit,
-            segment_files_per_shard = limits.shard_max_open_files,
-            shards = shard_count,
-            max_connections = limits.max_connections,
-            "segment files, max.connections and a reserve of {} exceed the open-file limit: \
-             under load, opening a file or accepting a connection can fail; raise the limit \
-             (LimitNOFILE, ulimit -n) or lower max.connections",
-            super::open_files::RESERVED_FILES
-        );
-    }
+    super::open_files::size_budget(&mut Arc::make_mut(&mut config).limits, shard_count);
     if shard_count > cpus.len() {
         warn!(
             shards = shard_count,
