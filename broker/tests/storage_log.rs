@@ -10,7 +10,7 @@ use corebus_broker::storage::{
     Disk, DmaDisk, Durability, LogConfig, MessageTimestampType, PartitionLog, ReadEnd,
     ShardOptions, SimDisk, StorageError, StorageShard,
 };
-use storage_common::{expected, make, read_all, run};
+use storage_common::{expected, make, read_all, read_batches, run};
 
 fn small_config() -> LogConfig {
     LogConfig {
@@ -1002,7 +1002,7 @@ fn leader_epochs_survive_a_crash_and_a_truncation_and_answer_as_kafkas_leader_do
 }
 
 #[test]
-fn a_reopened_replicated_log_starts_its_high_watermark_at_the_log_start() {
+fn a_reopened_replicated_log_starts_its_high_watermark_at_the_checkpoint_or_the_log_start() {
     run(|| async {
         let disk = SimDisk::new();
         let shard = StorageShard::new(disk.clone(), opts(1 << 20));
@@ -1022,7 +1022,18 @@ fn a_reopened_replicated_log_starts_its_high_watermark_at_the_log_start() {
             end,
             "a single replica sees its whole log"
         );
-        log.restart_high_watermark();
+        // A checkpoint is followed, but never past what the log recovered.
+        let first_batch_end = log.scan_headers(0, 1).await.unwrap()[0].last_offset() + 1;
+        log.open_high_watermark(Some(first_batch_end));
+        assert!(log.is_replicated());
+        assert_eq!(log.high_watermark(), first_batch_end);
+        assert_eq!(read_batches(&log, true).await.len(), 1);
+        log.open_high_watermark(Some(end + 1_000));
+        assert_eq!(log.high_watermark(), end);
+        log.open_high_watermark(Some(-5));
+        assert_eq!(log.high_watermark(), 0);
+        // Without one, nothing is visible until replication says so.
+        log.open_high_watermark(None);
         assert!(log.is_replicated());
         assert_eq!(log.high_watermark(), 0);
         assert!(log.read(0, 1 << 20).await.unwrap().is_empty());

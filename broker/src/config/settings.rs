@@ -261,9 +261,10 @@ pub static SETTINGS: &[Setting] = &[
          holds and acks=all waits for them, the in-sync set follows the followers, a dead \
          leader is replaced from the in-sync replicas (truncating what the new leader does \
          not have), a broker stopping hands its leaderships over first, leaders return to their \
-         preferred replicas and partitions can be reassigned. Not yet built: a checkpointed \
-         high watermark, and the inter-broker APIs are open to any client (no listener \
-         separation or authentication yet). For testing the replication work only.",
+         preferred replicas and partitions can be reassigned, and a restarted replica reopens \
+         at its checkpointed high watermark. Not yet built: the inter-broker APIs are open to \
+         any client (no listener separation or authentication yet). For testing the \
+         replication work only.",
     ),
     broker(
         "controlled.shutdown.enable",
@@ -894,6 +895,15 @@ pub static SETTINGS: &[Setting] = &[
         POSITIVE,
         "A follower not caught up with its leader for this long leaves the in-sync replicas; \
          one that holds the high watermark again joins them (corebus.replication.experimental).",
+    ),
+    broker(
+        "replica.high.watermark.checkpoint.interval.ms",
+        Long,
+        Some("5000"),
+        POSITIVE,
+        "How often each shard writes the high watermarks of its partitions to disk \
+         (high-watermarks.<shard> in the data directory), so that a restarted replica opens \
+         them where they were rather than at the log start; also written at a clean stop.",
     ),
     broker(
         "follower.replication.throttled.rate",

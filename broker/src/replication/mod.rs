@@ -29,10 +29,13 @@
 //! checking that nothing acknowledged or shown to a consumer is lost; `scripts/replication-sim`
 //! sweeps more seeds.
 //!
+//! A replica reopens its log at the high watermark its shard last checkpointed
+//! (`storage::hw_checkpoint`, every `replica.high.watermark.checkpoint.interval.ms` and at a
+//! clean stop; `PartitionLog::open_high_watermark`), never past what it recovered, and the
+//! in-sync replicas' next fetches move it on from there.
+//!
 //! What is not built yet, so a replication factor above 1 stays behind the setting (off by
-//! default; CreateTopics refuses it otherwise): the high watermark is not checkpointed (a
-//! replica opens it at its log start and the in-sync replicas' next fetches establish it
-//! again, `PartitionLog::restart_high_watermark`); AlterPartition is not restricted to brokers.
+//! default; CreateTopics refuses it otherwise): AlterPartition is not restricted to brokers.
 //!
 //! Never: appends a batch that fails its CRC or would go back before the log end; serves a
 //! client from a follower (the router's `owner` answers NOT_LEADER_OR_FOLLOWER); holds a

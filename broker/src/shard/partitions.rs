@@ -19,9 +19,10 @@ use crate::config::BrokerSettings;
 use crate::config::settings::{Scope, in_scope};
 use crate::metadata::{MetadataImage, TopicId};
 use crate::storage::bounded::run_bounded;
+use crate::storage::hw_checkpoint::{self, CheckpointKey, HighWatermarks};
 use crate::storage::{
-    CONCURRENT_LOG_OPENS_CLOSES, DmaDisk, LogConfig, PartitionLog, ShardOptions, StorageError,
-    StorageShard,
+    CONCURRENT_LOG_OPENS_CLOSES, Disk, DmaDisk, LogConfig, PartitionLog, ShardOptions,
+    StorageError, StorageShard,
 };
 
 /// One shard's logs.
@@ -44,14 +45,36 @@ pub struct ShardLogs {
     /// One `sync_with` at a time: two overlapping ones would both open a partition that
     /// neither has finished opening.
     syncing: glommio::sync::Semaphore,
+    /// High watermarks to open replicated logs with, as every shard's checkpoint held them
+    /// at start; an entry is taken when its log opens.
+    restored: RefCell<HighWatermarks>,
+    /// High watermarks of the logs this shard closed but keeps (until they open again).
+    kept: RefCell<HighWatermarks>,
+    /// What this shard's checkpoint file holds (nothing is written when nothing changed).
+    checkpointed: RefCell<Option<HighWatermarks>>,
+    /// One checkpoint write at a time (they share a temporary file).
+    checkpointing: glommio::sync::Semaphore,
+    shard: ShardId,
+    shard_count: usize,
+}
+
+fn checkpoint_key((topic, partition): PartitionKey) -> CheckpointKey {
+    (*topic.0.as_bytes(), partition)
 }
 
 impl ShardLogs {
     /// Prepares direct I/O on `data_dir`; must run on the shard's executor before any other
     /// DMA file is opened there (glommio's polled-I/O probe, see `storage::dma_disk`). At most
-    /// `max_open_files` segment files stay open at once (`shard::open_files`).
-    pub async fn new(data_dir: &Path, max_open_files: usize) -> Result<ShardLogs, std::io::Error> {
+    /// `max_open_files` segment files stay open at once (`shard::open_files`). Reads the high
+    /// watermark checkpoints of every shard (`storage::hw_checkpoint`).
+    pub async fn new(
+        data_dir: &Path,
+        max_open_files: usize,
+        shard: ShardId,
+        shard_count: usize,
+    ) -> Result<ShardLogs, std::io::Error> {
         let disk = DmaDisk::new(data_dir).await?;
+        let restored = hw_checkpoint::read_all(&disk, data_dir).await;
         Ok(ShardLogs {
             data_dir: data_dir.to_path_buf(),
             storage: StorageShard::new(
@@ -65,7 +88,63 @@ impl ShardLogs {
             producers: RefCell::new(HashMap::new()),
             topics: RefCell::new(HashMap::new()),
             syncing: glommio::sync::Semaphore::new(1),
+            restored: RefCell::new(restored),
+            kept: RefCell::new(HighWatermarks::new()),
+            checkpointed: RefCell::new(None),
+            checkpointing: glommio::sync::Semaphore::new(1),
+            shard,
+            shard_count,
         })
+    }
+
+    /// Writes this shard's high watermark checkpoint: the high watermark of every open log,
+    /// and of the logs it closed but keeps; skipped when nothing changed since the last one.
+    /// The first one written by shard 0 removes the files of shards this node no longer runs
+    /// (their entries were read at start by the shards that now hold those partitions).
+    pub async fn checkpoint_high_watermarks(&self) {
+        let Ok(_one_at_a_time) = self.checkpointing.acquire_permit(1).await else {
+            return;
+        };
+        let mut now = self.kept.borrow().clone();
+        for (key, log) in self.logs.borrow().iter() {
+            now.insert(checkpoint_key(*key), log.high_watermark());
+        }
+        if self.checkpointed.borrow().as_ref() == Some(&now) {
+            return;
+        }
+        let first = self.checkpointed.borrow().is_none();
+        let disk = self.storage.disk();
+        let name = hw_checkpoint::file_name(self.shard.0);
+        if let Err(e) = hw_checkpoint::write(disk, &self.data_dir, &name, &now).await {
+            warn!(
+                shard = self.shard.0,
+                error = %e,
+                "writing the high watermark checkpoint failed; a restart opens replicated \
+                 partitions at an older high watermark"
+            );
+            return;
+        }
+        *self.checkpointed.borrow_mut() = Some(now);
+        if first && self.shard == ShardId(0) {
+            self.remove_checkpoints_of_gone_shards().await;
+        }
+    }
+
+    async fn remove_checkpoints_of_gone_shards(&self) {
+        let disk = self.storage.disk();
+        let Ok(names) = disk.list_dir(&self.data_dir) else {
+            return;
+        };
+        for name in names {
+            let gone = name
+                .strip_prefix(hw_checkpoint::FILE_PREFIX)
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|n| n >= self.shard_count);
+            if gone {
+                let _ = disk.remove(&self.data_dir.join(&name)).await;
+            }
+        }
+        let _ = disk.sync_dir(&self.data_dir).await;
     }
 
     /// The open log of a partition this shard owns.
@@ -171,6 +250,9 @@ impl ShardLogs {
                 if reassigned_away {
                     removed_replicas.push((key.0, log));
                 } else {
+                    self.kept
+                        .borrow_mut()
+                        .insert(checkpoint_key(key), log.high_watermark());
                     moved_logs.push(log);
                 }
             }
@@ -221,7 +303,8 @@ impl ShardLogs {
                         let dir =
                             StorageShard::<DmaDisk>::log_dir(&self.data_dir, &topic.name, p as i32);
                         let replicated = topic.partitions[p].replicas.len() > 1;
-                        to_open.push((key, dir, config.clone(), replicated));
+                        let hw = replicated.then(|| self.checkpointed_high_watermark(key));
+                        to_open.push((key, dir, config.clone(), hw));
                     }
                 }
             }
@@ -234,13 +317,13 @@ impl ShardLogs {
         let opened = run_bounded(
             to_open,
             CONCURRENT_LOG_OPENS_CLOSES,
-            |(key, dir, config, replicated)| {
+            |(key, dir, config, hw)| {
                 let storage = storage.clone();
                 async move {
                     let result = match storage.open_log(dir.clone(), config).await {
                         Ok(log) => {
-                            if replicated {
-                                log.restart_high_watermark();
+                            if let Some(hw) = hw {
+                                log.open_high_watermark(hw);
                             }
                             let states = rebuild_producers(&log).await;
                             Ok((log, states))
@@ -263,8 +346,19 @@ impl ShardLogs {
         }
     }
 
-    /// Closes every log cleanly (drained, synced, clean-shutdown markers written).
+    /// The high watermark a replicated log opens with: where this shard closed it, else what
+    /// the checkpoints held at start (taken: a log opened once and later deleted must not get
+    /// it back).
+    fn checkpointed_high_watermark(&self, key: PartitionKey) -> Option<i64> {
+        let key = checkpoint_key(key);
+        let kept = self.kept.borrow_mut().remove(&key);
+        kept.or_else(|| self.restored.borrow_mut().remove(&key))
+    }
+
+    /// Closes every log cleanly (drained, synced, clean-shutdown markers written) and writes
+    /// the high watermark checkpoint they end with.
     pub async fn close(&self) {
+        self.checkpoint_high_watermarks().await;
         self.storage.close().await;
     }
 }

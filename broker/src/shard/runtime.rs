@@ -215,6 +215,8 @@ fn run_shards(
                 let logs = match ShardLogs::new(
                     &config.data_dir,
                     config.limits.shard_max_open_files,
+                    id,
+                    shard_count,
                 )
                 .await
                 {
@@ -440,6 +442,7 @@ async fn run_shard(
 ) {
     glommio::spawn_local(serve_mailbox(shard.clone(), mailbox)).detach();
     glommio::spawn_local(retention_ticker(shard.clone())).detach();
+    glommio::spawn_local(high_watermark_checkpoints(shard.clone())).detach();
     start_cleaner(&shard);
     glommio::spawn_local(crate::groups::coordinator::run_timers(shard.clone())).detach();
     accept_loop(shard.clone(), listener).await;
@@ -515,29 +518,60 @@ fn start_cleaner(shard: &Shard) {
     shard.logs.storage().start_cleaner(options);
 }
 
-/// Runs retention on this shard's logs every `log.retention.check.interval.ms`.
-async fn retention_ticker(shard: Rc<Shard>) {
+/// Runs `tick` every `setting` ms (`default_ms` when unset) until the shard stops.
+async fn every<F, Fut>(shard: Rc<Shard>, setting: &str, default_ms: i64, tick: F)
+where
+    F: Fn(Rc<Shard>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let interval_ms = shard
         .config
         .settings
-        .i64("log.retention.check.interval.ms")
-        .unwrap_or(300_000)
+        .i64(setting)
+        .unwrap_or(default_ms)
         .max(1) as u64;
     while !shard.shutdown.is_fired() {
         glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
-        let deleted = shard
-            .logs
-            .storage()
-            .enforce_retention(crate::storage::now_ms())
-            .await;
-        if deleted > 0 {
-            info!(
-                shard = shard.id.0,
-                segments = deleted,
-                "retention deleted segments"
-            );
+        if !shard.shutdown.is_fired() {
+            tick(shard.clone()).await;
         }
     }
+}
+
+/// Runs retention on this shard's logs every `log.retention.check.interval.ms`.
+async fn retention_ticker(shard: Rc<Shard>) {
+    every(
+        shard,
+        "log.retention.check.interval.ms",
+        300_000,
+        |shard| async move {
+            let deleted = shard
+                .logs
+                .storage()
+                .enforce_retention(crate::storage::now_ms())
+                .await;
+            if deleted > 0 {
+                info!(
+                    shard = shard.id.0,
+                    segments = deleted,
+                    "retention deleted segments"
+                );
+            }
+        },
+    )
+    .await
+}
+
+/// Writes the shard's high watermark checkpoint every
+/// `replica.high.watermark.checkpoint.interval.ms` (the last one is written at close).
+async fn high_watermark_checkpoints(shard: Rc<Shard>) {
+    every(
+        shard,
+        "replica.high.watermark.checkpoint.interval.ms",
+        5_000,
+        |shard| async move { shard.logs.checkpoint_high_watermarks().await },
+    )
+    .await
 }
 
 /// The host to advertise when none was configured: the listen host, or for a wildcard listen

@@ -162,17 +162,20 @@ impl<D: Disk> PartitionLog<D> {
             self.inner.high_watermark.advance(self.inner.written.get());
         }
     }
-    /// Right after open, for a partition with other replicas: the high watermark is not
-    /// checkpointed, and what this replica wrote before it stopped may be held by no other,
-    /// so it starts from the log start and replication establishes it again (the in-sync
-    /// replicas' next fetches). Nothing waits on a log just opened.
-    pub fn restart_high_watermark(&self) {
+    /// Right after open, for a partition with other replicas: what this replica wrote before
+    /// it stopped may be held by no other, so its high watermark starts from the one it
+    /// checkpointed (`storage::hw_checkpoint`), never past what it recovered, or from the log
+    /// start without a checkpoint; replication moves it on from there (the in-sync replicas'
+    /// next fetches). Nothing waits on a log just opened.
+    pub fn open_high_watermark(&self, checkpointed: Option<i64>) {
         self.inner.replicated.set(true);
         let start = self.inner.state.borrow().log_start_offset;
+        let written = self.inner.written.get();
+        let at = checkpointed.map_or(start, |hw| hw.clamp(start, written.max(start)));
         let err = StorageError::Closed {
             dir: self.inner.dir.clone(),
         };
-        self.inner.high_watermark.reset(start, &err);
+        self.inner.high_watermark.reset(at, &err);
     }
     /// Moves the high watermark of a replicated log forward to `offset`, never past the
     /// written offset (a replica cannot expose what it has not written itself).

@@ -3,7 +3,8 @@
 //! Layout: `<data>/<topic>-<partition>/` holds Kafka-named segments
 //! (`00000000000000000000.log`, `.index`, `.timeindex`), a `log-start-offset` checkpoint and,
 //! after a clean close, a `clean-shutdown` marker. `<data>/.lock` keeps a second process off
-//! the directory ([`lock::DataDirLock`]).
+//! the directory ([`lock::DataDirLock`]); `<data>/high-watermarks.<shard>` are the shards'
+//! high watermark checkpoints ([`hw_checkpoint`]).
 //!
 //! # Durability contract
 //! - An append is **written** when its O_DIRECT write completed. It then survives the process
@@ -56,6 +57,7 @@ pub mod dma_disk;
 pub mod epochs;
 pub mod error;
 mod fd_cache;
+pub mod hw_checkpoint;
 mod index;
 pub mod inspect;
 pub mod lock;

@@ -13,7 +13,9 @@
 //! leader's starts while the old one's is out): OffsetForLeaderEpoch under a leader epoch it
 //! has not checked, else a Fetch from its log end, which the leader holds while it has nothing
 //! new (the long poll); it drops the answers of a leader replaced meanwhile (`still_led_by`)
-//! and fetches again only once what it appended is written and synced; an acks=all append
+//! and fetches again only once what it appended is written and synced; each broker writes its
+//! high watermark checkpoint through the real file code now and then and a restarted one opens
+//! its log at it (as `ShardLogs` does); an acks=all append
 //! is answered once it is synced on the leader, the high watermark passed it, the leader
 //! still leads under the append's epoch and the in-sync set holds `min.insync.replicas`.
 //!
@@ -63,7 +65,8 @@ use crate::metadata::{MetadataCommand, MetadataImage, PartitionMeta, TopicId, To
 use crate::shard::ShardId;
 use crate::shard::router::Here;
 use crate::storage::{
-    LogConfig, PartitionLog, ReadEnd, ShardOptions, SimDisk, StorageShard, testing,
+    Disk, LogConfig, PartitionLog, ReadEnd, ShardOptions, SimDisk, StorageShard, hw_checkpoint,
+    testing,
 };
 
 type Log = PartitionLog<SimDisk>;
@@ -80,6 +83,9 @@ const ANSWER_TIMEOUT_MS: i64 = 800;
 const PRODUCE_TIMEOUT_MS: i64 = 5_000;
 const FETCH_MAX_BYTES: usize = 8 << 10;
 const MIN_INSYNC: i32 = 2;
+/// `replica.high.watermark.checkpoint.interval.ms`, shorter than the default so that runs
+/// restart from recent checkpoints as well as stale ones.
+const CHECKPOINT_MS: i64 = 400;
 /// Kafka's OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
@@ -94,6 +100,8 @@ pub enum Fault {
     /// A follower takes the answers of a leader replaced while its request was out (the real
     /// fetcher drops them: `follower::still_led_by`).
     StaleLeaderAnswers,
+    /// The high watermark checkpoint holds the log's written end, not its high watermark.
+    CheckpointLogEnd,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +132,8 @@ pub struct Report {
     pub messages: u64,
     /// The final log's end offset.
     pub end_offset: i64,
+    /// Restarts whose high watermark a checkpoint placed above the log start.
+    pub checkpointed_starts: u32,
     pub violations: Vec<String>,
 }
 
@@ -186,6 +196,8 @@ struct Up {
     /// The in-sync change in flight: its id, when it went out, and the change.
     altering: Option<(u64, i64, IsrChange)>,
     next_isr_check_ms: i64,
+    /// When this broker next writes its high watermark checkpoint.
+    next_checkpoint_ms: i64,
     last_high_watermark: i64,
 }
 
@@ -287,8 +299,12 @@ fn shard_options() -> ShardOptions {
     }
 }
 
+fn data_dir() -> PathBuf {
+    PathBuf::from("/sim")
+}
+
 fn log_dir() -> PathBuf {
-    PathBuf::from("/sim/t-0")
+    data_dir().join("t-0")
 }
 
 /// The id of a batch this simulator produced: its timestamp.
@@ -394,8 +410,9 @@ impl Sim {
         BROKERS.iter().position(|b| *b == id).expect("a broker")
     }
 
-    /// Starts broker `i`'s process: opens (recovers) its log, with the high watermark from
-    /// the log start as a replica's opens it, and installs the controller's current image.
+    /// Starts broker `i`'s process: opens (recovers) its log, with the high watermark its
+    /// checkpoint holds as a replica's opens it (`ShardLogs::sync_with`), and installs the
+    /// controller's current image.
     async fn start(&mut self, i: usize) {
         let b = &mut self.brokers[i];
         b.life += 1;
@@ -410,7 +427,15 @@ impl Sim {
                 return;
             }
         };
-        log.restart_high_watermark();
+        // The data directory exists as the broker's does (the simulated disk knows of the
+        // log's directory only).
+        let _ = b.disk.create_dir_all(&data_dir());
+        let checkpoints = hw_checkpoint::read_all(&b.disk, &data_dir()).await;
+        log.open_high_watermark(checkpoints.get(&(*self.topic.0.as_bytes(), 0)).copied());
+        if log.high_watermark() > log.log_start_offset() {
+            self.report.checkpointed_starts += 1;
+        }
+        let next_checkpoint_ms = self.now + CHECKPOINT_MS;
         b.up = Some(Up {
             _storage: storage,
             log: log.clone(),
@@ -421,6 +446,7 @@ impl Sim {
             parked: Vec::new(),
             altering: None,
             next_isr_check_ms: 0,
+            next_checkpoint_ms,
             last_high_watermark: log.high_watermark(),
         });
         self.install(i);
@@ -636,6 +662,7 @@ impl Sim {
             self.answer_parked(i).await;
             self.follow(i).await;
             self.check_isr(i);
+            self.checkpoint(i).await;
         }
         // Lets the logs' write and group-commit tasks run a varying number of times.
         for _ in 0..=self.rng.below(3) {
@@ -650,6 +677,25 @@ impl Sim {
         }
         self.answer_produces();
         self.observe().await;
+    }
+
+    /// Broker `i` writes its high watermark checkpoint when its time has come, as the shard's
+    /// ticker does (`ShardLogs::checkpoint_high_watermarks`), through the real file code.
+    async fn checkpoint(&mut self, i: usize) {
+        let (now, key, fault) = (self.now, (*self.topic.0.as_bytes(), 0), self.opts.fault);
+        let b = &mut self.brokers[i];
+        let Some(up) = b.up.as_mut().filter(|u| u.next_checkpoint_ms <= now) else {
+            return;
+        };
+        up.next_checkpoint_ms = now + CHECKPOINT_MS;
+        let hw = match fault {
+            Fault::CheckpointLogEnd => up.log.written_offset(),
+            _ => up.log.high_watermark(),
+        };
+        let entries = [(key, hw)].into();
+        let name = hw_checkpoint::file_name(0);
+        // A broker killed meanwhile leaves the file it had (the write is atomic).
+        let _ = hw_checkpoint::write(&b.disk, &data_dir(), &name, &entries).await;
     }
 
     async fn faults(&mut self) {

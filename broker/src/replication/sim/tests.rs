@@ -4,8 +4,8 @@
 use super::*;
 
 fn seeds(opts: &SimOptions, seeds: std::ops::Range<u64>) -> (u64, usize, u32) {
-    let (mut produced, mut acked, mut changes) = (0, 0, 0);
-    for seed in seeds {
+    let (mut produced, mut acked, mut changes, mut checkpointed) = (0, 0, 0, 0);
+    for seed in seeds.clone() {
         let r = run(seed, opts);
         assert!(
             r.violations.is_empty(),
@@ -15,7 +15,13 @@ fn seeds(opts: &SimOptions, seeds: std::ops::Range<u64>) -> (u64, usize, u32) {
         produced += r.produced;
         acked += r.acknowledged;
         changes += r.leader_changes;
+        checkpointed += r.checkpointed_starts;
     }
+    // Restarts took their high watermark from a checkpoint, not only from the log start.
+    assert!(
+        checkpointed > (seeds.end - seeds.start) as u32,
+        "{checkpointed} restarts from a checkpoint"
+    );
     (produced, acked, changes)
 }
 
@@ -264,6 +270,16 @@ fn the_checkers_catch_a_follower_reporting_before_its_sync() {
     assert!(
         caught.is_some(),
         "a follower reporting unsynced appends went unnoticed in 300 seeds"
+    );
+}
+
+#[test]
+fn the_checkers_catch_a_checkpoint_of_the_log_end() {
+    let caught = first_caught(Fault::CheckpointLogEnd, false, 1_000);
+    eprintln!("caught: {caught:?}");
+    assert!(
+        caught.is_some(),
+        "a checkpoint of the log end instead of the high watermark went unnoticed in 1,000 seeds"
     );
 }
 
