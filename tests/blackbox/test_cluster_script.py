@@ -76,3 +76,51 @@ def test_three_nodes_start_serve_spread_partitions_and_stop(tmp_path):
     assert not list(d.glob("node-*/pid"))
     for i in (1, 2, 3):
         assert "corebus stopped cleanly" in (d / f"node-{i}" / "corebus.log").read_text(errors="replace")
+
+
+def test_the_last_node_of_a_cluster_without_quorum_stops_without_waiting_out_its_hand_over(tmp_path):
+    """Replicated partitions, then two of the three nodes killed: the consensus group has no
+    quorum, so no controller can move the last node's leaderships. SIGTERM to it: its
+    controlled shutdown gives up once the controller stayed unreachable for longer than a
+    session (2 s here), well before `corebus.controlled.shutdown.timeout.ms` (30 s), and it
+    stops cleanly."""
+    import signal
+    import time
+
+    from confluent_kafka.admin import NewTopic
+
+    d = tmp_path / "cluster"
+    env_args = "--shards 1 --override corebus.consensus.session.timeout.ms=2000"
+    env = dict(os.environ, COREBUS_BIN=str(harness.corebus_binary()),
+               COREBUS_CLUSTER_ARGS=env_args)
+
+    def run(*args):
+        return subprocess.run([str(REPO / "scripts" / "cluster"), *args, "--dir", str(d)],
+                              capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_SECONDS,
+                              env=env)
+
+    try:
+        out = run("start", "--nodes", "3")
+        assert out.returncode == 0, out.stdout + out.stderr
+        a = admin(BOOTSTRAP)
+        a.create_topics([NewTopic("kept", 3, 3)])["kept"].result(timeout=CLIENT_TIMEOUT_SECONDS)
+        view = wait_agreement([Endpoint(p) for p in (19092, 19093, 19094)], "kept", 3)
+        assert sorted(v[0] for v in view.values()) == [1, 2, 3], view
+        pids = {i: int((d / f"node-{i}" / "pid").read_text()) for i in (1, 2, 3)}
+        for i in (1, 2):
+            os.kill(pids[i], signal.SIGKILL)
+        time.sleep(0.5)
+        started = time.monotonic()
+        os.kill(pids[3], signal.SIGTERM)
+        log = d / "node-3" / "corebus.log"
+        deadline = started + 25
+        while "corebus stopped cleanly" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+        took = time.monotonic() - started
+        text = log.read_text(errors="replace")
+        assert "stopping without handing over" in text, text[-3000:]
+        print(f"the last node stopped {took:.1f} s after SIGTERM")
+        assert took < 20, f"{took:.1f} s"
+    finally:
+        run("stop")

@@ -8,7 +8,11 @@
 //! broker keeps serving meanwhile: clients writing to it get NOT_LEADER_OR_FOLLOWER once a
 //! leadership moved, and find the new leader through Metadata, as with Kafka.
 //!
-//! Never: delays the stop past its timeout; runs without replication or a consensus group
+//! Gives up early when the controller stays unreachable for longer than a session with no
+//! other taking its place (the consensus group has lost its quorum, as when a whole cluster
+//! is stopped node by node: the last ones would otherwise wait out the timeout).
+//!
+//! Never: delays the stop past its timeout; runs without a consensus group
 //! (nothing could take a partition over).
 
 use std::rc::Rc;
@@ -23,13 +27,14 @@ use crate::shard::Shard;
 const RETRY_MS: u64 = 500;
 /// How often the image is looked at while waiting.
 const POLL_MS: u64 = 20;
+/// Beyond a session timeout, how long an unreachable controller is waited for.
+const UNREACHABLE_SLACK_MS: u64 = 1_000;
 
 /// Hands this broker's leaderships over, within the configured time; returns when done,
 /// when there is nothing to hand over, or at the deadline.
 pub async fn hand_over_leaderships(shard: &Rc<Shard>) {
     let settings = &shard.config.settings;
     if !settings.bool("controlled.shutdown.enable")
-        || !settings.bool("corebus.replication.experimental")
         || !crate::metadata::open::uses_consensus(&shard.config)
     {
         return;
@@ -48,11 +53,38 @@ pub async fn hand_over_leaderships(shard: &Rc<Shard>) {
         partitions = before,
         "controlled shutdown: handing leaderships over"
     );
+    // A dead controller is replaced once its session expires; one named by this broker's view
+    // and unreachable for longer than that, with no other taking its place, means the group
+    // cannot elect one (no quorum, or this broker is cut off): nothing can take over then.
+    let give_up_after = Duration::from_millis(
+        crate::cluster::session_timeout_ms(&shard.config) + UNREACHABLE_SLACK_MS,
+    );
+    let mut unreachable: Option<(Option<i32>, Instant)> = None;
     loop {
         let asked_with = movable(shard);
         let done = match crate::cluster::forward::controlled_shutdown(shard).await {
-            Ok(done) => done,
+            Ok(done) => {
+                unreachable = None;
+                done
+            }
             Err(e) => {
+                let controller = shard.cluster().controller_id;
+                let since = match unreachable {
+                    Some((c, since)) if c == controller => since,
+                    _ => Instant::now(),
+                };
+                unreachable = Some((controller, since));
+                if since.elapsed() >= give_up_after {
+                    warn!(
+                        partitions = movable(shard),
+                        error = %e,
+                        unreachable_ms = since.elapsed().as_millis() as u64,
+                        "controlled shutdown: the controller stayed unreachable for longer than \
+                         a session and none took its place; stopping without handing over \
+                         (the partitions fail over when this broker's session expires)"
+                    );
+                    return;
+                }
                 warn!(error = %e, "controlled shutdown: cannot reach the controller yet");
                 false
             }
