@@ -94,7 +94,7 @@ def test_refuses_a_second_broker_on_the_same_port(broker, tmp_path):
         (["--override", "num.partitons=3"], "num.partitons"),
         (["--override", "num.partitions=many"], "num.partitions"),
         (["--override", "log.cleanup.policy=shred"], "log.cleanup.policy"),
-        (["--override", "default.replication.factor=3"], "default.replication.factor"),
+        (["--override", "default.replication.factor=0"], "default.replication.factor"),
     ],
 )
 def test_refuses_unknown_or_malformed_settings(tmp_path, args, named):

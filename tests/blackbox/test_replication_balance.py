@@ -1,6 +1,5 @@
 """Leadership returns to the preferred replicas (`broker/src/metadata/elect.rs`,
-`broker/src/replication/balance.rs`, `broker/src/handlers/elect_leaders.rs`): with
-`corebus.replication.experimental` on, three brokers beside a group of three consensus nodes,
+`broker/src/replication/balance.rs`, `broker/src/handlers/elect_leaders.rs`): three brokers beside a group of three consensus nodes,
 a topic of 3 partitions with 3 replicas. The preferred (first assigned) replica of a
 partition is killed with SIGKILL, its partitions fail over, and it is restarted and catches
 up. Then

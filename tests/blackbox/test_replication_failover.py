@@ -1,5 +1,4 @@
-"""Failover (`broker/src/metadata/elect.rs`, `replication/follower.rs`'s truncation): with
-`corebus.replication.experimental` on, three brokers beside a group of three consensus nodes,
+"""Failover (`broker/src/metadata/elect.rs`, `replication/follower.rs`'s truncation): three brokers beside a group of three consensus nodes,
 a topic of 3 partitions, replication factor 3, min.insync.replicas 2. An idempotent acks=all
 producer (confluent-kafka) writes all the time while the leader of each partition in turn is
 killed with SIGKILL: the controller elects a new leader from the in-sync replicas once the

@@ -1,4 +1,4 @@
-"""Replication, step 2 (`broker/src/replication`): with `corebus.replication.experimental` on,
+"""Replication, step 2 (`broker/src/replication`):
 a topic of replication factor 3 on three brokers has every partition on every broker, and
 each follower copies its leader's log byte for byte (offsets and leader epochs as the leader
 gave them), also after it was killed with SIGKILL and restarted. Real processes: a group of
@@ -30,7 +30,6 @@ from test_partition_leaders import wait_agreement
 TOPIC = "copied"
 PARTITIONS = 3
 CATCH_UP_SECONDS = 60
-REPLICATION = ["--override", "corebus.replication.experimental=true"]
 
 
 def replica_broker(broker_factory, group, node_id, data_dir=None, shards=1, extra=(), port=None):
@@ -39,7 +38,7 @@ def replica_broker(broker_factory, group, node_id, data_dir=None, shards=1, extr
         port=port,
         shards=shards,
         extra_args=["--roles", "broker", "--node-id", str(node_id), "--consensus-peers",
-                    group.peers, *SESSION_OVERRIDE, *REPLICATION, *extra],
+                    group.peers, *SESSION_OVERRIDE, *extra],
     )
 
 

@@ -1,6 +1,5 @@
 """The group coordinator follows the leadership of `__consumer_offsets` partitions
-(`broker/src/groups/coordinator.rs`, `follow_leadership`): with
-`corebus.replication.experimental` on, three brokers beside a group of three consensus
+(`broker/src/groups/coordinator.rs`, `follow_leadership`): three brokers beside a group of three consensus
 nodes, `__consumer_offsets` with 3 replicas. A consumer group (confluent-kafka) commits an
 offset; the broker coordinating it is killed with SIGKILL; the group's offsets partition
 gets a new leader, which loads the group from its copy of the log: a consumer of the same

@@ -1,5 +1,4 @@
-"""Replication, step 3 (`broker/src/replication/leader.rs`, `isr.rs`): with
-`corebus.replication.experimental` on, a partition's high watermark is what every in-sync
+"""Replication, step 3 (`broker/src/replication/leader.rs`, `isr.rs`): a partition's high watermark is what every in-sync
 replica holds, not what its leader wrote, acks=all waits for the in-sync replicas, and the
 in-sync set follows the followers (`replica.lag.time.max.ms`).
 

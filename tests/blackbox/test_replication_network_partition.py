@@ -1,4 +1,4 @@
-"""A network partition of one broker (issue 11), with `corebus.replication.experimental`:
+"""A network partition of one broker (issue 11):
 three nodes, each a broker and a member of the consensus group (the default roles), each in a
 network namespace of its own, joined by veth pairs to a bridge that the test creates (the
 test process, in the root namespace, reaches all three over the bridge). A topic of 3
@@ -41,7 +41,6 @@ import harness
 from test_broker_registration import CLIENT_TIMEOUT_SECONDS, SESSION_OVERRIDE, admin, wait_view
 from test_partition_leaders import wait_agreement
 from test_replication_failover import PARTITIONS, TOPIC, Writer, create_in_sync, read_partition
-from test_replication_followers import REPLICATION
 
 KAFKA_PORT = 9092
 CONSENSUS_PORT = 9093
@@ -171,7 +170,7 @@ def start_nodes(net, tmp_path):
             "--metrics-listen", "127.0.0.1:0",
             "--data-dir", str(data_dir),
             "--shards", "1",
-            *SESSION_OVERRIDE, *REPLICATION,
+            *SESSION_OVERRIDE,
         ]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(

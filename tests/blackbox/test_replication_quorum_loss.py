@@ -1,5 +1,4 @@
-"""Losing brokers and losing consensus nodes (issue 11's cluster tests), with
-`corebus.replication.experimental`: three brokers beside a separate group of three
+"""Losing brokers and losing consensus nodes (issue 11's cluster tests), three brokers beside a separate group of three
 consensus-only nodes, a topic of 3 partitions with 3 replicas and min.insync.replicas 2.
 
 - Two brokers killed: the survivor leads every partition; acks=all is refused with

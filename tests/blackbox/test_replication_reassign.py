@@ -1,7 +1,7 @@
 """Partition reassignment (`broker/src/metadata/reassign.rs`,
 `broker/src/handlers/partition_reassignments.rs`), driven by kafkajs's admin client
-(`alterPartitionReassignments`, `listPartitionReassignments`) against three brokers with
-`corebus.replication.experimental` beside a group of three consensus nodes.
+(`alterPartitionReassignments`, `listPartitionReassignments`) against three brokers
+beside a group of three consensus nodes.
 
 A partition of one replica holding acknowledged records is moved to the two other brokers:
 while the new replicas copy, ListPartitionReassignments shows the move; once they are in sync

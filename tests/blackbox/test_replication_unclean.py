@@ -1,5 +1,5 @@
-"""Unclean leader election (`broker/src/metadata/elect.rs`, `unclean.leader.election.enable`)
-with `corebus.replication.experimental`, two brokers beside a group of three consensus nodes.
+"""Unclean leader election (`broker/src/metadata/elect.rs`, `unclean.leader.election.enable`):
+two brokers beside a group of three consensus nodes.
 
 A partition of two replicas whose topic enables unclean election: its follower is killed and
 leaves the in-sync set, then its leader is killed, so no in-sync replica is left. When the

@@ -85,8 +85,6 @@ const SEGMENT_BYTES: Validator = Validator::Range {
     min: 14,
     max: i32::MAX as i64,
 };
-/// A single node holds exactly one replica of everything.
-const SINGLE_REPLICA: Validator = Validator::Range { min: 1, max: 1 };
 
 const MS: i64 = 1;
 const MINUTES_IN_MS: i64 = 60_000;
@@ -241,8 +239,10 @@ pub static SETTINGS: &[Setting] = &[
         "default.replication.factor",
         Int,
         Some("1"),
-        SINGLE_REPLICA,
-        "Replication factor of new topics; a single node supports only 1.",
+        Validator::Range { min: 1, max: 32767 },
+        "Replication factor of topics created without one (CreateTopics with -1, and topics \
+         created automatically); a topic asking for more replicas than there are live brokers \
+         is refused with INVALID_REPLICATION_FACTOR.",
     ),
     broker(
         "auto.create.topics.enable",
@@ -251,20 +251,11 @@ pub static SETTINGS: &[Setting] = &[
         ANY,
         "Create a topic when Metadata names one that does not exist.",
     ),
-    broker(
+    inert(
         "corebus.replication.experimental",
         Boolean,
-        Some("false"),
-        ANY,
-        "Lets CreateTopics ask for a replication factor above 1 (up to the live brokers): \
-         followers copy their leader's log, the high watermark is what every in-sync replica \
-         holds and acks=all waits for them, the in-sync set follows the followers, a dead \
-         leader is replaced from the in-sync replicas (truncating what the new leader does \
-         not have), a broker stopping hands its leaderships over first, leaders return to their \
-         preferred replicas and partitions can be reassigned, and a restarted replica reopens \
-         at its checkpointed high watermark. Not yet built: the inter-broker APIs are open to \
-         any client (no listener separation or authentication yet). For testing the \
-         replication work only.",
+        "replication is always on: a topic may have as many replicas as there are live \
+         brokers (this setting once gated it and is still accepted).",
     ),
     broker(
         "controlled.shutdown.enable",
@@ -921,9 +912,8 @@ pub static SETTINGS: &[Setting] = &[
         Int,
         Some("3"),
         Validator::Range { min: 1, max: 32767 },
-        "Replicas of each __consumer_offsets partition when corebus.replication.experimental is \
-         on, capped by the live brokers when the topic is created (as Kafka does on small \
-         clusters); 1 while it is off.",
+        "Replicas of each __consumer_offsets partition, capped by the live brokers when the \
+         topic is created (as Kafka does on small clusters).",
     ),
     inert(
         "transaction.state.log.replication.factor",

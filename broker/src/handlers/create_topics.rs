@@ -41,24 +41,25 @@ pub struct NewTopic {
     pub replication_factor: usize,
 }
 
-/// Where new partitions may go: the live brokers, and how many replicas a partition may have
-/// (1 unless `corebus.replication.experimental`, then up to the live brokers).
+/// Where new partitions may go: the live brokers (a partition has at most one replica on
+/// each), and the replication factor of a topic created without one
+/// (`default.replication.factor`).
 #[derive(Debug, Clone)]
 pub struct Placing {
     pub live: Vec<BrokerId>,
-    pub max_replication: usize,
+    pub default_replication: i16,
 }
 
 impl Placing {
     pub fn of(shard: &Shard) -> Placing {
-        let live = shard.cluster().live_ids();
-        let replicated = shard
+        let default_replication = shard
             .config
             .settings
-            .bool("corebus.replication.experimental");
+            .i64("default.replication.factor")
+            .map_or(1, |v| v.clamp(1, i16::MAX as i64) as i16);
         Placing {
-            max_replication: if replicated { live.len().max(1) } else { 1 },
-            live,
+            live: shard.cluster().live_ids(),
+            default_replication,
         }
     }
 }
@@ -184,7 +185,7 @@ pub async fn create_internal(
 }
 
 /// The checks that need no metadata image: name, partition count, replication factor (at
-/// most the live brokers, and 1 without `corebus.replication.experimental`), assignment
+/// least 1 and at most the live brokers; -1 is `default.replication.factor`), assignment
 /// (distinct live brokers, as many for every partition), configs. `default_partitions`
 /// replaces -1.
 pub fn check_new_topic(
@@ -214,20 +215,15 @@ pub fn check_new_topic(
                 let distinct = brokers.iter().collect::<HashSet<_>>().len() == brokers.len();
                 let fits = !brokers.is_empty()
                     && brokers.len() == factor
-                    && factor <= placing.max_replication
                     && distinct
                     && brokers.iter().all(|b| live.contains(b));
                 if !fits || by_partition.insert(*p, brokers.clone()).is_some() {
                     return Err(ItemError::new(
                         ResponseError::InvalidReplicaAssignment,
                         format!(
-                            "assignment of partition {p} must name {} distinct live broker(s) \
-                             (of {live:?}), as many as every other partition, once",
-                            if placing.max_replication == 1 {
-                                "one (corebus.replication.experimental is off)".to_string()
-                            } else {
-                                format!("1 to {}", placing.max_replication)
-                            }
+                            "assignment of partition {p} must name 1 to {} distinct live \
+                             broker(s) (of {live:?}), as many as every other partition, once",
+                            live.len().max(1)
                         ),
                     ));
                 }
@@ -243,30 +239,27 @@ pub fn check_new_topic(
             n
         }
         _ => {
-            if replication_factor != -1 && replication_factor as usize > live.len() {
+            if replication_factor == 0 || replication_factor < -1 {
+                return Err(ItemError::new(
+                    ResponseError::InvalidReplicationFactor,
+                    "Replication factor must be larger than 0, or -1 to use the default value.",
+                ));
+            }
+            let wanted = if replication_factor == -1 {
+                placing.default_replication
+            } else {
+                replication_factor
+            };
+            if wanted as usize > live.len() {
                 return Err(ItemError::new(
                     ResponseError::InvalidReplicationFactor,
                     format!(
-                        "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.",
+                        "Unable to replicate the partition {wanted} time(s): The target replication factor of {wanted} cannot be reached because only {} broker(s) are registered.",
                         live.len()
                     ),
                 ));
             }
-            if replication_factor != -1
-                && (replication_factor < 1 || replication_factor as usize > placing.max_replication)
-            {
-                return Err(ItemError::new(
-                    ResponseError::InvalidReplicationFactor,
-                    format!(
-                        "replication factor {replication_factor}: corebus does not replicate partitions yet (corebus.replication.experimental is off), every partition has one replica"
-                    ),
-                ));
-            }
-            factor = if replication_factor == -1 {
-                1
-            } else {
-                replication_factor as usize
-            };
+            factor = wanted as usize;
             if num_partitions == -1 {
                 default_partitions
             } else {
@@ -439,7 +432,7 @@ mod tests {
             3,
             &Placing {
                 live: vec![1, 2],
-                max_replication: 1,
+                default_replication: 1,
             },
         )
     }
@@ -455,12 +448,31 @@ mod tests {
             check(2, 3, None, &[]).unwrap_err().code,
             ResponseError::InvalidReplicationFactor
         );
-        // Two brokers live, but no replication yet.
-        assert!(
-            check(2, 2, None, &[])
-                .unwrap_err()
-                .message
-                .contains("does not replicate")
+        // Two brokers live: up to two replicas; -1 is default.replication.factor.
+        assert_eq!(check(2, 2, None, &[]).unwrap().replication_factor, 2);
+        assert_eq!(check(2, -1, None, &[]).unwrap().replication_factor, 1);
+        for bad in [0, -2] {
+            assert_eq!(
+                check(2, bad, None, &[]).unwrap_err().code,
+                ResponseError::InvalidReplicationFactor,
+                "{bad}"
+            );
+        }
+        let three_by_default = check_new_topic(
+            "t",
+            1,
+            -1,
+            None,
+            [],
+            1,
+            &Placing {
+                live: vec![1, 2],
+                default_replication: 3,
+            },
+        );
+        assert_eq!(
+            three_by_default.unwrap_err().code,
+            ResponseError::InvalidReplicationFactor
         );
         assert_eq!(
             check(2, 1, None, &[("retention.ms", "soon")])
@@ -480,9 +492,12 @@ mod tests {
         let assigned = check(-1, -1, Some(vec![(1, vec![1]), (0, vec![2])]), &[]).unwrap();
         assert_eq!(assigned.partitions, 2);
         assert_eq!(assigned.assignments, Some(vec![vec![2], vec![1]]));
+        let both = check(-1, -1, Some(vec![(0, vec![2, 1])]), &[]).unwrap();
+        assert_eq!(both.assignments, Some(vec![vec![2, 1]]));
         for bad in [
             vec![(0, vec![3])],
-            vec![(0, vec![1, 2])],
+            vec![(0, vec![1, 1])],
+            vec![(0, vec![1, 2]), (1, vec![1])],
             vec![(0, vec![1]), (0, vec![2])],
             vec![(0, vec![1]), (2, vec![2])],
         ] {

@@ -38,7 +38,7 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<MetadataImage>, Resp
         ("segment.bytes".to_string(), segment_bytes.to_string()),
         ("compression.type".to_string(), "producer".to_string()),
     ]);
-    // Replicated only with corebus.replication.experimental, capped by the live brokers.
+    // Capped by the live brokers, as Kafka does on small clusters.
     let placing = Placing::of(shard);
     let wanted = settings
         .i64("offsets.topic.replication.factor")
@@ -49,7 +49,7 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<MetadataImage>, Resp
         partitions,
         configs,
         assignments: None,
-        replication_factor: wanted.min(placing.max_replication),
+        replication_factor: wanted.min(placing.live.len().max(1)),
     };
     for result in create_internal(shard, vec![topic]).await {
         match result {

@@ -18,10 +18,7 @@ use crate::shard::{Shard, ShardId};
 /// Runs on shard 0 until shutdown.
 pub async fn balance_loop(shard: Rc<Shard>) {
     let settings = &shard.config.settings;
-    if shard.id != ShardId::CONTROLLER
-        || !settings.bool("auto.leader.rebalance.enable")
-        || !settings.bool("corebus.replication.experimental")
-    {
+    if shard.id != ShardId::CONTROLLER || !settings.bool("auto.leader.rebalance.enable") {
         return;
     }
     let interval_ms = settings

@@ -1,5 +1,5 @@
-//! Replication, steps 2 and 3 of the cluster issue (all behind
-//! `corebus.replication.experimental`). Followers copy their leader's log (`follower`): each
+//! Replication (the cluster issues): a partition has as many replicas as its topic asked for,
+//! up to the live brokers. Followers copy their leader's log (`follower`): each
 //! shard runs one fetcher per leader broker for the partitions whose replica it holds and
 //! another broker leads; it sends that leader Kafka Fetch requests with its own broker id as
 //! `replica_id`, all those partitions in one request, appends what comes back byte for byte
@@ -34,8 +34,9 @@
 //! clean stop; `PartitionLog::open_high_watermark`), never past what it recovered, and the
 //! in-sync replicas' next fetches move it on from there.
 //!
-//! What is not built yet, so a replication factor above 1 stays behind the setting (off by
-//! default; CreateTopics refuses it otherwise): AlterPartition is not restricted to brokers.
+//! Not built yet: the inter-broker requests (Fetch with a replica id, AlterPartition,
+//! BrokerHeartbeat) are taken from any client, as Kafka takes them without an authorizer;
+//! listeners, authentication and ACLs are the security issue's.
 //!
 //! Never: appends a batch that fails its CRC or would go back before the log end; serves a
 //! client from a follower (the router's `owner` answers NOT_LEADER_OR_FOLLOWER); holds a
