@@ -292,12 +292,7 @@ fn sync_all_takes_one_group_commit_round_for_many_logs() {
         }
         let append_all = |seed: u64| {
             logs.iter()
-                .map(|l| {
-                    (
-                        l,
-                        l.append_nowait(&[make(seed)], 0, 0).unwrap().last_offset + 1,
-                    )
-                })
+                .map(|l| (l, l.append_nowait(&[make(seed)], 0, 0).unwrap().ticket))
                 .collect::<Vec<_>>()
         };
         let targets = append_all(1);
@@ -306,14 +301,14 @@ fn sync_all_takes_one_group_commit_round_for_many_logs() {
             r.unwrap();
         }
         assert_eq!(shard.group_commit_rounds() - before, 1);
-        for (log, next) in &targets {
-            assert!(log.synced_offset() >= *next);
+        for (log, ticket) in &targets {
+            assert!(log.synced_offset() >= ticket.next);
         }
         // The same syncs awaited one after another: a round each.
         let targets = append_all(2);
         let before = shard.group_commit_rounds();
-        for (log, next) in &targets {
-            log.sync_to(*next).await.unwrap();
+        for (log, ticket) in &targets {
+            log.sync_to(ticket.next).await.unwrap();
         }
         assert_eq!(shard.group_commit_rounds() - before, 8);
     });
@@ -448,9 +443,10 @@ fn disk_full_gives_appends_back_and_recovers_when_space_returns() {
             .await
             .unwrap();
         disk.set_disk_full(true);
-        // Enough data to pass the preallocated extent.
+        // Enough data to pass the preallocated extent (a roll to a new segment, whose file
+        // cannot be preallocated).
         let mut failed = 0;
-        for seed in 0..40u64 {
+        for seed in 0..400u64 {
             match log.append(&[make(seed)], 0, 0, Durability::Written).await {
                 Err(e @ StorageError::DiskFull { .. }) => {
                     assert_eq!(e.kafka_error_code(), 56);
@@ -460,8 +456,9 @@ fn disk_full_gives_appends_back_and_recovers_when_space_returns() {
                 Ok(_) => {}
             }
         }
-        // The simulated disk refuses only growth past the file's end; some appends may have
-        // fit in the last page, the rest must have failed without taking the log offline.
+        // The simulated disk refuses only growth past the file's end; appends that fit in
+        // the preallocated extent went in, the rest must have failed without taking the log
+        // offline.
         assert!(failed > 0);
         assert!(log.offline_reason().is_none());
         disk.set_disk_full(false);
@@ -473,6 +470,38 @@ fn disk_full_gives_appends_back_and_recovers_when_space_returns() {
         assert_eq!(info.base_offset, end, "no gap after the given-back appends");
         let all = read_all(&log).await;
         assert_eq!(all[0].0.base_offset, first.base_offset);
+    });
+}
+
+#[test]
+fn offsets_given_back_before_their_wait_began_are_not_taken_for_written() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(1 << 20));
+        let log = shard.open_log(dir(), small_config()).await.unwrap();
+        disk.set_disk_full(true);
+        // The first write of a fresh segment cannot preallocate: its offsets are given back,
+        // here before anyone waits for them (as for a produce request's later partitions).
+        let given_back = log.append_nowait(&[make(1)], 0, 0).unwrap();
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        assert_eq!(log.log_end_offset(), given_back.base_offset, "given back");
+        disk.set_disk_full(false);
+        let reused = log.append_nowait(&[make(2)], 0, 0).unwrap();
+        assert_eq!(reused.base_offset, given_back.base_offset);
+        log.wait_appended(reused.ticket).await.unwrap();
+        assert!(log.written_offset() >= given_back.ticket.next);
+        // The written mark passed the first append's end, but with other batches there.
+        let late = log.wait_appended(given_back.ticket).await;
+        assert!(
+            matches!(late, Err(StorageError::DiskFull { .. })),
+            "{late:?}"
+        );
+        let all = read_all(&log).await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            &all[0].1[..],
+            &expected(&make(2), reused.base_offset, 0)[..]
+        );
     });
 }
 

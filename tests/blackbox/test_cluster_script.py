@@ -81,8 +81,8 @@ def test_three_nodes_start_serve_spread_partitions_and_stop(tmp_path):
 def test_the_last_node_of_a_cluster_without_quorum_stops_without_waiting_out_its_hand_over(tmp_path):
     """Replicated partitions, then two of the three nodes killed: the consensus group has no
     quorum, so no controller can move the last node's leaderships. SIGTERM to it: its
-    controlled shutdown gives up once the controller stayed unreachable for longer than a
-    session (2 s here), well before `corebus.controlled.shutdown.timeout.ms` (30 s), and it
+    controlled shutdown gives up once the controller stayed unreachable for two sessions and
+    more (2 s each here), well before `corebus.controlled.shutdown.timeout.ms` (30 s), and it
     stops cleanly."""
     import signal
     import time

@@ -706,7 +706,7 @@ pub static SETTINGS: &[Setting] = &[
          another live replica as its leader (available again, but records only the lost \
          replicas held are lost). Off: it has no leader until an in-sync replica returns \
          (ElectLeaders with the unclean type still elects one on request). A topic's own \
-         setting overrides it (corebus.replication.experimental).",
+         setting overrides it.",
     ),
     broker(
         "auto.leader.rebalance.enable",
@@ -885,7 +885,7 @@ pub static SETTINGS: &[Setting] = &[
         Some("30000"),
         POSITIVE,
         "A follower not caught up with its leader for this long leaves the in-sync replicas; \
-         one that holds the high watermark again joins them (corebus.replication.experimental).",
+         one that holds the high watermark again joins them.",
     ),
     broker(
         "replica.high.watermark.checkpoint.interval.ms",

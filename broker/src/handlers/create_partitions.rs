@@ -74,8 +74,12 @@ pub async fn handle(
                         format!("at most {MAX_PARTITIONS_PER_TOPIC} partitions per topic"),
                     ));
                 }
-                // New partitions get as many replicas as the topic's first one has.
-                let factor = meta.partitions.first().map_or(1, |p| p.replicas.len().max(1));
+                // New partitions get as many replicas as the topic's first one has (after its
+                // reassignment, if one is under way).
+                let factor = meta
+                    .partitions
+                    .first()
+                    .map_or(1, |p| p.target_replicas().len().max(1));
                 let added: Vec<PartitionMeta> = match &assignments {
                     Some(a) => {
                         let fits = |b: &Vec<i32>| {

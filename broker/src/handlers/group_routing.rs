@@ -44,16 +44,25 @@ pub async fn offsets_topic(shard: &Rc<Shard>) -> Result<Arc<MetadataImage>, Resp
         .i64("offsets.topic.replication.factor")
         .unwrap_or(3)
         .max(1) as usize;
+    let replication_factor = wanted.min(placing.live.len().max(1));
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_string(),
         partitions,
         configs,
         assignments: None,
-        replication_factor: wanted.min(placing.live.len().max(1)),
+        replication_factor,
     };
     for result in create_internal(shard, vec![topic]).await {
         match result {
-            Ok(_) => tracing::info!(partitions, "created {OFFSETS_TOPIC}"),
+            Ok(_) if replication_factor < wanted => tracing::warn!(
+                partitions,
+                replication_factor,
+                wanted,
+                "created {OFFSETS_TOPIC} with fewer replicas than offsets.topic.replication.factor: \
+                 only {replication_factor} broker(s) are live; add replicas later with a \
+                 partition reassignment (corebus-ctl partition balance)"
+            ),
+            Ok(_) => tracing::info!(partitions, replication_factor, "created {OFFSETS_TOPIC}"),
             // Another request created it meanwhile.
             Err(e) if e.code == ResponseError::TopicAlreadyExists => {}
             Err(e) => {

@@ -49,7 +49,7 @@ use crate::server::order::Turn;
 use crate::shard::partitions::Log;
 use crate::shard::producer_state::{ProducerStates, Verdict};
 use crate::shard::{Shard, ShardId, router};
-use crate::storage::{Durability, now_ms};
+use crate::storage::{AppendTicket, Durability, now_ms};
 
 /// One partition's append, as sent to its shard.
 struct Append {
@@ -467,13 +467,13 @@ async fn append_all(
     let _ = appended.try_send(());
     // The partitions that must be synced are synced together: one group-commit round for
     // all of them (`PartitionLog::sync_all`), not one per partition.
-    let synced: Vec<(&Log, i64)> = started
+    let synced: Vec<(&Log, AppendTicket)> = started
         .iter()
         .filter_map(|s| match s {
             Ok((_, log, Started::Appended(info), _))
                 if log.config().durability_for_acks(acks) == Durability::Synced =>
             {
-                Some((log, info.last_offset + 1))
+                Some((log, info.ticket))
             }
             _ => None,
         })
@@ -500,7 +500,7 @@ async fn append_all(
             }
             Ok((key, log, Started::Appended(info), epoch)) => {
                 let durable = match log.config().durability_for_acks(acks) {
-                    Durability::Written => Some(log.wait_written(info.last_offset + 1).await),
+                    Durability::Written => Some(log.wait_appended(info.ticket).await),
                     // In the order `synced` was built in; never missing, and never taken
                     // for durable if it were.
                     Durability::Synced => synced.next(),

@@ -54,7 +54,7 @@ use crate::metadata::image::BrokerId;
 use crate::shard::Shard;
 use crate::shard::partitions::Log;
 use crate::shard::router::replica_shard;
-use crate::storage::{Disk, Durability, PartitionLog, now_ms};
+use crate::storage::{AppendTicket, Disk, Durability, PartitionLog, now_ms};
 
 /// Kafka's OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -411,6 +411,7 @@ async fn truncate<'p>(
         return Err(format!("{endpoint}: not an OffsetForLeaderEpoch answer"));
     };
     let mut out = Vec::new();
+    let mut truncated = false;
     for t in response.topics {
         for p in t.partitions {
             let Some(f) = parts
@@ -441,6 +442,7 @@ async fn truncate<'p>(
                     continue;
                 }
                 info!(topic = %f.name, partition = f.partition, from = own_end, to, leader_epoch = f.leader_epoch, "replica truncated to its leader's log");
+                truncated = true;
                 let states = crate::shard::partitions::rebuild_producers(&f.log).await;
                 shard
                     .logs
@@ -450,6 +452,12 @@ async fn truncate<'p>(
                 out.push((*f, f.leader_epoch));
             }
         }
+    }
+    // A cut can lower the high watermark (below what the checkpoint holds only after an
+    // unclean election): the checkpoint says so before this replica appends past the cut, or
+    // a restart could reopen it at the old value over records of the new leader's line.
+    if truncated {
+        shard.logs.checkpoint_high_watermarks().await;
     }
     Ok(out)
 }
@@ -597,10 +605,10 @@ async fn fetch_round(
     }
     // The next fetch tells the leader what this replica holds, so it goes only once the
     // appends are written (and synced, where the topic's acks=all waits for syncs).
-    let synced: Vec<(&Log, i64)> = appended
+    let synced: Vec<(&Log, AppendTicket)> = appended
         .iter()
         .filter(|(f, _)| f.log.config().durability_for_acks(-1) == Durability::Synced)
-        .map(|(f, _)| (&f.log, f.log.log_end_offset()))
+        .map(|(f, _)| (&f.log, f.log.end_ticket()))
         .collect();
     // Every wait runs even after a failure (a failed write or sync takes its log offline,
     // which refuses the next append, so nothing unwritten is ever reported).

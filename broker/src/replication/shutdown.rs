@@ -8,7 +8,7 @@
 //! broker keeps serving meanwhile: clients writing to it get NOT_LEADER_OR_FOLLOWER once a
 //! leadership moved, and find the new leader through Metadata, as with Kafka.
 //!
-//! Gives up early when the controller stays unreachable for longer than a session with no
+//! Gives up early when the controller stays unreachable for longer than two sessions with no
 //! other taking its place (the consensus group has lost its quorum, as when a whole cluster
 //! is stopped node by node: the last ones would otherwise wait out the timeout).
 //!
@@ -27,8 +27,8 @@ use crate::shard::Shard;
 const RETRY_MS: u64 = 500;
 /// How often the image is looked at while waiting.
 const POLL_MS: u64 = 20;
-/// Beyond a session timeout, how long an unreachable controller is waited for.
-const UNREACHABLE_SLACK_MS: u64 = 1_000;
+/// Beyond two session timeouts, how long an unreachable controller is waited for.
+const UNREACHABLE_SLACK_MS: u64 = 2_000;
 
 /// Hands this broker's leaderships over, within the configured time; returns when done,
 /// when there is nothing to hand over, or at the deadline.
@@ -53,11 +53,13 @@ pub async fn hand_over_leaderships(shard: &Rc<Shard>) {
         partitions = before,
         "controlled shutdown: handing leaderships over"
     );
-    // A dead controller is replaced once its session expires; one named by this broker's view
-    // and unreachable for longer than that, with no other taking its place, means the group
-    // cannot elect one (no quorum, or this broker is cut off): nothing can take over then.
+    // A dead controller is replaced once its session expires (an ephemeral node may outlive
+    // its owner by a session, a consensus election and the claim: `consensus::session`); one
+    // named by this broker's view and unreachable for twice a session and more, with no other
+    // taking its place, means the group cannot elect one (no quorum, or this broker is cut
+    // off): nothing can take over then.
     let give_up_after = Duration::from_millis(
-        crate::cluster::session_timeout_ms(&shard.config) + UNREACHABLE_SLACK_MS,
+        2 * crate::cluster::session_timeout_ms(&shard.config) + UNREACHABLE_SLACK_MS,
     );
     let mut unreachable: Option<(Option<i32>, Instant)> = None;
     loop {

@@ -50,6 +50,8 @@ pub struct ShardLogs {
     restored: RefCell<HighWatermarks>,
     /// High watermarks of the logs this shard closed but keeps (until they open again).
     kept: RefCell<HighWatermarks>,
+    /// High watermarks of the logs being opened (back to `restored` if the open fails).
+    opening: RefCell<HighWatermarks>,
     /// What this shard's checkpoint file holds (nothing is written when nothing changed).
     checkpointed: RefCell<Option<HighWatermarks>>,
     /// One checkpoint write at a time (they share a temporary file).
@@ -90,6 +92,7 @@ impl ShardLogs {
             syncing: glommio::sync::Semaphore::new(1),
             restored: RefCell::new(restored),
             kept: RefCell::new(HighWatermarks::new()),
+            opening: RefCell::new(HighWatermarks::new()),
             checkpointed: RefCell::new(None),
             checkpointing: glommio::sync::Semaphore::new(1),
             shard,
@@ -106,6 +109,7 @@ impl ShardLogs {
             return;
         };
         let mut now = self.kept.borrow().clone();
+        now.extend(self.opening.borrow().iter().map(|(k, v)| (*k, *v)));
         for (key, log) in self.logs.borrow().iter() {
             now.insert(checkpoint_key(*key), log.high_watermark());
         }
@@ -336,23 +340,31 @@ impl ShardLogs {
         )
         .await;
         for (key, dir, result) in opened {
+            let hw = self.opening.borrow_mut().remove(&checkpoint_key(key));
             match result {
                 Ok((log, states)) => {
                     self.producers.borrow_mut().insert(key, states);
                     self.logs.borrow_mut().insert(key, log);
                 }
-                Err(e) => warn!(dir = %dir.display(), error = %e, "cannot open partition log"),
+                Err(e) => {
+                    if let Some(hw) = hw {
+                        self.restored.borrow_mut().insert(checkpoint_key(key), hw);
+                    }
+                    warn!(dir = %dir.display(), error = %e, "cannot open partition log")
+                }
             }
         }
     }
 
     /// The high watermark a replicated log opens with: where this shard closed it, else what
     /// the checkpoints held at start (taken: a log opened once and later deleted must not get
-    /// it back).
+    /// it back; kept in `opening` meanwhile, so a checkpoint written then still holds it).
     fn checkpointed_high_watermark(&self, key: PartitionKey) -> Option<i64> {
         let key = checkpoint_key(key);
         let kept = self.kept.borrow_mut().remove(&key);
-        kept.or_else(|| self.restored.borrow_mut().remove(&key))
+        let hw = kept.or_else(|| self.restored.borrow_mut().remove(&key))?;
+        self.opening.borrow_mut().insert(key, hw);
+        Some(hw)
     }
 
     /// Closes every log cleanly (drained, synced, clean-shutdown markers written) and writes

@@ -16,9 +16,12 @@
 //! start from the log start, as without a checkpoint), never read as garbage.
 //!
 //! Why a value read here is safe to expose: a high watermark only counts records every
-//! in-sync replica held, and the reader clamps it to its own recovered log end; high
-//! watermarks of one topic id only grow (no unclean election), so a stale file (an older
-//! shard layout) holds smaller values, never wrong ones.
+//! in-sync replica held, and the reader clamps it to its own recovered log end. High
+//! watermarks of one topic id only grow, except after an unclean election, which makes a
+//! follower truncate below its high watermark: the follower then writes its checkpoint before
+//! it appends past the cut (`replication::follower`), so no file holds the old value over the
+//! new line's records. A stale file of an older shard layout holds older values, smaller
+//! ones but for that same exception.
 //!
 //! Never: keeps files open; blocks the shard (the writes are direct I/O through `Disk`).
 
@@ -120,7 +123,13 @@ pub async fn write<D: Disk>(
     let file = disk.open(&tmp, OpenMode::CreateIfMissing).await?;
     // A temporary file left longer by an earlier, interrupted write is cut to this one.
     file.truncate(0).await?;
-    file.write_at(Rc::new(buf), 0).await?;
+    let written = file.write_at(Rc::new(buf), 0).await?;
+    if written != bytes.len() {
+        return Err(std::io::Error::other(format!(
+            "short direct write of {name}: {written} of {} bytes",
+            bytes.len()
+        )));
+    }
     file.fdatasync().await?;
     drop(file);
     disk.rename(&tmp, &dir.join(name)).await?;

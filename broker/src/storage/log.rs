@@ -41,6 +41,18 @@ pub struct AppendInfo {
     /// The LogAppendTime stamped into the batches, when the topic uses it.
     pub log_append_time: Option<i64>,
     pub log_start_offset: i64,
+    /// What to wait on for this append (`wait_appended`, `sync_all`).
+    pub ticket: AppendTicket,
+}
+
+/// An append's offsets as a wait needs them: the end, and how many give-backs of the log
+/// came before they were assigned, so that a give-back that takes them back is seen even
+/// when it happened before the wait began (see `watermark`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendTicket {
+    /// The offset after the append.
+    pub next: i64,
+    rejections: u64,
 }
 
 pub(crate) struct LogState<D: Disk> {
@@ -296,10 +308,9 @@ impl<D: Disk> PartitionLog<D> {
         durability: Durability,
     ) -> Result<AppendInfo> {
         let info = self.append_nowait(batches, leader_epoch, now_ms)?;
-        let next = info.last_offset + 1;
-        self.inner.written.wait_for(next).await?;
+        self.wait_appended(info.ticket).await?;
         if durability == Durability::Synced {
-            self.sync_to(next).await?;
+            self.sync_to(info.ticket.next).await?;
         }
         Ok(info)
     }
@@ -364,6 +375,10 @@ impl<D: Disk> PartitionLog<D> {
             last_offset: state.next_offset - 1,
             log_append_time,
             log_start_offset: state.log_start_offset,
+            ticket: AppendTicket {
+                next: state.next_offset,
+                rejections: self.inner.written.rejections(),
+            },
         };
         let start_writer = !state.writer_running;
         state.writer_running = true;
@@ -507,6 +522,24 @@ impl<D: Disk> PartitionLog<D> {
         self.inner.written.wait_for(next_offset).await
     }
 
+    /// Waits until an append is written; refused when its offsets were given back (a full
+    /// disk), also when that happened before this wait began.
+    pub async fn wait_appended(&self, ticket: AppendTicket) -> Result<()> {
+        self.inner
+            .written
+            .wait_for_since(ticket.next, ticket.rejections)
+            .await
+    }
+
+    /// A ticket for everything appended so far (the log end offset), for a caller that waits
+    /// on the log's end rather than on one append of its own.
+    pub fn end_ticket(&self) -> AppendTicket {
+        AppendTicket {
+            next: self.inner.state.borrow().next_offset,
+            rejections: self.inner.written.rejections(),
+        }
+    }
+
     /// Waits until every offset below `next_offset` is synced, asking the shard's group
     /// commit for an fdatasync if none is under way.
     pub async fn sync_to(&self, next_offset: i64) -> Result<()> {
@@ -523,20 +556,20 @@ impl<D: Disk> PartitionLog<D> {
     /// partitions of one request share the next round (awaiting `sync_to` on each in turn
     /// would pay one round per partition, each queued only after the previous one ended).
     /// One result per target, in order.
-    pub async fn sync_all(targets: &[(&PartitionLog<D>, i64)]) -> Vec<Result<()>> {
+    pub async fn sync_all(targets: &[(&PartitionLog<D>, AppendTicket)]) -> Vec<Result<()>> {
         let mut written = Vec::with_capacity(targets.len());
-        for (log, next) in targets {
-            written.push(log.inner.written.wait_for(*next).await);
+        for (log, ticket) in targets {
+            written.push(log.wait_appended(*ticket).await);
         }
-        for ((log, next), w) in targets.iter().zip(&written) {
-            if w.is_ok() && log.inner.synced.get() < *next {
+        for ((log, ticket), w) in targets.iter().zip(&written) {
+            if w.is_ok() && log.inner.synced.get() < ticket.next {
                 log.request_sync();
             }
         }
         let mut out = Vec::with_capacity(targets.len());
-        for ((log, next), w) in targets.iter().zip(written) {
+        for ((log, ticket), w) in targets.iter().zip(written) {
             out.push(match w {
-                Ok(()) => log.inner.synced.wait_for(*next).await,
+                Ok(()) => log.inner.synced.wait_for(ticket.next).await,
                 Err(e) => Err(e),
             });
         }

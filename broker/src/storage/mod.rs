@@ -80,7 +80,7 @@ pub use disk::{AlignedBuf, Disk, DiskFile, OpenMode, PAGE_BYTES};
 pub use dma_disk::DmaDisk;
 pub use error::StorageError;
 pub use lock::DataDirLock;
-pub use log::{AppendInfo, PartitionLog};
+pub use log::{AppendInfo, AppendTicket, PartitionLog};
 pub use read::{LogRead, ReadChunk, ReadEnd};
 pub use shard::{CONCURRENT_LOG_OPENS_CLOSES, StorageShard, now_ms};
 pub use sim_disk::SimDisk;

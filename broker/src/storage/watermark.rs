@@ -2,10 +2,16 @@
 //!
 //! Owns: the "written" and "synced" marks of a log and their waiters. A waiter is released
 //! with `Ok` when the mark reaches its target, or with an error when the log fails or gives
-//! back the offsets the waiter was waiting for (disk full, truncation). Never: shared across
-//! threads; never moves backwards except through an explicit [`Watermark::reset`].
+//! back the offsets the waiter was waiting for (disk full, truncation). A wait may start
+//! after such a give-back already happened (glommio can run the write task before the
+//! appending task first awaits its offsets; a produce request awaits its partitions in turn):
+//! `wait_for_since` names the rejections the waiter's offsets were assigned after, and is
+//! refused when a later one took them back, so offsets given back and assigned again to a
+//! later append are never taken for the earlier append's. Never: shared across threads;
+//! never moves backwards except through an explicit [`Watermark::reset`].
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -19,12 +25,20 @@ struct Waiter {
     outcome: Option<Result<()>>,
 }
 
+/// Rejections remembered for waits that start late; a wait older than all of them is
+/// refused (its caller retries: conservative, and only after this many give-backs).
+const REJECTIONS_KEPT: usize = 64;
+
 /// A forward-only mark: "every offset below `get()` is written (or synced)".
 pub(crate) struct Watermark {
     value: Cell<i64>,
     /// Set when the log failed for good: every later waiter above the mark gets it.
     failure: RefCell<Option<StorageError>>,
     waiters: RefCell<Vec<Rc<RefCell<Waiter>>>>,
+    /// Rejections so far (`reject_above`, `reset`).
+    rejection_count: Cell<u64>,
+    /// The latest rejections: (count after it, the mark it rejected above, its error).
+    rejections: RefCell<VecDeque<(u64, i64, StorageError)>>,
 }
 
 impl Watermark {
@@ -33,7 +47,29 @@ impl Watermark {
             value: Cell::new(value),
             failure: RefCell::new(None),
             waiters: RefCell::new(Vec::new()),
+            rejection_count: Cell::new(0),
+            rejections: RefCell::new(VecDeque::new()),
         }
+    }
+
+    /// Rejections so far: an append's offsets are assigned after this many
+    /// (`wait_for_since`).
+    pub(crate) fn rejections(&self) -> u64 {
+        self.rejection_count.get()
+    }
+
+    /// The error of a rejection after the first `since` that took back `target`, if any.
+    fn rejected_since(&self, since: u64, target: i64) -> Option<StorageError> {
+        let kept = self.rejections.borrow();
+        if let Some((first, _, e)) = kept.front()
+            && *first > since + 1
+        {
+            // Rejections the waiter would have to know of are forgotten.
+            return Some(e.duplicate());
+        }
+        kept.iter()
+            .find(|(n, from, _)| *n > since && *from < target)
+            .map(|(_, _, e)| e.duplicate())
     }
 
     pub(crate) fn get(&self) -> i64 {
@@ -58,6 +94,14 @@ impl Watermark {
     /// Releases every waiter whose target is above `from` with `error` (their offsets were
     /// given back); the mark itself stays.
     pub(crate) fn reject_above(&self, from: i64, error: &StorageError) {
+        let n = self.rejection_count.get() + 1;
+        self.rejection_count.set(n);
+        let mut kept = self.rejections.borrow_mut();
+        if kept.len() == REJECTIONS_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((n, from, error.duplicate()));
+        drop(kept);
         self.release(|target| target > from, || Err(error.duplicate()));
     }
 
@@ -88,6 +132,19 @@ impl Watermark {
         WaitFor {
             mark: self,
             target,
+            since: None,
+            waiter: None,
+        }
+    }
+
+    /// Waits until the mark is at least `target`, for offsets assigned after the first
+    /// `since` rejections: refused at once when a later one took them back, even if the mark
+    /// has passed `target` since (other appends then hold those offsets).
+    pub(crate) fn wait_for_since(&self, target: i64, since: u64) -> WaitFor<'_> {
+        WaitFor {
+            mark: self,
+            target,
+            since: Some(since),
             waiter: None,
         }
     }
@@ -96,6 +153,7 @@ impl Watermark {
 pub(crate) struct WaitFor<'a> {
     mark: &'a Watermark,
     target: i64,
+    since: Option<u64>,
     waiter: Option<Rc<RefCell<Waiter>>>,
 }
 
@@ -112,6 +170,11 @@ impl Future for WaitFor<'_> {
                     Poll::Pending
                 }
             };
+        }
+        if let Some(since) = self.since
+            && let Some(e) = self.mark.rejected_since(since, self.target)
+        {
+            return Poll::Ready(Err(e));
         }
         if self.mark.value.get() >= self.target {
             return Poll::Ready(Ok(()));
