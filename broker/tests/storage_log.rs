@@ -227,6 +227,87 @@ fn recovery_cuts_exactly_at_a_corrupt_or_truncated_batch() {
 }
 
 #[test]
+fn preallocated_zeros_are_cut_and_a_last_segment_of_zeros_is_dropped() {
+    run(|| async {
+        let disk = SimDisk::new();
+        let shard = StorageShard::new(disk.clone(), opts(0));
+        let config = small_config();
+        let log = shard.open_log(dir(), config.clone()).await.unwrap();
+        let mut acked = Vec::new();
+        while log.segment_count() < 3 {
+            let seed = acked.len() as u64;
+            let info = log
+                .append(&[make(seed)], 0, 0, Durability::Synced)
+                .await
+                .unwrap();
+            acked.push((info.base_offset, seed));
+        }
+        // The active segment grew past its data with the zeros of its preallocation.
+        let mut segments: Vec<String> = disk
+            .list_dir(&dir())
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        segments.sort();
+        let active = dir().join(segments.last().unwrap());
+        assert!(
+            disk.contents(&active).unwrap().len() > 64 << 10,
+            "preallocated"
+        );
+        drop(log);
+        drop(shard);
+        // A crash between the seal of the middle segment and the first write of the last:
+        // the last holds only zeros, the middle one is left untrimmed (zeros after its data).
+        let middle = dir().join(&segments[segments.len() - 2]);
+        let mut untrimmed = disk.contents(&middle).unwrap();
+        let middle_len = untrimmed.len();
+        untrimmed.resize(middle_len + (1 << 20), 0);
+        disk.set_contents(&middle, untrimmed);
+        disk.set_contents(&active, vec![0; 1 << 20]);
+        let _ = disk.remove(&dir().join("clean-shutdown")).await;
+        let shard = StorageShard::new(disk.clone(), opts(0));
+        let log = shard.open_log(dir(), config.clone()).await.unwrap();
+        assert_eq!(log.segment_count(), 2, "the segment of zeros is gone");
+        assert!(disk.contents(&active).is_none());
+        assert_eq!(
+            disk.contents(&middle).unwrap().len(),
+            middle_len,
+            "zeros cut"
+        );
+        let base: i64 = segments.last().unwrap()[..20].parse().unwrap();
+        assert_eq!(log.log_end_offset(), base);
+        let kept: Vec<_> = acked.iter().filter(|(b, _)| *b < base).collect();
+        let all = read_all(&log).await;
+        assert_eq!(all.len(), kept.len());
+        for ((h, bytes), (b, seed)) in all.iter().zip(&kept) {
+            assert_eq!(h.base_offset, *b);
+            assert_eq!(&bytes[..], &expected(&make(*seed), *b, 0)[..]);
+        }
+        // Appends go on at the recovered end; a clean close leaves the file at its data.
+        let info = log
+            .append(&[make(1_000)], 0, 0, Durability::Synced)
+            .await
+            .unwrap();
+        assert_eq!(info.base_offset, base);
+        log.close().await.unwrap();
+        let mut names: Vec<String> = disk
+            .list_dir(&dir())
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        names.sort();
+        let last = disk.contents(&dir().join(names.last().unwrap())).unwrap();
+        let tail = expected(&make(1_000), base, 0);
+        assert!(
+            last.ends_with(&tail),
+            "closed at its data, no zeros after it"
+        );
+    });
+}
+
+#[test]
 fn retention_by_size_and_time_and_delete_records() {
     run(|| async {
         let disk = SimDisk::new();

@@ -59,8 +59,12 @@ pub trait DiskFile: 'static {
     async fn fdatasync(&self) -> io::Result<()>;
     async fn truncate(&self, len: u64) -> io::Result<()>;
     async fn size(&self) -> io::Result<u64>;
-    /// Reserves blocks up to `len` bytes without changing the file size (fallocate
-    /// KEEP_SIZE), so a full disk shows up here rather than in the middle of a write.
+    /// Reserves blocks up to `len` bytes, so a full disk shows up here rather than in the
+    /// middle of a write, and makes the file at least `len` bytes long (the bytes past the
+    /// data read as zeros): a direct write inside the file's size is not a size-extending
+    /// one, which the kernel completes inline instead of handing it to an io_uring worker
+    /// thread. The engine cuts the file back to its data when it seals, closes or truncates a
+    /// segment, and recovery stops at the zeros.
     async fn preallocate(&self, len: u64) -> io::Result<()>;
 }
 

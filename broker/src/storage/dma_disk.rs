@@ -112,8 +112,19 @@ impl DiskFile for DmaDiskFile {
         self.file.file_size().await.map_err(to_io)
     }
     async fn preallocate(&self, len: u64) -> io::Result<()> {
-        self.file.pre_allocate(len, true).await.map_err(to_io)
+        // fallocate without KEEP_SIZE: ext4 (and XFS) take an O_DIRECT write that ends past
+        // the file's size under the exclusive inode lock, so io_uring's non-blocking attempt
+        // fails and the write goes to an io-wq worker thread; inside the size it runs inline.
+        let keep_size = keep_size_for_comparison();
+        self.file.pre_allocate(len, keep_size).await.map_err(to_io)
     }
+}
+
+/// `COREBUS_PREALLOCATE_KEEP_SIZE=1` preallocates without growing the file (the behaviour
+/// before 2026-12-07), only for same-run comparisons (`scripts/broker-bench --ab-env`).
+fn keep_size_for_comparison() -> bool {
+    static KEEP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *KEEP.get_or_init(|| std::env::var("COREBUS_PREALLOCATE_KEEP_SIZE").is_ok_and(|v| v == "1"))
 }
 
 impl Disk for DmaDisk {

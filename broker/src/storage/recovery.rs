@@ -38,6 +38,17 @@ use super::shard::ShardCore;
 use super::watermark::Watermark;
 use super::writer::Appender;
 
+/// Whether a segment file holds any write: a batch starts with its base offset and a length
+/// of at least 49, so a file whose first bytes are zeros (or that has none) was never written.
+async fn holds_data<F: DiskFile>(file: &F) -> std::io::Result<bool> {
+    if file.size().await? == 0 {
+        return Ok(false);
+    }
+    let page = file.read_at(0, PAGE_BYTES).await?;
+    let head = page.as_ref();
+    Ok(head.iter().take(12).any(|b| *b != 0))
+}
+
 /// Result of scanning a segment from its start.
 struct Rebuilt {
     index: SegmentIndex,
@@ -129,13 +140,17 @@ impl<D: Disk> PartitionLog<D> {
         // A segment is created by its first write, which follows the seal (trim + sync) of
         // the previous one; an empty last segment means a crash came between the two, so the
         // previous segment may still be untrimmed: drop the empty one and recover that one.
+        // Empty: no byte, or only the zeros of its preallocation (`Disk::preallocate`).
         while bases.len() > 1 {
             let last = Segment::new(&dir, bases[bases.len() - 1]);
-            let size = match disk.open(&last.log_path, OpenMode::Existing).await {
-                Ok(f) => f.size().await.map_err(|e| io("sizing a segment of", e))?,
-                Err(e) => return Err(io("opening a segment of", e)),
-            };
-            if size > 0 {
+            let file = disk
+                .open(&last.log_path, OpenMode::Existing)
+                .await
+                .map_err(|e| io("opening a segment of", e))?;
+            if holds_data(&file)
+                .await
+                .map_err(|e| io("reading a segment of", e))?
+            {
                 break;
             }
             info!(segment = %last.log_path.display(), "removing an empty last segment");

@@ -286,6 +286,8 @@ impl<D: Disk> PartitionLog<D> {
             let seg = state.active_mut();
             seg.size = position;
             seg.written_size = position;
+            // The cut freed what was reserved past it.
+            seg.preallocated = position;
             seg.next_offset = offset;
             seg.sealed = false;
             if let (Some(rel), Some(ix)) = (seg.relative(offset), seg.index.as_mut()) {

@@ -5,7 +5,7 @@
 //! keeps, per file, the durable contents plus an in-order prefix of the unsynced writes, the
 //! last of which may be torn at a 512-byte sector boundary: synced data always survives,
 //! unsynced data may vanish, a write never lands before an earlier one of the same file.
-//! Directory operations (create, rename, remove, truncate) are durable at once: the engine
+//! Directory operations (create, rename, remove, truncate, preallocate) are durable at once: the engine
 //! syncs directories after them, and the crash test is about data, not metadata.
 //!
 //! Also injects faults: a failing write or fsync (EIO), a full disk (ENOSPC), and a halt
@@ -258,10 +258,19 @@ impl DiskFile for SimFile {
     async fn size(&self) -> io::Result<u64> {
         Ok(self.data.borrow().visible.len() as u64)
     }
-    async fn preallocate(&self, _len: u64) -> io::Result<()> {
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
         self.faults.mutate()?;
         if self.faults.disk_full.get() {
             return Err(io_err(io::ErrorKind::StorageFull, "no space left (ENOSPC)"));
+        }
+        // The size grows with zeros, durably at once (metadata, as a truncate here).
+        let mut f = self.data.borrow_mut();
+        let len = len as usize;
+        if f.visible.len() < len {
+            f.visible.resize(len, 0);
+        }
+        if f.durable.len() < len {
+            f.durable.resize(len, 0);
         }
         Ok(())
     }
