@@ -46,18 +46,19 @@ pub struct ShardLogs {
     /// neither has finished opening.
     syncing: glommio::sync::Semaphore,
     /// High watermarks to open replicated logs with, as every shard's checkpoint held them
-    /// at start; an entry is taken when its log opens.
+    /// at start; an entry moves to `unopened` when its log is opened.
     restored: RefCell<HighWatermarks>,
-    /// High watermarks of the logs this shard closed but keeps (until they open again).
-    kept: RefCell<HighWatermarks>,
-    /// High watermarks of the logs being opened (back to `restored` if the open fails).
-    opening: RefCell<HighWatermarks>,
+    /// High watermarks of this shard's partitions without an open log (closed but kept,
+    /// being opened, or failed to open): they stay in the checkpoint until the log is open.
+    unopened: RefCell<HighWatermarks>,
     /// What this shard's checkpoint file holds (nothing is written when nothing changed).
     checkpointed: RefCell<Option<HighWatermarks>>,
     /// One checkpoint write at a time (they share a temporary file).
     checkpointing: glommio::sync::Semaphore,
     shard: ShardId,
-    shard_count: usize,
+    /// Checkpoint files of shards this node no longer runs (found at start, on shard 0):
+    /// removed once this shard's first checkpoint holds what they held for it.
+    gone_files: RefCell<Vec<String>>,
 }
 
 fn checkpoint_key((topic, partition): PartitionKey) -> CheckpointKey {
@@ -76,7 +77,12 @@ impl ShardLogs {
         shard_count: usize,
     ) -> Result<ShardLogs, std::io::Error> {
         let disk = DmaDisk::new(data_dir).await?;
-        let restored = hw_checkpoint::read_all(&disk, data_dir).await;
+        let (restored, files) = hw_checkpoint::read_all(&disk, data_dir).await;
+        let gone_files = files
+            .into_iter()
+            .filter(|s| shard == ShardId(0) && usize::from(*s) >= shard_count)
+            .map(hw_checkpoint::file_name)
+            .collect();
         Ok(ShardLogs {
             data_dir: data_dir.to_path_buf(),
             storage: StorageShard::new(
@@ -91,32 +97,29 @@ impl ShardLogs {
             topics: RefCell::new(HashMap::new()),
             syncing: glommio::sync::Semaphore::new(1),
             restored: RefCell::new(restored),
-            kept: RefCell::new(HighWatermarks::new()),
-            opening: RefCell::new(HighWatermarks::new()),
+            unopened: RefCell::new(HighWatermarks::new()),
             checkpointed: RefCell::new(None),
             checkpointing: glommio::sync::Semaphore::new(1),
             shard,
-            shard_count,
+            gone_files: RefCell::new(gone_files),
         })
     }
 
     /// Writes this shard's high watermark checkpoint: the high watermark of every open log,
-    /// and of the logs it closed but keeps; skipped when nothing changed since the last one.
+    /// and of its partitions without one; skipped when nothing changed since the last one.
     /// The first one written by shard 0 removes the files of shards this node no longer runs
     /// (their entries were read at start by the shards that now hold those partitions).
     pub async fn checkpoint_high_watermarks(&self) {
         let Ok(_one_at_a_time) = self.checkpointing.acquire_permit(1).await else {
             return;
         };
-        let mut now = self.kept.borrow().clone();
-        now.extend(self.opening.borrow().iter().map(|(k, v)| (*k, *v)));
+        let mut now = self.unopened.borrow().clone();
         for (key, log) in self.logs.borrow().iter() {
             now.insert(checkpoint_key(*key), log.high_watermark());
         }
         if self.checkpointed.borrow().as_ref() == Some(&now) {
             return;
         }
-        let first = self.checkpointed.borrow().is_none();
         let disk = self.storage.disk();
         let name = hw_checkpoint::file_name(self.shard.0);
         if let Err(e) = hw_checkpoint::write(disk, &self.data_dir, &name, &now).await {
@@ -129,26 +132,13 @@ impl ShardLogs {
             return;
         }
         *self.checkpointed.borrow_mut() = Some(now);
-        if first && self.shard == ShardId(0) {
-            self.remove_checkpoints_of_gone_shards().await;
-        }
-    }
-
-    async fn remove_checkpoints_of_gone_shards(&self) {
-        let disk = self.storage.disk();
-        let Ok(names) = disk.list_dir(&self.data_dir) else {
-            return;
-        };
-        for name in names {
-            let gone = name
-                .strip_prefix(hw_checkpoint::FILE_PREFIX)
-                .and_then(|n| n.parse::<usize>().ok())
-                .is_some_and(|n| n >= self.shard_count);
-            if gone {
-                let _ = disk.remove(&self.data_dir.join(&name)).await;
+        let gone = std::mem::take(&mut *self.gone_files.borrow_mut());
+        if !gone.is_empty() {
+            for name in gone {
+                let _ = disk.remove(&self.data_dir.join(name)).await;
             }
+            let _ = disk.sync_dir(&self.data_dir).await;
         }
-        let _ = disk.sync_dir(&self.data_dir).await;
     }
 
     /// The open log of a partition this shard owns.
@@ -211,6 +201,9 @@ impl ShardLogs {
         let mut removed_logs = Vec::new();
         for (id, name) in gone {
             self.topics.borrow_mut().remove(&id);
+            self.unopened
+                .borrow_mut()
+                .retain(|(topic, _), _| *topic != *id.0.as_bytes());
             let keys: Vec<PartitionKey> = self
                 .logs
                 .borrow()
@@ -254,7 +247,7 @@ impl ShardLogs {
                 if reassigned_away {
                     removed_replicas.push((key.0, log));
                 } else {
-                    self.kept
+                    self.unopened
                         .borrow_mut()
                         .insert(checkpoint_key(key), log.high_watermark());
                     moved_logs.push(log);
@@ -340,30 +333,26 @@ impl ShardLogs {
         )
         .await;
         for (key, dir, result) in opened {
-            let hw = self.opening.borrow_mut().remove(&checkpoint_key(key));
             match result {
                 Ok((log, states)) => {
+                    self.unopened.borrow_mut().remove(&checkpoint_key(key));
                     self.producers.borrow_mut().insert(key, states);
                     self.logs.borrow_mut().insert(key, log);
                 }
-                Err(e) => {
-                    if let Some(hw) = hw {
-                        self.restored.borrow_mut().insert(checkpoint_key(key), hw);
-                    }
-                    warn!(dir = %dir.display(), error = %e, "cannot open partition log")
-                }
+                Err(e) => warn!(dir = %dir.display(), error = %e, "cannot open partition log"),
             }
         }
     }
 
-    /// The high watermark a replicated log opens with: where this shard closed it, else what
-    /// the checkpoints held at start (taken: a log opened once and later deleted must not get
-    /// it back; kept in `opening` meanwhile, so a checkpoint written then still holds it).
+    /// The high watermark a replicated log opens with: where this shard closed it (or last
+    /// failed to open it), else what the checkpoints held at start (taken from there: a log
+    /// opened once and later deleted must not get it back). It stays in `unopened`, and so
+    /// in the checkpoint, until the log is open.
     fn checkpointed_high_watermark(&self, key: PartitionKey) -> Option<i64> {
         let key = checkpoint_key(key);
-        let kept = self.kept.borrow_mut().remove(&key);
-        let hw = kept.or_else(|| self.restored.borrow_mut().remove(&key))?;
-        self.opening.borrow_mut().insert(key, hw);
+        let unopened = self.unopened.borrow().get(&key).copied();
+        let hw = unopened.or_else(|| self.restored.borrow_mut().remove(&key))?;
+        self.unopened.borrow_mut().insert(key, hw);
         Some(hw)
     }
 

@@ -136,24 +136,27 @@ pub async fn write<D: Disk>(
     disk.sync_dir(dir).await
 }
 
-/// Every checkpoint file in `dir`, merged (the largest value of each partition). Files that
-/// cannot be read or fail their checks are skipped with a warning.
-pub async fn read_all<D: Disk>(disk: &D, dir: &Path) -> HighWatermarks {
+/// Every checkpoint file in `dir`, merged (the largest value of each partition), and the
+/// shard index of each file found. Files that cannot be read or fail their checks are skipped
+/// with a warning. Start-up only: it lists the directory (`Disk::list_dir` may block).
+pub async fn read_all<D: Disk>(disk: &D, dir: &Path) -> (HighWatermarks, Vec<u16>) {
     let mut merged = HighWatermarks::new();
+    let mut shards = Vec::new();
     let names = match disk.list_dir(dir) {
         Ok(names) => names,
         Err(e) => {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot list the data directory for high watermark checkpoints");
-            return merged;
+            return (merged, shards);
         }
     };
     for name in names {
         let Some(shard) = name.strip_prefix(FILE_PREFIX) else {
             continue;
         };
-        if shard.parse::<u16>().is_err() {
+        let Ok(shard) = shard.parse::<u16>() else {
             continue; // a temporary file
-        }
+        };
+        shards.push(shard);
         match read_one(disk, &dir.join(&name)).await {
             Ok(entries) => {
                 for (key, hw) in entries {
@@ -169,7 +172,7 @@ pub async fn read_all<D: Disk>(disk: &D, dir: &Path) -> HighWatermarks {
             ),
         }
     }
-    merged
+    (merged, shards)
 }
 
 async fn read_one<D: Disk>(disk: &D, path: &Path) -> Result<HighWatermarks, String> {
@@ -257,10 +260,12 @@ mod tests {
             write(&disk, dir, "high-watermarks.3.tmp", &sample(3))
                 .await
                 .unwrap();
-            let merged = read_all(&disk, dir).await;
+            let (merged, mut shards) = read_all(&disk, dir).await;
             let want: HighWatermarks =
                 [(([1; 16], 0), 40), (([2; 16], 3), 50), (([3; 16], 1), 7)].into();
             assert_eq!(merged, want);
+            shards.sort();
+            assert_eq!(shards, [0, 1, 2]);
         });
     }
 }

@@ -430,7 +430,7 @@ impl Sim {
         // The data directory exists as the broker's does (the simulated disk knows of the
         // log's directory only).
         let _ = b.disk.create_dir_all(&data_dir());
-        let checkpoints = hw_checkpoint::read_all(&b.disk, &data_dir()).await;
+        let (checkpoints, _) = hw_checkpoint::read_all(&b.disk, &data_dir()).await;
         log.open_high_watermark(checkpoints.get(&(*self.topic.0.as_bytes(), 0)).copied());
         if log.high_watermark() > log.log_start_offset() {
             self.report.checkpointed_starts += 1;
